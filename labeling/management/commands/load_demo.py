@@ -1,0 +1,154 @@
+"""Load a small demo: four users, a compare project and a thumbs project, filled from labeling/demo/."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractUser
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from labeling.importing import ImportFailed, project_import
+from labeling.models import Project
+from labeling.services import project_create
+
+DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"
+DEFAULT_PASSWORD = "preftune-demo"  # noqa: S105 - a public demo login, printed on purpose
+ANNOTATORS = ("annotator1", "annotator2", "annotator3")
+URL = "http://127.0.0.1:8000/"
+
+COMPARE_GUIDELINES = """\
+# What makes an answer better
+
+You see one prompt and two answers. Pick the answer you would rather receive. Judge, in this order:
+
+1. **Correct.** Facts, numbers and code are right. A confident wrong answer is worse than a short
+   or incomplete right one. Check code and arithmetic in your head; don't trust the tone.
+2. **Safe and honest.** The answer doesn't push the reader towards harm (medical, chemical,
+   electrical, legal or financial), says so when it is unsure, and doesn't invent sources,
+   books, laws or quotes. An answer that gives dangerous advice loses, however well written.
+3. **Helpful.** It answers the question that was asked, follows the instructions (length,
+   format, "in two sentences", "three ideas"), and gives the reader something they can use.
+   A refusal of a harmless request is unhelpful.
+4. **Concise.** Given two correct, helpful answers, prefer the shorter and clearer one.
+   Padding, flattery ("Great question!") and off-topic history do not make an answer better.
+
+Ignore which side an answer is shown on; sides are shuffled for each annotator.
+
+## Tie or both bad?
+
+- **Tie**: both answers are acceptable and you honestly can't prefer one, e.g. both correct and
+  about equally clear. Don't use it to skip a hard decision: if one is even slightly better,
+  pick it and set the strength to *slight*.
+- **Both bad**: neither answer is one you would want a user to receive (both wrong, both
+  unsafe, or both ignore the question). Say why in the rationale.
+
+## Strength and rationale
+
+*Slight*, *clear* or *decisive*: how sure you are. A short rationale ("B gets the capital wrong")
+helps reviewers and settles disagreements; write one whenever the choice wasn't obvious.
+"""
+
+RATE_GUIDELINES = """\
+# Thumbs up or down
+
+You see one prompt and one answer.
+
+- **Thumbs up** when the answer is correct, safe and actually answers the question. It doesn't
+  have to be perfect or long.
+- **Thumbs down** when it contains a factual or coding error, gives unsafe advice, invents facts,
+  ignores the instructions, or is so vague that it doesn't help.
+
+When in doubt about a fact, judge it as you would a stranger's answer: if you'd have to look it up
+to trust it and it sounds wrong, thumbs down and say why in the rationale.
+"""
+
+PROJECTS = (
+    {
+        "name": "Demo: helpful answers",
+        "mode": Project.Mode.COMPARE,
+        "overlap": 2,
+        "description": "Pairs of answers to everyday questions: one good, one flawed. Pick the better one.",
+        "guidelines": COMPARE_GUIDELINES,
+        "file": "compare.jsonl",
+    },
+    {
+        "name": "Demo: thumbs",
+        "mode": Project.Mode.RATE,
+        "overlap": 1,
+        "description": "Single answers to rate thumbs up or down.",
+        "guidelines": RATE_GUIDELINES,
+        "file": "rate.jsonl",
+    },
+)
+
+
+class Command(BaseCommand):
+    help = (
+        "Create demo users (admin, annotator1-3) and two demo projects filled from labeling/demo/. "
+        "Idempotent: existing users keep their passwords and a project that has prompts is not imported again. "
+        "Passwords come from PREFTUNE_DEMO_PASSWORD (default 'preftune-demo')."
+    )
+
+    def handle(self, *args: object, **options: object) -> None:
+        password = os.environ.get("PREFTUNE_DEMO_PASSWORD") or DEFAULT_PASSWORD
+        existing: list[str] = []
+        users = {
+            name: self._user(name, password, admin=name == "admin", existing=existing)
+            for name in ("admin", *ANNOTATORS)
+        }
+        annotators = [users[name] for name in ANNOTATORS]
+
+        for spec in PROJECTS:
+            self._project(spec, annotators)
+
+        self.stdout.write("")
+        self.stdout.write(self.style.SUCCESS(f"Demo ready at {URL}"))
+        for label, names in (("admin (staff)", ["admin"]), ("annotators", list(ANNOTATORS))):
+            new = [name for name in names if name not in existing]
+            old = [name for name in names if name in existing]
+            if new:
+                self.stdout.write(f"  {label + ':':<16}{', '.join(new)} / {password}")
+            if old:
+                self.stdout.write(f"  {label + ':':<16}{', '.join(old)} (existed already: password unchanged, by default {DEFAULT_PASSWORD})")
+
+    def _user(self, username: str, password: str, *, admin: bool, existing: list[str]) -> AbstractUser:
+        user, created = get_user_model().objects.get_or_create(
+            username=username, defaults={"is_staff": admin, "is_superuser": admin}
+        )
+        if created:
+            user.set_password(password)
+            user.save(update_fields=["password"])
+            self.stdout.write(f"Created user {username}{' (staff, superuser)' if admin else ''}.")
+        else:
+            existing.append(username)
+        return user
+
+    def _project(self, spec: dict, annotators: list[AbstractUser]) -> None:
+        name = spec["name"]
+        with transaction.atomic():
+            project = Project.objects.filter(name=name).first()
+            if project is None:
+                project = project_create(
+                    name=name,
+                    mode=spec["mode"],
+                    overlap=spec["overlap"],
+                    guidelines=spec["guidelines"],
+                    description=spec["description"],
+                    members=annotators,
+                )
+                self.stdout.write(f"Created project {name!r} (id {project.pk}).")
+            else:
+                project.members.add(*annotators)
+
+            if project.prompts.exists():
+                self.stdout.write(f"Project {name!r} already has prompts: not importing again.")
+                return
+            path = DEMO_DIR / spec["file"]
+            try:
+                report = project_import(project=project, filename=path.name, data=path.read_bytes())
+            except ImportFailed as exc:
+                lines = "\n".join(f"  {error}" for error in exc.errors)
+                raise CommandError(f"Importing {path} into {name!r} failed:\n{lines}") from exc
+        self.stdout.write(f"Imported {path.name} into {name!r}: {report}.")

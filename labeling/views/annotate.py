@@ -1,0 +1,143 @@
+"""The annotator's screens: the compare / rate queue, voting, skipping. Plain forms, made fast with htmx."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from labeling import services
+from labeling.errors import Conflict, InvalidInput, LabelingError
+from labeling.models import PairTask, Project, RateTask, TaskStatus
+from labeling.permissions import project_for_annotator
+
+
+def _progress(project: Project, user) -> dict:  # noqa: ANN001
+    task_model = PairTask if project.mode == Project.Mode.COMPARE else RateTask
+    tasks = task_model.objects.filter(project=project)
+    total = tasks.count()
+    complete = tasks.filter(status=TaskStatus.COMPLETE).count()
+    mine = (
+        project.pair_tasks.filter(votes__annotator=user).count()
+        if project.mode == Project.Mode.COMPARE
+        else project.rate_tasks.filter(ratings__annotator=user).count()
+    )
+    return {"total": total, "complete": complete, "mine": mine, "percent": round(100 * complete / total) if total else 100}
+
+
+def _card_context(project: Project, user, task: PairTask | RateTask | None, error: str = "") -> dict:  # noqa: ANN001
+    context = {"project": project, "task": task, "error": error, "progress": _progress(project, user)}
+    if task is None:
+        return context
+    context["client_key"] = services.client_key_new()
+    if isinstance(task, PairTask):
+        a_side = task.a_side_for(user.pk)
+        left, right = (task.completion_a, task.completion_b) if a_side == "left" else (task.completion_b, task.completion_a)
+        context.update(kind="pair", left=left, right=right, messages_=task.prompt.messages)
+    else:
+        context.update(kind="rate", completion=task.completion, messages_=task.completion.prompt.messages)
+    return context
+
+
+def _card_template(project: Project) -> str:
+    return "labeling/_pair_card.html" if project.mode == Project.Mode.COMPARE else "labeling/_rate_card.html"
+
+
+def _next_card(request: HttpRequest, project: Project, error: str = "", status: int = 200) -> HttpResponse:
+    """Answer a vote or skip: htmx gets the next card (and a fresh progress bar), a plain form a redirect."""
+    if not request.headers.get("HX-Request"):
+        if error:
+            messages.error(request, error)
+        return redirect("labeling:annotate", project_id=project.pk)
+    task = services.task_lease_next(project=project, annotator=request.user)
+    return render(request, _card_template(project), _card_context(project, request.user, task, error), status=status)
+
+
+@require_GET
+def annotate(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = project_for_annotator(request.user, project_id)
+    task = services.task_lease_next(project=project, annotator=request.user)
+    context = _card_context(project, request.user, task)
+    context["card_template"] = _card_template(project)
+    return render(request, "labeling/annotate.html", context)
+
+
+@require_GET
+def card(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = project_for_annotator(request.user, project_id)
+    task = services.task_lease_next(project=project, annotator=request.user)
+    return render(request, _card_template(project), _card_context(project, request.user, task))
+
+
+def _optional_int(raw: str | None, field: str) -> int | None:
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"{field} must be a whole number.") from exc
+
+
+def _refused(request: HttpRequest, project: Project, task: PairTask | RateTask, error: LabelingError) -> HttpResponse:
+    """A vote the service refused: a conflict moves on to the next task, bad input shows the same task again."""
+    if isinstance(error, Conflict):
+        return _next_card(request, project, error=error.message, status=409)
+    if not request.headers.get("HX-Request"):
+        messages.error(request, error.message)
+        return redirect("labeling:annotate", project_id=project.pk)
+    context = _card_context(project, request.user, task, error=error.message)
+    return render(request, _card_template(project), context, status=error.status_code)
+
+
+@require_POST
+def pair_vote(request: HttpRequest, project_id: int, task_id: int) -> HttpResponse:
+    project = project_for_annotator(request.user, project_id)
+    task = PairTask.objects.filter(pk=task_id, project=project).first()
+    if task is None:
+        return _next_card(request, project, error="That pair is not in this project.", status=404)
+    try:
+        services.pair_vote_record(
+            task_id=task.pk,
+            annotator=request.user,
+            pick=request.POST.get("pick", ""),
+            client_key=request.POST.get("client_key", ""),
+            strength=_optional_int(request.POST.get("strength"), "Strength"),
+            rationale=request.POST.get("rationale", ""),
+            edited_text=request.POST.get("edited_text", ""),
+            time_spent_ms=_optional_int(request.POST.get("time_spent_ms"), "Time spent"),
+            project=project,
+        )
+    except LabelingError as error:
+        return _refused(request, project, task, error)
+    return _next_card(request, project)
+
+
+@require_POST
+def rate_vote(request: HttpRequest, project_id: int, task_id: int) -> HttpResponse:
+    project = project_for_annotator(request.user, project_id)
+    task = RateTask.objects.filter(pk=task_id, project=project).first()
+    if task is None:
+        return _next_card(request, project, error="That item is not in this project.", status=404)
+    try:
+        services.rating_record(
+            task_id=task.pk,
+            annotator=request.user,
+            value=request.POST.get("value", ""),
+            client_key=request.POST.get("client_key", ""),
+            rationale=request.POST.get("rationale", ""),
+            time_spent_ms=_optional_int(request.POST.get("time_spent_ms"), "Time spent"),
+            project=project,
+        )
+    except LabelingError as error:
+        return _refused(request, project, task, error)
+    return _next_card(request, project)
+
+
+@require_POST
+def skip(request: HttpRequest, project_id: int, kind: str, task_id: int) -> HttpResponse:
+    project = project_for_annotator(request.user, project_id)
+    try:
+        services.task_skip(project=project, annotator=request.user, kind=kind, task_id=task_id)
+    except LabelingError as error:
+        return _next_card(request, project, error=error.message, status=error.status_code)
+    return _next_card(request, project)

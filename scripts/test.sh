@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Run the test suite against real PostgreSQL and Redis, as CI does. Extra arguments go to pytest:
+#   scripts/test.sh -k vote -x
+#
+# Set DATABASE_URL / CELERY_BROKER_URL to use other servers; otherwise the local ones on
+# 127.0.0.1:5432 and 127.0.0.1:6379 are used, and started if they are installed but down.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+make --no-print-directory install
+PY=.venv/bin/python
+
+die() {
+    echo "scripts/test.sh: $*" >&2
+    exit 2
+}
+
+# Wait up to 30 s for a check command to succeed.
+wait_for() {
+    for _ in $(seq 1 60); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
+ensure_local_postgres() {
+    command -v pg_isready >/dev/null || die "pg_isready not found: install PostgreSQL (Debian: apt-get install postgresql) or set DATABASE_URL."
+    if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+        if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ] && [ -n "$(ls /etc/postgresql)" ]; then
+            echo "PostgreSQL is down on 127.0.0.1:5432: starting it."
+            pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start ||
+                die "could not start PostgreSQL (pg_ctlcluster failed); start it yourself or set DATABASE_URL."
+        else
+            die "PostgreSQL is not running on 127.0.0.1:5432 and no local cluster is installed. Start one (trust auth for user postgres) or set DATABASE_URL."
+        fi
+        wait_for pg_isready -q -h 127.0.0.1 -p 5432 || die "PostgreSQL did not come up on 127.0.0.1:5432 within 30 s."
+    fi
+    # The tests use test_preftune (created by pytest-django); preftune itself is for manage.py runs.
+    if command -v psql >/dev/null &&
+        [ -z "$(psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'preftune'")" ]; then
+        createdb -h 127.0.0.1 -U postgres preftune || die "could not create database preftune as user postgres."
+    fi
+}
+
+ensure_local_redis() {
+    command -v redis-cli >/dev/null || die "redis-cli not found: install Redis (Debian: apt-get install redis-server) or set CELERY_BROKER_URL."
+    if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+        if command -v redis-server >/dev/null; then
+            echo "Redis is down on 127.0.0.1:6379: starting it."
+            mkdir -p /var/lib/redis /var/log/redis
+            redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+                --dir /var/lib/redis --logfile /var/log/redis/ci.log ||
+                die "could not start redis-server; start it yourself or set CELERY_BROKER_URL."
+        else
+            die "Redis is not running on 127.0.0.1:6379 and redis-server is not installed. Start one or set CELERY_BROKER_URL."
+        fi
+        wait_for redis-cli -h 127.0.0.1 -p 6379 ping || die "Redis did not come up on 127.0.0.1:6379 within 30 s."
+    fi
+}
+
+if [ -z "${DATABASE_URL:-}" ]; then
+    ensure_local_postgres
+    export DATABASE_URL="postgres://postgres@127.0.0.1:5432/preftune"
+fi
+if [ -z "${CELERY_BROKER_URL:-}" ]; then
+    ensure_local_redis
+    export CELERY_BROKER_URL="redis://127.0.0.1:6379/0"
+fi
+export PLAYWRIGHT_CHROMIUM="${PLAYWRIGHT_CHROMIUM:-/usr/bin/chromium}"
+
+# The end-to-end tests load the real bundled model: convert it once (a no-op when done). Files only:
+# the tests register it in their own test database.
+"$PY" manage.py prepare_base_model --files-only
+
+status=0
+"$PY" -m pytest "$@" || status=$?
+exit "$status"

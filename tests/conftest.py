@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.factories import PASSWORD, AdminFactory, ProjectFactory, UserFactory
+
+
+@pytest.fixture
+def admin_user(db):
+    return AdminFactory()
+
+
+@pytest.fixture
+def annotator(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def project(db, annotator):
+    project = ProjectFactory()
+    project.members.add(annotator)
+    return project
+
+
+@pytest.fixture
+def annotator_client(client, annotator):
+    assert client.login(username=annotator.username, password=PASSWORD)
+    return client
+
+
+@pytest.fixture
+def admin_client(client, admin_user):
+    assert client.login(username=admin_user.username, password=PASSWORD)
+    return client

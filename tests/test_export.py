@@ -1,0 +1,304 @@
+"""Export: the pure aggregation rules in labeling.exporting, and the whole path from votes to TRL files."""
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from datasets import load_dataset
+from django.core.management import call_command
+
+from labeling.exporting import ExportSummary, PairData, RateData, VoteData, dpo_rows, kto_rows, pair_outcome
+from labeling.importing import project_import
+from labeling.models import PairTask, PairVote, Project, RateTask
+from labeling.selectors import export_jsonl, project_export
+from tests.factories import ProjectFactory, UserFactory, make_pair_task, make_pair_vote, make_rating
+
+Q1 = [{"role": "user", "content": "q1"}]
+Q2 = [{"role": "user", "content": "q2"}]
+Q3 = [{"role": "user", "content": "q3"}]
+
+
+def assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def votes(*choices: str) -> list[VoteData]:
+    return [VoteData(choice) for choice in choices]
+
+
+# ---------------------------------------------------------------- pair_outcome
+
+
+@pytest.mark.parametrize(
+    ("choices", "adjudicated", "expected"),
+    [
+        (["a"], "", "a"),
+        (["a", "a", "b"], "", "a"),
+        (["b", "b", "tie"], "", "b"),
+        (["tie", "tie", "a"], "", "tie"),
+        (["both_bad", "both_bad", "b"], "", "both_bad"),
+        (["a", "b"], "", "disagreement"),
+        (["a", "a", "b", "b"], "", "disagreement"),
+        (["a", "b", "tie"], "", "disagreement"),
+        (["a", "b", "both_bad", "a"], "", "disagreement"),
+        ([], "", "disagreement"),
+        (["a", "b"], "b", "b"),
+        (["a", "a", "a"], "both_bad", "both_bad"),
+        (["a", "a", "a"], "tie", "tie"),
+    ],
+)
+def test_it_decides_a_pair_by_adjudication_then_strict_majority(choices, adjudicated, expected):
+    assert pair_outcome(choices, adjudicated) == expected
+
+
+def test_it_refuses_an_unknown_adjudication():
+    with pytest.raises(ValueError, match="Unknown adjudicated choice 'c'"):
+        pair_outcome(["a"], "c")
+
+
+# ---------------------------------------------------------------- dpo_rows and kto_rows on known votes
+
+PAIRS = [
+    # 1: majority a
+    PairData(1, 1, Q1, "q1 good", "q1 bad", votes("a", "a", "b")),
+    # 2: b wins; a losing vote's edit is ignored, the earliest winning edit is the chosen text
+    PairData(
+        2, 2, Q2, "q2 meh", "q2 fine",
+        [VoteData("a", "q2 meh, edited"), VoteData("b"), VoteData("b", "q2 fine, edited first"), VoteData("b", "q2 later")],
+    ),
+    # 3: tie, 4: both bad, 5: disagreement, 6: disagreement settled by an admin, 7: still open
+    PairData(3, 3, Q3, "t1", "t2", votes("tie", "tie", "a")),
+    PairData(4, 3, Q3, "bb1", "bb2", votes("both_bad", "both_bad")),
+    PairData(5, 3, Q3, "d1", "d2", votes("a", "b")),
+    PairData(6, 3, Q3, "adj loser", "adj winner", votes("a", "b"), adjudicated="b"),
+    PairData(7, 3, Q3, "open1", "open2", votes("a"), complete=False),
+]
+
+
+def test_it_builds_dpo_rows_from_known_votes():
+    # when
+    rows, summary = dpo_rows(PAIRS)
+
+    # then
+    assert rows == [
+        {"prompt": Q1, "chosen": assistant("q1 good"), "rejected": assistant("q1 bad")},
+        {"prompt": Q2, "chosen": assistant("q2 fine, edited first"), "rejected": assistant("q2 meh")},
+        {"prompt": Q3, "chosen": assistant("adj winner"), "rejected": assistant("adj loser")},
+    ]
+    assert summary == ExportSummary(
+        considered=6, rows=3, ties=1, both_bad=1, disagreements=1, conflicting=0, incomplete=1, edited=1
+    )
+
+
+def test_it_builds_kto_rows_from_known_votes_and_ratings():
+    # given a ranking x > y > z decomposed into pairs, so y is both chosen and rejected
+    ranking = [
+        PairData(10, 4, Q1, "x", "y", votes("a")),
+        PairData(11, 4, Q1, "z", "y", votes("b")),
+        PairData(12, 4, Q1, "x", "z", votes("a")),
+    ]
+    rates = [
+        RateData(20, 5, Q2, "thumbs up", ["up", "up", "down"]),
+        RateData(21, 5, Q2, "thumbs down", ["down"]),
+        RateData(22, 5, Q2, "split", ["up", "down"]),
+        RateData(23, 5, Q2, "not yet", ["up"], complete=False),
+        # the same text already labelled False by a pair on the same prompt: one row only
+        RateData(24, 1, Q1, "q1 bad", ["down", "down"]),
+    ]
+
+    # when
+    rows, summary = kto_rows(PAIRS + ranking, rates)
+
+    # then
+    assert rows == [
+        {"prompt": Q1, "completion": assistant("q1 good"), "label": True},
+        {"prompt": Q1, "completion": assistant("q1 bad"), "label": False},
+        {"prompt": Q2, "completion": assistant("q2 fine, edited first"), "label": True},
+        {"prompt": Q2, "completion": assistant("q2 meh"), "label": False},
+        {"prompt": Q3, "completion": assistant("bb1"), "label": False},
+        {"prompt": Q3, "completion": assistant("bb2"), "label": False},
+        {"prompt": Q3, "completion": assistant("adj winner"), "label": True},
+        {"prompt": Q3, "completion": assistant("adj loser"), "label": False},
+        {"prompt": Q1, "completion": assistant("x"), "label": True},
+        {"prompt": Q1, "completion": assistant("z"), "label": False},
+        {"prompt": Q2, "completion": assistant("thumbs up"), "label": True},
+        {"prompt": Q2, "completion": assistant("thumbs down"), "label": False},
+    ]
+    assert summary == ExportSummary(
+        considered=13, rows=12, ties=1, both_bad=1, disagreements=2, conflicting=1, incomplete=2, edited=1
+    )
+
+
+def test_it_exports_nothing_from_nothing():
+    assert dpo_rows([]) == ([], ExportSummary())
+    assert kto_rows([], []) == ([], ExportSummary())
+
+
+def test_it_writes_one_json_object_per_line():
+    rows = [{"prompt": Q1, "label": True}, {"prompt": [{"role": "user", "content": "é\n"}], "label": False}]
+    data = export_jsonl(rows)
+    assert data.count(b"\n") == 2
+    assert [json.loads(line) for line in data.decode().splitlines()] == rows
+    assert "é".encode() in data
+
+
+# ---------------------------------------------------------------- from the database to files TRL loads
+
+
+def vote_for(task: PairTask, annotator, winner_text: str, *, edited_text: str = "") -> PairVote:  # noqa: ANN001
+    choice = "a" if task.completion_a.text == winner_text else "b"
+    assert winner_text in (task.completion_a.text, task.completion_b.text)
+    vote = make_pair_vote(task, annotator, choice)
+    if edited_text:
+        PairVote.objects.filter(pk=vote.pk).update(edited_text=edited_text)
+    return vote
+
+
+def pair_of(project: Project, text_1: str, text_2: str) -> PairTask:
+    return (
+        PairTask.objects.select_related("completion_a", "completion_b")
+        .filter(project=project, completion_a__text__in=[text_1, text_2], completion_b__text__in=[text_1, text_2])
+        .get()
+    )
+
+
+@pytest.fixture
+def voted_project(db):
+    """A compare project (overlap 2) with a won pair (one vote edited), a tie, a 3-way ranking and an open pair."""
+    project = ProjectFactory(mode=Project.Mode.COMPARE, overlap=2)
+    lines = [
+        {"id": "p1", "prompt": "Capital of France?", "completions": ["Paris.", "Lyon."]},
+        {"id": "p2", "prompt": "Pick one", "completions": ["left-ish", "right-ish"]},
+        {"id": "p3", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Rank"}],
+         "completions": ["r1", "r2", "r3"]},
+        {"id": "p4", "prompt": "Not done", "completions": ["o1", "o2"]},
+        {"id": "p5", "prompt": "Held out", "split": "heldout"},
+    ]
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    project_import(project=project, filename="voted.jsonl", data=data)
+    ann1, ann2 = UserFactory(), UserFactory()
+
+    france = pair_of(project, "Paris.", "Lyon.")
+    vote_for(france, ann1, "Paris.", edited_text="Paris, since 508.")
+    vote_for(france, ann2, "Paris.")
+    tie = pair_of(project, "left-ish", "right-ish")
+    make_pair_vote(tie, ann1, "tie")
+    make_pair_vote(tie, ann2, "tie")
+    for winner, loser in (("r1", "r2"), ("r2", "r3"), ("r1", "r3")):
+        task = pair_of(project, winner, loser)
+        vote_for(task, ann1, winner)
+        vote_for(task, ann2, winner)
+    vote_for(pair_of(project, "o1", "o2"), ann1, "o1")
+    return project
+
+
+def test_it_exports_dpo_from_the_database_for_trl(voted_project, tmp_path, django_assert_max_num_queries):
+    # when
+    with django_assert_max_num_queries(2):
+        rows, summary = project_export(project=voted_project, fmt="dpo")
+    path = tmp_path / "dpo.jsonl"
+    path.write_bytes(export_jsonl(rows))
+    dataset = load_dataset("json", data_files=str(path))["train"]
+
+    # then
+    assert dataset.column_names == ["prompt", "chosen", "rejected"]
+    assert dataset.num_rows == 4
+    assert (summary.considered, summary.rows, summary.ties, summary.incomplete, summary.edited) == (5, 4, 1, 1, 1)
+    france = next(row for row in dataset if row["prompt"][-1]["content"] == "Capital of France?")
+    assert france["chosen"] == assistant("Paris, since 508.")
+    assert france["rejected"] == assistant("Lyon.")
+    ranked = [row for row in dataset if row["prompt"][-1]["content"] == "Rank"]
+    assert sorted((row["chosen"][0]["content"], row["rejected"][0]["content"]) for row in ranked) == [
+        ("r1", "r2"),
+        ("r1", "r3"),
+        ("r2", "r3"),
+    ]
+    assert ranked[0]["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Rank"}]
+
+
+def test_it_exports_kto_from_the_database_for_trl(voted_project, tmp_path, django_assert_max_num_queries):
+    # when
+    with django_assert_max_num_queries(4):
+        rows, summary = project_export(project=voted_project, fmt="kto")
+    path = tmp_path / "kto.jsonl"
+    path.write_bytes(export_jsonl(rows))
+    dataset = load_dataset("json", data_files=str(path))["train"]
+
+    # then the edit is the good answer, r2 (chosen once, rejected once) is left out
+    assert dataset.column_names == ["prompt", "completion", "label"]
+    assert dataset.num_rows == 4
+    labelled = sorted((row["completion"][0]["content"], row["label"]) for row in dataset)
+    assert labelled == [("Lyon.", False), ("Paris, since 508.", True), ("r1", True), ("r3", False)]
+    assert (summary.rows, summary.conflicting, summary.ties, summary.incomplete) == (4, 1, 1, 1)
+
+
+def test_it_exports_kto_from_thumbs(db):
+    # given a rate project with three rated completions and an unrated one
+    project = ProjectFactory(mode=Project.Mode.RATE, overlap=2)
+    data = b'{"prompt": "hi", "completions": ["good", "bad", "split", "unrated"]}\n'
+    project_import(project=project, filename="r.jsonl", data=data)
+    ann1, ann2 = UserFactory(), UserFactory()
+    for text, values in (("good", ("up", "up")), ("bad", ("down", "down")), ("split", ("up", "down"))):
+        task = RateTask.objects.get(project=project, completion__text=text)
+        make_rating(task, ann1, values[0])
+        make_rating(task, ann2, values[1])
+
+    # when
+    rows, summary = project_export(project=project, fmt="kto")
+
+    # then
+    assert [(row["completion"][0]["content"], row["label"]) for row in rows] == [("good", True), ("bad", False)]
+    assert (summary.considered, summary.disagreements, summary.incomplete) == (3, 1, 1)
+
+
+def test_it_leaves_review_battles_out_unless_asked(db):
+    # given one labelling pair and one review battle, each won by a
+    project = ProjectFactory(overlap=1)
+    annotator = UserFactory()
+    label_task = make_pair_task(project, 1)
+    review_task = make_pair_task(project, 2)
+    PairTask.objects.filter(pk=review_task.pk).update(purpose=PairTask.Purpose.REVIEW)
+    review_task.refresh_from_db()
+    make_pair_vote(label_task, annotator, "a")
+    make_pair_vote(review_task, annotator, "a")
+
+    # when / then
+    assert project_export(project=project, fmt="dpo")[1].rows == 1
+    assert project_export(project=project, fmt="dpo", include_review=True)[1].rows == 2
+    assert project_export(project=project, fmt="dpo", purpose="review")[1].rows == 1
+    assert project_export(project=project, fmt="dpo", purpose=None)[1].rows == 2
+
+
+def test_it_refuses_an_unknown_format(db):
+    with pytest.raises(ValueError, match="Unknown export format 'sft'"):
+        project_export(project=ProjectFactory(), fmt="sft")
+
+
+# ---------------------------------------------------------------- the export_preferences command
+
+
+def test_it_exports_from_the_command_line(voted_project, tmp_path):
+    # given
+    out = tmp_path / "out.jsonl"
+    err = StringIO()
+
+    # when
+    call_command("export_preferences", "--project", voted_project.name, "--format", "dpo", "--out", str(out), stderr=err)
+
+    # then
+    assert len(out.read_bytes().splitlines()) == 4
+    assert "Exported 4 DPO rows" in err.getvalue()
+    assert "ties 1" in err.getvalue()
+
+
+def test_it_exports_to_standard_output(voted_project):
+    # given
+    out, err = StringIO(), StringIO()
+
+    # when
+    call_command("export_preferences", "--project", voted_project.name, "--format", "kto", stdout=out, stderr=err)
+
+    # then
+    assert [json.loads(line)["label"] for line in out.getvalue().splitlines()].count(True) == 2
+    assert "Exported 4 KTO rows (" in err.getvalue()

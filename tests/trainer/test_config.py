@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from training.trainer import DPO_LOSS_TYPES, LoraSettings, SettingsError, TrainSettings
+
+
+def test_it_has_documented_defaults():
+    s = TrainSettings().validate()
+    assert (s.method, s.resolved_loss_type, s.beta, s.learning_rate) == ("dpo", "sigmoid", 0.1, 5e-5)
+    assert (s.per_device_batch_size, s.max_length, s.seed, s.validation_fraction) == (4, 512, 42, 0.1)
+    assert s.lora == LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    assert TrainSettings(method="kto").resolved_loss_type == "kto"
+
+
+def test_it_round_trips_through_dict():
+    s = TrainSettings.from_dict({"method": "dpo", "loss_type": "ipo", "lora": {"r": 8, "target_modules": ["q_proj"]}})
+    assert s.loss_type == "ipo" and s.lora.r == 8 and s.lora.alpha == 32
+    assert TrainSettings.from_dict(s.to_dict()) == s
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"learning_rate": -1e-5}, "Learning rate must be a positive"),
+        ({"learning_rate": 0}, "Learning rate must be a positive"),
+        ({"per_device_batch_size": 0}, "Batch size must be a positive"),
+        ({"validation_fraction": 0.6}, "between 0 and 0.5"),
+        ({"validation_fraction": -0.1}, "between 0 and 0.5"),
+        ({"loss_type": "nonsense"}, "not available for DPO"),
+        ({"loss_type": "kto"}, "not available for DPO"),
+        ({"method": "ppo"}, "Unknown method"),
+        ({"method": "kto", "per_device_batch_size": 1}, "at least 2"),
+        ({"method": "kto", "group_by_length": True}, "group_by_length cannot be used with KTO"),
+        ({"desirable_weight": 2.0}, "only applies to KTO"),
+        ({"method": "kto", "desirable_weight": -1.0}, "positive"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"beta": 0}, "beta"),
+        ({"gradient_accumulation_steps": 0}, "accumulation"),
+        ({"lora": {"r": 0}}, "rank r must be a positive"),
+        ({"lora": {"dropout": 1.5}}, "dropout"),
+        ({"lora": {"target_modules": ["q_proj", "lm_head"]}}, "lm_head"),
+        ({"lora": {"target_modules": []}}, "non-empty"),
+        ({"learning_rate": "fast"}, "Learning rate"),
+        ({"lr": 1e-4}, "Unknown training settings field(s): lr"),
+        ({"lora": {"rank": 4}}, "Unknown LoRA settings field(s): rank"),
+    ],
+)
+def test_it_rejects_impossible_values(data, message):
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        TrainSettings.from_dict(data)
+
+
+def test_settings_error_is_a_value_error():
+    assert issubclass(SettingsError, ValueError)
+
+
+def test_it_accepts_every_listed_dpo_loss():
+    for loss in DPO_LOSS_TYPES:
+        TrainSettings(loss_type=loss).validate()
+
+
+def test_listed_loss_types_are_accepted_by_trl():
+    # Guards the hand-kept list against TRL renaming or removing losses.
+    from trl import DPOConfig, KTOConfig
+
+    from training.trainer import KTO_LOSS_TYPES
+
+    help_text = DPOConfig.__dataclass_fields__["loss_type"].metadata["help"]
+    for loss in DPO_LOSS_TYPES:
+        assert f"'{loss}'" in help_text
+    assert set(KTO_LOSS_TYPES) <= set(KTOConfig.__dataclass_fields__["loss_type"].metadata["choices"])
+
+
+def test_importing_settings_does_not_import_torch():
+    code = "import sys, training.trainer as t; t.TrainSettings().validate(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

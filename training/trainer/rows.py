@@ -1,0 +1,168 @@
+"""Training rows in TRL's conversational format: validation, hashing, splitting, KTO class weights.
+
+DPO row: {"prompt": [messages...], "chosen": [assistant message], "rejected": [assistant message]}
+KTO row: {"prompt": [messages...], "completion": [assistant message], "label": bool}
+A message is {"role": "system" | "user" | "assistant", "content": str}.
+
+Named `rows` rather than `datasets` so it never shadows the Hugging Face `datasets` package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from typing import Any
+
+ROLES = ("system", "user", "assistant")
+DPO_KEYS = ("prompt", "chosen", "rejected")
+KTO_KEYS = ("prompt", "completion", "label")
+
+# TRL's recommended band for (desirable_weight * n_desirable) / (undesirable_weight * n_undesirable),
+# Eq. (8) of the KTO paper. We aim inside it rather than at an edge so that TRL's own check, which
+# rounds to two decimals, agrees.
+KTO_RATIO_LOW, KTO_RATIO_HIGH = 1.0, 4.0 / 3.0
+KTO_RATIO_TARGET = 1.15
+
+
+class RowsError(ValueError):
+    """Rows that cannot be trained on; the message names the first offending row."""
+
+
+def _check_messages(value: Any, *, where: str, last_role: str | None = None) -> None:
+    if not isinstance(value, list) or not value:
+        raise RowsError(f"{where} must be a non-empty list of messages, got {type(value).__name__}.")
+    for i, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise RowsError(f"{where}[{i}] must be a message object, got {type(message).__name__}.")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise RowsError(f"{where}[{i}] has role {role!r}; expected one of {', '.join(ROLES)}.")
+        if not isinstance(content, str):
+            raise RowsError(f"{where}[{i}] content must be text, got {type(content).__name__}.")
+    if last_role is not None and value[-1]["role"] != last_role:
+        raise RowsError(f"{where} must end with a {last_role!r} message, but ends with {value[-1]['role']!r}.")
+
+
+def _check_completion(value: Any, *, where: str) -> None:
+    _check_messages(value, where=where)
+    if [m["role"] for m in value] != ["assistant"] * len(value):
+        raise RowsError(f"{where} must contain only assistant messages.")
+    if not "".join(m["content"] for m in value).strip():
+        raise RowsError(f"{where} is empty: an empty completion teaches nothing.")
+
+
+def validate_dpo_rows(rows: list[dict[str, Any]]) -> None:
+    """Raise RowsError unless `rows` is a list of at least 2 well-formed DPO rows."""
+    if not isinstance(rows, list):
+        raise RowsError(f"DPO rows must be a list, got {type(rows).__name__}.")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise RowsError(f"Row {i} must be an object, got {type(row).__name__}.")
+        missing = [k for k in DPO_KEYS if k not in row]
+        if missing:
+            raise RowsError(f"Row {i} is not a DPO row: missing {', '.join(missing)} (has {', '.join(sorted(row))}).")
+        _check_messages(row["prompt"], where=f"Row {i} prompt", last_role="user")
+        _check_completion(row["chosen"], where=f"Row {i} chosen")
+        _check_completion(row["rejected"], where=f"Row {i} rejected")
+        if row["chosen"] == row["rejected"]:
+            raise RowsError(f"Row {i} has identical chosen and rejected completions: it carries no preference.")
+    if len(rows) < 2:
+        raise RowsError(f"DPO needs at least 2 preference pairs, got {len(rows)}.")
+
+
+def validate_kto_rows(rows: list[dict[str, Any]]) -> None:
+    """Raise RowsError unless `rows` are well-formed KTO rows with both labels present."""
+    if not isinstance(rows, list):
+        raise RowsError(f"KTO rows must be a list, got {type(rows).__name__}.")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise RowsError(f"Row {i} must be an object, got {type(row).__name__}.")
+        missing = [k for k in KTO_KEYS if k not in row]
+        if missing:
+            raise RowsError(f"Row {i} is not a KTO row: missing {', '.join(missing)} (has {', '.join(sorted(row))}).")
+        _check_messages(row["prompt"], where=f"Row {i} prompt", last_role="user")
+        _check_completion(row["completion"], where=f"Row {i} completion")
+        if not isinstance(row["label"], bool):
+            raise RowsError(f"Row {i} label must be true or false, got {row['label']!r}.")
+    desirable, undesirable = count_kto_labels(rows)
+    if desirable == 0 or undesirable == 0:
+        raise RowsError(
+            f"KTO needs both thumbs-up and thumbs-down examples; got {desirable} desirable and "
+            f"{undesirable} undesirable."
+        )
+
+
+def validate_rows(rows: list[dict[str, Any]], method: str) -> None:
+    """Validate rows for `method` ("dpo" or "kto"); raises RowsError."""
+    if method == "dpo":
+        validate_dpo_rows(rows)
+    elif method == "kto":
+        validate_kto_rows(rows)
+    else:
+        raise RowsError(f"Unknown method {method!r}; expected 'dpo' or 'kto'.")
+
+
+def rows_hash(rows: list[dict[str, Any]]) -> str:
+    """Stable sha256 hex digest of the rows, independent of key order and Python version.
+
+    Row order matters (it changes the split and the batches), so it is part of the hash.
+    """
+    canonical = json.dumps(rows, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def split_rows(
+    rows: list[dict[str, Any]], *, validation_fraction: float, seed: int, method: str | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Deterministically split rows into (train, validation) by `seed`.
+
+    The validation split gets round(n * fraction) rows, but never so many that training would lose
+    what it needs: at least 2 training rows, and for KTO ("method") both labels kept in training.
+    A fraction of 0 (or too few rows) gives an empty validation split.
+    """
+    if not 0 <= validation_fraction <= 0.5:
+        raise RowsError(f"Validation fraction must be between 0 and 0.5, got {validation_fraction!r}.")
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_val = min(round(len(rows) * validation_fraction), max(len(rows) - 2, 0))
+    while n_val > 0:
+        val_idx = set(order[:n_val])
+        train = [rows[i] for i in range(len(rows)) if i not in val_idx]
+        if method != "kto" or all(c > 0 for c in count_kto_labels(train)):
+            break
+        n_val -= 1
+    val_idx = set(order[:n_val])
+    # Keep the original order within each split so a split is easy to read next to its source.
+    train = [rows[i] for i in range(len(rows)) if i not in val_idx]
+    validation = [rows[i] for i in range(len(rows)) if i in val_idx]
+    return train, validation
+
+
+def count_kto_labels(rows: list[dict[str, Any]]) -> tuple[int, int]:
+    """(desirable, undesirable) counts."""
+    desirable = sum(1 for row in rows if row.get("label") is True)
+    return desirable, len(rows) - desirable
+
+
+def kto_weight_ratio(n_desirable: int, n_undesirable: int, desirable_weight: float, undesirable_weight: float) -> float:
+    """(desirable_weight * n_desirable) / (undesirable_weight * n_undesirable): TRL wants it in [1, 4/3]."""
+    return (desirable_weight * n_desirable) / (undesirable_weight * n_undesirable)
+
+
+def kto_class_weights(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """(desirable_weight, undesirable_weight) that bring the weighted ratio into TRL's 1:1–4:3 band.
+
+    The majority class keeps weight 1.0 and the minority one is scaled up (or, when desirable
+    examples dominate, the undesirable weight is raised), so the loss scale stays close to plain KTO.
+    """
+    n_des, n_und = count_kto_labels(rows)
+    if n_des == 0 or n_und == 0:
+        raise RowsError(f"KTO needs both labels; got {n_des} desirable and {n_und} undesirable.")
+    if KTO_RATIO_LOW <= n_des / n_und <= KTO_RATIO_HIGH:
+        return 1.0, 1.0
+    if n_des < n_und:
+        # Raise the desirable weight: w * n_des / n_und = target.
+        return round(KTO_RATIO_TARGET * n_und / n_des, 2), 1.0
+    # Desirable dominates: raise the undesirable weight so n_des / (w * n_und) = target.
+    return 1.0, round(n_des / (KTO_RATIO_TARGET * n_und), 2)
