@@ -123,7 +123,7 @@ def project_export(request: HttpRequest, project_id: int) -> HttpResponse:
         raise InvalidInput("format must be dpo or kto.")
     rows, summary = selectors.project_export(project=project, fmt=fmt)
     response = HttpResponse(selectors.export_jsonl(rows), content_type="application/x-ndjson")
-    for name, value in vars(summary).items():
+    for name, value in summary.as_dict().items():
         response[f"X-Export-{name.replace('_', '-').title()}"] = str(value)
     return response
 

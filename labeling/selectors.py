@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from django.db.models import Prefetch
+from django.db.models import Count, Prefetch, Q, QuerySet
 
 from labeling.exporting import ExportSummary, PairData, RateData, VoteData, dpo_rows, kto_rows
 from labeling.models import PairTask, PairVote, Project, RateTask, Rating, TaskStatus
@@ -11,6 +11,8 @@ from labeling.models import PairTask, PairVote, Project, RateTask, Rating, TaskS
 # ---------------------------------------------------------------- export (preference data for training)
 
 EXPORT_FORMATS = ("dpo", "kto")
+# The tasks an export uses: complete ones, and open ones an admin has already decided.
+_USED = Q(status=TaskStatus.COMPLETE) | ~Q(adjudicated_choice="")
 
 
 def project_export(
@@ -20,17 +22,24 @@ def project_export(
 
     ``purpose`` picks the pair tasks used ("label", "review", or None for both); ``include_review``
     adds the review battles to the labeling pairs. KTO also uses the project's thumbs ratings.
-    Four queries, whatever the size of the project.
+    At most six queries whatever the project's size; open tasks are only counted, never loaded.
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"Unknown export format {fmt!r}: use 'dpo' or 'kto'.")
     purposes = {purpose} if purpose else {PairTask.Purpose.LABEL, PairTask.Purpose.REVIEW}
     if include_review:
         purposes.add(PairTask.Purpose.REVIEW)
-    pairs = _pair_data(project, purposes)
+    pair_tasks = PairTask.objects.filter(project=project, purpose__in=purposes)
+    pairs = _pair_data(pair_tasks.filter(_USED))
+    open_count = pair_tasks.exclude(_USED).count()
     if fmt == "dpo":
-        return dpo_rows(pairs)
-    return kto_rows(pairs, _rate_data(project))
+        rows, summary = dpo_rows(pairs)
+    else:
+        rate_tasks = RateTask.objects.filter(project=project)
+        rows, summary = kto_rows(pairs, _rate_data(rate_tasks.filter(status=TaskStatus.COMPLETE)))
+        open_count += rate_tasks.exclude(status=TaskStatus.COMPLETE).count()
+    summary.incomplete += open_count
+    return rows, summary
 
 
 def export_jsonl(rows: list[dict]) -> bytes:
@@ -38,10 +47,9 @@ def export_jsonl(rows: list[dict]) -> bytes:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
 
 
-def _pair_data(project: Project, purposes: set[str]) -> list[PairData]:
+def _pair_data(tasks: QuerySet[PairTask]) -> list[PairData]:
     tasks = (
-        PairTask.objects.filter(project=project, purpose__in=purposes)
-        .select_related("prompt", "completion_a", "completion_b")
+        tasks.select_related("prompt", "completion_a", "completion_b")
         .prefetch_related(
             Prefetch("votes", queryset=PairVote.objects.only("task", "choice", "edited_text").order_by("created_at", "id"))
         )
@@ -62,10 +70,9 @@ def _pair_data(project: Project, purposes: set[str]) -> list[PairData]:
     ]
 
 
-def _rate_data(project: Project) -> list[RateData]:
+def _rate_data(tasks: QuerySet[RateTask]) -> list[RateData]:
     tasks = (
-        RateTask.objects.filter(project=project)
-        .select_related("completion__prompt")
+        tasks.select_related("completion__prompt")
         .prefetch_related(Prefetch("ratings", queryset=Rating.objects.only("task", "value").order_by("created_at", "id")))
         .order_by("id")
     )
@@ -83,3 +90,45 @@ def _rate_data(project: Project) -> list[RateData]:
 
 
 # ---------------------------------------------------------------- end of export
+
+
+# ---------------------------------------------------------------- lineage (what a training snapshot was built from)
+
+
+def project_annotator_counts(*, project: Project) -> dict[str, int]:
+    """Username → number of votes and ratings they gave in ``project``."""
+    counts: dict[str, int] = {}
+    for model in (PairVote, Rating):
+        rows = (
+            model.objects.filter(task__project=project)
+            .values_list("annotator__username")
+            .annotate(n=Count("pk"))
+            .order_by()
+        )
+        for username, n in rows:
+            counts[username] = counts.get(username, 0) + n
+    return dict(sorted(counts.items()))
+
+
+def project_guideline_versions(*, project: Project) -> list[int]:
+    """The guideline versions the project's votes and ratings were cast under."""
+    versions = set(PairVote.objects.filter(task__project=project).values_list("guideline_version", flat=True))
+    versions |= set(Rating.objects.filter(task__project=project).values_list("guideline_version", flat=True))
+    return sorted(versions)
+
+
+def project_review_tasks_used(*, project: Project) -> int:
+    return PairTask.objects.filter(project=project, purpose=PairTask.Purpose.REVIEW).filter(_USED).count()
+
+
+def annotator_progress(*, project: Project, annotator) -> dict[str, int]:  # noqa: ANN001
+    """The annotator's screen header: the project's tasks done, and how many this annotator did."""
+    if project.mode == Project.Mode.COMPARE:
+        tasks = PairTask.objects.filter(project=project, purpose=PairTask.Purpose.LABEL)
+        mine = PairVote.objects.filter(task__project=project, annotator=annotator).count()
+    else:
+        tasks = RateTask.objects.filter(project=project)
+        mine = Rating.objects.filter(task__project=project, annotator=annotator).count()
+    counts = tasks.aggregate(total=Count("pk"), complete=Count("pk", filter=Q(status=TaskStatus.COMPLETE)))
+    total, complete = counts["total"], counts["complete"]
+    return {"total": total, "complete": complete, "mine": mine, "percent": round(100 * complete / total) if total else 100}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start preftune for development: the web server on http://127.0.0.1:8000/ and one Celery worker
-# (queues default and gpu, concurrency 1), both in the foreground; Ctrl-C stops both.
+# (queues default and gpu, concurrency 1, with beat), both in the foreground; Ctrl-C stops both.
 #
 # With no DATABASE_URL and no CELERY_BROKER_URL this needs no services: SQLite and kombu's
 # filesystem broker, both under var/ (see webapp/settings.py).
@@ -22,7 +22,9 @@ PORT="${PREFTUNE_PORT:-8000}"
 # Job control: each background job gets its own process group (Ctrl-C reaches only this script, whose
 # trap stops both in order), and one kill of runserver's group reaches its reloader child too.
 set -m
-.venv/bin/celery -A webapp worker -Q default,gpu --concurrency 1 --loglevel INFO --hostname "preftune-dev@%h" &
+# -B: the same process also runs the beat schedule (CELERY_BEAT_SCHEDULE, e.g. reaping stale runs);
+# fine for the one development worker, a separate `celery beat` in production.
+.venv/bin/celery -A webapp worker -B -Q default,gpu --concurrency 1 --loglevel INFO --hostname "preftune-dev@%h" &
 worker_pid=$!
 "$PY" manage.py runserver "$HOST:$PORT" &
 web_pid=$!
@@ -42,9 +44,14 @@ stop() {
     echo "Still running after 10 s: killing (an unfinished task is redelivered on the next start)."
     kill -KILL -- "-$web_pid" "-$worker_pid" 2>/dev/null || true
 }
-trap stop INT TERM EXIT
+interrupted=0
+trap 'interrupted=1; stop' INT TERM
+trap stop EXIT
 
 # Whichever stops first (Ctrl-C, a crash, port 8000 taken) takes the other one down with it.
 status=0
 wait -n "$web_pid" "$worker_pid" || status=$?
+if [ "$interrupted" = 1 ]; then
+    exit 0  # stopped on purpose
+fi
 exit "$status"

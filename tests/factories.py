@@ -4,7 +4,8 @@ from __future__ import annotations
 import factory
 from django.contrib.auth import get_user_model
 
-from labeling.models import Completion, PairTask, Project, Prompt, RateTask
+from labeling.models import Completion, PairTask, PairVote, Project, Prompt, Rating, RateTask, TaskStatus
+from training.models import BaseModel, DatasetSnapshot, TuningRun
 
 PASSWORD = "pw-for-tests-1"
 
@@ -71,8 +72,6 @@ def make_rate_task(project: Project, n: int = 0, overlap: int | None = None) -> 
     return RateTask.objects.create(project=project, completion=completion, overlap=overlap or project.overlap)
 
 
-# Appended after the factories above (kept apart so concurrent edits to this file do not collide).
-from labeling.models import PairVote, Rating, TaskStatus  # noqa: E402
 
 
 def make_pair_vote(
@@ -118,3 +117,15 @@ def make_rating(task: RateTask, annotator, value: str, *, time_spent_ms: int = 0
         task.status = TaskStatus.COMPLETE
     task.save(update_fields=["vote_count", "status"])
     return rating
+
+
+def make_run(project: Project, *, status: str = "queued", method: str = "dpo", base_path: str = "/nonexistent") -> TuningRun:
+    """A run row with a tiny frozen snapshot, for screens and state transitions (nothing is trained)."""
+    base, _ = BaseModel.objects.get_or_create(name="test-base", defaults={"path": base_path})
+    rows = [{"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "hello"}],
+             "rejected": [{"role": "assistant", "content": "go away"}]}]
+    snapshot = DatasetSnapshot.objects.create(project=project, method=method, rows=rows, rows_hash="0" * 64, row_count=1)
+    return TuningRun.objects.create(
+        project=project, name=f"run of {project.name}", method=method, base_model=base, settings={"method": method},
+        snapshot=snapshot, status=status,
+    )

@@ -195,7 +195,7 @@ def voted_project(db):
 
 def test_it_exports_dpo_from_the_database_for_trl(voted_project, tmp_path, django_assert_max_num_queries):
     # when
-    with django_assert_max_num_queries(2):
+    with django_assert_max_num_queries(3):
         rows, summary = project_export(project=voted_project, fmt="dpo")
     path = tmp_path / "dpo.jsonl"
     path.write_bytes(export_jsonl(rows))
@@ -219,7 +219,7 @@ def test_it_exports_dpo_from_the_database_for_trl(voted_project, tmp_path, djang
 
 def test_it_exports_kto_from_the_database_for_trl(voted_project, tmp_path, django_assert_max_num_queries):
     # when
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(6):
         rows, summary = project_export(project=voted_project, fmt="kto")
     path = tmp_path / "kto.jsonl"
     path.write_bytes(export_jsonl(rows))

@@ -5,6 +5,7 @@ import json
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 
 from labeling.models import Completion, PairTask, Prompt
 from tests.factories import UserFactory, make_pair_task, make_pair_vote
@@ -84,6 +85,28 @@ def test_it_refuses_a_body_declared_too_large_before_reading_it(admin_client, pr
     # then
     assert response.status_code == 413
     assert "over the 50-byte limit" in response.content.decode()
+
+
+def test_it_still_checks_csrf_on_upload(admin_user, project):
+    # given a browser session without the form's CSRF token
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(admin_user)
+
+    # when
+    response = browser.post(f"/projects/{project.pk}/import/", {"file": upload("d.jsonl", GOOD_JSONL)})
+
+    # then
+    assert response.status_code == 403
+    assert Prompt.objects.count() == 0
+
+    # and with the token from the form, the same upload goes through
+    page = browser.get(f"/projects/{project.pk}/import/")
+    token = page.context["csrf_token"]
+    response = browser.post(
+        f"/projects/{project.pk}/import/", {"file": upload("d.jsonl", GOOD_JSONL), "csrfmiddlewaretoken": token}
+    )
+    assert response.status_code == 302
+    assert Prompt.objects.count() == 1
 
 
 def test_it_asks_for_a_file(admin_client, project):

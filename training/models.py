@@ -30,3 +30,116 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class DatasetSnapshot(models.Model):
+    """The exact training rows a run uses, frozen at launch so later votes never change a queued or running run."""
+
+    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="dataset_snapshots")
+    method = models.CharField(max_length=8)
+    rows = models.JSONField()
+    rows_hash = models.CharField(max_length=64)
+    row_count = models.PositiveIntegerField()
+    summary = models.JSONField(default=dict, help_text="Export counts: ties, both-bad, disagreements left out.")
+    lineage = models.JSONField(default=dict, help_text="Annotators, agreement, guideline versions, review rounds.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.method} snapshot of {self.row_count} rows ({self.rows_hash[:12]})"
+
+
+class TuningRun(models.Model):
+    class Method(models.TextChoices):
+        DPO = "dpo", "DPO (pairs)"
+        KTO = "kto", "KTO (thumbs)"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="tuning_runs")
+    name = models.CharField(max_length=200)
+    method = models.CharField(max_length=8, choices=Method.choices)
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="runs")
+    settings = models.JSONField(help_text="TrainSettings as a dict: parsed and validated by training.trainer.config.")
+    snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.PROTECT, related_name="runs")
+    train_rows = models.PositiveIntegerField(default=0)
+    validation_rows = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    cancel_requested = models.BooleanField(default=False)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    attempt = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True, help_text="hostname:pid of the worker training it.")
+    error = models.TextField(blank=True)
+    output_dir = models.CharField(max_length=500, blank=True)
+    model_version = models.OneToOneField(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="run"
+    )
+    created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="tuningrun_status_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]),
+                name="tuningrun_status_valid",
+            ),
+            models.CheckConstraint(condition=models.Q(method__in=["dpo", "kto"]), name="tuningrun_method_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def percent(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        return round(100 * self.step / self.total_steps) if self.total_steps else 0
+
+    def eta_seconds(self, now) -> float | None:  # noqa: ANN001
+        """Seconds left at the average pace so far; None before the first step or when not running."""
+        if self.status != self.Status.RUNNING or not self.started_at or self.step == 0 or not self.total_steps:
+            return None
+        elapsed = (now - self.started_at).total_seconds()
+        return max(0.0, elapsed / self.step * (self.total_steps - self.step))
+
+    def duration_seconds(self, now) -> float | None:  # noqa: ANN001
+        if not self.started_at:
+            return None
+        return ((self.finished_at or now) - self.started_at).total_seconds()
+
+
+class RunMetric(models.Model):
+    """One logging event of a run: TRL's metric keys (loss, rewards/margins, ...) at a step."""
+
+    class Split(models.TextChoices):
+        TRAIN = "train", "Train"
+        EVAL = "eval", "Validation"
+
+    run = models.ForeignKey(TuningRun, on_delete=models.CASCADE, related_name="metrics")
+    step = models.PositiveIntegerField()
+    split = models.CharField(max_length=8, choices=Split.choices, default=Split.TRAIN)
+    values = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "step", "id"]
+        constraints = [models.UniqueConstraint(fields=["run", "split", "step"], name="runmetric_one_per_step")]

@@ -7,5 +7,6 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/", include("labeling.api_urls")),
+    path("", include("training.urls")),
     path("", include("labeling.urls")),
 ]

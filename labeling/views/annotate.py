@@ -6,27 +6,14 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from labeling import services
+from labeling import selectors, services
 from labeling.errors import Conflict, InvalidInput, LabelingError
-from labeling.models import PairTask, Project, RateTask, TaskStatus
+from labeling.models import PairTask, Project, RateTask
 from labeling.permissions import project_for_annotator
 
 
-def _progress(project: Project, user) -> dict:  # noqa: ANN001
-    task_model = PairTask if project.mode == Project.Mode.COMPARE else RateTask
-    tasks = task_model.objects.filter(project=project)
-    total = tasks.count()
-    complete = tasks.filter(status=TaskStatus.COMPLETE).count()
-    mine = (
-        project.pair_tasks.filter(votes__annotator=user).count()
-        if project.mode == Project.Mode.COMPARE
-        else project.rate_tasks.filter(ratings__annotator=user).count()
-    )
-    return {"total": total, "complete": complete, "mine": mine, "percent": round(100 * complete / total) if total else 100}
-
-
 def _card_context(project: Project, user, task: PairTask | RateTask | None, error: str = "") -> dict:  # noqa: ANN001
-    context = {"project": project, "task": task, "error": error, "progress": _progress(project, user)}
+    context = {"project": project, "task": task, "error": error, "progress": selectors.annotator_progress(project=project, annotator=user)}
     if task is None:
         return context
     context["client_key"] = services.client_key_new()

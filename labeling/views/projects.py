@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from labeling import services
 from labeling.models import Project, TaskStatus
 from labeling.permissions import project_for_admin, staff_required
-from labeling.project_form import ProjectForm
+from labeling.forms import ProjectForm
 
 
 @require_GET

@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.utils.text import slugify
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_safe
 
 from labeling.forms import ExportForm, ImportForm
@@ -25,15 +26,26 @@ if TYPE_CHECKING:
 _MULTIPART_OVERHEAD = 64 * 1024
 
 
+@csrf_exempt  # CSRF is checked in _import_form, after the size check: see import_upload's docstring
 @require_http_methods(["GET", "POST"])
 def import_upload(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Show the import form, or import the uploaded file.
+
+    The CSRF middleware would parse the whole multipart body (writing the upload to disk) before this
+    view runs; exempting the view and checking CSRF after the declared length lets an oversized upload
+    be refused without reading it (Django's documented pattern for per-view upload handling).
+    """
     project = project_for_admin(request.user, project_id)
-    if request.method == "GET":
-        return _import_page(request, project, ImportForm())
-    # Refuse an oversized body from its declared length, before Django parses the upload.
-    if _content_length(request) > settings.PREFTUNE_IMPORT_MAX_BYTES + _MULTIPART_OVERHEAD:
+    if request.method == "POST" and _content_length(request) > settings.PREFTUNE_IMPORT_MAX_BYTES + _MULTIPART_OVERHEAD:
         too_big = f"The upload is over the {settings.PREFTUNE_IMPORT_MAX_BYTES:,}-byte limit; split the file."
         return _import_page(request, project, ImportForm(), errors=[too_big], summary=too_big, status=413)
+    return _import_form(request, project)
+
+
+@csrf_protect
+def _import_form(request: HttpRequest, project: Project) -> HttpResponse:
+    if request.method == "GET":
+        return _import_page(request, project, ImportForm())
     form = ImportForm(request.POST, request.FILES)
     if not form.is_valid():
         return _import_page(request, project, form, status=413 if form.has_error("file", "too_large") else 400)

@@ -1,0 +1,213 @@
+"""Every URL in the URL conf: anonymous users are sent to log in (or get 401 from the API); annotators get 403
+on everything but their own screens; POST forms need a CSRF token; production settings pass check --deploy."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from labeling.models import PairTask
+from tests.factories import PASSWORD, ProjectFactory, make_pair_task, make_rate_task, make_run
+
+pytestmark = pytest.mark.django_db
+ROOT = Path(__file__).resolve().parent.parent
+
+# Screens an annotator uses in a project they belong to. Everything else in the app is for admins.
+ANNOTATOR_URLS = {"labeling:home", "labeling:annotate", "labeling:card", "labeling:pair_vote", "labeling:rate_vote", "labeling:skip"}
+ADMIN_URLS = {
+    "labeling:project_new",
+    "labeling:project_edit",
+    "labeling:dashboard",
+    "labeling:disagreements",
+    "labeling:adjudicate",
+    "labeling:import",
+    "labeling:export",
+    "training:runs",
+    "training:run_new",
+    "training:run_detail",
+    "training:run_status",
+    "training:run_metrics",
+    "training:run_cancel",
+    "training:run_retry",
+}
+API_URLS = {"api:projects", "api:import", "api:export", "api:next", "api:vote"}
+OPEN_URLS = {"login", "logout"}
+
+
+def _named_patterns(resolver: URLResolver, namespace: str = "") -> set[str]:
+    names = set()
+    for pattern in resolver.url_patterns:
+        if isinstance(pattern, URLResolver):
+            if pattern.namespace == "admin":
+                continue  # Django admin: checked separately below
+            inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            names |= _named_patterns(pattern, inner)
+        elif isinstance(pattern, URLPattern) and pattern.name:
+            names.add(f"{namespace}{pattern.name}")
+    return names
+
+
+def _url(name: str, project, pair: PairTask) -> str:
+    kwargs = {}
+    if name.startswith("training:run_") and name != "training:run_new":
+        return reverse(name, kwargs={"run_id": make_run(project).pk})
+    if name in ("labeling:home", "labeling:project_new", "api:projects", "login", "logout"):
+        return reverse(name)
+    kwargs["project_id"] = project.pk
+    if name in ("labeling:pair_vote", "labeling:adjudicate"):
+        kwargs["task_id"] = pair.pk
+    if name == "labeling:skip":
+        kwargs.update(kind="pair", task_id=pair.pk)
+    if name == "api:vote":
+        return reverse(name, kwargs={"kind": "pair", "task_id": pair.pk})
+    if name == "labeling:rate_vote":
+        kwargs["task_id"] = make_rate_task(ProjectFactory(mode="rate"), 1).pk
+    return reverse(name, kwargs=kwargs)
+
+
+@pytest.fixture
+def world(annotator):
+    own = ProjectFactory(name="Own")
+    own.members.add(annotator)
+    other = ProjectFactory(name="Other")
+    return {"own": own, "other": other, "own_pair": make_pair_task(own, 1), "other_pair": make_pair_task(other, 2)}
+
+
+def test_every_url_is_classified():
+    assert _named_patterns(get_resolver()) == ANNOTATOR_URLS | ADMIN_URLS | API_URLS | OPEN_URLS
+
+
+@pytest.mark.parametrize("name", sorted(ANNOTATOR_URLS | ADMIN_URLS))
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_anonymous_users_are_sent_to_log_in(client, world, name, method):
+    response = getattr(client, method)(_url(name, world["own"], world["own_pair"]))
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.parametrize("name", sorted(API_URLS))
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_anonymous_api_calls_get_401(client, world, name, method):
+    response = getattr(client, method)(_url(name, world["own"], world["own_pair"]))
+
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("name", sorted(ADMIN_URLS))
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_annotators_get_403_on_admin_screens(annotator_client, world, name, method):
+    response = getattr(annotator_client, method)(_url(name, world["own"], world["own_pair"]))
+
+    # A view may answer a method it does not take with 405 before the role check; never with the page.
+    assert response.status_code in (403, 405)
+    if name == "labeling:project_new":
+        assert not type(world["own"]).objects.filter(name="").exists()
+
+
+@pytest.mark.parametrize("name", sorted(ANNOTATOR_URLS - {"labeling:home"}))
+def test_annotators_get_403_on_projects_they_are_not_in(annotator_client, world, name):
+    method = annotator_client.get if name in ("labeling:annotate", "labeling:card") else annotator_client.post
+    url = _url(name, world["other"], world["other_pair"])
+
+    response = method(url, {"pick": "left", "client_key": "k", "value": "up"})
+
+    assert response.status_code == 403
+    assert not world["other_pair"].votes.exists()
+
+
+@pytest.mark.parametrize(
+    "path", ["/admin/", "/admin/labeling/pairvote/", "/admin/auth/user/", "/admin/labeling/project/1/change/", "/admin/login/"]
+)
+def test_annotators_get_403_on_django_admin(annotator_client, path):
+    assert annotator_client.get(path).status_code == 403
+
+
+def test_anonymous_users_go_to_the_admin_login(client):
+    response = client.get("/admin/")
+
+    assert response.status_code == 302
+    assert "login" in response["Location"]
+
+
+def test_annotators_see_only_their_projects_on_the_home_page(annotator_client, world):
+    html = annotator_client.get("/").content.decode()
+
+    assert "Own" in html and "Other" not in html
+
+
+@pytest.fixture
+def csrf_client(annotator):
+    client = Client(enforce_csrf_checks=True)
+    assert client.login(username=annotator.username, password=PASSWORD)
+    return client
+
+
+@pytest.fixture
+def csrf_admin_client(admin_user):
+    client = Client(enforce_csrf_checks=True)
+    assert client.login(username=admin_user.username, password=PASSWORD)
+    return client
+
+
+@pytest.mark.parametrize("name", ["labeling:pair_vote", "labeling:skip"])
+def test_annotator_forms_need_a_csrf_token(csrf_client, world, name):
+    response = csrf_client.post(_url(name, world["own"], world["own_pair"]), {"pick": "left", "client_key": "k"})
+
+    assert response.status_code == 403
+    assert not world["own_pair"].votes.exists()
+
+
+_READ_ONLY = {"labeling:dashboard", "labeling:disagreements", "labeling:export", "training:runs", "training:run_detail",
+              "training:run_status", "training:run_metrics"}
+
+
+@pytest.mark.parametrize("name", sorted(ADMIN_URLS - _READ_ONLY))
+def test_admin_forms_need_a_csrf_token(csrf_admin_client, world, name):
+    response = csrf_admin_client.post(_url(name, world["own"], world["own_pair"]), {"name": "x", "choice": "a"})
+
+    assert response.status_code == 403
+
+
+def test_logout_needs_a_csrf_token(csrf_client):
+    assert csrf_client.post("/accounts/logout/").status_code == 403
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    env = {
+        **os.environ,
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": "x" * 20 + "-production-like-secret-key-for-the-check-0123456789",
+        "DJANGO_ALLOWED_HOSTS": "preftune.example.com",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_settings_refuse_to_start_without_a_secret_key():
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SECRET_KEY"}
+    env["DJANGO_DEBUG"] = "0"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_celery_accepts_json_only():
+    from webapp.celery import app
+
+    assert app.conf.task_serializer == "json"
+    assert app.conf.accept_content == ["json"]
+    assert app.conf.result_serializer == "json"

@@ -1,0 +1,353 @@
+"""Writes for tuning runs, and the only bridge between the database and the Django-free training core.
+
+A run's life: ``run_launch`` freezes the dataset and queues it (enqueued on commit) → the gpu worker
+claims it with a conditional update (queued → running) and calls ``run_execute`` → succeeded, failed
+or cancelled. A worker that dies leaves a stale heartbeat; ``runs_reap_stale`` (periodic, and at worker
+start-up) fails such runs with a reason, and ``run_retry`` queues them again, resuming from the last
+checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from labeling import quality, selectors
+from labeling.models import Project
+from training.models import BaseModel, DatasetSnapshot, ModelVersion, RunMetric, TuningRun
+from training.trainer.config import SettingsError, TrainSettings
+from training.trainer.rows import RowsError, count_kto_labels, rows_hash, split_rows, validate_rows
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from training.trainer.core import ProgressEvent
+
+logger = logging.getLogger(__name__)
+Status = TuningRun.Status
+
+# Below this many rows a run learns nothing worth the GPU time; the message says how many are missing.
+MIN_DPO_ROWS = 4
+MIN_KTO_ROWS = 4
+# The worker writes a heartbeat at least this often while training, even inside a long step.
+HEARTBEAT_SECONDS = 10
+
+
+class LaunchError(Exception):
+    """Why a run cannot be launched, in words for the admin; nothing was written or queued."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True)
+class DatasetPreview:
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    desirable: int = 0
+    undesirable: int = 0
+
+
+def dataset_preview(*, project: Project, method: str, include_review: bool = True) -> DatasetPreview:
+    """The rows a run launched now would train on, with the export summary (what was left out and why)."""
+    rows, summary = selectors.project_export(project=project, fmt=method, include_review=include_review)
+    desirable, undesirable = count_kto_labels(rows) if method == "kto" else (0, 0)
+    return DatasetPreview(rows=rows, summary=summary.as_dict(), desirable=desirable, undesirable=undesirable)
+
+
+def _check_dataset(preview: DatasetPreview, method: str, train_settings: TrainSettings) -> None:
+    rows = preview.rows
+    if method == "dpo" and len(rows) < MIN_DPO_ROWS:
+        raise LaunchError(
+            f"Too little data: {len(rows)} preference pair(s) are ready, and a DPO run needs at least {MIN_DPO_ROWS}. "
+            "Pairs count once they have all their votes and a clear winner (ties, both-bad and disagreements are "
+            "left out)."
+        )
+    if method == "kto":
+        if len(rows) < MIN_KTO_ROWS:
+            raise LaunchError(
+                f"Too little data: {len(rows)} labelled completion(s) are ready, and a KTO run needs at least "
+                f"{MIN_KTO_ROWS}."
+            )
+        if preview.desirable == 0 or preview.undesirable == 0:
+            raise LaunchError(
+                f"KTO needs both good and bad examples: this project has {preview.desirable} thumbs-up and "
+                f"{preview.undesirable} thumbs-down completion(s) ready."
+            )
+    try:
+        validate_rows(rows, method)
+        train_rows, _ = split_rows(
+            rows, validation_fraction=train_settings.validation_fraction, seed=train_settings.seed, method=method
+        )
+    except RowsError as exc:
+        raise LaunchError(str(exc)) from exc
+    if method == "kto" and train_settings.resolved_loss_type == "kto" and len(train_rows) < train_settings.per_device_batch_size:
+        raise LaunchError(
+            f"KTO needs at least one full batch: {len(train_rows)} training rows is fewer than the batch size of "
+            f"{train_settings.per_device_batch_size}. Lower the batch size or label more.",
+            field="per_device_batch_size",
+        )
+
+
+def _lineage(project: Project, preview: DatasetPreview, include_review: bool) -> dict[str, Any]:
+    agreement = quality.project_agreement(project=project)
+    return {
+        "project": project.name,
+        "guideline_version": project.guideline_version,
+        "annotators": selectors.project_annotator_counts(project=project),
+        "guideline_versions_voted": selectors.project_guideline_versions(project=project),
+        "agreement_alpha_pairs": agreement.pair_alpha,
+        "agreement_alpha_ratings": agreement.rating_alpha,
+        "includes_review_votes": include_review,
+        "review_tasks_used": selectors.project_review_tasks_used(project=project) if include_review else 0,
+    }
+
+
+def run_launch(
+    *,
+    project: Project,
+    base_model_id: int | None,
+    method: str,
+    settings_data: dict[str, Any],
+    created_by: User | None,
+    name: str = "",
+    include_review: bool = True,
+) -> TuningRun:
+    """Validate, freeze the dataset, create a queued run and enqueue its training once the row is committed.
+
+    Raises LaunchError with the message to show; in that case nothing was written and nothing queued.
+    """
+    if method not in TuningRun.Method.values:
+        raise LaunchError(f"Unknown method {method!r}: choose DPO or KTO.", field="method")
+    base_model = BaseModel.objects.filter(pk=base_model_id).first() if base_model_id else None
+    if base_model is None:
+        raise LaunchError("Choose a base model from the registry (unknown base model).", field="base_model")
+    if not _model_path_usable(base_model.path):
+        raise LaunchError(
+            f"The base model {base_model.name!r} points at {base_model.path!r}, which is not a model folder on this "
+            "server. Run `python manage.py prepare_base_model`, or fix the path.",
+            field="base_model",
+        )
+    try:
+        train_settings = TrainSettings.from_dict({**settings_data, "method": method})
+    except SettingsError as exc:
+        raise LaunchError(str(exc)) from exc
+    preview = dataset_preview(project=project, method=method, include_review=include_review)
+    _check_dataset(preview, method, train_settings)
+    train_rows, validation_rows = split_rows(
+        preview.rows, validation_fraction=train_settings.validation_fraction, seed=train_settings.seed, method=method
+    )
+    with transaction.atomic():
+        snapshot = DatasetSnapshot.objects.create(
+            project=project,
+            method=method,
+            rows=preview.rows,
+            rows_hash=rows_hash(preview.rows),
+            row_count=len(preview.rows),
+            summary=preview.summary,
+            lineage=_lineage(project, preview, include_review),
+        )
+        run = TuningRun.objects.create(
+            project=project,
+            name=name.strip() or f"{project.name} {method.upper()} {timezone.now():%Y-%m-%d %H:%M}",
+            method=method,
+            base_model=base_model,
+            settings=train_settings.to_dict(),
+            snapshot=snapshot,
+            train_rows=len(train_rows),
+            validation_rows=len(validation_rows),
+            created_by=created_by,
+        )
+        _enqueue_on_commit(run.pk)
+    return run
+
+
+def _model_path_usable(path: str) -> bool:
+    """A local folder with a config, or something shaped like a hub id (for GPU hosts with a model cache)."""
+    candidate = Path(path)
+    if candidate.is_absolute() or path.startswith("."):
+        return (candidate / "config.json").is_file()
+    return path.count("/") == 1 and all(part.strip() for part in path.split("/"))
+
+
+def _enqueue_on_commit(run_id: int) -> None:
+    from workers.tasks import run_train
+
+    transaction.on_commit(lambda: run_train.delay(run_id))
+
+
+def run_claim(*, run_id: int, worker: str) -> bool:
+    """Move a queued run to running for ``worker``; False if another worker got there first or it was cancelled."""
+    now = timezone.now()
+    claimed = TuningRun.objects.filter(pk=run_id, status=Status.QUEUED, cancel_requested=False).update(
+        status=Status.RUNNING, worker=worker, started_at=now, heartbeat_at=now, attempt=F("attempt") + 1
+    )
+    if claimed == 1:
+        return True
+    # A cancel that arrived while queued ends here, without ever loading a model.
+    TuningRun.objects.filter(pk=run_id, status=Status.QUEUED, cancel_requested=True).update(
+        status=Status.CANCELLED, finished_at=now
+    )
+    return False
+
+
+def _output_dir(run: TuningRun) -> Path:
+    return Path(settings.PREFTUNE_ARTIFACTS_DIR) / "runs" / str(run.pk)
+
+
+class _Heartbeat:
+    """Touches the run's heartbeat from a side thread so a long step does not look like a dead worker."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{run_id}")
+
+    def _beat(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(HEARTBEAT_SECONDS):
+                TuningRun.objects.filter(pk=self.run_id, status=Status.RUNNING).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=HEARTBEAT_SECONDS + 5)
+
+
+def _record_progress(run_id: int, event: ProgressEvent) -> None:
+    now = timezone.now()
+    values = {k: float(v) for k, v in event.metrics.items() if isinstance(v, int | float)}
+    if event.kind in ("train", "eval") and values:
+        RunMetric.objects.update_or_create(
+            run_id=run_id, split=event.kind, step=event.step, defaults={"values": values}
+        )
+    TuningRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
+        step=event.step, total_steps=event.total_steps, heartbeat_at=now
+    )
+
+
+def _cancel_requested(run_id: int) -> bool:
+    return TuningRun.objects.filter(pk=run_id, cancel_requested=True).exists()
+
+
+def run_execute(*, run_id: int) -> TuningRun:
+    """Train a run this worker has claimed (status running) and record the outcome; never raises for a
+    training failure: the reason is stored on the run and shown on its page."""
+    from training.trainer.core import latest_checkpoint, train
+
+    run = TuningRun.objects.select_related("base_model", "snapshot").get(pk=run_id)
+    output_dir = _output_dir(run)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    TuningRun.objects.filter(pk=run_id).update(output_dir=str(output_dir))
+    try:
+        with _Heartbeat(run_id):
+            result = train(
+                model_path=run.base_model.path,
+                rows=run.snapshot.rows,
+                settings=TrainSettings.from_dict(run.settings),
+                output_dir=str(output_dir),
+                progress=lambda event: _record_progress(run_id, event),
+                should_stop=lambda: _cancel_requested(run_id),
+                resume_from_checkpoint=latest_checkpoint(output_dir),
+            )
+    except Exception as exc:  # noqa: BLE001 - any failure ends the run with its reason recorded
+        logger.exception("Run %s failed", run_id)
+        _finish(run_id, Status.FAILED, error=_describe(exc))
+        return TuningRun.objects.get(pk=run_id)
+    if result.cancelled:
+        _finish(run_id, Status.CANCELLED, error="Cancelled by an admin.")
+        return TuningRun.objects.get(pk=run_id)
+    with transaction.atomic():
+        version = ModelVersion.objects.create(
+            name=f"{run.name} (run {run.pk})"[:200], base_model=run.base_model, adapter_path=str(result.adapter_dir)
+        )
+        finished = TuningRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
+            status=Status.SUCCEEDED,
+            model_version=version,
+            step=result.steps,
+            total_steps=result.total_steps or result.steps,
+            finished_at=timezone.now(),
+            heartbeat_at=timezone.now(),
+        )
+        if finished != 1:
+            # Reaped or changed underneath us: keep what the database says, drop the orphan version.
+            version.delete()
+    return TuningRun.objects.get(pk=run_id)
+
+
+def _describe(exc: BaseException) -> str:
+    frames = traceback.format_exception_only(type(exc), exc)
+    return "".join(frames).strip()[:4000]
+
+
+def _finish(run_id: int, status: str, *, error: str = "") -> None:
+    TuningRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
+        status=status, error=error, finished_at=timezone.now()
+    )
+
+
+def run_cancel(*, run: TuningRun) -> TuningRun:
+    """Ask a run to stop: a queued run is cancelled at once, a running one after its current step."""
+    now = timezone.now()
+    with transaction.atomic():
+        TuningRun.objects.filter(pk=run.pk, status=Status.QUEUED).update(
+            status=Status.CANCELLED, cancel_requested=True, finished_at=now, error="Cancelled before it started."
+        )
+        TuningRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(cancel_requested=True)
+    run.refresh_from_db()
+    return run
+
+
+def run_retry(*, run: TuningRun) -> TuningRun:
+    """Queue a failed or cancelled run again; training resumes from its last checkpoint when one exists."""
+    with transaction.atomic():
+        updated = TuningRun.objects.filter(pk=run.pk, status__in=[Status.FAILED, Status.CANCELLED]).update(
+            status=Status.QUEUED, cancel_requested=False, error="", finished_at=None, worker=""
+        )
+        if updated != 1:
+            raise LaunchError("Only a failed or cancelled run can be retried.")
+        _enqueue_on_commit(run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def runs_reap_stale(*, older_than: timedelta | None = None, worker_name: str | None = None) -> list[int]:
+    """Fail running runs whose worker is gone: heartbeat older than ``older_than``, or (at a worker's start)
+    any run that worker was training. Returns the ids of the runs it failed."""
+    if older_than is None and worker_name is None:
+        raise ValueError("Say which runs are stale: older_than, worker_name, or both.")
+    condition = Q()
+    if older_than is not None:
+        condition |= Q(heartbeat_at__lt=timezone.now() - older_than) | Q(heartbeat_at__isnull=True)
+    if worker_name is not None:
+        condition |= Q(worker=worker_name)
+    stale = list(TuningRun.objects.filter(condition, status=Status.RUNNING).values_list("pk", flat=True))
+    reason = (
+        "The worker training this run stopped (it was killed or lost its connection) and the run cannot finish. "
+        "Retry it to resume from the last checkpoint."
+    )
+    reaped = []
+    for run_id in stale:
+        if TuningRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
+            status=Status.FAILED, error=reason, finished_at=timezone.now()
+        ):
+            reaped.append(run_id)
+    return reaped

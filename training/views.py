@@ -1,0 +1,106 @@
+"""Admin screens for tuning: launch a run, the runs list, a run's live page, cancel and retry."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from labeling.permissions import project_for_admin
+from training import selectors, services
+from training.forms import RunLaunchForm
+from training.models import TuningRun
+
+
+def _run_for_admin(user, run_id: int) -> TuningRun:  # noqa: ANN001
+    if not user.is_staff:
+        raise PermissionDenied("Only admins can see tuning runs.")
+    return get_object_or_404(TuningRun.objects.select_related("project", "base_model", "snapshot", "model_version"), pk=run_id)
+
+
+@require_safe
+def runs(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = project_for_admin(request.user, project_id)
+    context = {"project": project, "runs": selectors.runs_for_project(project=project), "now": timezone.now()}
+    return render(request, "training/runs.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = project_for_admin(request.user, project_id)
+    initial = {"method": "kto" if project.mode == "rate" else "dpo"}
+    form = RunLaunchForm(request.POST or None, initial=initial)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                run = services.run_launch(
+                    project=project,
+                    base_model_id=form.cleaned_data["base_model"],
+                    method=form.cleaned_data["method"],
+                    settings_data=form.settings_data(),
+                    created_by=request.user,
+                    name=form.cleaned_data["name"],
+                    include_review=form.cleaned_data["include_review"],
+                )
+            except services.LaunchError as error:
+                form.add_error(None, error.message)
+            else:
+                messages.success(request, f"Queued {run.name}: {run.train_rows} training rows, {run.validation_rows} for validation.")
+                return redirect("training:run_detail", run_id=run.pk)
+        status = 400
+    previews = {method: services.dataset_preview(project=project, method=method) for method in ("dpo", "kto")}
+    return render(request, "training/run_new.html", {"project": project, "form": form, "previews": previews}, status=status)
+
+
+def _run_context(run: TuningRun) -> dict:
+    now = timezone.now()
+    series = selectors.run_metric_series(run=run)
+    return {
+        "run": run,
+        "project": run.project,
+        "eta": run.eta_seconds(now),
+        "duration": run.duration_seconds(now),
+        "latest": selectors.run_latest_metrics(run=run),
+        "warning": selectors.likelihood_displacement(series),
+    }
+
+
+@require_safe
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_for_admin(request.user, run_id)
+    return render(request, "training/run_detail.html", _run_context(run))
+
+
+@require_safe
+def run_status(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_for_admin(request.user, run_id)
+    return render(request, "training/_run_status.html", _run_context(run))
+
+
+@require_safe
+def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
+    run = _run_for_admin(request.user, run_id)
+    series = selectors.run_metric_series(run=run)
+    return JsonResponse({"status": run.status, "step": run.step, "total_steps": run.total_steps, "series": series})
+
+
+@require_POST
+def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = services.run_cancel(run=_run_for_admin(request.user, run_id))
+    messages.info(request, "Cancelled." if run.status == "cancelled" else "Cancelling: training stops after the current step.")
+    return redirect("training:run_detail", run_id=run.pk)
+
+
+@require_POST
+def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_for_admin(request.user, run_id)
+    try:
+        services.run_retry(run=run)
+    except services.LaunchError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, "Queued again; training resumes from the last checkpoint if there is one.")
+    return redirect("training:run_detail", run_id=run.pk)

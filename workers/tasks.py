@@ -1,0 +1,33 @@
+"""Celery tasks: each loads a row by id, claims it with a conditional update, and calls one service."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import shared_task
+from celery.signals import worker_ready
+from django.conf import settings
+
+from training import services as training_services
+
+
+@shared_task(name="workers.run_train", queue="gpu", bind=True, acks_late=True, time_limit=24 * 3600)
+def run_train(self, run_id: int) -> str:  # noqa: ANN001
+    """Train one run. A redelivered message finds the run no longer queued and does nothing."""
+    if not training_services.run_claim(run_id=run_id, worker=self.request.hostname or "unknown"):
+        return "not claimed: another worker has it, or it was cancelled"
+    run = training_services.run_execute(run_id=run_id)
+    return run.status
+
+
+@shared_task(name="workers.runs_reap_stale", queue="default", ignore_result=True)
+def runs_reap_stale() -> list[int]:
+    """Periodic: fail runs whose worker stopped sending heartbeats, so none stays 'running' forever."""
+    return training_services.runs_reap_stale(older_than=timedelta(seconds=settings.PREFTUNE_RUN_STALE_SECONDS))
+
+
+@worker_ready.connect
+def _fail_runs_left_by_this_worker(sender=None, **kwargs) -> None:  # noqa: ANN001, ANN003
+    # A worker that (re)starts is training nothing yet: any run still marked as its own died with it.
+    hostname = getattr(sender, "hostname", None)
+    if hostname:
+        training_services.runs_reap_stale(worker_name=hostname)
