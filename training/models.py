@@ -81,6 +81,7 @@ class TuningRun(models.Model):
     worker = models.CharField(max_length=200, blank=True, help_text="hostname:pid of the worker training it.")
     error = models.TextField(blank=True)
     output_dir = models.CharField(max_length=500, blank=True)
+    resumed_from = models.CharField(max_length=500, blank=True, help_text="The checkpoint the last attempt resumed from.")
     model_version = models.OneToOneField(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="run"
     )
@@ -143,3 +144,87 @@ class RunMetric(models.Model):
     class Meta:
         ordering = ["run", "step", "id"]
         constraints = [models.UniqueConstraint(fields=["run", "split", "step"], name="runmetric_one_per_step")]
+
+
+# ---------------------------------------------------------------- review: generation jobs and blind battles (issue #4)
+
+
+class GenerationJob(models.Model):
+    """Completions for a set of prompts from one or more model versions, made by a gpu worker.
+
+    ``candidates`` jobs turn each prompt's new completions into labeling pair tasks; ``review`` jobs make
+    the base and tuned outputs that the side-by-side page shows and blind battles use.
+    """
+
+    class Purpose(models.TextChoices):
+        CANDIDATES = "candidates", "Candidates for labeling"
+        REVIEW = "review", "Review outputs"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="generation_jobs")
+    model_versions = models.ManyToManyField(ModelVersion, related_name="generation_jobs")
+    run = models.ForeignKey(
+        TuningRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="generation_jobs",
+        help_text="The run whose review this job serves, if any.",
+    )
+    prompt_ids = models.JSONField(help_text="The prompts to complete, fixed when the job is created.")
+    settings = models.JSONField(help_text="GenerationSettings as a dict (training.trainer.review).")
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.REVIEW)
+    create_battles = models.BooleanField(default=False, help_text="Review jobs: create blind battles when done.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    prompt_count = models.PositiveIntegerField(default=0)
+    completions_created = models.PositiveIntegerField(default=0)
+    completions_skipped = models.PositiveIntegerField(default=0, help_text="Already there from an earlier job.")
+    tasks_created = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=["queued", "running", "succeeded", "failed"]),
+                name="generationjob_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(purpose__in=["candidates", "review"]), name="generationjob_purpose_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Generation {self.pk} ({self.purpose}, {self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+
+class Battle(models.Model):
+    """One creation of blind review pairs between two model versions: what was asked for and made."""
+
+    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="battles")
+    version_a = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    version_b = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    run = models.ForeignKey(TuningRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="battles")
+    tasks_created = models.PositiveIntegerField(default=0)
+    prompts_missing_outputs = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(version_a=models.F("version_b")), name="battle_distinct_versions"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version_a} vs {self.version_b}: {self.tasks_created} pairs"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
@@ -168,6 +169,7 @@ def run_launch(
             train_rows=len(train_rows),
             validation_rows=len(validation_rows),
             created_by=created_by,
+            output_dir=_new_output_dir(),
         )
         _enqueue_on_commit(run.pk)
     return run
@@ -202,8 +204,9 @@ def run_claim(*, run_id: int, worker: str) -> bool:
     return False
 
 
-def _output_dir(run: TuningRun) -> Path:
-    return Path(settings.PREFTUNE_ARTIFACTS_DIR) / "runs" / str(run.pk)
+def _new_output_dir() -> str:
+    # Unique per run, not the row id: ids restart in a fresh database and a stale checkpoint would be resumed.
+    return str(Path(settings.PREFTUNE_ARTIFACTS_DIR) / "runs" / uuid.uuid4().hex)
 
 
 class _Heartbeat:
@@ -254,9 +257,10 @@ def run_execute(*, run_id: int) -> TuningRun:
     from training.trainer.core import latest_checkpoint, train
 
     run = TuningRun.objects.select_related("base_model", "snapshot").get(pk=run_id)
-    output_dir = _output_dir(run)
+    output_dir = Path(run.output_dir or _new_output_dir())
     output_dir.mkdir(parents=True, exist_ok=True)
-    TuningRun.objects.filter(pk=run_id).update(output_dir=str(output_dir))
+    checkpoint = latest_checkpoint(output_dir)
+    TuningRun.objects.filter(pk=run_id).update(output_dir=str(output_dir), resumed_from=checkpoint or "")
     try:
         with _Heartbeat(run_id):
             result = train(
@@ -266,7 +270,7 @@ def run_execute(*, run_id: int) -> TuningRun:
                 output_dir=str(output_dir),
                 progress=lambda event: _record_progress(run_id, event),
                 should_stop=lambda: _cancel_requested(run_id),
-                resume_from_checkpoint=latest_checkpoint(output_dir),
+                resume_from_checkpoint=checkpoint,
             )
     except Exception as exc:  # noqa: BLE001 - any failure ends the run with its reason recorded
         logger.exception("Run %s failed", run_id)

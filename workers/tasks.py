@@ -31,3 +31,16 @@ def _fail_runs_left_by_this_worker(sender=None, **kwargs) -> None:  # noqa: ANN0
     hostname = getattr(sender, "hostname", None)
     if hostname:
         training_services.runs_reap_stale(worker_name=hostname)
+
+
+# ---------------------------------------------------------------- review (issue #4)
+
+
+@shared_task(name="workers.generate", queue="gpu", bind=True, acks_late=True, time_limit=6 * 3600)
+def generate(self, job_id: int) -> str:  # noqa: ANN001
+    """Run one generation job. A redelivered message finds the job no longer queued and does nothing."""
+    from training import review
+
+    if not review.generation_job_claim(job_id=job_id, worker=self.request.hostname or "unknown"):
+        return "not claimed: another worker has it, or it already ran"
+    return review.generation_job_execute(job_id=job_id).status

@@ -1,0 +1,55 @@
+"""Shared set-ups for the tuning tests: projects with finished votes, and model folders on disk."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from training.models import BaseModel
+from tests.factories import ProjectFactory, UserFactory, make_pair_task, make_pair_vote, make_rate_task, make_rating
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from training.base_models import tiny_random_model
+
+    return tiny_random_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def bundled_model_dir() -> Path:
+    """The real SmolLM2-135M-Instruct, converted once (scripts/test.sh converts it before the suite)."""
+    from training.base_models import convert_bundled_model
+
+    return convert_bundled_model(Path(settings.PREFTUNE_MODELS_DIR) / "smollm2-135m-instruct")
+
+
+@pytest.fixture
+def tiny_base(db, tiny_model_dir) -> BaseModel:
+    return BaseModel.objects.create(name="tiny-random", path=str(tiny_model_dir))
+
+
+def voted_compare_project(pairs: int, *, name: str = "Tuning data"):
+    """A compare project whose first ``pairs`` tasks each have one vote with a clear winner."""
+    project = ProjectFactory(name=name, overlap=1)
+    annotator = UserFactory()
+    project.members.add(annotator)
+    for n in range(pairs):
+        task = make_pair_task(project, n)
+        make_pair_vote(task, annotator, "a" if n % 3 else "b", a_side="left" if n % 2 else "right")
+    return project
+
+
+def rated_project(up: int, down: int, *, name: str = "Thumbs data"):
+    project = ProjectFactory(name=name, mode="rate", overlap=1)
+    annotator = UserFactory()
+    project.members.add(annotator)
+    for n in range(up + down):
+        make_rating(make_rate_task(project, n), annotator, "up" if n < up else "down")
+    return project

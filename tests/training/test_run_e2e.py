@@ -1,0 +1,109 @@
+"""End to end on real parts: PostgreSQL, Redis, a Celery worker process, the real bundled model.
+
+votes → a run launched through the dashboard view → the worker trains a few steps → the run succeeds with
+metric rows and a saved adapter that loads and changes the model's log-probabilities.
+"""
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from training.models import BaseModel, RunMetric, TuningRun
+from tests.factories import PASSWORD, AdminFactory
+from tests.training.conftest import rated_project, voted_compare_project
+from tests.worker_process import celery_worker, purge_queues, wait_for
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.worker,
+    pytest.mark.slow,
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="a worker process needs PostgreSQL (the test command uses it)"),
+    pytest.mark.timeout(600),
+]
+
+SMALL_RUN = {
+    "loss_type": "",
+    "beta": "0.1",
+    "learning_rate": "0.001",
+    "num_train_epochs": "1",
+    "max_steps": "3",
+    "per_device_batch_size": "2",
+    "gradient_accumulation_steps": "1",
+    "max_length": "96",
+    "validation_fraction": "0.25",
+    "seed": "3",
+    "lora_r": "8",
+    "lora_alpha": "16",
+    "lora_dropout": "0.0",
+    "lora_target_modules": "q_proj,v_proj",
+    "include_review": "on",
+}
+
+
+@pytest.fixture
+def real_base(bundled_model_dir) -> BaseModel:
+    return BaseModel.objects.create(name="SmolLM2-135M-Instruct", path=str(bundled_model_dir))
+
+
+@pytest.fixture
+def logged_in_admin(client):
+    admin = AdminFactory()
+    assert client.login(username=admin.username, password=PASSWORD)
+    return client
+
+
+def _launch_and_train(client, project, base, method: str, **changes) -> TuningRun:
+    purge_queues("default", "gpu")
+    response = client.post(
+        f"/projects/{project.pk}/runs/new/", {**SMALL_RUN, "method": method, "base_model": str(base.pk), **changes}
+    )
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    run = TuningRun.objects.get(project=project)
+    assert run.status == "queued"
+    with celery_worker(f"e2e-{method}"):
+        wait_for(
+            lambda: TuningRun.objects.filter(pk=run.pk, status__in=["succeeded", "failed", "cancelled"]).exists(),
+            timeout=480,
+            what=f"the {method} run to finish",
+        )
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    return run
+
+
+def _assert_adapter_changes_logprobs(run: TuningRun, base: BaseModel) -> None:
+    from training.trainer.generation import adapter_disabled, load_for_generation, sequence_logprob
+
+    row = run.snapshot.rows[0]
+    completion = (row.get("chosen") or row["completion"])[0]["content"]
+    model, tokenizer = load_for_generation(base.path, run.model_version.adapter_path)
+    tuned = sequence_logprob(model, tokenizer, row["prompt"], completion)
+    with adapter_disabled(model):
+        original = sequence_logprob(model, tokenizer, row["prompt"], completion)
+    assert abs(tuned - original) > 1e-3, (tuned, original)
+
+
+def test_a_dpo_run_trains_on_a_real_worker_and_saves_an_adapter(logged_in_admin, real_base):
+    project = voted_compare_project(8, name="E2E DPO")
+
+    run = _launch_and_train(logged_in_admin, project, real_base, "dpo")
+
+    assert (run.step, run.total_steps, run.attempt) == (3, 3, 1)
+    assert run.model_version is not None and run.model_version.base_model == real_base
+    train_keys = set().union(*RunMetric.objects.filter(run=run, split="train").values_list("values", flat=True))
+    assert {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen"} <= train_keys
+    assert RunMetric.objects.filter(run=run, split="eval").exists(), "validation metrics on the held-out split"
+    page = logged_in_admin.get(f"/runs/{run.pk}/").content.decode()
+    assert "Succeeded" in page and run.model_version.name in page
+    _assert_adapter_changes_logprobs(run, real_base)
+
+
+def test_a_kto_run_trains_from_thumbs(logged_in_admin, real_base):
+    project = rated_project(up=5, down=5, name="E2E KTO")
+
+    run = _launch_and_train(logged_in_admin, project, real_base, "kto", validation_fraction="0.2", max_steps="2")
+
+    assert run.step == 2, (run.settings, list(RunMetric.objects.filter(run=run).values_list("split", "step")))
+    train_keys = set().union(*RunMetric.objects.filter(run=run, split="train").values_list("values", flat=True))
+    assert {"loss", "rewards/chosen", "kl"} <= train_keys
+    _assert_adapter_changes_logprobs(run, real_base)

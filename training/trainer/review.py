@@ -1,0 +1,271 @@
+"""Review core, Django-free: generation settings, batched generation for several model versions over one
+loaded base, win rates with a confidence interval, and a Bradley–Terry fit with bootstrap intervals.
+
+Conventions (see DESIGN.md, "Evaluation conventions"):
+
+- A *battle* is one vote: overlap 3 gives three battles. Ties and both-bad count as a tie, and a tie is
+  half a win for each side (Chatbot Arena's convention).
+- `win_rate` reports a Wilson score interval around (wins + ties/2) / n. Half-points vary less than a coin
+  flip, so with ties the interval is slightly conservative (wider than the truth), never too narrow.
+- `bradley_terry` is the maximum-likelihood fit by Hunter's MM algorithm on an Elo-like scale
+  (400·log10, mean rating 1000), as Arena's leaderboard shows it; `bradley_terry_bootstrap` resamples the
+  battles with replacement (Arena uses 100 rounds) and reports the 2.5 / 97.5 percentiles.
+- MT-Bench judges both orders and counts an inconsistent pair as a tie; humans here see one random order
+  per annotator, so no such correction is applied.
+
+torch and peft are imported only inside the generation functions, so the web process can parse settings and
+compute statistics without loading them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Messages = list[dict[str, str]]
+
+# Outcome of one battle, from the first model's point of view.
+WIN, TIE, LOSS = 1.0, 0.5, 0.0
+_Z95 = 1.959963984540054
+ELO_SCALE = 400.0
+ELO_ANCHOR = 1000.0
+
+
+class GenerationSettingsError(ValueError):
+    """Settings that cannot work; the message is meant for the person who entered them."""
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How completions are sampled. temperature 0 is greedy decoding; ``n`` samples per prompt use seeds
+    ``seed``, ``seed + 1``, ...; each stored completion records its own sample index."""
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    seed: int = 0
+    n: int = 1
+
+    def validate(self) -> GenerationSettings:
+        if not _number(self.temperature) or not 0 <= self.temperature <= 2:
+            raise GenerationSettingsError(f"temperature must be between 0 and 2, got {self.temperature!r}.")
+        if not _number(self.top_p) or not 0 < self.top_p <= 1:
+            raise GenerationSettingsError(f"top_p must be in (0, 1], got {self.top_p!r}.")
+        if not _integer(self.max_new_tokens) or not 1 <= self.max_new_tokens <= 2048:
+            raise GenerationSettingsError(f"max_new_tokens must be a whole number from 1 to 2048, got {self.max_new_tokens!r}.")
+        if not _integer(self.seed) or self.seed < 0:
+            raise GenerationSettingsError(f"seed must be a non-negative whole number, got {self.seed!r}.")
+        if not _integer(self.n) or not 1 <= self.n <= 8:
+            raise GenerationSettingsError(f"n (completions per prompt) must be from 1 to 8, got {self.n!r}.")
+        if self.n > 1 and self.temperature == 0:
+            raise GenerationSettingsError("Greedy decoding (temperature 0) gives n identical completions; raise the temperature or use n=1.")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> GenerationSettings:
+        """Parse a JSON-ish dict (unknown keys rejected) and validate; raises GenerationSettingsError."""
+        data = data or {}
+        if not isinstance(data, dict):
+            raise GenerationSettingsError(f"Generation settings must be an object, got {type(data).__name__}.")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise GenerationSettingsError(f"Unknown generation setting(s): {', '.join(unknown)}. Known: {', '.join(sorted(names))}.")
+        return cls(**data).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def for_sample(self, index: int) -> dict[str, Any]:
+        """What one stored completion records: the sampling settings and which of the n samples it is.
+
+        ``n`` itself is left out so that asking for more samples later reuses the ones already made."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "seed": self.seed,
+            "sample": index,
+        }
+
+
+# ---------------------------------------------------------------- generation
+
+
+def generate_for_versions(
+    base_model_path: str,
+    adapters: dict[str, str | None],
+    prompts: Sequence[Messages],
+    settings: GenerationSettings,
+    *,
+    batch_size: int = 8,
+    device: str | None = None,
+    on_version_done: Callable[[str, list[list[str]]], None] | None = None,
+) -> dict[str, list[list[str]]]:
+    """Completions for every prompt from every model version: ``result[name][i]`` is the list of
+    ``settings.n`` samples for ``prompts[i]``.
+
+    ``adapters`` maps a version name to its LoRA adapter folder, or None for the base model itself. The
+    base is loaded once; adapters are loaded onto it side by side and switched on (``set_adapter``) or off
+    (``disable_adapter``) per version, so adding a version costs an adapter, not a model.
+    ``on_version_done`` is called after each version, e.g. to store its texts before the next starts.
+    """
+    from .generation import adapter_disabled, generate, load_for_generation
+
+    settings.validate()
+    model, tokenizer = load_for_generation(base_model_path, device=device)
+    tuned = [(name, path) for name, path in adapters.items() if path]
+    if tuned:
+        from peft import PeftModel
+
+        first_name, first_path = tuned[0]
+        model = PeftModel.from_pretrained(model, first_path, adapter_name=first_name)
+        for name, path in tuned[1:]:
+            model.load_adapter(path, adapter_name=name)
+        model.eval()
+    results: dict[str, list[list[str]]] = {}
+    for name, path in adapters.items():
+        if path:
+            model.set_adapter(name)
+            context = contextlib.nullcontext()
+        else:
+            context = adapter_disabled(model)
+        with context:
+            samples = [
+                generate(
+                    model,
+                    tokenizer,
+                    list(prompts),
+                    max_new_tokens=settings.max_new_tokens,
+                    temperature=settings.temperature,
+                    top_p=settings.top_p,
+                    seed=settings.seed + k,
+                    batch_size=batch_size,
+                )
+                for k in range(settings.n)
+            ]
+        results[name] = [[samples[k][i] for k in range(settings.n)] for i in range(len(prompts))]
+        if on_version_done is not None:
+            on_version_done(name, results[name])
+    return results
+
+
+# ---------------------------------------------------------------- win rate
+
+
+def win_rate(wins: int, ties: int, losses: int, *, z: float = _Z95) -> tuple[float, float, float]:
+    """(rate, low, high): the share of points won, ties counting half, with a Wilson score interval
+    (95% by default). Raises ValueError when there are no battles."""
+    if min(wins, ties, losses) < 0:
+        raise ValueError("Counts cannot be negative.")
+    n = wins + ties + losses
+    if n == 0:
+        raise ValueError("No battles yet: a win rate needs at least one vote.")
+    p = (wins + 0.5 * ties) / n
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
+# ---------------------------------------------------------------- Bradley–Terry
+
+Battle = tuple[str, str, float]  # (model_i, model_j, outcome for model_i: 1 win, 0.5 tie, 0 loss)
+
+
+def _tally(battles: Iterable[Battle]) -> tuple[list[str], dict[tuple[str, str], float], dict[tuple[str, str], int]]:
+    """Models, points[(i, j)] that i scored against j, and games[(i, j)] (both orders hold the same count)."""
+    points: dict[tuple[str, str], float] = {}
+    games: dict[tuple[str, str], int] = {}
+    models: set[str] = set()
+    for a, b, outcome in battles:
+        if a == b:
+            raise ValueError(f"A model cannot battle itself ({a!r}).")
+        if outcome not in (WIN, TIE, LOSS):
+            raise ValueError(f"Outcome must be 1 (win), 0.5 (tie) or 0 (loss), got {outcome!r}.")
+        models.update((a, b))
+        points[(a, b)] = points.get((a, b), 0.0) + outcome
+        points[(b, a)] = points.get((b, a), 0.0) + 1.0 - outcome
+        games[(a, b)] = games.get((a, b), 0) + 1
+        games[(b, a)] = games.get((b, a), 0) + 1
+    return sorted(models), points, games
+
+
+def bradley_terry(
+    battles: Iterable[Battle], *, prior: float = 0.0, max_iter: int = 10_000, tol: float = 1e-10
+) -> dict[str, float]:
+    """Bradley–Terry ratings on the Elo-like scale: 400·log10(strength), the models' mean rating 1000.
+
+    Fitted by Hunter's MM update p_i ← W_i / Σ_j n_ij / (p_i + p_j), ties worth half a win to each side.
+    ``prior`` adds that many virtual tied games to every pair of models that met, which keeps a clean sweep
+    finite (without it the maximum-likelihood rating of an unbeaten model is infinite); 0 gives the plain
+    maximum-likelihood fit. Models in parts of the battle graph that never meet each other are not
+    comparable; their relative level is arbitrary.
+    """
+    models, points, games = _tally(battles)
+    if not models:
+        return {}
+    wins = {m: 0.0 for m in models}
+    opponents: dict[str, list[tuple[str, float]]] = {m: [] for m in models}
+    for (a, b), n in games.items():
+        wins[a] += points[(a, b)] + prior / 2
+        opponents[a].append((b, n + prior))
+    strength = {m: 1.0 for m in models}
+    for _ in range(max_iter):
+        updated = {}
+        for m in models:
+            denominator = sum(n / (strength[m] + strength[o]) for o, n in opponents[m])
+            # A model that never scored goes to strength 0; floor it so the logs below stay finite.
+            updated[m] = max(wins[m] / denominator, 1e-12) if denominator else 1.0
+        mean_log = sum(math.log(v) for v in updated.values()) / len(models)
+        updated = {m: v / math.exp(mean_log) for m, v in updated.items()}
+        change = max(abs(math.log(updated[m]) - math.log(strength[m])) for m in models)
+        strength = updated
+        if change < tol:
+            break
+    return {m: ELO_ANCHOR + ELO_SCALE * math.log10(strength[m]) for m in models}
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Linear interpolation between order statistics (numpy's default)."""
+    position = (len(sorted_values) - 1) * q
+    low = math.floor(position)
+    high = math.ceil(position)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def bradley_terry_bootstrap(
+    battles: Sequence[Battle], *, rounds: int = 100, seed: int = 0, prior: float = 0.0, level: float = 0.95
+) -> dict[str, tuple[float, float, float]]:
+    """Model → (rating, low, high): the fit on all battles and a percentile bootstrap interval from
+    ``rounds`` resamples of the battles with replacement (seeded, so the same input gives the same interval).
+    A model missing from a resample keeps no value for that round."""
+    battles = list(battles)
+    point = bradley_terry(battles, prior=prior)
+    if not battles:
+        return {}
+    rng = random.Random(seed)
+    samples: dict[str, list[float]] = {m: [] for m in point}
+    for _ in range(rounds):
+        resample = [battles[rng.randrange(len(battles))] for _ in battles]
+        for model, rating in bradley_terry(resample, prior=prior, max_iter=2000, tol=1e-8).items():
+            samples[model].append(rating)
+    tail = (1 - level) / 2
+    result = {}
+    for model, rating in point.items():
+        values = sorted(samples[model]) or [rating]
+        result[model] = (rating, _percentile(values, tail), _percentile(values, 1 - tail))
+    return result
