@@ -207,6 +207,10 @@ def _parse_jsonl(text: str) -> tuple[list[_Record], list[str]]:
         except json.JSONDecodeError as exc:
             errors.append(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno}).")
             continue
+        except ValueError:
+            # Python refuses integers of more than 4,300 digits with a plain ValueError, not a JSONDecodeError.
+            errors.append(f"line {number}: not valid JSON (a number with too many digits).")
+            continue
         problems: list[str] = []
         record = _record_from_json(number, obj, problems)
         if problems:

@@ -32,6 +32,8 @@ _CANDIDATES_PER_PASS = 8
 _MAX_TIME_SPENT_MS = 6 * 3600 * 1000
 _MAX_RATIONALE_CHARS = 5000
 _MAX_EDIT_CHARS = 50_000
+# How stale an API token's last_used_at may be before a request refreshes it.
+_TOKEN_TOUCH_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,13 @@ def _lease_seconds() -> int:
     return settings.PREFTUNE_LEASE_SECONDS
 
 
+def _with_display(kind: _Kind, queryset):  # noqa: ANN001, ANN202
+    """Join what a task's card shows (prompt, completions), so showing a task costs no further queries."""
+    if kind is _PAIR:
+        return queryset.select_related("prompt", "completion_a", "completion_b")
+    return queryset.select_related("completion__prompt")
+
+
 def _held_by_others(kind: _Kind, task_id: int, annotator_id: int, now) -> int:  # noqa: ANN001
     return (
         TaskLease.objects.filter(kind=kind.name, task_id=task_id, expires_at__gt=now)
@@ -86,7 +95,7 @@ def task_lease_next(*, project: Project, annotator: User, purpose: str | None = 
             .first()
         )
         if own is not None:
-            task = kind.task_model.objects.filter(pk=own.task_id, status=TaskStatus.OPEN).first()
+            task = _with_display(kind, kind.task_model.objects.filter(pk=own.task_id, status=TaskStatus.OPEN)).first()
             voted = kind.vote_model.objects.filter(task_id=own.task_id, annotator=annotator).exists()
             if task is not None and not voted:
                 return task
@@ -115,18 +124,24 @@ def task_lease_next(*, project: Project, annotator: User, purpose: str | None = 
         )
         for task_id in locked_ids:
             # The candidate query read leases from its own snapshot; with the row lock held, count again.
-            task = kind.task_model.objects.get(pk=task_id)
+            task = _with_display(kind, kind.task_model.objects).get(pk=task_id)
             if task.vote_count + _held_by_others(kind, task_id, annotator.pk, now) >= task.overlap:
                 continue
-            TaskLease.objects.update_or_create(
-                kind=kind.name,
-                task_id=task_id,
-                annotator=annotator,
-                defaults={
-                    "project": project,
-                    "leased_at": now,
-                    "expires_at": now + timedelta(seconds=_lease_seconds()),
-                },
+            # One upsert statement: an expired lease of this annotator on this task is renewed in place.
+            TaskLease.objects.bulk_create(
+                [
+                    TaskLease(
+                        kind=kind.name,
+                        task_id=task_id,
+                        project=project,
+                        annotator=annotator,
+                        leased_at=now,
+                        expires_at=now + timedelta(seconds=_lease_seconds()),
+                    )
+                ],
+                update_conflicts=True,
+                unique_fields=["kind", "task_id", "annotator"],
+                update_fields=["project", "leased_at", "expires_at"],
             )
             return task
     return None
@@ -224,7 +239,7 @@ def pair_vote_record(
     try:
         with transaction.atomic():
             try:
-                task = PairTask.objects.select_for_update().get(pk=task_id)
+                task = PairTask.objects.select_related("project").select_for_update(of=("self",)).get(pk=task_id)
             except PairTask.DoesNotExist as exc:
                 raise NotFound("That task does not exist.") from exc
             if project is not None and task.project_id != project.pk:
@@ -240,7 +255,10 @@ def pair_vote_record(
                 choice = PairVote.Choice.A if pick == a_side else PairVote.Choice.B
             else:
                 choice = pick
-            original = task.completion_a.text if choice == "a" else task.completion_b.text if choice == "b" else ""
+            # Only an edit needs the original text (to drop an "edit" that changed nothing): skip the read otherwise.
+            original = ""
+            if edited_text:
+                original = task.completion_a.text if choice == "a" else task.completion_b.text if choice == "b" else ""
             vote = PairVote.objects.create(
                 task=task,
                 annotator=annotator,
@@ -292,7 +310,7 @@ def rating_record(
     try:
         with transaction.atomic():
             try:
-                task = RateTask.objects.select_for_update().get(pk=task_id)
+                task = RateTask.objects.select_related("project").select_for_update(of=("self",)).get(pk=task_id)
             except RateTask.DoesNotExist as exc:
                 raise NotFound("That task does not exist.") from exc
             if project is not None and task.project_id != project.pk:
@@ -382,7 +400,10 @@ def api_token_user(*, raw: str) -> User | None:
     token = ApiToken.objects.select_related("user").filter(digest=ApiToken.digest_of(raw)).first()
     if token is None or not token.user.is_active:
         return None
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    now = timezone.now()
+    # A write (and a commit) on every API call would cost more than the call itself: a minute is precise enough.
+    if token.last_used_at is None or now - token.last_used_at > timedelta(seconds=_TOKEN_TOUCH_SECONDS):
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token.user
 
 

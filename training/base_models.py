@@ -163,3 +163,36 @@ def tiny_random_model(dest: Path, *, tokenizer_source: Path | None = None, seed:
         tokenizer.save_pretrained(tmp)
 
     return _write_atomically(dest, write)
+
+
+def random_lora_adapter(model_path: Path, dest: Path, *, seed: int = 0, r: int = 8, scale: float = 1.0) -> Path:
+    """Save a LoRA adapter with random (non-zero) weights for `model_path` at `dest`; return `dest`.
+
+    For tests and benchmarks that need a "tuned" version whose outputs differ from the base without
+    training one (PEFT's default init makes a fresh adapter a no-op). `scale` multiplies the weights.
+    Idempotent: an existing adapter folder is returned as is.
+    """
+    dest = Path(dest)
+    if (dest / "adapter_config.json").is_file():
+        return dest
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    def write(tmp: Path) -> None:
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
+        config = LoraConfig(
+            r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"
+        )
+        peft_model = get_peft_model(model, config)
+        if scale != 1.0:
+            with torch.no_grad():
+                for name, param in peft_model.named_parameters():
+                    if "lora_" in name:
+                        param.mul_(scale)
+        peft_model.save_pretrained(str(tmp), safe_serialization=True)
+        AutoTokenizer.from_pretrained(str(model_path)).save_pretrained(str(tmp))
+
+    return _write_atomically(dest, write)

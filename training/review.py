@@ -22,7 +22,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from labeling.models import Completion, PairTask, Project, Prompt
-from training.models import Battle, BaseModel, GenerationJob, ModelVersion, TuningRun
+from training.models import BaseModel, Battle, GenerationJob, ModelVersion, TuningRun
 from training.trainer.review import GenerationSettings, GenerationSettingsError
 
 if TYPE_CHECKING:
@@ -103,8 +103,12 @@ def generation_job_create(
     run: TuningRun | None = None,
     create_battles: bool = False,
     created_by: User | None = None,
+    enqueue: bool = True,
 ) -> GenerationJob:
     """Validate and queue a generation job; the worker starts it once this transaction commits.
+
+    ``enqueue=False`` only creates the queued row, for a caller that claims and runs it itself (the
+    ``generate_completions --inline`` command); nothing else should pass it.
 
     Prompts are ``prompt_ids`` if given, else the project's prompts in ``split`` (held-out by default).
     All versions must share one base model: the worker loads it once. ``create_battles`` (review jobs with
@@ -135,7 +139,8 @@ def generation_job_create(
             created_by=created_by,
         )
         job.model_versions.set(versions)
-        _enqueue_on_commit(job.pk)
+        if enqueue:
+            _enqueue_on_commit(job.pk)
     return job
 
 

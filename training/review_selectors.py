@@ -105,6 +105,14 @@ class BattleResults:
     def votes(self) -> int:
         return self.wins + self.ties + self.losses
 
+    @property
+    def rate_percent(self) -> str:
+        return "" if self.rate is None else f"{100 * self.rate:.1f}%"
+
+    @property
+    def tuned_longer_percent(self) -> str:
+        return "" if self.tuned_longer_win_rate is None else f"{100 * self.tuned_longer_win_rate:.1f}%"
+
 
 def _review_tasks_between(project: Project, first: ModelVersion, second: ModelVersion) -> QuerySet[PairTask]:
     versions = [first.pk, second.pk]
@@ -212,3 +220,9 @@ def generation_jobs(*, project: Project, run_id: int | None = None, limit: int =
     if run_id is not None:
         jobs = jobs.filter(run_id=run_id)
     return list(jobs.order_by("-id")[:limit])
+
+
+def project_versions_with_outputs(*, project: Project) -> list[ModelVersion]:
+    """Model versions that have generated completions for this project's prompts."""
+    ids = Completion.objects.filter(prompt__project=project, model_version__isnull=False).values("model_version_id")
+    return list(ModelVersion.objects.filter(pk__in=ids).select_related("base_model").order_by("name"))

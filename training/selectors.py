@@ -21,8 +21,25 @@ CHART_KEYS = (
 )
 
 
+SUMMARY_KEYS = ("loss", "rewards/margins", "rewards/accuracies")
+
+
 def runs_for_project(*, project: Project) -> QuerySet[TuningRun]:
-    return TuningRun.objects.filter(project=project).select_related("base_model", "model_version", "snapshot")
+    return TuningRun.objects.filter(project=project).select_related("base_model", "model_version")
+
+
+def runs_table(*, project: Project, now) -> list[TuningRun]:  # noqa: ANN001
+    """The project's runs with ``duration`` and ``summary_metrics`` (last logged loss, margin, accuracy) set."""
+    runs = list(runs_for_project(project=project))
+    latest: dict[int, dict[str, float]] = {run.pk: {} for run in runs}
+    for run_id, values in (
+        RunMetric.objects.filter(run__in=runs, split="train").order_by("run_id", "step").values_list("run_id", "values")
+    ):
+        latest[run_id].update({k: v for k, v in values.items() if k in SUMMARY_KEYS})
+    for run in runs:
+        run.duration = run.duration_seconds(now)
+        run.summary_metrics = {key: latest[run.pk][key] for key in SUMMARY_KEYS if key in latest[run.pk]}
+    return runs
 
 
 def run_metric_series(*, run: TuningRun) -> dict[str, Any]:
@@ -42,24 +59,30 @@ def run_latest_metrics(*, run: TuningRun) -> dict[str, float]:
     return latest
 
 
-def likelihood_displacement(series: dict[str, Any], *, window: int = 3, tolerance: float = 0.05) -> str | None:
+def likelihood_displacement(series: dict[str, Any], *, tolerance: float = 0.05) -> str | None:
     """A warning when the chosen answers' log-probability falls while the reward margin rises.
 
     DPO can widen the margin by pushing both answers down ("likelihood displacement"): the model then
-    grows less likely to say the preferred answer too. Compares the mean of the first and last ``window``
-    logged values; needs at least two windows of both series.
+    grows less likely to say the preferred answer too. The validation split is used when it has two or
+    more points (the same examples each time, so the numbers compare); otherwise the training batches,
+    averaged over the first and last quarter of the run so one long batch does not raise the alarm.
     """
-    train = series.get("train", {})
-    chosen = [v for _, v in train.get("logps/chosen", [])]
-    margins = [v for _, v in train.get("rewards/margins", [])]
-    if len(chosen) < 2 * window or len(margins) < 2 * window:
+    for split, minimum in (("eval", 2), ("train", 8)):
+        points = series.get(split, {})
+        chosen = [v for _, v in points.get("logps/chosen", [])]
+        margins = [v for _, v in points.get("rewards/margins", [])]
+        if len(chosen) >= minimum and len(margins) >= minimum:
+            break
+    else:
         return None
+    window = 1 if split == "eval" else max(2, len(chosen) // 4)
     chosen_drop = mean(chosen[:window]) - mean(chosen[-window:])
     margin_gain = mean(margins[-window:]) - mean(margins[:window])
     if chosen_drop > tolerance * max(1.0, abs(mean(chosen[:window]))) and margin_gain > 0:
+        where = "on the validation split" if split == "eval" else "over the training batches"
         return (
-            f"Likelihood displacement: the chosen answers' log-probability fell by {chosen_drop:.2f} while the reward "
-            f"margin rose by {margin_gain:.2f}. The model is separating the pairs by making both less likely; "
+            f"Likelihood displacement {where}: the chosen answers' log-probability fell by {chosen_drop:.2f} while the "
+            f"reward margin rose by {margin_gain:.2f}. The model is separating the pairs by making both less likely; "
             "consider a lower learning rate, fewer steps, a larger beta, or IPO."
         )
     return None

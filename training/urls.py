@@ -13,3 +13,15 @@ urlpatterns = [
     path("runs/<int:run_id>/cancel/", views.run_cancel, name="run_cancel"),
     path("runs/<int:run_id>/retry/", views.run_retry, name="run_retry"),
 ]
+
+# ---------------------------------------------------------------- review (issue #4)
+from training import review_views  # noqa: E402
+
+urlpatterns += [
+    path("runs/<int:run_id>/review/", review_views.run_review, name="run_review"),
+    path("runs/<int:run_id>/review/generate/", review_views.run_review_generate, name="run_review_generate"),
+    path("runs/<int:run_id>/battles/", review_views.run_battles, name="run_battles"),
+    path("runs/<int:run_id>/battles/create/", review_views.run_battles_create, name="run_battles_create"),
+    path("projects/<int:project_id>/leaderboard/", review_views.leaderboard, name="leaderboard"),
+    path("projects/<int:project_id>/battles/create/", review_views.project_battles_create, name="project_battles_create"),
+]

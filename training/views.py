@@ -23,8 +23,10 @@ def _run_for_admin(user, run_id: int) -> TuningRun:  # noqa: ANN001
 @require_safe
 def runs(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_admin(request.user, project_id)
-    context = {"project": project, "runs": selectors.runs_for_project(project=project), "now": timezone.now()}
-    return render(request, "training/runs.html", context)
+    context = {"project": project, "runs": selectors.runs_table(project=project, now=timezone.now())}
+    # The project dashboard pulls the table in with htmx; the full page is the same table with a heading.
+    template = "training/_runs_table.html" if request.headers.get("HX-Request") else "training/runs.html"
+    return render(request, template, context)
 
 
 @require_http_methods(["GET", "POST"])

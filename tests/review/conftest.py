@@ -1,0 +1,81 @@
+"""Review set-ups: a compare project with held-out prompts, a base and a tuned version, and their outputs."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from labeling.models import Completion, Project, Prompt
+from tests.factories import ProjectFactory, UserFactory, make_run
+from training.models import BaseModel, ModelVersion, TuningRun
+from training.review import base_version_get_or_create
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from training.base_models import tiny_random_model
+
+    return tiny_random_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    from training.base_models import random_lora_adapter
+
+    return random_lora_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapters") / "tiny-adapter", seed=5, scale=20.0)
+
+
+@dataclass
+class ReviewSetup:
+    project: Project
+    run: TuningRun
+    base: ModelVersion
+    tuned: ModelVersion
+    heldout: list[Prompt]
+
+
+def review_setup(*, prompts: int = 4, base_path: str = "/nonexistent", adapter_path: str = "/nonexistent/adapter",
+                 with_outputs: bool = True, name: str = "Review project") -> ReviewSetup:
+    """A succeeded run with a tuned version; ``prompts`` held-out prompts (plus one train prompt) and, if asked,
+    one generated output per held-out prompt from each version: the tuned one 16 characters longer."""
+    project = ProjectFactory(name=name, overlap=1)
+    run = make_run(project, status="succeeded", base_path=base_path)
+    base_model = run.base_model
+    if base_model.path != base_path:
+        BaseModel.objects.filter(pk=base_model.pk).update(path=base_path)
+        base_model.refresh_from_db()
+    tuned = ModelVersion.objects.create(name=f"secret-tuned-{project.pk}", base_model=base_model, adapter_path=adapter_path)
+    TuningRun.objects.filter(pk=run.pk).update(model_version=tuned)
+    run.refresh_from_db()
+    base = base_version_get_or_create(base_model=base_model)
+    Prompt.objects.create(project=project, messages=[{"role": "user", "content": "A training prompt"}], split="train")
+    heldout = [
+        Prompt.objects.create(project=project, messages=[{"role": "user", "content": f"Held-out question {n}?"}], split="heldout")
+        for n in range(prompts)
+    ]
+    if with_outputs:
+        settings = {"temperature": 0.0, "top_p": 0.9, "max_new_tokens": 16, "seed": 0, "sample": 0}
+        for n, prompt in enumerate(heldout):
+            Completion.objects.create(prompt=prompt, text=f"Base answer {n}.", source="generated", model_version=base,
+                                      model_name=base.name, generation_settings=settings)
+            Completion.objects.create(prompt=prompt, text=f"Tuned answer {n}, in more words.", source="generated",
+                                      model_version=tuned, model_name=tuned.name, generation_settings=settings)
+    return ReviewSetup(project=project, run=run, base=base, tuned=tuned, heldout=heldout)
+
+
+@pytest.fixture
+def setup(db) -> ReviewSetup:
+    return review_setup()
+
+
+@pytest.fixture
+def voter(db, setup):
+    user = UserFactory(username="battle-voter")
+    setup.project.members.add(user)
+    return user

@@ -1,0 +1,139 @@
+"""End to end on real parts: PostgreSQL, Redis, a Celery worker process and the real bundled model.
+
+A tuned version (two DPO steps on SmolLM2-135M) and its base generate outputs for the held-out prompts on a
+gpu-queue worker, battles are created, an annotator votes through the compare screen, and the results page
+shows the win rate and interval that the known votes give.
+"""
+from __future__ import annotations
+
+import re
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+
+from labeling.models import Completion, PairTask, Prompt
+from tests.factories import PASSWORD, AdminFactory, ProjectFactory, UserFactory, make_run
+from tests.worker_process import celery_worker, purge_queues, wait_for
+from training.models import BaseModel, GenerationJob, ModelVersion, TuningRun
+from training.review_selectors import battle_results
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.worker,
+    pytest.mark.slow,
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="a worker process needs PostgreSQL (the test command uses it)"),
+    pytest.mark.timeout(600),
+]
+
+HELDOUT = ["Name a fruit.", "Say hello in French.", "What colour is the sky?", "Count to three."]
+# Who wins each battle, in the order the compare screen serves them: 2 wins, 1 tie, 1 loss for the tuned model.
+OUTCOMES = ["tuned", "tuned", "tie", "base"]
+
+
+@pytest.fixture(scope="module")
+def bundled_model_dir() -> Path:
+    from training.base_models import convert_bundled_model
+
+    return convert_bundled_model(Path(settings.PREFTUNE_MODELS_DIR) / "smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="module")
+def tuned_adapter_dir(bundled_model_dir, tmp_path_factory) -> str:
+    """Two real DPO steps on the bundled model: a genuine adapter, made as cheaply as possible."""
+    from training.trainer import TrainSettings, train
+    from training.trainer.config import LoraSettings
+
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Write a word about {topic}."}],
+            "chosen": [{"role": "assistant", "content": f"{topic.capitalize()} is lovely."}],
+            "rejected": [{"role": "assistant", "content": "No."}],
+        }
+        for topic in ("rain", "tea", "snow", "bread")
+    ]
+    settings_ = TrainSettings(
+        max_steps=2, per_device_batch_size=2, learning_rate=1e-3, max_length=64, validation_fraction=0.0,
+        lora=LoraSettings(r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"]),
+    )
+    result = train(model_path=str(bundled_model_dir), rows=rows, settings=settings_, output_dir=str(tmp_path_factory.mktemp("e2e-run")))
+    assert result.adapter_dir is not None
+    return result.adapter_dir
+
+
+def _vote_through_the_compare_screen(client, project, tuned: ModelVersion, annotator) -> list[str]:
+    """Work the queue as the annotator, picking the side that OUTCOMES says for each card served."""
+    served = []
+    for outcome in OUTCOMES:
+        html = client.get(f"/projects/{project.pk}/").content.decode()
+        task_id = int(re.search(r'data-task="(\d+)"', html).group(1))
+        key = re.search(r'name="client_key" value="([^"]+)"', html).group(1)
+        task = PairTask.objects.select_related("completion_a").get(pk=task_id)
+        assert task.purpose == "review"
+        a_side = task.a_side_for(annotator.pk)
+        tuned_side = a_side if task.completion_a.model_version_id == tuned.pk else ("right" if a_side == "left" else "left")
+        base_side = "right" if tuned_side == "left" else "left"
+        pick = {"tuned": tuned_side, "base": base_side, "tie": "tie"}[outcome]
+        response = client.post(f"/projects/{project.pk}/pairs/{task_id}/vote/", {"pick": pick, "client_key": key})
+        assert response.status_code == 302
+        served.append(task_id)
+    assert "All done here" in client.get(f"/projects/{project.pk}/").content.decode()
+    return served
+
+
+def test_base_and_tuned_outputs_battles_and_the_win_rate(client, bundled_model_dir, tuned_adapter_dir):
+    project = ProjectFactory(name="Review e2e", overlap=1)
+    run = make_run(project, status="succeeded", base_path=str(bundled_model_dir))
+    BaseModel.objects.filter(pk=run.base_model_id).update(path=str(bundled_model_dir), name="SmolLM2-135M-Instruct")
+    tuned = ModelVersion.objects.create(name="e2e tuned (run)", base_model_id=run.base_model_id, adapter_path=tuned_adapter_dir)
+    TuningRun.objects.filter(pk=run.pk).update(model_version=tuned)
+    for text in HELDOUT:
+        Prompt.objects.create(project=project, messages=[{"role": "user", "content": text}], split="heldout")
+    Prompt.objects.create(project=project, messages=[{"role": "user", "content": "A training prompt."}], split="train")
+
+    admin = AdminFactory()
+    assert client.login(username=admin.username, password=PASSWORD)
+    purge_queues("gpu")
+    response = client.post(
+        f"/runs/{run.pk}/review/generate/",
+        {"max_new_tokens": 16, "temperature": 0, "top_p": 0.9, "seed": 0, "create_battles": "on"},
+    )
+    assert response.status_code == 302
+    job = GenerationJob.objects.get(project=project)
+    assert job.status == "queued"
+    with celery_worker("review-e2e", queues="gpu"):
+        wait_for(lambda: GenerationJob.objects.filter(pk=job.pk, status__in=["succeeded", "failed"]).exists(),
+                 timeout=300, what="the generation job to finish")
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    assert (job.completions_created, job.tasks_created) == (8, 4)
+    outputs = Completion.objects.filter(prompt__project=project, source="generated")
+    assert {c.prompt.split for c in outputs} == {"heldout"}
+    base = ModelVersion.objects.get(base_model_id=run.base_model_id, adapter_path="")
+    assert {c.model_version_id for c in outputs} == {base.pk, tuned.pk}
+    assert all(c.generation_settings == {"temperature": 0.0, "top_p": 0.9, "max_new_tokens": 16, "seed": 0, "sample": 0} for c in outputs)
+    assert all(c.text.strip() for c in outputs), "the real model says something for every prompt"
+
+    client.logout()
+    annotator = UserFactory(username="e2e-voter")
+    project.members.add(annotator)
+    assert client.login(username=annotator.username, password=PASSWORD)
+    served = _vote_through_the_compare_screen(client, project, tuned, annotator)
+    assert len(set(served)) == 4
+
+    results = battle_results(project=project, tuned=tuned, base=base)
+    assert (results.wins, results.ties, results.losses) == (2, 1, 1)
+    # (2 + 1/2) / 4 with a Wilson interval, worked by hand in tests/trainer/test_review_stats.py.
+    assert results.rate == pytest.approx(0.625)
+    assert (results.low, results.high) == pytest.approx((0.2194, 0.9081), abs=1e-4)
+    client.logout()
+    assert client.login(username=admin.username, password=PASSWORD)
+    html = client.get(f"/runs/{run.pk}/battles/").content.decode()
+    assert "62.5%" in html and "95% CI 0.219–0.908" in html and "2 / 1 / 1" in html
+
+    out = StringIO()
+    call_command("win_rates", project=project.pk, stdout=out)
+    assert "win 2 tie 1 loss 1  win rate 0.625 (95% CI 0.219–0.908)" in out.getvalue()

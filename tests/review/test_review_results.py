@@ -1,0 +1,73 @@
+"""Review reads: side by side with filters, a run's battle results, and the Bradley–Terry leaderboard."""
+from __future__ import annotations
+
+import pytest
+
+from labeling.models import Completion, PairTask
+from tests.factories import UserFactory, make_pair_vote
+from training import review, review_selectors
+from training.models import ModelVersion
+
+pytestmark = pytest.mark.django_db
+
+
+def _vote_as(setup, outcomes: list[str]) -> None:
+    """One vote per battle, in prompt order: 'tuned', 'base', 'tie' or 'both_bad' says who won."""
+    tasks = sorted(PairTask.objects.filter(purpose="review").select_related("completion_a"), key=lambda t: t.prompt_id)
+    annotator = UserFactory()
+    for task, outcome in zip(tasks, outcomes, strict=True):
+        tuned_is_a = task.completion_a.model_version_id == setup.tuned.pk
+        choice = {"tuned": "a" if tuned_is_a else "b", "base": "b" if tuned_is_a else "a"}.get(outcome, outcome)
+        make_pair_vote(task, annotator, choice)
+
+
+def test_side_by_side_pairs_outputs_and_filters(setup):
+    Completion.objects.filter(model_version=setup.tuned, prompt=setup.heldout[0]).update(text="Base answer 0.")
+    rows = review_selectors.side_by_side(project=setup.project, base=setup.base, tuned=setup.tuned)
+    assert [r.prompt.pk for r in rows] == [p.pk for p in setup.heldout]
+    assert [r.differ for r in rows] == [False, True, True, True]
+    assert rows[1].length_change == 16
+    assert len(review_selectors.side_by_side(project=setup.project, base=setup.base, tuned=setup.tuned, only_different=True)) == 3
+    found = review_selectors.side_by_side(project=setup.project, base=setup.base, tuned=setup.tuned, search="question 2")
+    assert [r.prompt.pk for r in found] == [setup.heldout[2].pk]
+    found = review_selectors.side_by_side(project=setup.project, base=setup.base, tuned=setup.tuned, search="TUNED ANSWER 3")
+    assert [r.prompt.pk for r in found] == [setup.heldout[3].pk]
+    assert review_selectors.output_lengths(rows)["pairs"] == 4
+
+
+def test_battle_results_count_ties_half_with_a_wilson_interval_and_length_change(setup):
+    review.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base, seed=2)
+    _vote_as(setup, ["tuned", "tuned", "tie", "base"])
+    results = review_selectors.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)
+    assert (results.wins, results.ties, results.losses, results.votes) == (2, 1, 1, 4)
+    assert results.rate == pytest.approx(0.625)
+    assert (results.low, results.high) == pytest.approx((0.2194, 0.9081), abs=1e-4)
+    assert results.mean_length_change == pytest.approx(16.0)
+    assert results.tasks == results.tasks_complete == 4 and results.rate_percent == "62.5%"
+
+
+def test_both_bad_counts_as_a_tie(setup):
+    review.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base, seed=2)
+    _vote_as(setup, ["both_bad", "tuned", "tuned", "tuned"])
+    results = review_selectors.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)
+    assert (results.wins, results.ties, results.losses, results.both_bad) == (3, 1, 0, 1)
+
+
+def test_the_leaderboard_ranks_versions_with_intervals(setup):
+    review.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base, seed=2)
+    _vote_as(setup, ["tuned", "tuned", "tuned", "base"])
+    rows = review_selectors.leaderboard(project=setup.project)
+    assert [r.version for r in rows] == [setup.tuned, setup.base]
+    top = rows[0]
+    assert (top.battles, top.wins, top.ties, top.losses) == (4, 3, 0, 1)
+    # With the 0.5-game prior: 3.25 points to 1.25, so the gap is 400·log10(2.6).
+    import math
+
+    assert top.rating - rows[1].rating == pytest.approx(400 * math.log10(3.25 / 1.25), abs=1e-6)
+    assert top.low <= top.rating <= top.high
+    assert review_selectors.leaderboard(project=setup.project) == rows, "seeded: a reload shows the same figures"
+
+
+def test_versions_with_outputs_are_offered_for_battles(setup):
+    ModelVersion.objects.create(name="idle", base_model=setup.run.base_model, adapter_path="/b")
+    assert review_selectors.project_versions_with_outputs(project=setup.project) == sorted([setup.base, setup.tuned], key=lambda v: v.name)

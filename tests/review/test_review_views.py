@@ -1,0 +1,100 @@
+"""Review screens through the client: staff only, the side-by-side page, battles, results, leaderboard."""
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+
+from labeling.models import Completion, PairTask
+from tests.factories import make_pair_vote
+from training import review
+from training.models import GenerationJob
+
+pytestmark = pytest.mark.django_db
+
+
+def test_annotators_get_403_on_every_review_screen(annotator_client, setup):
+    run, project = setup.run.pk, setup.project.pk
+    for url in (f"/runs/{run}/review/", f"/runs/{run}/battles/", f"/projects/{project}/leaderboard/"):
+        assert annotator_client.get(url).status_code == 403
+    for url in (f"/runs/{run}/review/generate/", f"/runs/{run}/battles/create/", f"/projects/{project}/battles/create/"):
+        assert annotator_client.post(url).status_code == 403
+    assert PairTask.objects.count() == 0 and GenerationJob.objects.count() == 0
+
+
+def test_the_review_page_shows_outputs_side_by_side_escaped_and_paged(admin_client, setup):
+    Completion.objects.filter(model_version=setup.tuned, prompt=setup.heldout[0]).update(text="<script>alert(1)</script>")
+    response = admin_client.get(f"/runs/{setup.run.pk}/review/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html
+    assert "Base answer 1." in html and "Tuned answer 1, in more words." in html
+    assert setup.tuned.name in html and setup.base.name in html
+    filtered = admin_client.get(f"/runs/{setup.run.pk}/review/", {"q": "question 3"}).content.decode()
+    assert "Tuned answer 3" in filtered and "Tuned answer 2" not in filtered
+    with mock.patch("training.review_views.ROWS_PER_PAGE", 3):
+        second = admin_client.get(f"/runs/{setup.run.pk}/review/", {"page": 2}).content.decode()
+    assert "Tuned answer 3" in second and "Tuned answer 0" not in second and "Page 2 of 2" in second
+
+
+def test_a_run_without_an_adapter_says_so(admin_client, setup):
+    type(setup.run).objects.filter(pk=setup.run.pk).update(model_version=None, status="running")
+    assert "no tuned adapter yet" in admin_client.get(f"/runs/{setup.run.pk}/review/").content.decode()
+    assert "no tuned adapter yet" in admin_client.get(f"/runs/{setup.run.pk}/battles/").content.decode()
+
+
+def test_generate_queues_a_job_for_base_and_tuned(admin_client, setup, django_capture_on_commit_callbacks):
+    with mock.patch("workers.tasks.generate.delay") as delay, django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            f"/runs/{setup.run.pk}/review/generate/",
+            {"max_new_tokens": 16, "temperature": 0, "top_p": 0.9, "seed": 0, "create_battles": "on"},
+        )
+    assert response.status_code == 302
+    job = GenerationJob.objects.get()
+    delay.assert_called_once_with(job.pk)
+    assert set(job.model_versions.all()) == {setup.base, setup.tuned} and job.create_battles and job.run == setup.run
+
+
+def test_bad_generation_settings_are_shown_not_queued(admin_client, setup):
+    response = admin_client.post(f"/runs/{setup.run.pk}/review/generate/", {"max_new_tokens": 0, "temperature": 0, "top_p": 0.9, "seed": 0}, follow=True)
+    assert "Generation settings" in response.content.decode() and GenerationJob.objects.count() == 0
+
+
+def test_creating_battles_then_voting_shows_the_win_rate(admin_client, setup, annotator):
+    setup.project.members.add(annotator)
+    response = admin_client.post(f"/runs/{setup.run.pk}/battles/create/", follow=True)
+    assert "Created 4 blind battles" in response.content.decode()
+    for task in PairTask.objects.filter(purpose="review"):
+        tuned_is_a = task.completion_a.model_version_id == setup.tuned.pk
+        make_pair_vote(task, annotator, "a" if tuned_is_a else "b")
+    html = admin_client.get(f"/runs/{setup.run.pk}/battles/").content.decode()
+    assert "100.0%" in html and "4 / 0 / 0" in html and "16.0 chars" in html
+
+
+def test_the_compare_card_never_names_the_models(client, setup, annotator):
+    from tests.factories import PASSWORD
+
+    setup.project.members.add(annotator)
+    review.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base)
+    client.login(username=annotator.username, password=PASSWORD)
+    html = client.get(f"/projects/{setup.project.pk}/").content.decode()
+    assert "Held-out question" in html
+    for secret in (setup.tuned.name, setup.base.name, "test-base", "tuned", "(base)"):
+        assert secret not in html
+
+
+def test_the_leaderboard_ranks_and_battles_any_two_versions(admin_client, setup):
+    response = admin_client.post(
+        f"/projects/{setup.project.pk}/battles/create/", {"version_a": setup.base.pk, "version_b": setup.tuned.pk}, follow=True
+    )
+    assert "Created 4 blind battles" in response.content.decode()
+    for task in PairTask.objects.filter(purpose="review"):
+        from tests.factories import UserFactory
+
+        make_pair_vote(task, UserFactory(), "tie")
+    html = admin_client.get(f"/projects/{setup.project.pk}/leaderboard/").content.decode()
+    assert setup.tuned.name in html and "1000" in html and "0 / 4 / 0" in html
+    same = admin_client.post(
+        f"/projects/{setup.project.pk}/battles/create/", {"version_a": setup.base.pk, "version_b": setup.base.pk}, follow=True
+    )
+    assert "two different model versions" in same.content.decode()

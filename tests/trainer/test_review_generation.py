@@ -1,0 +1,60 @@
+"""generate_for_versions on the tiny model: one loaded base, adapters switched on and off, same texts as
+loading each version separately."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.base_models import random_lora_adapter
+from training.trainer import generate, load_for_generation
+from training.trainer.review import GenerationSettings, generate_for_versions
+
+PROMPTS = [
+    [{"role": "user", "content": "Say hello."}],
+    [{"role": "user", "content": "Name a colour."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Count to three."}],
+]
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("adapters")
+    return {
+        "one": str(random_lora_adapter(tiny_model_dir, folder / "one", seed=1, scale=20.0)),
+        "two": str(random_lora_adapter(tiny_model_dir, folder / "two", seed=2, scale=20.0)),
+    }
+
+
+def _alone(model_dir, adapter_dir, settings: GenerationSettings) -> list[str]:
+    model, tokenizer = load_for_generation(str(model_dir), adapter_dir)
+    return generate(
+        model, tokenizer, PROMPTS, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+        top_p=settings.top_p, seed=settings.seed, batch_size=2,
+    )
+
+
+def test_one_loaded_base_gives_the_same_texts_as_loading_each_version(tiny_model_dir, adapters):
+    settings = GenerationSettings(temperature=0, max_new_tokens=6, seed=0)
+    done = []
+    texts = generate_for_versions(
+        str(tiny_model_dir), {"base": None, "one": adapters["one"], "two": adapters["two"]}, PROMPTS, settings,
+        batch_size=2, on_version_done=lambda name, _: done.append(name),
+    )
+    assert done == ["base", "one", "two"]
+    assert [t[0] for t in texts["base"]] == _alone(tiny_model_dir, None, settings)
+    assert [t[0] for t in texts["one"]] == _alone(tiny_model_dir, adapters["one"], settings)
+    assert [t[0] for t in texts["two"]] == _alone(tiny_model_dir, adapters["two"], settings)
+    # The random adapters really change what the model says, so the comparison above means something.
+    assert texts["one"] != texts["base"] and texts["two"] != texts["one"]
+
+
+def test_n_samples_use_consecutive_seeds(tiny_model_dir, adapters):
+    settings = GenerationSettings(temperature=1.0, top_p=1.0, max_new_tokens=5, seed=3, n=2)
+    texts = generate_for_versions(str(tiny_model_dir), {"base": None}, PROMPTS, settings, batch_size=3)
+    assert [len(samples) for samples in texts["base"]] == [2, 2, 2]
+    first = GenerationSettings(temperature=1.0, top_p=1.0, max_new_tokens=5, seed=3)
+    second = GenerationSettings(temperature=1.0, top_p=1.0, max_new_tokens=5, seed=4)
+    model, tokenizer = load_for_generation(str(tiny_model_dir))
+    for k, s in enumerate((first, second)):
+        alone = generate(model, tokenizer, PROMPTS, max_new_tokens=5, temperature=1.0, top_p=1.0, seed=s.seed, batch_size=3)
+        assert [samples[k] for samples in texts["base"]] == alone

@@ -1,0 +1,57 @@
+"""Create blind review battles: a run's tuned version against its base, or any two model versions.
+
+    manage.py create_battles --run 7
+    manage.py create_battles --project 3 --versions 4,5
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from labeling.models import Project
+from training import review
+from training.models import ModelVersion, TuningRun
+
+
+class Command(BaseCommand):
+    help = "Create review pair tasks on held-out prompts from generated outputs of two versions; sides random."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--run", type=int)
+        parser.add_argument("--project", type=int)
+        parser.add_argument("--versions", help="Two comma-separated model version ids (with --project).")
+        parser.add_argument("--seed", type=int, default=None, help="Seed for the side order (default: random).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        run = None
+        if options["run"]:
+            run = TuningRun.objects.select_related("project", "base_model", "model_version").filter(pk=options["run"]).first()
+            if run is None:
+                raise CommandError(f"No run with id {options['run']}.")
+            project = run.project
+            try:
+                base, tuned = review.run_review_versions(run=run)
+            except review.ReviewError as error:
+                raise CommandError(error.message) from error
+            first, second = tuned, base
+        else:
+            project = Project.objects.filter(pk=options["project"]).first() if options["project"] else None
+            try:
+                ids = [int(part) for part in (options["versions"] or "").split(",") if part.strip()]
+            except ValueError as exc:
+                raise CommandError("--versions must be two comma-separated ids.") from exc
+            if project is None or len(ids) != 2:
+                raise CommandError("Give --run, or --project and --versions A,B.")
+            found = ModelVersion.objects.in_bulk(ids)
+            if len(found) != 2:
+                raise CommandError(f"Unknown model version id(s) in {options['versions']!r}.")
+            first, second = found[ids[0]], found[ids[1]]
+        try:
+            battle = review.battles_create(project=project, version_a=first, version_b=second, run=run, seed=options["seed"])
+        except review.ReviewError as error:
+            raise CommandError(error.message) from error
+        self.stdout.write(
+            f"Created {battle.tasks_created} battles between {first.name} and {second.name} "
+            f"({battle.prompts_missing_outputs} held-out prompts lack an output from one of them)."
+        )

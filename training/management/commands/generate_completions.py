@@ -1,0 +1,85 @@
+"""Generate completions from model versions: review outputs for a run, or candidates for labeling.
+
+    manage.py generate_completions --run 7 --max-new-tokens 128 --create-battles
+    manage.py generate_completions --project 3 --versions 4,5 --purpose candidates --n 2 --split train
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from labeling.models import Project
+from training import review
+from training.models import GenerationJob, ModelVersion, TuningRun
+
+
+def _ids(raw: str | None) -> list[int] | None:
+    if not raw:
+        return None
+    try:
+        return [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError as exc:
+        raise CommandError(f"Expected comma-separated ids, got {raw!r}.") from exc
+
+
+class Command(BaseCommand):
+    help = "Queue (or, with --inline, run here) a generation job; prints the job id and, inline, its outcome."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--run", type=int, help="A succeeded run: generate with its base and its tuned adapter.")
+        parser.add_argument("--project", type=int, help="The project whose prompts to complete (with --versions).")
+        parser.add_argument("--versions", help="Comma-separated model version ids (with --project).")
+        parser.add_argument("--prompts", help="Comma-separated prompt ids; default: every prompt in --split.")
+        parser.add_argument("--split", default="heldout", choices=["heldout", "train"])
+        parser.add_argument("--purpose", default="review", choices=GenerationJob.Purpose.values)
+        parser.add_argument("--temperature", type=float, default=0.7)
+        parser.add_argument("--top-p", type=float, default=0.9)
+        parser.add_argument("--max-new-tokens", type=int, default=256)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--n", type=int, default=1, help="Completions per prompt and version (1-8).")
+        parser.add_argument("--create-battles", action="store_true", help="Review jobs of two versions: battle them after.")
+        parser.add_argument("--inline", action="store_true", help="Generate in this process instead of on a gpu worker.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        run = None
+        if options["run"]:
+            run = TuningRun.objects.select_related("project", "base_model", "model_version").filter(pk=options["run"]).first()
+            if run is None:
+                raise CommandError(f"No run with id {options['run']}.")
+            project = run.project
+            try:
+                versions = list(review.run_review_versions(run=run))
+            except review.ReviewError as error:
+                raise CommandError(error.message) from error
+        else:
+            project = Project.objects.filter(pk=options["project"]).first() if options["project"] else None
+            version_ids = _ids(options["versions"])
+            if project is None or not version_ids:
+                raise CommandError("Give --run, or --project and --versions.")
+            versions = list(ModelVersion.objects.filter(pk__in=version_ids).order_by("id"))
+            if len(versions) != len(set(version_ids)):
+                raise CommandError(f"Unknown model version id(s) in {options['versions']!r}.")
+        settings_data = {
+            "temperature": options["temperature"], "top_p": options["top_p"], "max_new_tokens": options["max_new_tokens"],
+            "seed": options["seed"], "n": options["n"],
+        }
+        try:
+            job = review.generation_job_create(
+                project=project, versions=versions, settings_data=settings_data, purpose=options["purpose"],
+                prompt_ids=_ids(options["prompts"]), split=options["split"], run=run,
+                create_battles=options["create_battles"], enqueue=not options["inline"],
+            )
+        except review.ReviewError as error:
+            raise CommandError(error.message) from error
+        if not options["inline"]:
+            self.stdout.write(f"Queued generation job {job.pk}: {job.prompt_count} prompts × {len(versions)} versions.")
+            return
+        review.generation_job_claim(job_id=job.pk, worker="manage.py generate_completions")
+        job = review.generation_job_execute(job_id=job.pk)
+        if job.status != GenerationJob.Status.SUCCEEDED:
+            raise CommandError(f"Generation job {job.pk} failed: {job.error}")
+        self.stdout.write(
+            f"Generation job {job.pk} succeeded: {job.completions_created} completions created, "
+            f"{job.completions_skipped} already there, {job.tasks_created} tasks created."
+        )

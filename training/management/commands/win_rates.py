@@ -1,0 +1,63 @@
+"""Print blind-battle results: each succeeded run's tuned win rate over its base, and the leaderboard.
+
+    manage.py win_rates --project 3
+    manage.py win_rates --run 7
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from labeling.models import Project
+from training import review, review_selectors
+from training.models import TuningRun
+
+
+class Command(BaseCommand):
+    help = "Win / tie / loss, win rate with a 95% interval and length change per run; then the Bradley–Terry table."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--project", type=int)
+        parser.add_argument("--run", type=int)
+        parser.add_argument("--rounds", type=int, default=review_selectors.LEADERBOARD_ROUNDS, help="Bootstrap rounds.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["run"]:
+            runs = list(TuningRun.objects.filter(pk=options["run"]).select_related("project", "base_model", "model_version"))
+            if not runs:
+                raise CommandError(f"No run with id {options['run']}.")
+            project = runs[0].project
+        elif options["project"]:
+            project = Project.objects.filter(pk=options["project"]).first()
+            if project is None:
+                raise CommandError(f"No project with id {options['project']}.")
+            runs = list(
+                TuningRun.objects.filter(project=project, model_version__isnull=False)
+                .select_related("base_model", "model_version").order_by("id")
+            )
+        else:
+            raise CommandError("Give --project or --run.")
+        for run in runs:
+            try:
+                base, tuned = review.run_review_versions(run=run)
+            except review.ReviewError as error:
+                self.stdout.write(f"run {run.pk} {run.name}: {error.message}")
+                continue
+            r = review_selectors.battle_results(project=project, tuned=tuned, base=base)
+            if r.rate is None:
+                self.stdout.write(f"run {run.pk} {run.name}: no votes yet ({r.tasks} battles created)")
+                continue
+            self.stdout.write(
+                f"run {run.pk} {run.name}: win {r.wins} tie {r.ties} loss {r.losses}  "
+                f"win rate {r.rate:.3f} (95% CI {r.low:.3f}–{r.high:.3f})  "
+                f"length change {r.mean_length_change:+.1f} chars"
+            )
+        if options["project"]:
+            rows = review_selectors.leaderboard(project=project, rounds=options["rounds"])
+            self.stdout.write("Leaderboard (Bradley–Terry, 95% bootstrap interval):")
+            for rank, row in enumerate(rows, 1):
+                self.stdout.write(
+                    f"{rank:>3}. {row.version.name:<40} {row.rating:7.1f}  [{row.low:7.1f}, {row.high:7.1f}]  "
+                    f"{row.battles} battles ({row.wins}/{row.ties}/{row.losses})"
+                )
