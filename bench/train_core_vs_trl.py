@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -152,6 +153,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--precompute-ref", action="store_true")
     parser.add_argument("--group-by-length", action="store_true", help="app core only: TRL's DPO has no such option")
+    parser.add_argument("--repeat", type=int, default=1, help="alternate the order this many times; medians reported")
     opts = parser.parse_args()
 
     from training.base_models import is_model_dir, tiny_random_model
@@ -180,10 +182,19 @@ def main() -> None:
         f"model={model_path} pairs={len(rows)} steps={opts.steps} batch={opts.batch_size} "
         f"precompute_ref={opts.precompute_ref} group_by_length={opts.group_by_length}"
     )
-    trl_sps, trl_wall = run_plain_trl(model_path, rows, settings, str(work / "trl"))
-    core_sps, core_wall = run_core(model_path, rows, settings, str(work / "core"))
-    print(f"plain TRL : {trl_sps:.3f} steps/s  ({trl_wall:.1f} s wall)")
-    print(f"app core  : {core_sps:.3f} steps/s  ({core_wall:.1f} s wall)")
+    # Read the weights once so neither contender pays for a cold disk.
+    for weights in Path(model_path).glob("*.safetensors"):
+        weights.read_bytes()
+    results: dict[str, list[tuple[float, float]]] = {"trl": [], "core": []}
+    for attempt in range(opts.repeat):
+        order = ("trl", "core") if attempt % 2 == 0 else ("core", "trl")
+        for name in order:
+            runner = run_plain_trl if name == "trl" else run_core
+            results[name].append(runner(model_path, rows, settings, str(work / f"{name}-{attempt}")))
+    trl_sps, trl_wall = (statistics.median(v) for v in zip(*results["trl"], strict=True))
+    core_sps, core_wall = (statistics.median(v) for v in zip(*results["core"], strict=True))
+    print(f"plain TRL : {trl_sps:.3f} steps/s  ({trl_wall:.1f} s wall)  runs={[round(r[0], 3) for r in results['trl']]}")
+    print(f"app core  : {core_sps:.3f} steps/s  ({core_wall:.1f} s wall)  runs={[round(r[0], 3) for r in results['core']]}")
     print(f"core / TRL: {core_sps / trl_sps:.2f}x")
 
 

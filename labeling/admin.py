@@ -1,6 +1,17 @@
 from django.contrib import admin
 
-from labeling.models import ApiToken, Completion, PairTask, PairVote, Project, Prompt, Rating, RateTask, TaskLease, TaskSkip
+from labeling.models import (
+    ApiToken,
+    Completion,
+    PairTask,
+    PairVote,
+    Project,
+    Prompt,
+    RateTask,
+    Rating,
+    TaskLease,
+    TaskSkip,
+)
 
 
 @admin.register(Project)

@@ -258,6 +258,9 @@ class TaskLease(models.Model):
             models.Index(fields=["annotator", "project", "expires_at"], name="tasklease_annotator_idx"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.annotator_id} holds {self.kind} {self.task_id} until {self.expires_at:%H:%M:%S}"
+
 
 class TaskSkip(models.Model):
     kind = models.CharField(max_length=8, choices=TaskLease.Kind.choices)
@@ -270,6 +273,9 @@ class TaskSkip(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["kind", "task_id", "annotator"], name="taskskip_one_per_annotator"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator_id} skipped {self.kind} {self.task_id}"
 
 
 def _token_digest(raw: str) -> str:

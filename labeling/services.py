@@ -22,7 +22,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from labeling.errors import Conflict, InvalidInput, NotFound
-from labeling.models import ApiToken, PairTask, PairVote, Project, Rating, RateTask, TaskLease, TaskSkip, TaskStatus
+from labeling.models import ApiToken, PairTask, PairVote, Project, RateTask, Rating, TaskLease, TaskSkip, TaskStatus
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -183,12 +183,12 @@ def _claim_slot(kind: _Kind, task: PairTask | RateTask, annotator: User, now) ->
     if task.vote_count >= task.overlap:
         raise Conflict("This task already has all the votes it needs, so this vote was not recorded.")
     lease = TaskLease.objects.filter(kind=kind.name, task_id=task.pk, annotator=annotator).first()
-    if lease is None or lease.expires_at <= now:
-        if task.vote_count + _held_by_others(kind, task.pk, annotator.pk, now) >= task.overlap:
-            raise Conflict(
-                "Your hold on this task expired and other annotators took the remaining slots, "
-                "so this vote was not recorded."
-            )
+    lease_lapsed = lease is None or lease.expires_at <= now
+    if lease_lapsed and task.vote_count + _held_by_others(kind, task.pk, annotator.pk, now) >= task.overlap:
+        raise Conflict(
+            "Your hold on this task expired and other annotators took the remaining slots, "
+            "so this vote was not recorded."
+        )
     return lease
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import factory
 from django.contrib.auth import get_user_model
 
-from labeling.models import Completion, PairTask, PairVote, Project, Prompt, Rating, RateTask, TaskStatus
+from labeling.models import Completion, PairTask, PairVote, Project, Prompt, RateTask, Rating, TaskStatus
 from training.models import BaseModel, DatasetSnapshot, TuningRun
 
 PASSWORD = "pw-for-tests-1"

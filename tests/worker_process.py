@@ -5,6 +5,7 @@ worker should see: use ``@pytest.mark.django_db(transaction=True)``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -83,10 +84,8 @@ def _wait_until_ready(process: subprocess.Popen, log_path: Path, timeout: float 
 
 def kill_worker(process: subprocess.Popen) -> None:
     """SIGKILL the worker and its pool children at once, as an OOM killer or a pulled plug would."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait(timeout=30)
 
 

@@ -145,6 +145,9 @@ class RunMetric(models.Model):
         ordering = ["run", "step", "id"]
         constraints = [models.UniqueConstraint(fields=["run", "split", "step"], name="runmetric_one_per_step")]
 
+    def __str__(self) -> str:
+        return f"run {self.run_id} {self.split} step {self.step}"
+
 
 # ---------------------------------------------------------------- review: generation jobs and blind battles (issue #4)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 import traceback
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path

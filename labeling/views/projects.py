@@ -8,9 +8,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from labeling import services
+from labeling.forms import ProjectForm
 from labeling.models import Project, TaskStatus
 from labeling.permissions import project_for_admin, staff_required
-from labeling.forms import ProjectForm
 
 
 @require_GET

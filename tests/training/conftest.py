@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from training.models import BaseModel
 from tests.factories import ProjectFactory, UserFactory, make_pair_task, make_pair_vote, make_rate_task, make_rating
+from training.models import BaseModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

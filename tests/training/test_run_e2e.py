@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from training.models import BaseModel, RunMetric, TuningRun
 from tests.factories import PASSWORD, AdminFactory
 from tests.training.conftest import rated_project, voted_compare_project
 from tests.worker_process import celery_worker, purge_queues, wait_for
+from training.models import BaseModel, RunMetric, TuningRun
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

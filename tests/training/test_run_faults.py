@@ -8,12 +8,12 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from training import services
-from training.models import TuningRun
-from training.trainer.core import latest_checkpoint
 from tests.factories import PASSWORD, AdminFactory, ProjectFactory, make_run
 from tests.training.conftest import voted_compare_project
 from tests.worker_process import celery_worker, kill_worker, purge_queues, wait_for
+from training import services
+from training.models import TuningRun
+from training.trainer.core import latest_checkpoint
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from training.models import DatasetSnapshot, TuningRun
-from tests.factories import make_pair_vote, make_pair_task
+from tests.factories import make_pair_task, make_pair_vote
 from tests.training.conftest import rated_project, voted_compare_project
+from training.models import DatasetSnapshot, TuningRun
 
 pytestmark = pytest.mark.django_db
 
@@ -166,3 +166,31 @@ def test_the_launch_page_shows_the_data_ready(admin_client, tiny_base):
 
     assert "DPO: 5 rows" in html
     assert "tiny-random" in html
+
+
+def test_the_launch_command_queues_a_run(tiny_base, django_capture_on_commit_callbacks):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    project = voted_compare_project(6, name="Scripted")
+    out = StringIO()
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        call_command("launch_run", "--project", "Scripted", "--method", "dpo", "--base-model", "tiny-random",
+                     "--set", "max_steps=3", "--set", 'lora={"r": 4}', stdout=out)
+
+    run = TuningRun.objects.get(project=project)
+    assert f"Queued run {run.pk}" in out.getvalue()
+    assert run.settings["max_steps"] == 3 and run.settings["lora"]["r"] == 4
+    assert len(callbacks) == 1
+
+
+def test_the_launch_command_explains_a_refusal(tiny_base):
+    from django.core.management import CommandError, call_command
+
+    voted_compare_project(1, name="Thin")
+
+    with pytest.raises(CommandError, match="Too little data"):
+        call_command("launch_run", "--project", "Thin", "--method", "dpo", "--base-model", "tiny-random")
+    assert not TuningRun.objects.exists()

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.factories import ProjectFactory, make_run
 from training.models import RunMetric
 from training.selectors import likelihood_displacement
-from tests.factories import ProjectFactory, make_run
 
 pytestmark = pytest.mark.django_db
 

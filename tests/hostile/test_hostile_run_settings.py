@@ -1,0 +1,165 @@
+"""Hostile values in the run launch form (/projects/<id>/runs/new/): a 400 page naming the problem, never a 500,
+no run, no snapshot, nothing queued. (tests/training/test_run_launch.py covers the first refusal of each
+setting; these are the absurd, malformed and out-of-range values.)"""
+from __future__ import annotations
+
+import html
+import json
+
+import pytest
+
+from tests.factories import make_pair_task, make_pair_vote
+from tests.training.conftest import voted_compare_project
+from training.models import BaseModel
+
+pytestmark = [pytest.mark.django_db, pytest.mark.timeout(60)]
+
+FORM = {
+    "method": "dpo",
+    "loss_type": "",
+    "beta": "0.1",
+    "learning_rate": "0.0001",
+    "num_train_epochs": "1",
+    "max_steps": "2",
+    "per_device_batch_size": "2",
+    "gradient_accumulation_steps": "1",
+    "max_length": "128",
+    "validation_fraction": "0.0",
+    "seed": "1",
+    "lora_r": "4",
+    "lora_alpha": "8",
+    "lora_dropout": "0.0",
+    "lora_target_modules": "q_proj,v_proj",
+    "include_review": "on",
+}
+
+
+@pytest.fixture
+def model_folder(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    return folder
+
+
+@pytest.fixture
+def base(db, model_folder):
+    return BaseModel.objects.create(name="folder-model", path=str(model_folder))
+
+
+@pytest.fixture
+def project(db):
+    return voted_compare_project(6, name="Launch data")
+
+
+def _launch(admin_client, project, capture, **changes):
+    with capture() as callbacks:
+        response = admin_client.post(f"/projects/{project.pk}/runs/new/", {**FORM, **changes})
+    return response, callbacks
+
+
+ABSURD = [
+    pytest.param({"learning_rate": "abc"}, "Enter a number.", id="lr-text"),
+    pytest.param({"learning_rate": "nan"}, "Enter a number.", id="lr-nan"),
+    pytest.param({"learning_rate": "1e309"}, "Enter a number.", id="lr-infinite"),
+    pytest.param({"learning_rate": ""}, "This field is required.", id="lr-empty"),
+    pytest.param({"beta": "-1"}, "beta must be a positive number", id="beta-negative"),
+    pytest.param({"num_train_epochs": "0"}, "Number of epochs must be positive", id="epochs-zero"),
+    pytest.param({"num_train_epochs": "-3"}, "Number of epochs must be positive", id="epochs-negative"),
+    pytest.param({"max_steps": "-2"}, "max_steps must be a positive integer, or -1", id="max-steps-minus-two"),
+    pytest.param({"max_steps": "2.5"}, "Enter a whole number.", id="max-steps-decimal"),
+    pytest.param({"per_device_batch_size": "-4"}, "Batch size must be a positive integer", id="batch-negative"),
+    pytest.param({"gradient_accumulation_steps": "0"}, "Gradient accumulation steps must be a positive integer", id="accum-zero"),
+    pytest.param({"max_length": "-1"}, "max_length must be an integer of at least 16", id="max-length-negative"),
+    pytest.param({"seed": "-1"}, "Seed must be a non-negative integer", id="seed-negative"),
+    pytest.param({"validation_fraction": "-0.1"}, "Validation fraction must be between 0 and 0.5", id="val-negative"),
+    pytest.param({"lora_r": "100000"}, "implausibly large", id="lora-r-absurd"),
+    pytest.param({"lora_alpha": "0"}, "LoRA alpha must be a positive number", id="lora-alpha-zero"),
+    pytest.param({"lora_dropout": "1"}, "LoRA dropout must be in [0, 1)", id="lora-dropout-one"),
+    pytest.param({"lora_dropout": "-0.5"}, "LoRA dropout must be in [0, 1)", id="lora-dropout-negative"),
+    pytest.param({"lora_target_modules": " , ,"}, "LoRA target_modules must be a non-empty list", id="lora-targets-blank"),
+    pytest.param({"lora_target_modules": "q_proj,embed_tokens"}, "LoRA cannot target 'embed_tokens'", id="lora-targets-embeddings"),
+    pytest.param({"loss_type": "evil"}, "Select a valid choice. evil is not one of the available choices.", id="loss-unknown"),
+    pytest.param({"method": "ppo"}, "Select a valid choice. ppo is not one of the available choices.", id="method-unknown"),
+    pytest.param({"method": "kto", "undesirable_weight": "-1"}, "undesirable_weight must be a positive number", id="kto-negative-weight"),
+    pytest.param({"name": "n" * 201}, "Ensure this value has at most 200 characters", id="name-too-long"),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), ABSURD)
+def test_absurd_settings_are_refused(admin_client, base, project, rows, django_capture_on_commit_callbacks, changes, message):
+    rows.snapshot()
+
+    response, callbacks = _launch(admin_client, project, django_capture_on_commit_callbacks, base_model=str(base.pk), **changes)
+
+    assert response.status_code == 400
+    assert message in html.unescape(response.content.decode())
+    assert callbacks == []
+    rows.assert_unchanged()
+
+
+@pytest.mark.parametrize(
+    ("base_model", "message"),
+    [
+        pytest.param("abc", "Enter a whole number.", id="id-text"),
+        pytest.param("", "This field is required.", id="id-missing"),
+        pytest.param("-1", "unknown base model", id="id-negative"),
+        pytest.param(str(2**63), "unknown base model", id="id-past-bigint"),
+    ],
+)
+def test_bad_base_model_ids_are_refused(admin_client, project, rows, django_capture_on_commit_callbacks, base_model, message):
+    rows.snapshot()
+
+    response, callbacks = _launch(admin_client, project, django_capture_on_commit_callbacks, base_model=base_model)
+
+    assert response.status_code == 400
+    assert message in html.unescape(response.content.decode())
+    assert callbacks == []
+    rows.assert_unchanged()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/nonexistent/model", id="absolute-missing"),
+        pytest.param("../../../../etc", id="relative-traversal"),
+        pytest.param("/etc", id="folder-without-config"),
+        pytest.param("", id="empty"),
+        pytest.param("not a hub id", id="spaces"),
+        pytest.param("org/model/extra", id="three-parts"),
+        pytest.param("/org", id="leading-slash"),
+    ],
+)
+def test_unusable_base_model_paths_are_refused(admin_client, project, rows, django_capture_on_commit_callbacks, path):
+    base = BaseModel.objects.create(name="bad-path", path=path)
+    rows.snapshot()
+
+    response, callbacks = _launch(admin_client, project, django_capture_on_commit_callbacks, base_model=str(base.pk))
+
+    assert response.status_code == 400
+    assert "which is not a model folder on this server" in html.unescape(response.content.decode())
+    assert callbacks == []
+    rows.assert_unchanged()
+
+
+def test_a_model_folder_whose_config_is_a_directory_is_refused(admin_client, project, rows, tmp_path,
+                                                               django_capture_on_commit_callbacks):
+    (tmp_path / "odd" / "config.json").mkdir(parents=True)
+    base = BaseModel.objects.create(name="odd", path=str(tmp_path / "odd"))
+    rows.snapshot()
+
+    response, callbacks = _launch(admin_client, project, django_capture_on_commit_callbacks, base_model=str(base.pk))
+
+    assert response.status_code == 400
+    assert callbacks == []
+    rows.assert_unchanged()
+
+
+def test_a_sound_form_still_launches(admin_client, base, project, django_capture_on_commit_callbacks):
+    # The control case: the form above differs from an accepted one only in the field under test.
+    make_pair_vote(make_pair_task(project, 50), project.members.first(), "a")
+
+    response, callbacks = _launch(admin_client, project, django_capture_on_commit_callbacks, base_model=str(base.pk))
+
+    assert response.status_code == 302
+    assert len(callbacks) == 1
