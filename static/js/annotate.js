@@ -60,6 +60,15 @@
     }
   });
 
+  // "Start from A / B" in the edit box copies that side's text in, to be rewritten.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("button[data-fill]");
+    var box = button && card() && card().querySelector("textarea[name=edited_text]");
+    if (!box) { return; }
+    box.value = box.dataset[button.dataset.fill] || "";
+    box.focus();
+  });
+
   // Record how long the card was on screen; the server falls back to the lease time without it.
   // A click fires before htmx (or the browser) collects the form's values.
   document.addEventListener("click", function (event) {

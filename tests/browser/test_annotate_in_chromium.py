@@ -99,3 +99,25 @@ def test_double_clicking_a_vote_button_stores_one_vote(page, live_server):
     _wait_for_next_card(page, task_id)
 
     assert PairVote.objects.filter(annotator=annotator).count() == 1
+
+
+def test_an_edited_answer_is_stored_with_the_vote(page, live_server):
+    annotator = UserFactory(username="editor")
+    project = ProjectFactory(name="Edit in browser", overlap=1)
+    project.members.add(annotator)
+    task = make_pair_task(project, 1)
+
+    _log_in(page, live_server, annotator.username)
+    _open_queue(page, f"{live_server.url}/projects/{project.pk}/")
+    right_text = page.locator("[data-testid=right-text]").inner_text()
+    page.keyboard.press("e")
+    page.click("button[data-fill=right]")
+    page.locator("textarea[name=edited_text]").press("End")
+    page.keyboard.type(" (checked and expanded)")
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")
+    page.wait_for_selector("[data-testid=done]")
+
+    vote = PairVote.objects.get(task=task)
+    assert vote.picked_side == "right"
+    assert vote.edited_text == right_text + " (checked and expanded)"
