@@ -184,9 +184,10 @@ def _model_path_usable(path: str) -> bool:
 
 
 def _enqueue_on_commit(run_id: int) -> None:
-    from workers.tasks import run_train
+    # run_send never raises: with the broker down the run stays queued and runs_requeue_lost sends it later.
+    from training.requeue import run_send
 
-    transaction.on_commit(lambda: run_train.delay(run_id))
+    transaction.on_commit(lambda: run_send(run_id=run_id))
 
 
 def run_claim(*, run_id: int, worker: str) -> bool:

@@ -183,7 +183,10 @@ CELERY_TASK_QUEUES = (Queue("default"), Queue("gpu"))
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ROUTES = {"workers.run_train": {"queue": "gpu"}}
-CELERY_BEAT_SCHEDULE = {"reap-stale-runs": {"task": "workers.runs_reap_stale", "schedule": 30.0}}
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-runs": {"task": "workers.runs_reap_stale", "schedule": 30.0},
+    "requeue-lost-runs": {"task": "workers.runs_requeue_lost", "schedule": 60.0},
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # A running run whose heartbeat is older than this is failed as "worker died" (heartbeats come every 10 s).
 PREFTUNE_RUN_STALE_SECONDS = env_int("PREFTUNE_RUN_STALE_SECONDS", 120)

@@ -7,6 +7,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
+from training import requeue
 from training import services as training_services
 
 
@@ -23,6 +24,12 @@ def run_train(self, run_id: int) -> str:  # noqa: ANN001
 def runs_reap_stale() -> list[int]:
     """Periodic: fail runs whose worker stopped sending heartbeats, so none stays 'running' forever."""
     return training_services.runs_reap_stale(older_than=timedelta(seconds=settings.PREFTUNE_RUN_STALE_SECONDS))
+
+
+@shared_task(name="workers.runs_requeue_lost", queue="default", ignore_result=True)
+def runs_requeue_lost() -> list[int]:
+    """Periodic: send again the message of queued runs the broker lost (a restart without persistence)."""
+    return requeue.runs_requeue_lost(older_than=timedelta(seconds=60))
 
 
 @worker_ready.connect

@@ -173,11 +173,6 @@ def test_runs_that_are_young_cancelled_or_running_are_not_resent(broker, queued_
     assert {running.status, cancelled.status} == {"running", "cancelled"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A 500 today: training.services._enqueue_on_commit calls run_train.delay, which raises after the run "
-    "row committed. Wiring it to training.requeue.run_send (never raises) makes this pass; then drop this mark.",
-)
 def test_launching_while_the_broker_is_down_keeps_the_run_queued_without_an_error(broker, client, tmp_path):
     from tests.factories import PASSWORD, AdminFactory
     from tests.hostile.test_hostile_run_settings import FORM

@@ -83,6 +83,11 @@ ABSURD = [
     pytest.param({"method": "ppo"}, "Select a valid choice. ppo is not one of the available choices.", id="method-unknown"),
     pytest.param({"method": "kto", "undesirable_weight": "-1"}, "undesirable_weight must be a positive number", id="kto-negative-weight"),
     pytest.param({"name": "n" * 201}, "Ensure this value has at most 200 characters", id="name-too-long"),
+    pytest.param({"max_steps": str(10**20)}, "far too large", id="max-steps-absurd"),
+    pytest.param({"seed": str(10**30)}, "far too large", id="seed-absurd"),
+    pytest.param({"per_device_batch_size": str(10**9)}, "far too large", id="batch-absurd"),
+    pytest.param({"max_length": str(10**9)}, "far too large", id="max-length-absurd"),
+    pytest.param({"num_train_epochs": "1e300"}, "far too large", id="epochs-absurd"),
 ]
 
 

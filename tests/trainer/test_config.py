@@ -80,3 +80,20 @@ def test_importing_settings_does_not_import_torch():
     code = "import sys, training.trainer as t; t.TrainSettings().validate(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_steps", 10**20, "max_steps"),
+        ("seed", 10**30, "Seed"),
+        ("per_device_batch_size", 10**9, "Batch size"),
+        ("max_length", 10**9, "max_length"),
+        ("num_train_epochs", 1e300, "Number of epochs"),
+        ("gradient_accumulation_steps", 10**6, "Gradient accumulation"),
+        ("beta", 1e9, "beta"),
+    ],
+)
+def test_absurdly_large_values_are_refused(field, value, message):
+    with pytest.raises(SettingsError, match=f"{message}.*far too large"):
+        TrainSettings.from_dict({field: value})

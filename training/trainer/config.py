@@ -81,6 +81,8 @@ class LoraSettings:
             raise SettingsError(f"LoRA rank r={self.r} is implausibly large (at most 1024).")
         if not _is_number(self.alpha) or self.alpha <= 0:
             raise SettingsError(f"LoRA alpha must be a positive number, got {self.alpha!r}.")
+        if self.alpha > 8192:
+            raise SettingsError(f"LoRA alpha={self.alpha} is implausibly large (at most 8192).")
         if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
             raise SettingsError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}.")
         if not isinstance(self.target_modules, (list, tuple)) or not self.target_modules:
@@ -177,6 +179,7 @@ class TrainSettings:
             raise SettingsError(f"max_length must be an integer of at least 16 tokens, got {self.max_length!r}.")
         if not _is_int(self.seed) or self.seed < 0:
             raise SettingsError(f"Seed must be a non-negative integer, got {self.seed!r}.")
+        self._check_upper_bounds()
         if not _is_number(self.validation_fraction) or not 0 <= self.validation_fraction <= 0.5:
             raise SettingsError(f"Validation fraction must be between 0 and 0.5, got {self.validation_fraction!r}.")
         if not _is_int(self.save_steps) or self.save_steps <= 0:
@@ -211,6 +214,22 @@ class TrainSettings:
             raise SettingsError("lora must be a LoraSettings.")
         self.lora.validate()
         return self
+
+    def _check_upper_bounds(self) -> None:
+        # Values past these cannot finish (or crash NumPy's seeding) and would only tie up a GPU worker.
+        limits = (
+            ("num_train_epochs", "Number of epochs", 1000),
+            ("max_steps", "max_steps", 1_000_000),
+            ("per_device_batch_size", "Batch size", 4096),
+            ("gradient_accumulation_steps", "Gradient accumulation steps", 4096),
+            ("max_length", "max_length", 131_072),
+            ("seed", "Seed", 2**32 - 1),
+            ("beta", "beta", 100),
+        )
+        for name, label, limit in limits:
+            value = getattr(self, name)
+            if value > limit:
+                raise SettingsError(f"{label} {value!r} is far too large (at most {limit}).")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> TrainSettings:
