@@ -11,8 +11,9 @@ taken by someone else is refused with a message rather than squeezed in.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -201,6 +202,61 @@ def _count_vote(task: PairTask | RateTask, lease: TaskLease | None) -> None:
         lease.delete()
 
 
+def _record_judgement(
+    kind: _Kind,
+    *,
+    task_id: int,
+    annotator: User,
+    key: str,
+    project: Project | None,
+    create: Callable[[PairTask | RateTask, TaskLease | None, datetime], PairVote | Rating],
+    already_message: str,
+) -> tuple[PairVote | Rating, bool]:
+    """The write both judgement kinds share: idempotency, the row lock, the slot check, counting.
+
+    ``create(task, lease, now)`` builds the row once the slot is claimed; it runs inside the transaction.
+    """
+    existing = kind.vote_model.objects.filter(client_key=key).first()
+    if existing is not None:
+        return _same_vote_or_conflict(existing, task_id, annotator), False
+    try:
+        with transaction.atomic():
+            try:
+                task = kind.task_model.objects.select_related("project").select_for_update(of=("self",)).get(pk=task_id)
+            except kind.task_model.DoesNotExist as exc:
+                raise NotFound("That task does not exist.") from exc
+            if project is not None and task.project_id != project.pk:
+                raise NotFound("That task does not belong to this project.")
+            # A duplicate that was waiting on the lock behind the first copy finds it here.
+            existing = kind.vote_model.objects.filter(client_key=key).first()
+            if existing is not None:
+                return _same_vote_or_conflict(existing, task_id, annotator), False
+            now = timezone.now()
+            lease = _claim_slot(kind, task, annotator, now)
+            judgement = create(task, lease, now)
+            _count_vote(task, lease)
+            return judgement, True
+    except IntegrityError:
+        # Only reachable without row locks (SQLite) or on a racing key reuse: the first write wins.
+        existing = kind.vote_model.objects.filter(client_key=key).first()
+        if existing is None:
+            raise Conflict(already_message) from None
+        return _same_vote_or_conflict(existing, task_id, annotator), False
+
+
+def _same_vote_or_conflict(existing: PairVote | Rating, task_id: int, annotator: User) -> PairVote | Rating:
+    if existing.annotator_id != annotator.pk or existing.task_id != task_id:
+        raise Conflict("This idempotency key was already used for a different vote; send a fresh key.")
+    return existing
+
+
+def _validated_rationale(rationale: str) -> str:
+    rationale = (rationale or "").strip()
+    if len(rationale) > _MAX_RATIONALE_CHARS:
+        raise InvalidInput(f"The rationale is too long (at most {_MAX_RATIONALE_CHARS} characters).")
+    return rationale
+
+
 def pair_vote_record(
     *,
     task_id: int,
@@ -224,67 +280,40 @@ def pair_vote_record(
         raise InvalidInput(f"Unknown choice {pick!r}: use left, right, tie or both_bad.")
     if strength is not None and strength not in (1, 2, 3):
         raise InvalidInput("Strength must be 1 (slight), 2 (clear) or 3 (decisive).")
-    rationale = (rationale or "").strip()
-    if len(rationale) > _MAX_RATIONALE_CHARS:
-        raise InvalidInput(f"The rationale is too long (at most {_MAX_RATIONALE_CHARS} characters).")
+    rationale = _validated_rationale(rationale)
     edited_text = (edited_text or "").strip()
     if len(edited_text) > _MAX_EDIT_CHARS:
         raise InvalidInput(f"The edited answer is too long (at most {_MAX_EDIT_CHARS} characters).")
     if edited_text and pick not in ("left", "right"):
         raise InvalidInput("Pick the better answer before editing it: an edit replaces the chosen side.")
 
-    existing = PairVote.objects.filter(client_key=key).first()
-    if existing is not None:
-        return _same_vote_or_conflict(existing, task_id, annotator), False
-    try:
-        with transaction.atomic():
-            try:
-                task = PairTask.objects.select_related("project").select_for_update(of=("self",)).get(pk=task_id)
-            except PairTask.DoesNotExist as exc:
-                raise NotFound("That task does not exist.") from exc
-            if project is not None and task.project_id != project.pk:
-                raise NotFound("That task does not belong to this project.")
-            # A duplicate that was waiting on the lock behind the first copy finds it here.
-            existing = PairVote.objects.filter(client_key=key).first()
-            if existing is not None:
-                return _same_vote_or_conflict(existing, task_id, annotator), False
-            now = timezone.now()
-            lease = _claim_slot(_PAIR, task, annotator, now)
-            a_side = task.a_side_for(annotator.pk)
-            if pick in ("left", "right"):
-                choice = PairVote.Choice.A if pick == a_side else PairVote.Choice.B
-            else:
-                choice = pick
-            # Only an edit needs the original text (to drop an "edit" that changed nothing): skip the read otherwise.
-            original = ""
-            if edited_text:
-                original = task.completion_a.text if choice == "a" else task.completion_b.text if choice == "b" else ""
-            vote = PairVote.objects.create(
-                task=task,
-                annotator=annotator,
-                choice=choice,
-                a_side=a_side,
-                strength=strength,
-                rationale=rationale,
-                edited_text=edited_text if edited_text != original.strip() else "",
-                time_spent_ms=_validated_time_spent(time_spent_ms, lease, now),
-                client_key=key,
-                guideline_version=task.project.guideline_version,
-            )
-            _count_vote(task, lease)
-            return vote, True
-    except IntegrityError:
-        # Only reachable without row locks (SQLite) or on a racing key reuse: the first write wins.
-        existing = PairVote.objects.filter(client_key=key).first()
-        if existing is None:
-            raise Conflict("You have already voted on this task; your earlier vote stands.") from None
-        return _same_vote_or_conflict(existing, task_id, annotator), False
+    def create(task: PairTask, lease: TaskLease | None, now: datetime) -> PairVote:
+        a_side = task.a_side_for(annotator.pk)
+        if pick in ("left", "right"):
+            choice = PairVote.Choice.A if pick == a_side else PairVote.Choice.B
+        else:
+            choice = pick
+        # Only an edit needs the original text (to drop an "edit" that changed nothing): skip the read otherwise.
+        original = ""
+        if edited_text:
+            original = task.completion_a.text if choice == "a" else task.completion_b.text
+        return PairVote.objects.create(
+            task=task,
+            annotator=annotator,
+            choice=choice,
+            a_side=a_side,
+            strength=strength,
+            rationale=rationale,
+            edited_text=edited_text if edited_text != original.strip() else "",
+            time_spent_ms=_validated_time_spent(time_spent_ms, lease, now),
+            client_key=key,
+            guideline_version=task.project.guideline_version,
+        )
 
-
-def _same_vote_or_conflict(existing: PairVote | Rating, task_id: int, annotator: User) -> PairVote | Rating:
-    if existing.annotator_id != annotator.pk or existing.task_id != task_id:
-        raise Conflict("This idempotency key was already used for a different vote; send a fresh key.")
-    return existing
+    return _record_judgement(
+        _PAIR, task_id=task_id, annotator=annotator, key=key, project=project, create=create,
+        already_message="You have already voted on this task; your earlier vote stands.",
+    )
 
 
 def rating_record(
@@ -301,42 +330,24 @@ def rating_record(
     key = _validated_client_key(client_key)
     if value not in ("up", "down"):
         raise InvalidInput(f"Unknown rating {value!r}: use up or down.")
-    rationale = (rationale or "").strip()
-    if len(rationale) > _MAX_RATIONALE_CHARS:
-        raise InvalidInput(f"The rationale is too long (at most {_MAX_RATIONALE_CHARS} characters).")
-    existing = Rating.objects.filter(client_key=key).first()
-    if existing is not None:
-        return _same_vote_or_conflict(existing, task_id, annotator), False
-    try:
-        with transaction.atomic():
-            try:
-                task = RateTask.objects.select_related("project").select_for_update(of=("self",)).get(pk=task_id)
-            except RateTask.DoesNotExist as exc:
-                raise NotFound("That task does not exist.") from exc
-            if project is not None and task.project_id != project.pk:
-                raise NotFound("That task does not belong to this project.")
-            existing = Rating.objects.filter(client_key=key).first()
-            if existing is not None:
-                return _same_vote_or_conflict(existing, task_id, annotator), False
-            now = timezone.now()
-            lease = _claim_slot(_RATE, task, annotator, now)
-            rating = Rating.objects.create(
-                task=task,
-                completion_id=task.completion_id,
-                annotator=annotator,
-                value=value,
-                rationale=rationale,
-                time_spent_ms=_validated_time_spent(time_spent_ms, lease, now),
-                client_key=key,
-                guideline_version=task.project.guideline_version,
-            )
-            _count_vote(task, lease)
-            return rating, True
-    except IntegrityError:
-        existing = Rating.objects.filter(client_key=key).first()
-        if existing is None:
-            raise Conflict("You have already rated this completion; your earlier rating stands.") from None
-        return _same_vote_or_conflict(existing, task_id, annotator), False
+    rationale = _validated_rationale(rationale)
+
+    def create(task: RateTask, lease: TaskLease | None, now: datetime) -> Rating:
+        return Rating.objects.create(
+            task=task,
+            completion_id=task.completion_id,
+            annotator=annotator,
+            value=value,
+            rationale=rationale,
+            time_spent_ms=_validated_time_spent(time_spent_ms, lease, now),
+            client_key=key,
+            guideline_version=task.project.guideline_version,
+        )
+
+    return _record_judgement(
+        _RATE, task_id=task_id, annotator=annotator, key=key, project=project, create=create,
+        already_message="You have already rated this completion; your earlier rating stands.",
+    )
 
 
 def client_key_new() -> str:

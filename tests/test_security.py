@@ -34,6 +34,12 @@ ADMIN_URLS = {
     "training:run_metrics",
     "training:run_cancel",
     "training:run_retry",
+    "training:run_review",
+    "training:run_review_generate",
+    "training:run_battles",
+    "training:run_battles_create",
+    "training:leaderboard",
+    "training:project_battles_create",
 }
 API_URLS = {"api:projects", "api:import", "api:export", "api:next", "api:vote"}
 OPEN_URLS = {"login", "logout"}
@@ -164,7 +170,8 @@ def test_annotator_forms_need_a_csrf_token(csrf_client, world, name):
 
 
 _READ_ONLY = {"labeling:dashboard", "labeling:disagreements", "labeling:export", "training:runs", "training:run_detail",
-              "training:run_status", "training:run_metrics"}
+              "training:run_status", "training:run_metrics", "training:run_review", "training:run_battles",
+              "training:leaderboard"}
 
 
 @pytest.mark.parametrize("name", sorted(ADMIN_URLS - _READ_ONLY))

@@ -370,3 +370,20 @@ def battles_create(
             prompts_missing_outputs=len(prompt_ids) - len(ready), created_by=created_by,
         )
     return battle
+
+
+def generation_jobs_reap(*, worker_name: str) -> list[int]:
+    """Fail the jobs a (re)starting worker was running: they died with its previous life.
+
+    Nothing generated is lost: completions are written as batches finish, and a new job skips them.
+    """
+    stuck = list(
+        GenerationJob.objects.filter(status=JobStatus.RUNNING, worker=worker_name).values_list("pk", flat=True)
+    )
+    GenerationJob.objects.filter(pk__in=stuck, status=JobStatus.RUNNING).update(
+        status=JobStatus.FAILED,
+        finished_at=timezone.now(),
+        error="The worker running this job stopped before it finished. Generate again: completions already "
+        "written are kept and skipped.",
+    )
+    return stuck

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training import views
+from training import review_views, views
 
 app_name = "training"
 
@@ -12,12 +12,7 @@ urlpatterns = [
     path("runs/<int:run_id>/metrics.json", views.run_metrics, name="run_metrics"),
     path("runs/<int:run_id>/cancel/", views.run_cancel, name="run_cancel"),
     path("runs/<int:run_id>/retry/", views.run_retry, name="run_retry"),
-]
-
-# ---------------------------------------------------------------- review (issue #4)
-from training import review_views  # noqa: E402
-
-urlpatterns += [
+    # Review: base and tuned side by side, blind battles, the leaderboard.
     path("runs/<int:run_id>/review/", review_views.run_review, name="run_review"),
     path("runs/<int:run_id>/review/generate/", review_views.run_review_generate, name="run_review_generate"),
     path("runs/<int:run_id>/battles/", review_views.run_battles, name="run_battles"),
