@@ -1,0 +1,46 @@
+"""docker-compose.yml and the Dockerfile say what the design asks for (no Docker engine runs in CI to try them)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_has_the_services_with_healthchecks_and_volumes():
+    services = _compose()["services"]
+
+    assert {"postgres", "redis", "web", "worker", "worker-gpu"} <= set(services)
+    for name in ("postgres", "redis", "web"):
+        assert "healthcheck" in services[name], name
+    assert services["postgres"]["volumes"] and services["redis"]["volumes"]
+    assert "gunicorn webapp.wsgi" in " ".join(services["web"]["command"])
+
+
+def test_the_gpu_worker_reserves_one_nvidia_gpu_and_runs_one_task_at_a_time():
+    gpu = _compose()["services"]["worker-gpu"]
+
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and devices[0]["count"] == 1 and "gpu" in devices[0]["capabilities"]
+    command = gpu["command"]
+    assert command[command.index("-Q") + 1] == "gpu"
+    assert command[command.index("--concurrency") + 1] == "1"
+
+
+def test_secrets_come_from_the_environment():
+    text = (ROOT / "docker-compose.yml").read_text()
+
+    assert "${DJANGO_SECRET_KEY:?" in text, "the secret key is required from the environment, never written in"
+    assert "DJANGO_DEBUG: \"0\"" in text
+
+
+def test_the_image_does_not_run_as_root():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+
+    users = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
