@@ -5,6 +5,7 @@ import hashlib
 import secrets
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -19,7 +20,11 @@ class Project(models.Model):
     guidelines = models.TextField(blank=True, help_text="Markdown, shown to annotators beside every task.")
     guideline_version = models.PositiveIntegerField(default=1)
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.COMPARE)
-    overlap = models.PositiveSmallIntegerField(default=1, help_text="Votes wanted per task, from distinct annotators.")
+    overlap = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(50)],
+        help_text="Votes wanted per task, from distinct annotators (1 to 50).",
+    )
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="labeling_projects", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
