@@ -113,6 +113,9 @@ PAGES = [
     pytest.param("admin", "/projects/{project}/runs/new/", id="run-new"),
     pytest.param("admin", "/runs/{run}/", id="run-detail"),
     pytest.param("admin", "/runs/{run}/status/", id="run-status"),
+    pytest.param("admin", "/runs/{run}/review/", id="run-review"),
+    pytest.param("admin", "/runs/{run}/battles/", id="run-battles"),
+    pytest.param("admin", "/projects/{project}/leaderboard/", id="leaderboard"),
 ]
 
 
@@ -203,3 +206,35 @@ def test_safe_markdown_still_renders(world):
 )
 def test_the_checker_itself_catches_active_content(markup):
     assert active_content(markup) != []
+
+
+def test_generated_outputs_render_inert_on_the_review_and_battle_pages(world):
+    from training.models import ModelVersion, TuningRun
+    from training.review import base_version_get_or_create, battles_create
+
+    run = world["run"]
+    tuned = ModelVersion.objects.create(name=IMG + " tuned", base_model=run.base_model, adapter_path="/x/adapter")
+    TuningRun.objects.filter(pk=run.pk).update(status="succeeded", model_version=tuned, error="")
+    base = base_version_get_or_create(base_model=run.base_model)
+    prompt = Prompt.objects.create(
+        project=world["project"], external_id="held", split="heldout", messages=[{"role": "user", "content": ALL}]
+    )
+    for version, text in ((base, "base " + ALL), (tuned, "tuned " + TEXTAREA + SCRIPT)):
+        Completion.objects.create(
+            prompt=prompt, text=text, source="generated", model_version=version, generation_settings={"seed": 0}
+        )
+    run.refresh_from_db()
+    battles_create(project=world["project"], version_a=tuned, version_b=base, run=run, prompt_ids=[prompt.pk], seed=1)
+    admin, annotator = _client_for(world["admin"]), _client_for(world["annotator"])
+
+    pages = [
+        admin.get(f"/runs/{run.pk}/review/").content.decode(),
+        admin.get(f"/runs/{run.pk}/battles/").content.decode(),
+        admin.get(f"/projects/{world['project'].pk}/leaderboard/").content.decode(),
+        annotator.get(f"/projects/{world['project'].pk}/card/").content.decode(),
+    ]
+
+    for page in pages:
+        assert active_content(page) == []
+        assert SCRIPT not in page and IMG not in page
+    assert "tuned &lt;/textarea&gt;&lt;script&gt;" in pages[0]
