@@ -9,29 +9,12 @@ import json
 import pytest
 
 from tests.factories import make_pair_task, make_pair_vote
+from tests.training.conftest import LAUNCH_FORM as FORM
 from tests.training.conftest import voted_compare_project
 from training.models import BaseModel
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(60)]
 
-FORM = {
-    "method": "dpo",
-    "loss_type": "",
-    "beta": "0.1",
-    "learning_rate": "0.0001",
-    "num_train_epochs": "1",
-    "max_steps": "2",
-    "per_device_batch_size": "2",
-    "gradient_accumulation_steps": "1",
-    "max_length": "128",
-    "validation_fraction": "0.0",
-    "seed": "1",
-    "lora_r": "4",
-    "lora_alpha": "8",
-    "lora_dropout": "0.0",
-    "lora_target_modules": "q_proj,v_proj",
-    "include_review": "on",
-}
 
 
 @pytest.fixture

@@ -15,6 +15,27 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+# A valid launch form for /projects/<id>/runs/new/: tiny settings that train in seconds on a CPU.
+LAUNCH_FORM = {
+    "method": "dpo",
+    "loss_type": "",
+    "beta": "0.1",
+    "learning_rate": "0.0001",
+    "num_train_epochs": "1",
+    "max_steps": "2",
+    "per_device_batch_size": "2",
+    "gradient_accumulation_steps": "1",
+    "max_length": "128",
+    "validation_fraction": "0.0",
+    "seed": "1",
+    "lora_r": "4",
+    "lora_alpha": "8",
+    "lora_dropout": "0.0",
+    "lora_target_modules": "q_proj,v_proj",
+    "include_review": "on",
+}
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     from training.base_models import tiny_random_model
