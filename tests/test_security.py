@@ -40,6 +40,7 @@ ADMIN_URLS = {
     "training:run_battles_create",
     "training:leaderboard",
     "training:project_battles_create",
+    "training:project_candidates",
 }
 API_URLS = {"api:projects", "api:import", "api:export", "api:next", "api:vote"}
 OPEN_URLS = {"login", "logout"}

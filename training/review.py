@@ -145,9 +145,57 @@ def generation_job_create(
 
 
 def _enqueue_on_commit(job_id: int) -> None:
+    transaction.on_commit(lambda: _send(job_id))
+
+
+def _send(job_id: int) -> None:
+    """Publish the job's message; with the broker unreachable, fail the job with the reason instead of a 500."""
+    from kombu.exceptions import OperationalError as BrokerUnavailable
+
     from workers.tasks import generate
 
-    transaction.on_commit(lambda: generate.delay(job_id))
+    try:
+        generate.apply_async(args=[job_id], retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
+    except BrokerUnavailable as exc:
+        logger.error("Generation job %s could not be queued: the broker is unreachable (%s).", job_id, exc)
+        GenerationJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+            status=JobStatus.FAILED,
+            finished_at=timezone.now(),
+            error="The task broker could not be reached, so the job was not queued. Start it again once the "
+            "broker is back.",
+        )
+
+
+def version_choices() -> list[tuple[str, str]]:
+    """Every model version, plus each registered base model on its own (``base:<id>``), for a picker."""
+    choices = [(f"base:{base.pk}", f"{base.name} (base)") for base in BaseModel.objects.order_by("name")]
+    base_names = {label for _, label in choices}
+    choices += [
+        (f"version:{v.pk}", v.name)
+        for v in ModelVersion.objects.select_related("base_model").order_by("-id")
+        if v.adapter_path or v.name not in base_names
+    ]
+    return choices
+
+
+def versions_from_choices(values: Sequence[str]) -> list[ModelVersion]:
+    """Resolve ``version_choices`` values; a bare base model gets (or gets created) its own version."""
+    versions: list[ModelVersion] = []
+    for value in values:
+        kind, _, raw_id = value.partition(":")
+        if kind == "base":
+            base = BaseModel.objects.filter(pk=raw_id).first() if raw_id.isdigit() else None
+            if base is None:
+                raise ReviewError("That base model no longer exists.")
+            versions.append(base_version_get_or_create(base_model=base))
+        elif kind == "version":
+            version = ModelVersion.objects.filter(pk=raw_id).first() if raw_id.isdigit() else None
+            if version is None:
+                raise ReviewError("That model version no longer exists.")
+            versions.append(version)
+        else:
+            raise ReviewError(f"Unknown model choice {value!r}.")
+    return versions
 
 
 def generation_job_claim(*, job_id: int, worker: str) -> bool:

@@ -46,3 +46,23 @@ class VersionPairForm(forms.Form):
         if data.get("version_a") is not None and data.get("version_a") == data.get("version_b"):
             raise forms.ValidationError("Choose two different model versions.")
         return data
+
+
+class CandidatesForm(forms.Form):
+    """Candidates for labeling: N completions per prompt from one or more model versions, paired for annotators."""
+
+    versions = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, label="Model versions")
+    split = forms.ChoiceField(choices=[("train", "Train prompts"), ("heldout", "Held-out prompts")], initial="train")
+    n = forms.IntegerField(initial=2, min_value=1, max_value=8, label="Completions per prompt and version")
+    max_new_tokens = forms.IntegerField(initial=_DEFAULTS.max_new_tokens, min_value=1, max_value=2048)
+    temperature = forms.FloatField(initial=_DEFAULTS.temperature, min_value=0, max_value=2)
+    top_p = forms.FloatField(initial=_DEFAULTS.top_p, min_value=0, max_value=1)
+    seed = forms.IntegerField(initial=_DEFAULTS.seed, min_value=0)
+
+    def __init__(self, *args: Any, choices: list[tuple[str, str]], **kwargs: Any) -> None:  # noqa: ANN401
+        super().__init__(*args, **kwargs)
+        self.fields["versions"].choices = choices
+
+    def settings_data(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {name: data[name] for name in ("max_new_tokens", "temperature", "top_p", "seed", "n")}

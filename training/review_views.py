@@ -7,12 +7,12 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST, require_safe
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from labeling.permissions import project_for_admin
 from training import review, review_selectors, selectors
 from training.models import GenerationJob, ModelVersion, TuningRun
-from training.review_forms import GenerationForm, SideBySideFilter, VersionPairForm
+from training.review_forms import CandidatesForm, GenerationForm, SideBySideFilter, VersionPairForm
 
 ROWS_PER_PAGE = 20
 
@@ -130,3 +130,32 @@ def project_battles_create(request: HttpRequest, project_id: int) -> HttpRespons
     else:
         messages.success(request, f"Created {battle.tasks_created} blind battles between {version_a.name} and {version_b.name}.")
     return redirect("training:leaderboard", project_id=project.pk)
+
+
+@require_http_methods(["GET", "POST"])
+def project_candidates(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Ask models for candidate completions of the project's prompts; the worker pairs them for annotators."""
+    project = project_for_admin(request.user, project_id)
+    form = CandidatesForm(request.POST or None, choices=review.version_choices())
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                job = review.generation_job_create(
+                    project=project,
+                    versions=review.versions_from_choices(form.cleaned_data["versions"]),
+                    settings_data=form.settings_data(),
+                    purpose=GenerationJob.Purpose.CANDIDATES,
+                    split=form.cleaned_data["split"],
+                    created_by=request.user,
+                )
+            except review.ReviewError as error:
+                form.add_error(None, error.message)
+            else:
+                messages.success(
+                    request, f"Queued candidates for {job.prompt_count} prompts; pairs appear in the queue as they are made."
+                )
+                return redirect("training:project_candidates", project_id=project.pk)
+        status = 400
+    jobs = review_selectors.generation_jobs(project=project)
+    return render(request, "training/candidates.html", {"project": project, "form": form, "jobs": jobs}, status=status)

@@ -175,7 +175,7 @@ def test_runs_that_are_young_cancelled_or_running_are_not_resent(broker, queued_
 
 def test_launching_while_the_broker_is_down_keeps_the_run_queued_without_an_error(broker, client, tmp_path):
     from tests.factories import PASSWORD, AdminFactory
-    from tests.hostile.test_hostile_run_settings import FORM
+    from tests.training.conftest import LAUNCH_FORM as FORM
     from tests.training.conftest import voted_compare_project
     from training.models import BaseModel
 
@@ -195,3 +195,31 @@ def test_launching_while_the_broker_is_down_keeps_the_run_queued_without_an_erro
     assert response.status_code == 302, response.status_code
     broker.start()
     assert requeue.runs_requeue_lost(older_than=timedelta(0)) == [run.pk]
+
+
+def test_asking_for_candidates_while_the_broker_is_down_fails_the_job_with_the_reason(broker, client, tmp_path):
+    from labeling.models import Prompt
+    from tests.factories import PASSWORD, AdminFactory, ProjectFactory
+    from training.models import BaseModel, GenerationJob
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    base = BaseModel.objects.create(name="folder-model", path=str(tmp_path / "model"))
+    project = ProjectFactory()
+    Prompt.objects.create(project=project, messages=[{"role": "user", "content": "Hi?"}])
+    admin = AdminFactory()
+    assert client.login(username=admin.username, password=PASSWORD)
+    broker.stop()
+    client.raise_request_exception = False
+
+    response = client.post(
+        f"/projects/{project.pk}/candidates/",
+        {"versions": [f"base:{base.pk}"], "split": "train", "n": "2", "max_new_tokens": "8", "temperature": "0.7",
+         "top_p": "0.9", "seed": "0"},
+        follow=True,
+    )
+
+    job = GenerationJob.objects.get()
+    assert response.status_code == 200
+    assert job.status == "failed"
+    assert "broker could not be reached" in response.content.decode()

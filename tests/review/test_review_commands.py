@@ -22,10 +22,11 @@ def _run(*args, **kwargs) -> str:
 
 
 def test_generate_completions_queues_a_job_for_a_run(setup, django_capture_on_commit_callbacks):
-    with mock.patch("workers.tasks.generate.delay") as delay, django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("workers.tasks.generate.apply_async") as delay, django_capture_on_commit_callbacks(execute=True):
         out = _run("generate_completions", "--run", str(setup.run.pk), "--max-new-tokens", "8", "--temperature", "0")
     job = GenerationJob.objects.get()
-    delay.assert_called_once_with(job.pk)
+    delay.assert_called_once()
+    assert delay.call_args.kwargs["args"] == [job.pk]
     assert f"Queued generation job {job.pk}: 4 prompts × 2 versions" in out
 
 

@@ -23,13 +23,14 @@ def test_the_base_version_is_made_once_with_no_adapter(setup):
 
 
 def test_a_job_is_queued_on_commit_with_the_held_out_prompts(setup, django_capture_on_commit_callbacks):
-    with mock.patch("workers.tasks.generate.delay") as delay:
+    with mock.patch("workers.tasks.generate.apply_async") as delay:
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
             job = review.generation_job_create(project=setup.project, versions=[setup.base, setup.tuned], settings_data=FAST)
         delay.assert_not_called()
         for callback in callbacks:
             callback()
-    delay.assert_called_once_with(job.pk)
+    delay.assert_called_once()
+    assert delay.call_args.kwargs["args"] == [job.pk]
     assert job.status == "queued" and job.prompt_ids == [p.pk for p in setup.heldout] and job.prompt_count == 4
     assert job.settings == {"temperature": 0.0, "top_p": 0.9, "max_new_tokens": 4, "seed": 0, "n": 1}
 

@@ -44,14 +44,15 @@ def test_a_run_without_an_adapter_says_so(admin_client, setup):
 
 
 def test_generate_queues_a_job_for_base_and_tuned(admin_client, setup, django_capture_on_commit_callbacks):
-    with mock.patch("workers.tasks.generate.delay") as delay, django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("workers.tasks.generate.apply_async") as delay, django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
             f"/runs/{setup.run.pk}/review/generate/",
             {"max_new_tokens": 16, "temperature": 0, "top_p": 0.9, "seed": 0, "create_battles": "on"},
         )
     assert response.status_code == 302
     job = GenerationJob.objects.get()
-    delay.assert_called_once_with(job.pk)
+    delay.assert_called_once()
+    assert delay.call_args.kwargs["args"] == [job.pk]
     assert set(job.model_versions.all()) == {setup.base, setup.tuned} and job.create_battles and job.run == setup.run
 
 
