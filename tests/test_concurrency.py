@@ -15,7 +15,7 @@ from tests.factories import ProjectFactory, UserFactory, make_pair_task
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL (the test command uses it)"),
+    pytest.mark.postgres,
 ]
 
 ANNOTATORS = 16

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from labeling.models import Completion, PairTask, Project, Prompt
 from training.models import BaseModel, Battle, GenerationJob, ModelVersion, TuningRun
+from training.review_selectors import latest_generated_by_prompt
 from training.trainer.review import GenerationSettings, GenerationSettingsError
 
 if TYPE_CHECKING:
@@ -349,15 +350,6 @@ def candidate_pairs_create(
     return created
 
 
-def _latest_generated(prompt_ids: Sequence[int], version: ModelVersion) -> dict[int, Completion]:
-    latest: dict[int, Completion] = {}
-    for completion in Completion.objects.filter(
-        prompt_id__in=prompt_ids, model_version=version, source=Completion.Source.GENERATED
-    ).order_by("id"):
-        latest[completion.prompt_id] = completion
-    return latest
-
-
 def battles_create(
     *,
     project: Project,
@@ -384,8 +376,8 @@ def battles_create(
         prompt_ids = list(Prompt.objects.filter(project=project, pk__in=prompt_ids).values_list("pk", flat=True))
     if not prompt_ids:
         raise ReviewError(f"{project.name!r} has no held-out prompts to battle on.")
-    outputs_a = _latest_generated(prompt_ids, version_a)
-    outputs_b = _latest_generated(prompt_ids, version_b)
+    outputs_a = latest_generated_by_prompt(prompt_ids=prompt_ids, version=version_a)
+    outputs_b = latest_generated_by_prompt(prompt_ids=prompt_ids, version=version_b)
     ready = sorted(set(outputs_a) & set(outputs_b))
     if not ready:
         raise ReviewError(

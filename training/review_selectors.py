@@ -1,6 +1,7 @@
 """Reads for review: base and tuned outputs side by side, a run's blind-battle results, and the leaderboard."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import mean
 
@@ -37,7 +38,8 @@ class SideBySideRow:
         return len(self.tuned.text) - len(self.base.text)
 
 
-def _latest_by_prompt(prompt_ids: list[int], version: ModelVersion) -> dict[int, Completion]:
+def latest_generated_by_prompt(*, prompt_ids: Sequence[int], version: ModelVersion) -> dict[int, Completion]:
+    """Prompt id → the newest completion ``version`` generated for it."""
     latest: dict[int, Completion] = {}
     for completion in Completion.objects.filter(
         prompt_id__in=prompt_ids, model_version=version, source=Completion.Source.GENERATED
@@ -63,8 +65,8 @@ def side_by_side(
         )
     prompts_list = list(prompts.order_by("id"))
     ids = [p.pk for p in prompts_list]
-    base_outputs = _latest_by_prompt(ids, base)
-    tuned_outputs = _latest_by_prompt(ids, tuned)
+    base_outputs = latest_generated_by_prompt(prompt_ids=ids, version=base)
+    tuned_outputs = latest_generated_by_prompt(prompt_ids=ids, version=tuned)
     rows = [SideBySideRow(prompt=p, base=base_outputs.get(p.pk), tuned=tuned_outputs.get(p.pk)) for p in prompts_list]
     if only_different:
         rows = [row for row in rows if row.differ]

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 
 from labeling.models import Completion, PairTask, Prompt
 from tests.factories import PASSWORD, AdminFactory, ProjectFactory, UserFactory, make_run
@@ -25,7 +24,7 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.worker,
     pytest.mark.slow,
-    pytest.mark.skipif(connection.vendor != "postgresql", reason="a worker process needs PostgreSQL (the test command uses it)"),
+    pytest.mark.postgres,
     pytest.mark.timeout(600),
 ]
 

@@ -6,7 +6,6 @@ metric rows and a saved adapter that loads and changes the model's log-probabili
 from __future__ import annotations
 
 import pytest
-from django.db import connection
 
 from tests.factories import PASSWORD, AdminFactory
 from tests.training.conftest import rated_project, voted_compare_project
@@ -17,7 +16,7 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.worker,
     pytest.mark.slow,
-    pytest.mark.skipif(connection.vendor != "postgresql", reason="a worker process needs PostgreSQL (the test command uses it)"),
+    pytest.mark.postgres,
     pytest.mark.timeout(600),
 ]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from tests.factories import PASSWORD, AdminFactory, ProjectFactory, make_run
@@ -18,7 +17,7 @@ from training.trainer.core import latest_checkpoint
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.worker,
-    pytest.mark.skipif(connection.vendor != "postgresql", reason="a worker process needs PostgreSQL (the test command uses it)"),
+    pytest.mark.postgres,
     pytest.mark.timeout(480),
 ]
 
