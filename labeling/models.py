@@ -88,16 +88,28 @@ class Completion(models.Model):
         "training.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="completions"
     )
     generation_settings = models.JSONField(default=dict, blank=True)
+    finish_reason = models.CharField(
+        max_length=8,
+        blank=True,
+        choices=[("stop", "Ended on its own"), ("length", "Cut off at the token limit")],
+        help_text="Generated completions: whether the model ended the answer or hit max_new_tokens. Empty if unknown.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
         constraints = [
             models.CheckConstraint(condition=Q(source__in=["imported", "generated", "edited"]), name="completion_source_valid"),
+            models.CheckConstraint(condition=Q(finish_reason__in=["", "stop", "length"]), name="completion_finish_reason_valid"),
         ]
 
     def __str__(self) -> str:
         return self.text[:60]
+
+    @property
+    def is_truncated(self) -> bool:
+        """The model was still writing when it hit the token limit: the answer is unfinished."""
+        return self.finish_reason == "length"
 
 
 class TaskStatus(models.TextChoices):
@@ -118,6 +130,11 @@ class PairTask(models.Model):
     overlap = models.PositiveSmallIntegerField(help_text="Votes wanted; copied from the project when created.")
     vote_count = models.PositiveSmallIntegerField(default=0)
     status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.OPEN)
+    matched_settings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Review pairs: the generation settings both outputs were made with (matched comparisons only).",
+    )
     adjudicated_choice = models.CharField(max_length=16, blank=True, help_text="An admin's final word, if given.")
     adjudicated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -147,8 +164,13 @@ class PairTask(models.Model):
 
 
 class RateTask(models.Model):
+    class Purpose(models.TextChoices):
+        LABEL = "label", "Labeling"
+        REVIEW = "review", "Review (held-out thumbs on a model version's output)"
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rate_tasks")
     completion = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="rate_tasks")
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.LABEL)
     overlap = models.PositiveSmallIntegerField()
     vote_count = models.PositiveSmallIntegerField(default=0)
     status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.OPEN)
@@ -159,6 +181,7 @@ class RateTask(models.Model):
         indexes = [models.Index(fields=["project", "status", "id"], name="ratetask_queue_idx")]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=["open", "complete"]), name="ratetask_status_valid"),
+            models.CheckConstraint(condition=Q(purpose__in=["label", "review"]), name="ratetask_purpose_valid"),
             models.CheckConstraint(condition=Q(vote_count__lte=models.F("overlap")), name="ratetask_not_overfilled"),
             models.UniqueConstraint(fields=["project", "completion"], name="ratetask_one_per_completion"),
         ]

@@ -23,6 +23,10 @@ class ModelVersion(models.Model):
     name = models.CharField(max_length=200, unique=True)
     base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="versions")
     adapter_path = models.CharField(max_length=500, blank=True, help_text="Empty for the base model itself.")
+    saw_heldout = models.BooleanField(
+        default=False,
+        help_text="Trained on votes about held-out prompts (an admin opted in): its held-out win rate is contaminated.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -42,6 +46,9 @@ class DatasetSnapshot(models.Model):
     row_count = models.PositiveIntegerField()
     summary = models.JSONField(default=dict, help_text="Export counts: ties, both-bad, disagreements left out.")
     lineage = models.JSONField(default=dict, help_text="Annotators, agreement, guideline versions, review rounds.")
+    includes_heldout = models.BooleanField(
+        default=False, help_text="Holds votes on held-out prompts: an admin opted in, and the trained version is flagged."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -82,6 +89,11 @@ class TuningRun(models.Model):
     error = models.TextField(blank=True)
     output_dir = models.CharField(max_length=500, blank=True)
     resumed_from = models.CharField(max_length=500, blank=True, help_text="The checkpoint the last attempt resumed from.")
+    outcome = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What training found: the best validation step and its metrics, the final train batch, the verdict.",
+    )
     model_version = models.OneToOneField(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="run"
     )
@@ -178,12 +190,30 @@ class GenerationJob(models.Model):
     prompt_ids = models.JSONField(help_text="The prompts to complete, fixed when the job is created.")
     settings = models.JSONField(help_text="GenerationSettings as a dict (training.trainer.review).")
     purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.REVIEW)
-    create_battles = models.BooleanField(default=False, help_text="Review jobs: create blind battles when done.")
+    create_review_tasks = models.BooleanField(
+        default=False,
+        help_text="Review jobs: when done, blind battles (compare projects) or held-out thumbs tasks (rate projects).",
+    )
+    pairing = models.CharField(
+        max_length=24,
+        default="all",
+        help_text="Candidate jobs: how each prompt's candidates are paired (see training.review.generation.PAIRINGS).",
+    )
+    skip_truncated = models.BooleanField(
+        default=True, help_text="Candidate jobs: leave answers cut off at the token limit out of the pairs."
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     prompt_count = models.PositiveIntegerField(default=0)
+    completions_total = models.PositiveIntegerField(default=0, help_text="Completions this job has to make.")
     completions_created = models.PositiveIntegerField(default=0)
     completions_skipped = models.PositiveIntegerField(default=0, help_text="Already there from an earlier job.")
     tasks_created = models.PositiveIntegerField(default=0)
+    movement = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Review jobs: did the tuned model move? Identical share and per-token KL of tuned vs base.",
+    )
+    notes = models.JSONField(default=list, blank=True, help_text="What the job left out and why, for the jobs table.")
     worker = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
@@ -210,6 +240,13 @@ class GenerationJob(models.Model):
     def is_active(self) -> bool:
         return self.status in (self.Status.QUEUED, self.Status.RUNNING)
 
+    @property
+    def percent(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        done = self.completions_created + self.completions_skipped
+        return min(100, round(100 * done / self.completions_total)) if self.completions_total else 0
+
 
 class Battle(models.Model):
     """One creation of blind review pairs between two model versions: what was asked for and made."""
@@ -220,6 +257,12 @@ class Battle(models.Model):
     run = models.ForeignKey(TuningRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="battles")
     tasks_created = models.PositiveIntegerField(default=0)
     prompts_missing_outputs = models.PositiveIntegerField(default=0)
+    settings = models.JSONField(
+        default=dict, blank=True, help_text="The generation settings both sides' outputs were made with."
+    )
+    identical_skipped = models.PositiveIntegerField(
+        default=0, help_text="Matched pairs left out because both versions wrote the same text."
+    )
     created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -21,6 +21,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from celery import current_app
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
@@ -39,10 +40,12 @@ def run_send(*, run_id: int) -> bool:
 
     The run row stays queued either way; ``runs_requeue_lost`` sends it once the broker is back.
     """
-    from workers.tasks import run_train
-
     try:
-        run_train.apply_async(args=[run_id], retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
+        # By name, so this module never imports workers.tasks (which imports the services): arrows run one way.
+        current_app.send_task(
+            TASK_NAME, args=[run_id], queue="gpu",
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
     except BrokerUnavailable as exc:
         logger.warning("Run %s stays queued: the broker is unreachable (%s); it is re-sent when it is back.", run_id, exc)
         return False

@@ -1,6 +1,7 @@
 from django.urls import path
 
-from training import review_views, views
+from training import views
+from training.review import views as review_views
 
 app_name = "training"
 

@@ -7,8 +7,9 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
-from training import requeue, review
+from training import requeue
 from training import services as training_services
+from training.review import generation as review_generation
 
 
 @shared_task(name="workers.run_train", queue="gpu", bind=True, acks_late=True, time_limit=24 * 3600)
@@ -38,12 +39,12 @@ def _fail_runs_left_by_this_worker(sender=None, **kwargs) -> None:  # noqa: ANN0
     hostname = getattr(sender, "hostname", None)
     if hostname:
         training_services.runs_reap_stale(worker_name=hostname)
-        review.generation_jobs_reap(worker_name=hostname)
+        review_generation.generation_jobs_reap(worker_name=hostname)
 
 
 @shared_task(name="workers.generate", queue="gpu", bind=True, acks_late=True, time_limit=6 * 3600)
 def generate(self, job_id: int) -> str:  # noqa: ANN001
     """Run one generation job. A redelivered message finds the job no longer queued and does nothing."""
-    if not review.generation_job_claim(job_id=job_id, worker=self.request.hostname or "unknown"):
+    if not review_generation.generation_job_claim(job_id=job_id, worker=self.request.hostname or "unknown"):
         return "not claimed: another worker has it, or it already ran"
-    return review.generation_job_execute(job_id=job_id).status
+    return review_generation.generation_job_execute(job_id=job_id).status

@@ -7,7 +7,7 @@ import pytest
 from labeling.models import PairVote
 from tests.factories import PASSWORD, AdminFactory, UserFactory
 from tests.review.conftest import review_setup
-from training.review_selectors import battle_results
+from training.review.selectors import battle_results
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -210,7 +210,8 @@ def test_the_checker_itself_catches_active_content(markup):
 
 def test_generated_outputs_render_inert_on_the_review_and_battle_pages(world):
     from training.models import ModelVersion, TuningRun
-    from training.review import base_version_get_or_create, battles_create
+    from training.review.battles import battles_create
+    from training.review.versions import base_version_get_or_create
 
     run = world["run"]
     tuned = ModelVersion.objects.create(name=IMG + " tuned", base_model=run.base_model, adapter_path="/x/adapter")

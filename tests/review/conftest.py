@@ -10,7 +10,7 @@ import pytest
 from labeling.models import Completion, Project, Prompt
 from tests.factories import ProjectFactory, UserFactory, make_run
 from training.models import BaseModel, ModelVersion, TuningRun
-from training.review import base_version_get_or_create
+from training.review.versions import base_version_get_or_create
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -22,7 +22,7 @@ def _run(*args, **kwargs) -> str:
 
 
 def test_generate_completions_queues_a_job_for_a_run(setup, django_capture_on_commit_callbacks):
-    with mock.patch("workers.tasks.generate.apply_async") as delay, django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("webapp.celery.app.send_task") as delay, django_capture_on_commit_callbacks(execute=True):
         out = _run("generate_completions", "--run", str(setup.run.pk), "--max-new-tokens", "8", "--temperature", "0")
     job = GenerationJob.objects.get()
     delay.assert_called_once()

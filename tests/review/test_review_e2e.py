@@ -18,7 +18,7 @@ from labeling.models import Completion, PairTask, Prompt
 from tests.factories import PASSWORD, AdminFactory, ProjectFactory, UserFactory, make_run
 from tests.worker_process import celery_worker, purge_queues, wait_for
 from training.models import BaseModel, GenerationJob, ModelVersion, TuningRun
-from training.review_selectors import battle_results
+from training.review.selectors import battle_results
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -5,8 +5,9 @@ import pytest
 
 from labeling.models import Completion, PairTask
 from tests.factories import UserFactory, make_pair_vote
-from training import review, review_selectors
 from training.models import ModelVersion
+from training.review import battles as review_battles
+from training.review import selectors as review_selectors
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +37,7 @@ def test_side_by_side_pairs_outputs_and_filters(setup):
 
 
 def test_battle_results_count_ties_half_with_a_wilson_interval_and_length_change(setup):
-    review.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base, seed=2)
+    review_battles.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base, seed=2)
     _vote_as(setup, ["tuned", "tuned", "tie", "base"])
     results = review_selectors.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)
     assert (results.wins, results.ties, results.losses, results.votes) == (2, 1, 1, 4)
@@ -47,14 +48,14 @@ def test_battle_results_count_ties_half_with_a_wilson_interval_and_length_change
 
 
 def test_both_bad_counts_as_a_tie(setup):
-    review.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base, seed=2)
+    review_battles.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base, seed=2)
     _vote_as(setup, ["both_bad", "tuned", "tuned", "tuned"])
     results = review_selectors.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)
     assert (results.wins, results.ties, results.losses, results.both_bad) == (3, 1, 0, 1)
 
 
 def test_the_leaderboard_ranks_versions_with_intervals(setup):
-    review.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base, seed=2)
+    review_battles.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base, seed=2)
     _vote_as(setup, ["tuned", "tuned", "tuned", "base"])
     rows = review_selectors.leaderboard(project=setup.project)
     assert [r.version for r in rows] == [setup.tuned, setup.base]

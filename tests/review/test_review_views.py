@@ -7,8 +7,8 @@ import pytest
 
 from labeling.models import Completion, PairTask
 from tests.factories import make_pair_vote
-from training import review
 from training.models import GenerationJob
+from training.review import battles as review_battles
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +32,7 @@ def test_the_review_page_shows_outputs_side_by_side_escaped_and_paged(admin_clie
     assert setup.tuned.name in html and setup.base.name in html
     filtered = admin_client.get(f"/runs/{setup.run.pk}/review/", {"q": "question 3"}).content.decode()
     assert "Tuned answer 3" in filtered and "Tuned answer 2" not in filtered
-    with mock.patch("training.review_views.ROWS_PER_PAGE", 3):
+    with mock.patch("training.review.views.ROWS_PER_PAGE", 3):
         second = admin_client.get(f"/runs/{setup.run.pk}/review/", {"page": 2}).content.decode()
     assert "Tuned answer 3" in second and "Tuned answer 0" not in second and "Page 2 of 2" in second
 
@@ -44,16 +44,16 @@ def test_a_run_without_an_adapter_says_so(admin_client, setup):
 
 
 def test_generate_queues_a_job_for_base_and_tuned(admin_client, setup, django_capture_on_commit_callbacks):
-    with mock.patch("workers.tasks.generate.apply_async") as delay, django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("webapp.celery.app.send_task") as delay, django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
             f"/runs/{setup.run.pk}/review/generate/",
-            {"max_new_tokens": 16, "temperature": 0, "top_p": 0.9, "seed": 0, "create_battles": "on"},
+            {"max_new_tokens": 16, "temperature": 0, "top_p": 0.9, "seed": 0, "create_review_tasks": "on"},
         )
     assert response.status_code == 302
     job = GenerationJob.objects.get()
     delay.assert_called_once()
     assert delay.call_args.kwargs["args"] == [job.pk]
-    assert set(job.model_versions.all()) == {setup.base, setup.tuned} and job.create_battles and job.run == setup.run
+    assert set(job.model_versions.all()) == {setup.base, setup.tuned} and job.create_review_tasks and job.run == setup.run
 
 
 def test_bad_generation_settings_are_shown_not_queued(admin_client, setup):
@@ -76,7 +76,7 @@ def test_the_compare_card_never_names_the_models(client, setup, annotator):
     from tests.factories import PASSWORD
 
     setup.project.members.add(annotator)
-    review.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base)
+    review_battles.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base)
     client.login(username=annotator.username, password=PASSWORD)
     html = client.get(f"/projects/{setup.project.pk}/").content.decode()
     assert "Held-out question" in html

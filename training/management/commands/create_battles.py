@@ -10,8 +10,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from labeling.models import Project
-from training import review
 from training.models import ModelVersion, TuningRun
+from training.review import battles as review_battles
+from training.review import versions as review_versions
 
 
 class Command(BaseCommand):
@@ -31,8 +32,8 @@ class Command(BaseCommand):
                 raise CommandError(f"No run with id {options['run']}.")
             project = run.project
             try:
-                base, tuned = review.run_review_versions(run=run)
-            except review.ReviewError as error:
+                base, tuned = review_versions.run_review_versions(run=run)
+            except review_versions.ReviewError as error:
                 raise CommandError(error.message) from error
             first, second = tuned, base
         else:
@@ -48,8 +49,8 @@ class Command(BaseCommand):
                 raise CommandError(f"Unknown model version id(s) in {options['versions']!r}.")
             first, second = found[ids[0]], found[ids[1]]
         try:
-            battle = review.battles_create(project=project, version_a=first, version_b=second, run=run, seed=options["seed"])
-        except review.ReviewError as error:
+            battle = review_battles.battles_create(project=project, version_a=first, version_b=second, run=run, seed=options["seed"])
+        except review_versions.ReviewError as error:
             raise CommandError(error.message) from error
         self.stdout.write(
             f"Created {battle.tasks_created} battles between {first.name} and {second.name} "

@@ -10,8 +10,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from labeling.models import Project
-from training import review
 from training.models import GenerationJob, ModelVersion, TuningRun
+from training.review import generation as review_generation
+from training.review import versions as review_versions
 
 
 def _ids(raw: str | None) -> list[int] | None:
@@ -49,8 +50,8 @@ class Command(BaseCommand):
                 raise CommandError(f"No run with id {options['run']}.")
             project = run.project
             try:
-                versions = list(review.run_review_versions(run=run))
-            except review.ReviewError as error:
+                versions = list(review_versions.run_review_versions(run=run))
+            except review_versions.ReviewError as error:
                 raise CommandError(error.message) from error
         else:
             project = Project.objects.filter(pk=options["project"]).first() if options["project"] else None
@@ -65,18 +66,18 @@ class Command(BaseCommand):
             "seed": options["seed"], "n": options["n"],
         }
         try:
-            job = review.generation_job_create(
+            job = review_generation.generation_job_create(
                 project=project, versions=versions, settings_data=settings_data, purpose=options["purpose"],
                 prompt_ids=_ids(options["prompts"]), split=options["split"], run=run,
-                create_battles=options["create_battles"], enqueue=not options["inline"],
+                create_review_tasks=options["create_battles"], enqueue=not options["inline"],
             )
-        except review.ReviewError as error:
+        except review_versions.ReviewError as error:
             raise CommandError(error.message) from error
         if not options["inline"]:
             self.stdout.write(f"Queued generation job {job.pk}: {job.prompt_count} prompts × {len(versions)} versions.")
             return
-        review.generation_job_claim(job_id=job.pk, worker="manage.py generate_completions")
-        job = review.generation_job_execute(job_id=job.pk)
+        review_generation.generation_job_claim(job_id=job.pk, worker="manage.py generate_completions")
+        job = review_generation.generation_job_execute(job_id=job.pk)
         if job.status != GenerationJob.Status.SUCCEEDED:
             raise CommandError(f"Generation job {job.pk} failed: {job.error}")
         self.stdout.write(

@@ -10,8 +10,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from labeling.models import Project
-from training import review, review_selectors
 from training.models import TuningRun
+from training.review import selectors as review_selectors
+from training.review import versions as review_versions
 
 
 class Command(BaseCommand):
@@ -40,8 +41,8 @@ class Command(BaseCommand):
             raise CommandError("Give --project or --run.")
         for run in runs:
             try:
-                base, tuned = review.run_review_versions(run=run)
-            except review.ReviewError as error:
+                base, tuned = review_versions.run_review_versions(run=run)
+            except review_versions.ReviewError as error:
                 self.stdout.write(f"run {run.pk} {run.name}: {error.message}")
                 continue
             r = review_selectors.battle_results(project=project, tuned=tuned, base=base)

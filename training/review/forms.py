@@ -17,7 +17,7 @@ class GenerationForm(forms.Form):
     temperature = forms.FloatField(initial=_DEFAULTS.temperature, min_value=0, max_value=2, help_text="0 is greedy.")
     top_p = forms.FloatField(initial=_DEFAULTS.top_p, min_value=0, max_value=1)
     seed = forms.IntegerField(initial=_DEFAULTS.seed, min_value=0)
-    create_battles = forms.BooleanField(required=False, initial=True, label="Create blind battles when done")
+    create_review_tasks = forms.BooleanField(required=False, initial=True, label="Create blind battles when done")
 
     def settings_data(self) -> dict[str, Any]:
         data = self.cleaned_data

@@ -1,12 +1,10 @@
-"""Writes for review: generation jobs (candidates for labeling, or base and tuned review outputs) and blind
-battles between two model versions.
+"""Generation jobs: candidates for labeling, or base and tuned review outputs, made by a gpu worker.
 
-A generation job's life: ``generation_job_create`` fixes the prompts and settings and queues it (enqueued on
-commit) → the gpu worker claims it (queued → running) and calls ``generation_job_execute``, which loads the
-base model once, switches each version's adapter on and off over it, and stores only the completions that do
-not exist yet → succeeded or failed, with the reason. A battle pairs, for each held-out prompt, one generated
-completion of each version into a review PairTask with the sides in random order; annotators vote on it in
-the ordinary compare screen, which never shows which model wrote what.
+A job's life: ``generation_job_create`` fixes the prompts and settings and queues it (enqueued on commit) → the
+gpu worker claims it (queued → running) and calls ``generation_job_execute``, which loads the base model once,
+switches each version's adapter on and off over it, and stores only the completions that do not exist yet →
+succeeded or failed, with the reason. Candidate jobs then pair each prompt's candidates as labeling tasks;
+review jobs hand over to ``training.review.evaluation`` (battles, or held-out thumbs in a rate project).
 """
 from __future__ import annotations
 
@@ -17,13 +15,14 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from celery import current_app
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from labeling.models import Completion, PairTask, Project, Prompt
-from training.models import BaseModel, Battle, GenerationJob, ModelVersion, TuningRun
-from training.review_selectors import latest_generated_by_prompt
+from training.models import GenerationJob, ModelVersion, TuningRun
+from training.review.versions import ReviewError
 from training.trainer.review import GenerationSettings, GenerationSettingsError
 
 if TYPE_CHECKING:
@@ -31,38 +30,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 JobStatus = GenerationJob.Status
+GENERATE_TASK = "workers.generate"
 
 # Each prompt's new candidates are paired all-against-all up to this many pairs (4 completions make 6).
 MAX_CANDIDATE_PAIRS_PER_PROMPT = 6
 MAX_PROMPTS_PER_JOB = 5000
-
-
-class ReviewError(Exception):
-    """Why a review action cannot be done, in words for the admin; nothing was written or queued."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-def base_version_get_or_create(*, base_model: BaseModel) -> ModelVersion:
-    """The ModelVersion that stands for ``base_model`` alone (no adapter), created on first use."""
-    existing = ModelVersion.objects.filter(base_model=base_model, adapter_path="").order_by("id").first()
-    if existing is not None:
-        return existing
-    version, _ = ModelVersion.objects.get_or_create(
-        name=f"{base_model.name} (base)"[:200], defaults={"base_model": base_model, "adapter_path": ""}
-    )
-    if version.base_model_id != base_model.pk or version.adapter_path:
-        raise ReviewError(f"A model version named {version.name!r} exists but is not the base model alone; rename it.")
-    return version
-
-
-def run_review_versions(*, run: TuningRun) -> tuple[ModelVersion, ModelVersion]:
-    """(base, tuned): the two versions a run's review compares. Raises ReviewError before the run has an adapter."""
-    if run.model_version is None:
-        raise ReviewError("This run has no tuned adapter yet: review it once it has succeeded.")
-    return base_version_get_or_create(base_model=run.base_model), run.model_version
 
 
 def _parse_settings(settings_data: dict[str, Any]) -> GenerationSettings:
@@ -102,7 +74,7 @@ def generation_job_create(
     prompt_ids: Sequence[int] | None = None,
     split: str | None = None,
     run: TuningRun | None = None,
-    create_battles: bool = False,
+    create_review_tasks: bool = False,
     created_by: User | None = None,
     enqueue: bool = True,
 ) -> GenerationJob:
@@ -112,7 +84,7 @@ def generation_job_create(
     ``generate_completions --inline`` command); nothing else should pass it.
 
     Prompts are ``prompt_ids`` if given, else the project's prompts in ``split`` (held-out by default).
-    All versions must share one base model: the worker loads it once. ``create_battles`` (review jobs with
+    All versions must share one base model: the worker loads it once. ``create_review_tasks`` (review jobs with
     exactly two versions) creates blind battles between them when the outputs are in.
     """
     if purpose not in GenerationJob.Purpose.values:
@@ -125,7 +97,7 @@ def generation_job_create(
     settings = _parse_settings(settings_data)
     if purpose == GenerationJob.Purpose.CANDIDATES and len(versions) * settings.n < 2:
         raise ReviewError("Candidates for labeling need at least two completions per prompt: ask for n ≥ 2 or two versions.")
-    if create_battles and len(versions) != 2:
+    if create_review_tasks and len(versions) != 2:
         raise ReviewError("Battles are between exactly two model versions.")
     ids = _resolve_prompts(project, prompt_ids, split)
     with transaction.atomic():
@@ -136,7 +108,7 @@ def generation_job_create(
             prompt_count=len(ids),
             settings=settings.to_dict(),
             purpose=purpose,
-            create_battles=create_battles,
+            create_review_tasks=create_review_tasks,
             created_by=created_by,
         )
         job.model_versions.set(versions)
@@ -153,10 +125,12 @@ def _send(job_id: int) -> None:
     """Publish the job's message; with the broker unreachable, fail the job with the reason instead of a 500."""
     from kombu.exceptions import OperationalError as BrokerUnavailable
 
-    from workers.tasks import generate
-
     try:
-        generate.apply_async(args=[job_id], retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
+        # By name, so this module never imports workers.tasks (which imports the services): arrows run one way.
+        current_app.send_task(
+            GENERATE_TASK, args=[job_id], queue="gpu",
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
     except BrokerUnavailable as exc:
         logger.error("Generation job %s could not be queued: the broker is unreachable (%s).", job_id, exc)
         GenerationJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
@@ -165,38 +139,6 @@ def _send(job_id: int) -> None:
             error="The task broker could not be reached, so the job was not queued. Start it again once the "
             "broker is back.",
         )
-
-
-def version_choices() -> list[tuple[str, str]]:
-    """Every model version, plus each registered base model on its own (``base:<id>``), for a picker."""
-    choices = [(f"base:{base.pk}", f"{base.name} (base)") for base in BaseModel.objects.order_by("name")]
-    base_names = {label for _, label in choices}
-    choices += [
-        (f"version:{v.pk}", v.name)
-        for v in ModelVersion.objects.select_related("base_model").order_by("-id")
-        if v.adapter_path or v.name not in base_names
-    ]
-    return choices
-
-
-def versions_from_choices(values: Sequence[str]) -> list[ModelVersion]:
-    """Resolve ``version_choices`` values; a bare base model gets (or gets created) its own version."""
-    versions: list[ModelVersion] = []
-    for value in values:
-        kind, _, raw_id = value.partition(":")
-        if kind == "base":
-            base = BaseModel.objects.filter(pk=raw_id).first() if raw_id.isdigit() else None
-            if base is None:
-                raise ReviewError("That base model no longer exists.")
-            versions.append(base_version_get_or_create(base_model=base))
-        elif kind == "version":
-            version = ModelVersion.objects.filter(pk=raw_id).first() if raw_id.isdigit() else None
-            if version is None:
-                raise ReviewError("That model version no longer exists.")
-            versions.append(version)
-        else:
-            raise ReviewError(f"Unknown model choice {value!r}.")
-    return versions
 
 
 def generation_job_claim(*, job_id: int, worker: str) -> bool:
@@ -231,12 +173,10 @@ def generation_job_execute(*, job_id: int, batch_size: int = 8) -> GenerationJob
         tasks = 0
         if job.purpose == GenerationJob.Purpose.CANDIDATES:
             tasks = candidate_pairs_create(project=job.project, prompt_ids=job.prompt_ids, versions=versions, settings=settings)
-        elif job.create_battles:
-            battle = battles_create(
-                project=job.project, version_a=versions[0], version_b=versions[1], run=job.run,
-                prompt_ids=job.prompt_ids, created_by=job.created_by,
-            )
-            tasks = battle.tasks_created
+        else:
+            from training.review.evaluation import review_outputs_finish
+
+            tasks = review_outputs_finish(job=job, versions=versions, settings=settings)
     except Exception as exc:  # noqa: BLE001 - any failure ends the job with its reason recorded
         logger.exception("Generation job %s failed", job_id)
         GenerationJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
@@ -348,68 +288,6 @@ def candidate_pairs_create(
                 made += 1
             created += made
     return created
-
-
-def battles_create(
-    *,
-    project: Project,
-    version_a: ModelVersion,
-    version_b: ModelVersion,
-    run: TuningRun | None = None,
-    prompt_ids: Sequence[int] | None = None,
-    created_by: User | None = None,
-    seed: int | None = None,
-) -> Battle:
-    """Blind review pairs between two versions: for each prompt (the project's held-out prompts unless given)
-    with a generated completion from both, one review PairTask of the newest completion of each, the sides in
-    random order. Prompts that already have a battle between these two versions are skipped, so calling it
-    again only adds battles for new outputs. Raises ReviewError when nothing could be paired."""
-    if version_a.pk == version_b.pk:
-        raise ReviewError("A battle needs two different model versions.")
-    if project.mode != Project.Mode.COMPARE:
-        raise ReviewError("Blind battles are voted on in the compare screen: this project is a thumbs (rate) project.")
-    if prompt_ids is None:
-        prompt_ids = list(
-            Prompt.objects.filter(project=project, split=Prompt.Split.HELDOUT).order_by("id").values_list("pk", flat=True)
-        )
-    else:
-        prompt_ids = list(Prompt.objects.filter(project=project, pk__in=prompt_ids).values_list("pk", flat=True))
-    if not prompt_ids:
-        raise ReviewError(f"{project.name!r} has no held-out prompts to battle on.")
-    outputs_a = latest_generated_by_prompt(prompt_ids=prompt_ids, version=version_a)
-    outputs_b = latest_generated_by_prompt(prompt_ids=prompt_ids, version=version_b)
-    ready = sorted(set(outputs_a) & set(outputs_b))
-    if not ready:
-        raise ReviewError(
-            f"No held-out prompt has outputs from both {version_a.name!r} and {version_b.name!r} yet: generate them first."
-        )
-    versions = {version_a.pk, version_b.pk}
-    already = set(
-        PairTask.objects.filter(
-            project=project, purpose=PairTask.Purpose.REVIEW, prompt_id__in=ready,
-            completion_a__model_version__in=versions, completion_b__model_version__in=versions,
-        ).values_list("prompt_id", flat=True)
-    )
-    rng = random.Random(seed)
-    with transaction.atomic():
-        created = 0
-        for prompt_id in ready:
-            if prompt_id in already:
-                continue
-            first, second = outputs_a[prompt_id], outputs_b[prompt_id]
-            # Stored order is random too, so neither "A" in the data nor the left side means "tuned".
-            if rng.random() < 0.5:
-                first, second = second, first
-            PairTask.objects.create(
-                project=project, prompt_id=prompt_id, completion_a=first, completion_b=second,
-                purpose=PairTask.Purpose.REVIEW, overlap=project.overlap,
-            )
-            created += 1
-        battle = Battle.objects.create(
-            project=project, version_a=version_a, version_b=version_b, run=run, tasks_created=created,
-            prompts_missing_outputs=len(prompt_ids) - len(ready), created_by=created_by,
-        )
-    return battle
 
 
 def generation_jobs_reap(*, worker_name: str) -> list[int]:

@@ -10,9 +10,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from labeling.permissions import project_for_admin
-from training import review, review_selectors, selectors
+from training import selectors
 from training.models import GenerationJob, ModelVersion, TuningRun
-from training.review_forms import CandidatesForm, GenerationForm, SideBySideFilter, VersionPairForm
+from training.review import battles as review_battles
+from training.review import generation as review_generation
+from training.review import selectors as review_selectors
+from training.review import versions as review_versions
+from training.review.forms import CandidatesForm, GenerationForm, SideBySideFilter, VersionPairForm
 
 ROWS_PER_PAGE = 20
 
@@ -25,8 +29,8 @@ def _run_for_admin(user, run_id: int) -> TuningRun:  # noqa: ANN001
 
 def _versions_or_none(run: TuningRun) -> tuple[ModelVersion, ModelVersion] | None:
     try:
-        return review.run_review_versions(run=run)
-    except review.ReviewError:
+        return review_versions.run_review_versions(run=run)
+    except review_versions.ReviewError:
         return None
 
 
@@ -64,13 +68,13 @@ def run_review_generate(request: HttpRequest, run_id: int) -> HttpResponse:
         messages.error(request, "Generation settings: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
         return redirect("training:run_review", run_id=run.pk)
     try:
-        base, tuned = review.run_review_versions(run=run)
-        job = review.generation_job_create(
+        base, tuned = review_versions.run_review_versions(run=run)
+        job = review_generation.generation_job_create(
             project=run.project, versions=[base, tuned], settings_data=form.settings_data(),
-            purpose=GenerationJob.Purpose.REVIEW, run=run, create_battles=form.cleaned_data["create_battles"],
+            purpose=GenerationJob.Purpose.REVIEW, run=run, create_review_tasks=form.cleaned_data["create_review_tasks"],
             created_by=request.user,
         )
-    except review.ReviewError as error:
+    except review_versions.ReviewError as error:
         messages.error(request, error.message)
     else:
         messages.success(request, f"Queued generation for {job.prompt_count} held-out prompts from base and tuned.")
@@ -81,9 +85,9 @@ def run_review_generate(request: HttpRequest, run_id: int) -> HttpResponse:
 def run_battles_create(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_for_admin(request.user, run_id)
     try:
-        base, tuned = review.run_review_versions(run=run)
-        battle = review.battles_create(project=run.project, version_a=tuned, version_b=base, run=run, created_by=request.user)
-    except review.ReviewError as error:
+        base, tuned = review_versions.run_review_versions(run=run)
+        battle = review_battles.battles_create(project=run.project, version_a=tuned, version_b=base, run=run, created_by=request.user)
+    except review_versions.ReviewError as error:
         messages.error(request, error.message)
         return redirect("training:run_review", run_id=run.pk)
     messages.success(request, f"Created {battle.tasks_created} blind battles; annotators see them in the compare screen.")
@@ -124,8 +128,8 @@ def project_battles_create(request: HttpRequest, project_id: int) -> HttpRespons
     version_a = ModelVersion.objects.get(pk=form.cleaned_data["version_a"])
     version_b = ModelVersion.objects.get(pk=form.cleaned_data["version_b"])
     try:
-        battle = review.battles_create(project=project, version_a=version_a, version_b=version_b, created_by=request.user)
-    except review.ReviewError as error:
+        battle = review_battles.battles_create(project=project, version_a=version_a, version_b=version_b, created_by=request.user)
+    except review_versions.ReviewError as error:
         messages.error(request, error.message)
     else:
         messages.success(request, f"Created {battle.tasks_created} blind battles between {version_a.name} and {version_b.name}.")
@@ -136,20 +140,20 @@ def project_battles_create(request: HttpRequest, project_id: int) -> HttpRespons
 def project_candidates(request: HttpRequest, project_id: int) -> HttpResponse:
     """Ask models for candidate completions of the project's prompts; the worker pairs them for annotators."""
     project = project_for_admin(request.user, project_id)
-    form = CandidatesForm(request.POST or None, choices=review.version_choices())
+    form = CandidatesForm(request.POST or None, choices=review_versions.version_choices())
     status = 200
     if request.method == "POST":
         if form.is_valid():
             try:
-                job = review.generation_job_create(
+                job = review_generation.generation_job_create(
                     project=project,
-                    versions=review.versions_from_choices(form.cleaned_data["versions"]),
+                    versions=review_versions.versions_from_choices(form.cleaned_data["versions"]),
                     settings_data=form.settings_data(),
                     purpose=GenerationJob.Purpose.CANDIDATES,
                     split=form.cleaned_data["split"],
                     created_by=request.user,
                 )
-            except review.ReviewError as error:
+            except review_versions.ReviewError as error:
                 form.add_error(None, error.message)
             else:
                 messages.success(
