@@ -29,10 +29,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-run: install
+# No `install` prerequisite: the scripts check the system packages first (seconds), then install.
+run:
 	scripts/run.sh
 
-test: install
+test:
 	scripts/test.sh $(ARGS)
 
 lint: install

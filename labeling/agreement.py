@@ -183,3 +183,16 @@ def wilson_interval(k: int, n: int, z: float = _Z_95) -> tuple[float, float]:
     centre = (rate + z2 / (2 * n)) / denominator
     half_width = z / denominator * math.sqrt(rate * (1 - rate) / n + z2 / (4 * n * n))
     return max(0.0, centre - half_width), min(1.0, centre + half_width)
+
+
+def flip_rate_from_agreement(agree: int, pairs: int) -> float:
+    """The share of votes flipped at random that explains how often two annotators agree on a/b.
+
+    If each annotator independently flips the true preference with probability e, two of them agree with
+    probability (1 - e)^2 + e^2 = 1 - 2e(1 - e); solving for e gives e = (1 - sqrt(2p - 1)) / 2. Agreement at or
+    below chance (p <= 0.5) means e = 0.5: the votes carry no signal. Raises ValueError with no pairs.
+    """
+    if pairs <= 0 or not 0 <= agree <= pairs:
+        raise ValueError(f"Need a positive number of annotator pairs and 0 <= agree <= pairs, got {agree}/{pairs}.")
+    p = agree / pairs
+    return (1 - math.sqrt(max(0.0, 2 * p - 1))) / 2

@@ -97,21 +97,62 @@ def projects(request: HttpRequest) -> HttpResponse:
 
 @api_endpoint(("POST",))
 def project_import(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Import a multipart field ``file``, or the raw body with ``?filename=NAME.jsonl|.csv``.
+
+    Both are held to PREFTUNE_IMPORT_MAX_BYTES, not to DATA_UPLOAD_MAX_MEMORY_SIZE (the cap on form bodies
+    every other request keeps): a body over the import limit is refused (413) from its declared length,
+    before it is read.
+    """
     project = project_for_admin(request.user, project_id)
-    upload = request.FILES.get("file")
-    if upload is not None:
-        if upload.size > settings.PREFTUNE_IMPORT_MAX_BYTES:
-            raise InvalidInput(f"The file is larger than the {settings.PREFTUNE_IMPORT_MAX_BYTES} byte limit.")
+    max_bytes = settings.PREFTUNE_IMPORT_MAX_BYTES
+    if request.content_type == "multipart/form-data":
+        if _declared_length(request) > max_bytes + importing.MULTIPART_OVERHEAD_BYTES:
+            return _too_large("The upload", _declared_length(request), max_bytes)
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise InvalidInput("Send the file as multipart field 'file', or the raw body with ?filename=NAME.jsonl|.csv.")
+        if upload.size > max_bytes:
+            return _too_large("The file", upload.size, max_bytes)
         filename, data = upload.name, upload.read()
     else:
         filename = request.GET.get("filename", "")
         if not filename:
             raise InvalidInput("Send the file as multipart field 'file', or the raw body with ?filename=NAME.jsonl|.csv.")
-        data = request.body
+        if _declared_length(request) > max_bytes:
+            return _too_large("The body", _declared_length(request), max_bytes)
+        # Read from the stream, never request.POST or request.body: those hold the body to
+        # DATA_UPLOAD_MAX_MEMORY_SIZE, and would parse a curl --data-binary upload (sent as a form) as form fields.
+        # The stream ends at the declared length; one byte more than the limit tells an over-long body (ASGI
+        # spools a chunked body of any length) from one that fits.
+        data = request.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            return _too_large("The body", len(data), max_bytes)
     report = importing.project_import(project=project, filename=filename, data=data)
     return JsonResponse(
-        {"prompts": report.prompts, "completions": report.completions, "tasks": report.tasks, "heldout": report.heldout},
+        {
+            "prompts": report.prompts,
+            "completions": report.completions,
+            "tasks": report.tasks,
+            "heldout": report.heldout,
+            "awaiting_candidates": report.awaiting_candidates,
+            "next_step": report.next_step,
+        },
         status=201,
+    )
+
+
+def _declared_length(request: HttpRequest) -> int:
+    try:
+        return max(int(request.META.get("CONTENT_LENGTH") or 0), 0)
+    except ValueError:
+        return 0
+
+
+def _too_large(what: str, size: int, max_bytes: int) -> JsonResponse:
+    return _error(
+        f"{what} is {size:,} bytes, over the {max_bytes:,}-byte import limit; split it into smaller files. "
+        "Nothing was imported.",
+        413,
     )
 
 

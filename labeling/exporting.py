@@ -14,6 +14,10 @@ The rules, in one place:
   counted as conflicting. Each (prompt, text) appears at most once.
 - Only tasks that are complete, or adjudicated by an admin, are used; open ones are counted as
   incomplete.
+- A pair whose winner and loser are the same text (say, a blind battle between two versions that wrote
+  the same answer) carries no preference: it gives no DPO row and is counted as identical.
+- ``min_agreement`` (DPO): a pair whose winning side got less than this share of its votes is left out
+  and counted as low-agreement (1.0 keeps only unanimous pairs); adjudicated pairs are always kept.
 
 TRL's conversational format: the prompt is the list of chat messages, and each answer is a list
 holding one assistant message.
@@ -66,7 +70,9 @@ class ExportSummary:
     ``ties``, ``both_bad`` and ``disagreements`` count tasks that gave no preference (for KTO,
     both-bad pairs do give two False rows and are still counted here); ``conflicting`` counts KTO
     texts left out for having both labels; ``incomplete`` counts open tasks; ``edited`` counts rows
-    whose chosen text is an annotator's edit.
+    whose chosen text is an annotator's edit; ``identical`` counts pairs of two identical texts;
+    ``low_agreement`` pairs below ``min_agreement``; ``heldout`` the complete tasks on held-out
+    prompts left out of training (see ``labeling.selectors.project_export``).
     """
 
     considered: int = 0
@@ -77,6 +83,9 @@ class ExportSummary:
     conflicting: int = 0
     incomplete: int = 0
     edited: int = 0
+    identical: int = 0
+    low_agreement: int = 0
+    heldout: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -140,7 +149,12 @@ def _count_no_preference(outcome: str, summary: ExportSummary) -> None:
         summary.disagreements += 1
 
 
-def dpo_rows(pairs: Sequence[PairData]) -> tuple[list[dict], ExportSummary]:
+def vote_share(votes: Sequence[VoteData], outcome: str) -> float:
+    """The share of ``votes`` that picked ``outcome`` (1.0 when there are none, as for an adjudicated pair)."""
+    return sum(1 for vote in votes if vote.choice == outcome) / len(votes) if votes else 1.0
+
+
+def dpo_rows(pairs: Sequence[PairData], *, min_agreement: float = 0.0) -> tuple[list[dict], ExportSummary]:
     """One {"prompt", "chosen", "rejected"} row per pair won by a or b, in the order given."""
     summary = ExportSummary()
     rows: list[dict] = []
@@ -151,8 +165,14 @@ def dpo_rows(pairs: Sequence[PairData]) -> tuple[list[dict], ExportSummary]:
         if outcome not in ("a", "b"):
             _count_no_preference(outcome, summary)
             continue
+        if not pair.adjudicated and vote_share(pair.votes, outcome) < min_agreement:
+            summary.low_agreement += 1
+            continue
         chosen, edited = _winner_text(pair, outcome)
         rejected = pair.text_b if outcome == "a" else pair.text_a
+        if chosen.strip() == rejected.strip():
+            summary.identical += 1
+            continue
         summary.edited += edited
         rows.append({"prompt": pair.messages, "chosen": _assistant(chosen), "rejected": _assistant(rejected)})
     summary.rows = len(rows)

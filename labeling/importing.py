@@ -11,12 +11,15 @@ JSON Lines (``.jsonl``, ``.json``, ``.ndjson``), one object per line::
 
 ``prompt`` (text) or ``messages`` (chat, ending with a user message); ``completions`` (a list of
 texts) or ``completion`` (one text); optional ``id``, ``split`` (``train`` or ``heldout``), ``model``
-(who wrote every completion on the line) or ``completion_models`` (one name per completion). A
-held-out prompt may come without completions: base and tuned models answer it at review time.
+(who wrote every completion on the line) or ``completion_models`` (one name per completion).
+
+A prompt may come without completions. A held-out one is answered by base and tuned models at review
+time; a train one waits for "Generate candidates" on the dashboard, which pairs the generated answers.
+A train prompt of a compare project with exactly one completion is refused: one text makes no pair.
 
 CSV (``.csv``) with a header row: ``prompt``, optional ``id``, ``split``, ``model``, and completion
 columns ``completion``, ``completion_1``, ``completion_2``, … (or ``completion_a``, ``completion_b``);
-empty cells are ignored.
+empty cells are ignored, and a file with only ``prompt`` (and ``id``, ``split``) imports prompts alone.
 """
 from __future__ import annotations
 
@@ -39,6 +42,8 @@ from labeling.models import Completion, PairTask, Project, Prompt, RateTask
 MAX_LINE_CHARS = 1_000_000
 MAX_COMPLETIONS = 10
 MAX_ERRORS_SHOWN = 200
+# A multipart upload of a file at the size limit is this much longer: boundaries, part headers, a CSRF token.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
 # Our records are at most three levels deep; anything far deeper is a broken or hostile file.
 MAX_JSON_DEPTH = 20
 _MAX_ID_CHARS = 200
@@ -53,7 +58,8 @@ FORMAT_HELP = (
     "JSON Lines (.jsonl): one object per line with 'prompt' (or chat 'messages') and 'completions' "
     "(or 'completion'), optional 'id', 'split' (train or heldout) and 'model'. "
     "CSV (.csv): a header row with 'prompt', optional 'id' and 'split', and completion columns "
-    "'completion', 'completion_1', 'completion_2', …"
+    "'completion', 'completion_1', 'completion_2', … "
+    "Prompts may come without completions and get candidates generated from the dashboard."
 )
 
 
@@ -63,12 +69,22 @@ class ImportReport:
     completions: int
     tasks: int
     heldout: int
+    # Train prompts imported without completions: they get tasks once candidates are generated for them.
+    awaiting_candidates: int = 0
+
+    @property
+    def next_step(self) -> str:
+        """What the admin should do next, or "" when the import left nothing waiting."""
+        n = self.awaiting_candidates
+        if not n:
+            return ""
+        if n == 1:
+            return "1 prompt has no completions yet: generate candidates from the dashboard"
+        return f"{n} prompts have no completions yet: generate candidates from the dashboard"
 
     def __str__(self) -> str:
-        return (
-            f"{self.prompts} prompts ({self.heldout} held out), "
-            f"{self.completions} completions, {self.tasks} tasks"
-        )
+        counts = f"{self.prompts} prompts ({self.heldout} held out), {self.completions} completions, {self.tasks} tasks"
+        return f"{counts}; {self.next_step}" if self.next_step else counts
 
 
 class ImportFailed(Exception):
@@ -108,8 +124,9 @@ def project_import(*, project: Project, filename: str, data: bytes) -> ImportRep
 
     Compare projects get a pair task for every two completions of a train prompt (so a ranking of N
     completions gives N·(N−1)/2 pairs, sides in random order); rate projects get one rate task per
-    completion of a train prompt; held-out prompts get no tasks. Raises ImportFailed listing every
-    problem; then nothing is written.
+    completion of a train prompt; held-out prompts get no tasks. A train prompt without completions gets
+    no tasks either: it is counted in ``ImportReport.awaiting_candidates``. Raises ImportFailed listing
+    every problem; then nothing is written.
     """
     text = _decoded(data)
     fmt = _format_of(filename, text)
@@ -349,18 +366,19 @@ def _parse_csv(text: str) -> tuple[list[_Record], list[str]]:
     # to other readers in the process, which only ever see a higher ceiling.
     if csv.field_size_limit() < MAX_LINE_CHARS:
         csv.field_size_limit(MAX_LINE_CHARS)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    lines = _CsvLines(text)
+    reader = csv.reader(lines)
     records: list[_Record] = []
     errors: list[str] = []
-    rows = _csv_rows(reader, errors)
+    rows = _csv_rows(reader, lines, errors)
     header_row = next(rows, None)
     if header_row is None:
         return [], errors
-    header_line, header = header_row
+    header_line, header, _ = header_row
     columns, completion_columns = _csv_header(header_line, header, errors)
     if columns is None:
         return [], errors
-    for number, row in rows:
+    for number, row, unclosed in rows:
         if len(row) != len(header):
             errors.append(f"line {number}: {len(row)} cells, but the header has {len(header)} columns.")
             continue
@@ -385,12 +403,44 @@ def _parse_csv(text: str) -> tuple[list[_Record], list[str]]:
         if problems:
             errors.extend(f"line {number}: {problem}" for problem in problems)
             continue
+        if unclosed:
+            # Checked last, so a record with another problem keeps the message it always had.
+            errors.append(
+                f'line {number}: a quote (") opens a cell that is never closed, so the rest of the file ran into '
+                'that cell; close the quote, or write a quote inside a quoted cell as two ("").'
+            )
+            continue
         records.append(_Record(number, external_id, messages, split, completions, [model] * len(completions)))
     return records, errors
 
 
-def _csv_rows(reader: Any, errors: list[str]) -> Iterator[tuple[int, list[str]]]:
-    """(line where the record starts, cells) for each non-blank record; stops at a malformed one."""
+class _CsvLines:
+    """The file's lines for csv.reader, noting when they run out.
+
+    csv.reader (not strict) ends a quoted cell left open at the end of the file as if it had been closed,
+    taking every later line into that cell. A cell count catches that only when the open cell is not the
+    last column; in a file of prompts alone there is one column, so a stray quote would turn the rest of
+    the file into one prompt. The reader asks for a line past the end only while a quoted cell is open.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._lines = iter(io.StringIO(text, newline=""))
+        self.ran_out = False
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._lines)
+        except StopIteration:
+            self.ran_out = True
+            raise
+
+
+def _csv_rows(reader: Any, lines: _CsvLines, errors: list[str]) -> Iterator[tuple[int, list[str], bool]]:
+    """(line where the record starts, cells, whether a quoted cell in it is never closed) for each non-blank
+    record; stops at a malformed one."""
     while True:
         start = reader.line_num + 1
         try:
@@ -401,7 +451,7 @@ def _csv_rows(reader: Any, errors: list[str]) -> Iterator[tuple[int, list[str]]]
             errors.append(f"line {start}: CSV error: {exc}; nothing after this line was read.")
             return
         if any(cell.strip() for cell in row):
-            yield start, row
+            yield start, row, lines.ran_out
 
 
 def _csv_header(line: int, header: list[str], errors: list[str]) -> tuple[list[str] | None, list[str]]:
@@ -495,11 +545,13 @@ def _check_against_project(project: Project, records: list[_Record]) -> list[str
                 errors.append(f"{where} completions {seen[key]} and {index} are the same text.")
                 break
             seen[key] = index
-        if record.split == Prompt.Split.TRAIN:
-            if project.mode == Project.Mode.COMPARE and len(record.completions) < 2:
-                errors.append(f"{where} compare projects need at least two completions per prompt.")
-            elif project.mode == Project.Mode.RATE and not record.completions:
-                errors.append(f"{where} rate projects need at least one completion per prompt.")
+        # No completions is fine (the prompt waits for generated candidates); one alone cannot be paired,
+        # and silently importing it would leave a prompt that looks ready but never reaches an annotator.
+        if record.split == Prompt.Split.TRAIN and project.mode == Project.Mode.COMPARE and len(record.completions) == 1:
+            errors.append(
+                f"{where} compare projects pair two or more completions per prompt, and this prompt has one: add a "
+                "second completion, or import the prompt without completions and generate candidates from the dashboard."
+            )
     ids = list(first_line_of)
     existing: set[str] = set()
     for start in range(0, len(ids), 500):
@@ -582,4 +634,5 @@ def _write(project: Project, records: list[_Record], *, seed: bytes) -> ImportRe
         completions=len(all_completions),
         tasks=len(pair_tasks) + len(rate_tasks),
         heldout=sum(1 for r in records if r.split == Prompt.Split.HELDOUT),
+        awaiting_candidates=sum(1 for r in records if r.split == Prompt.Split.TRAIN and not r.completions),
     )

@@ -15,7 +15,13 @@ from typing import TypedDict
 
 from django.db.models import Count, Q, QuerySet, Sum
 
-from labeling.agreement import PositionBias, krippendorff_alpha_nominal, pairwise_kappas, position_bias
+from labeling.agreement import (
+    PositionBias,
+    flip_rate_from_agreement,
+    krippendorff_alpha_nominal,
+    pairwise_kappas,
+    position_bias,
+)
 from labeling.models import PairTask, PairVote, Project, RateTask, Rating, TaskStatus
 
 
@@ -282,3 +288,40 @@ def _with_votes(tasks: list[PairTask]) -> list[Disagreement]:
         )
         for task in tasks
     ]
+
+
+# Below this many pairs of a/b votes by two annotators on one task, a flip-rate estimate is too rough to act on.
+MIN_FLIP_RATE_PAIRS = 10
+
+
+@dataclass(frozen=True)
+class FlipRate:
+    """How noisy the project's compare votes look: the estimated share of flipped votes, and its basis."""
+
+    rate: float
+    agreeing_pairs: int
+    annotator_pairs: int
+    tasks: int
+
+
+def project_flip_rate(*, project: Project) -> FlipRate | None:
+    """The share of randomly flipped compare votes implied by how often two annotators agree (a or b) on the same
+    labeling task (``labeling.agreement.flip_rate_from_agreement``); None with fewer than MIN_FLIP_RATE_PAIRS
+    annotator pairs, e.g. when every task has a single vote. Ties and both-bad are left out: they are not flips."""
+    choices: dict[int, list[str]] = defaultdict(list)
+    for task_id, choice in PairVote.objects.filter(
+        task__project=project, task__purpose=PairTask.Purpose.LABEL, choice__in=["a", "b"]
+    ).values_list("task_id", "choice"):
+        choices[task_id].append(choice)
+    agree = pairs = tasks = 0
+    for votes in choices.values():
+        if len(votes) < 2:
+            continue
+        tasks += 1
+        n_a = votes.count("a")
+        n_b = len(votes) - n_a
+        agree += n_a * (n_a - 1) // 2 + n_b * (n_b - 1) // 2
+        pairs += len(votes) * (len(votes) - 1) // 2
+    if pairs < MIN_FLIP_RATE_PAIRS:
+        return None
+    return FlipRate(rate=flip_rate_from_agreement(agree, pairs), agreeing_pairs=agree, annotator_pairs=pairs, tasks=tasks)

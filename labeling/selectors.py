@@ -6,7 +6,7 @@ import json
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from labeling.exporting import ExportSummary, PairData, RateData, VoteData, dpo_rows, kto_rows
-from labeling.models import PairTask, PairVote, Project, RateTask, Rating, TaskStatus
+from labeling.models import PairTask, PairVote, Project, Prompt, RateTask, Rating, TaskStatus
 
 # ---------------------------------------------------------------- export (preference data for training)
 
@@ -16,13 +16,22 @@ _USED = Q(status=TaskStatus.COMPLETE) | ~Q(adjudicated_choice="")
 
 
 def project_export(
-    *, project: Project, fmt: str, purpose: str | None = PairTask.Purpose.LABEL, include_review: bool = False
+    *,
+    project: Project,
+    fmt: str,
+    purpose: str | None = PairTask.Purpose.LABEL,
+    include_review: bool = False,
+    include_heldout: bool = False,
+    min_agreement: float = 0.0,
 ) -> tuple[list[dict], ExportSummary]:
     """The training rows of ``project`` in TRL's conversational ``fmt`` ("dpo" or "kto"), and what was left out.
 
     ``purpose`` picks the pair tasks used ("label", "review", or None for both); ``include_review``
     adds the review battles to the labeling pairs. KTO also uses the project's thumbs ratings.
-    At most six queries whatever the project's size; open tasks are only counted, never loaded.
+    Votes on held-out prompts are evaluation, not training data: they are left out (and counted in
+    ``summary.heldout``) unless ``include_heldout``. ``min_agreement`` (DPO) drops pairs whose winner got a
+    smaller share of the votes (see ``labeling.exporting``).
+    At most eight queries whatever the project's size; open tasks are only counted, never loaded.
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"Unknown export format {fmt!r}: use 'dpo' or 'kto'.")
@@ -30,15 +39,23 @@ def project_export(
     if include_review:
         purposes.add(PairTask.Purpose.REVIEW)
     pair_tasks = PairTask.objects.filter(project=project, purpose__in=purposes)
+    rate_tasks = RateTask.objects.filter(project=project)
+    heldout = 0
+    if not include_heldout:
+        heldout = pair_tasks.filter(_USED, prompt__split=Prompt.Split.HELDOUT).count()
+        pair_tasks = pair_tasks.exclude(prompt__split=Prompt.Split.HELDOUT)
+        if fmt == "kto":
+            heldout += rate_tasks.filter(status=TaskStatus.COMPLETE, completion__prompt__split=Prompt.Split.HELDOUT).count()
+        rate_tasks = rate_tasks.exclude(completion__prompt__split=Prompt.Split.HELDOUT)
     pairs = _pair_data(pair_tasks.filter(_USED))
     open_count = pair_tasks.exclude(_USED).count()
     if fmt == "dpo":
-        rows, summary = dpo_rows(pairs)
+        rows, summary = dpo_rows(pairs, min_agreement=min_agreement)
     else:
-        rate_tasks = RateTask.objects.filter(project=project)
         rows, summary = kto_rows(pairs, _rate_data(rate_tasks.filter(status=TaskStatus.COMPLETE)))
         open_count += rate_tasks.exclude(status=TaskStatus.COMPLETE).count()
     summary.incomplete += open_count
+    summary.heldout = heldout
     return rows, summary
 
 
@@ -132,3 +149,8 @@ def annotator_progress(*, project: Project, annotator) -> dict[str, int]:  # noq
     counts = tasks.aggregate(total=Count("pk"), complete=Count("pk", filter=Q(status=TaskStatus.COMPLETE)))
     total, complete = counts["total"], counts["complete"]
     return {"total": total, "complete": complete, "mine": mine, "percent": round(100 * complete / total) if total else 100}
+
+
+def prompts_waiting_for_candidates(*, project: Project) -> int:
+    """How many of the project's train prompts have no completion at all: nothing for annotators to judge yet."""
+    return project.prompts.filter(split="train", completions__isnull=True).count()

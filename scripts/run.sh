@@ -3,10 +3,12 @@
 # (queues default and gpu, concurrency 1, with beat), both in the foreground; Ctrl-C stops both.
 #
 # With no DATABASE_URL and no CELERY_BROKER_URL this needs no services: SQLite and kombu's
-# filesystem broker, both under var/ (see webapp/settings.py).
+# filesystem broker, both under var/ (see webapp/settings.py). Of the system, it needs Python 3.11+
+# with venv and make: scripts/system_deps.sh checks for them first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/system_deps.sh run
 make --no-print-directory install
 PY=.venv/bin/python
 
@@ -29,6 +31,7 @@ worker_pid=$!
 "$PY" manage.py runserver "$HOST:$PORT" &
 web_pid=$!
 
+# shellcheck disable=SC2317  # reached through the traps below
 stop() {
     trap - INT TERM EXIT
     echo

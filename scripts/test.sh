@@ -4,9 +4,13 @@
 #
 # Set DATABASE_URL / CELERY_BROKER_URL to use other servers; otherwise the local ones on
 # 127.0.0.1:5432 and 127.0.0.1:6379 are used, and started if they are installed but down.
+#
+# First, in seconds: scripts/system_deps.sh installs what the suite needs from Debian's packages
+# (Chromium, PostgreSQL, Redis) as root, or stops with the command to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/system_deps.sh test
 make --no-print-directory install
 PY=.venv/bin/python
 
@@ -29,7 +33,7 @@ ensure_local_postgres() {
     if ! pg_isready -q -h 127.0.0.1 -p 5432; then
         if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ] && [ -n "$(ls /etc/postgresql)" ]; then
             echo "PostgreSQL is down on 127.0.0.1:5432: starting it."
-            pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start ||
+            pg_ctlcluster --skip-systemctl-redirect "$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n 1)" main start ||
                 die "could not start PostgreSQL (pg_ctlcluster failed); start it yourself or set DATABASE_URL."
         else
             die "PostgreSQL is not running on 127.0.0.1:5432 and no local cluster is installed. Start one (trust auth for user postgres) or set DATABASE_URL."
@@ -37,9 +41,11 @@ ensure_local_postgres() {
         wait_for pg_isready -q -h 127.0.0.1 -p 5432 || die "PostgreSQL did not come up on 127.0.0.1:5432 within 30 s."
     fi
     # The tests use test_preftune (created by pytest-django); preftune itself is for manage.py runs.
+    # -w: never ask for a password (the suite connects without one), fail instead.
     if command -v psql >/dev/null &&
-        [ -z "$(psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'preftune'")" ]; then
-        createdb -h 127.0.0.1 -U postgres preftune || die "could not create database preftune as user postgres."
+        [ -z "$(psql -w -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'preftune'")" ]; then
+        createdb -w -h 127.0.0.1 -U postgres preftune ||
+            die "could not create database preftune as user postgres on 127.0.0.1 without a password: trust it in pg_hba.conf, or set DATABASE_URL."
     fi
 }
 

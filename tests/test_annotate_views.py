@@ -139,3 +139,49 @@ def test_guideline_markdown_is_sanitised(annotator_client, project):
 
     assert "<strong>nice</strong>" in html
     assert "<script>alert(1)" not in html and "javascript:" not in html and "onclick" not in html
+
+
+def test_a_cut_off_completion_is_marked_on_the_compare_screen(annotator_client, project, annotator):
+    task = make_pair_task(project, 1)
+    task.completion_b.finish_reason = "length"
+    task.completion_b.save()
+    task.completion_a.finish_reason = "stop"
+    task.completion_a.save()
+
+    html = annotator_client.get(f"/projects/{project.pk}/").content.decode()
+
+    cut_side = "left" if task.a_side_for(annotator.pk) == "right" else "right"
+    whole_side = "right" if cut_side == "left" else "left"
+    assert html.count("Cut off at the length limit") == 1
+    assert f'data-testid="{cut_side}-cut-off"' in html and f'data-testid="{whole_side}-cut-off"' not in html
+    # The mark sits in the article of the cut-off completion, after its text.
+    article = html[html.index(f'data-side="{cut_side}"'):]
+    article = article[: article.index("</article>")]
+    assert task.completion_b.text in article and "Cut off at the length limit" in article
+
+
+def test_completions_that_ended_or_are_of_unknown_ending_carry_no_mark(annotator_client, project):
+    task = make_pair_task(project, 1)
+    task.completion_a.finish_reason = "stop"
+    task.completion_a.save()
+
+    html = annotator_client.get(f"/projects/{project.pk}/").content.decode()
+
+    assert "Cut off" not in html
+
+
+def test_the_rate_screen_marks_a_cut_off_completion_and_draws_thumbs_without_emoji(client, annotator):
+    project = ProjectFactory(mode="rate")
+    project.members.add(annotator)
+    task = make_rate_task(project, 1)
+    task.completion.finish_reason = "length"
+    task.completion.save()
+    client.force_login(annotator)
+
+    html = client.get(f"/projects/{project.pk}/").content.decode()
+
+    assert 'data-testid="cut-off"' in html and "Cut off at the length limit" in html
+    assert "👍" not in html and "👎" not in html
+    for key, label, shortcut in (("up", "Good", "U"), ("down", "Bad", "D")):
+        button = re.search(rf'<button[^>]*data-key="{key}"[^>]*>(.*?)</button>', html, re.S).group(1)
+        assert "<svg" in button and f"{label} <kbd>{shortcut}</kbd>" in button

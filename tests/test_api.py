@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
-from labeling.models import PairVote, Rating
+from labeling.models import Completion, PairTask, PairVote, Prompt, RateTask, Rating
 from labeling.services import api_token_create
 from tests.factories import ProjectFactory, make_pair_task, make_rate_task
 
@@ -162,3 +163,165 @@ def test_admin_import_and_export_through_the_api(client, admin_user):
     assert imported.json()["tasks"] == 3
     assert exported.status_code == 200
     assert exported.content == b""  # nothing voted yet
+
+
+# ---------------------------------------------------------------- import: prompts alone, and the size limit
+
+
+@pytest.fixture
+def admin_token(admin_user):
+    return api_token_create(user=admin_user, name="import script")
+
+
+def _import(client, token, project, data: bytes, *, filename="batch.jsonl", content_type="application/octet-stream"):
+    return client.post(
+        f"/api/projects/{project.pk}/import?filename={filename}", data=data, content_type=content_type, **_auth(token)
+    )
+
+
+def _rows() -> tuple[int, int, int, int]:
+    return Prompt.objects.count(), Completion.objects.count(), PairTask.objects.count(), RateTask.objects.count()
+
+
+@pytest.mark.parametrize("mode", ["compare", "rate"])
+def test_admin_imports_prompts_alone_through_the_api(client, admin_token, mode):
+    # given
+    project = ProjectFactory(mode=mode)
+    data = b'{"id": "a", "prompt": "Haiku?"}\n{"id": "b", "prompt": "DNS?"}\n{"id": "h", "prompt": "Later", "split": "heldout"}\n'
+
+    # when
+    response = _import(client, admin_token, project, data)
+
+    # then
+    assert response.status_code == 201, response.content
+    assert response.json() == {
+        "prompts": 3,
+        "completions": 0,
+        "tasks": 0,
+        "heldout": 1,
+        "awaiting_candidates": 2,
+        "next_step": "2 prompts have no completions yet: generate candidates from the dashboard",
+    }
+    assert sorted(Prompt.objects.filter(project=project).values_list("external_id", flat=True)) == ["a", "b", "h"]
+    assert _rows()[1:] == (0, 0, 0)
+
+
+@pytest.mark.parametrize("mode", ["compare", "rate"])
+def test_admin_imports_a_csv_of_prompts_alone_as_a_multipart_file(client, admin_token, mode):
+    # given
+    project = ProjectFactory(mode=mode)
+    upload = SimpleUploadedFile("prompts.csv", b"id,prompt,split\na,Haiku?,train\nb,DNS?,\n")
+
+    # when
+    response = client.post(f"/api/projects/{project.pk}/import", {"file": upload}, **_auth(admin_token))
+
+    # then
+    assert response.status_code == 201, response.content
+    assert (response.json()["prompts"], response.json()["awaiting_candidates"]) == (2, 2)
+    assert _rows() == (2, 0, 0, 0)
+
+
+def test_the_api_says_nothing_waits_when_every_prompt_has_completions(client, admin_token, project):
+    # when
+    response = _import(client, admin_token, project, b'{"prompt": "x", "completions": ["a", "b"]}\n')
+
+    # then
+    assert (response.json()["awaiting_candidates"], response.json()["next_step"]) == (0, "")
+
+
+@pytest.mark.parametrize("mode", ["compare", "rate"])
+def test_a_prompt_alone_beside_a_malformed_line_writes_nothing_through_the_api(client, admin_token, mode):
+    # given one good prompt-only line and one malformed line
+    project = ProjectFactory(mode=mode)
+
+    # when
+    response = _import(client, admin_token, project, b'{"prompt": "Haiku?"}\n{"prompt": \n')
+
+    # then
+    assert response.status_code == 400
+    assert response.json()["errors"] == ["line 2: not valid JSON (Expecting value at column 12)."]
+    assert _rows() == (0, 0, 0, 0)
+
+
+def test_a_compare_prompt_with_one_completion_is_refused_through_the_api(client, admin_token, project):
+    # when
+    response = _import(client, admin_token, project, b'{"prompt": "alone"}\n{"prompt": "x", "completion": "only"}\n')
+
+    # then
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        "line 2: compare projects pair two or more completions per prompt, and this prompt has one: add a second "
+        "completion, or import the prompt without completions and generate candidates from the dashboard."
+    ]
+    assert _rows() == (0, 0, 0, 0)
+
+
+def _three_megabytes_of_prompts() -> bytes:
+    # 300 prompts, each with two 5,000-character completions: about 3 MB, over Django's 2 MB form-body cap.
+    lines = [
+        json.dumps({"id": f"q{n}", "prompt": f"Q{n}?", "completions": [f"yes {n} " + "y" * 5000, f"no {n} " + "n" * 5000]})
+        for n in range(300)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize("content_type", ["application/octet-stream", "application/x-www-form-urlencoded"])
+def test_a_raw_body_over_the_form_body_cap_but_within_the_import_limit_imports(client, admin_token, project, settings, content_type):
+    # given the defaults: 2 MB for form bodies, 10 MB for imports (curl --data-binary sends a form content type)
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+    settings.PREFTUNE_IMPORT_MAX_BYTES = 10 * 1024 * 1024
+    data = _three_megabytes_of_prompts()
+    assert 3_000_000 < len(data) < 3_200_000
+
+    # when
+    response = _import(client, admin_token, project, data, content_type=content_type)
+
+    # then
+    assert response.status_code == 201, response.content[:500]
+    assert (response.json()["prompts"], response.json()["tasks"]) == (300, 300)
+    assert _rows() == (300, 600, 300, 0)
+
+
+def test_a_raw_body_over_the_import_limit_is_413_and_writes_nothing(client, admin_token, project, settings):
+    # given
+    settings.PREFTUNE_IMPORT_MAX_BYTES = 2 * 1024 * 1024
+    data = _three_megabytes_of_prompts()
+
+    # when
+    response = _import(client, admin_token, project, data)
+
+    # then
+    assert response.status_code == 413
+    assert response.json()["error"] == (
+        f"The body is {len(data):,} bytes, over the 2,097,152-byte import limit; split it into smaller files. "
+        "Nothing was imported."
+    )
+    assert _rows() == (0, 0, 0, 0)
+
+
+def test_a_multipart_file_over_the_import_limit_is_413_and_writes_nothing(client, admin_token, project, settings):
+    # given a file just over the limit, in an upload whose overhead keeps it under the declared-length check
+    settings.PREFTUNE_IMPORT_MAX_BYTES = 1000
+    upload = SimpleUploadedFile("big.jsonl", b'{"prompt": "x", "completions": ["a", "b"]}\n' * 30)
+
+    # when
+    response = client.post(f"/api/projects/{project.pk}/import", {"file": upload}, **_auth(admin_token))
+
+    # then
+    assert response.status_code == 413
+    assert response.json()["error"].startswith("The file is 1,290 bytes, over the 1,000-byte import limit;")
+    assert _rows() == (0, 0, 0, 0)
+
+
+def test_other_api_bodies_keep_the_form_body_cap(client, project, token, settings):
+    # given an import limit far above the form-body cap
+    settings.PREFTUNE_IMPORT_MAX_BYTES = 10 * 1024 * 1024
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    task = make_pair_task(project, 1)
+
+    # when a vote body is over the form-body cap
+    response = _vote(client, token, "pair", task.pk, {"pick": "left", "client_key": "k", "rationale": "x" * 2000})
+
+    # then
+    assert response.status_code == 413
+    assert not PairVote.objects.exists()

@@ -1,6 +1,7 @@
 """The admin dashboard, the disagreements page and adjudication, through the client against literal URLs."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -11,13 +12,16 @@ from django.test.utils import CaptureQueriesContext
 from labeling.models import PairTask, Project
 from tests.factories import (
     PASSWORD,
+    CompletionFactory,
     ProjectFactory,
+    PromptFactory,
     UserFactory,
     make_pair_task,
     make_pair_vote,
     make_rate_task,
     make_rating,
 )
+from training.models import GenerationJob
 
 
 @dataclass
@@ -367,3 +371,62 @@ def test_it_pages_the_disagreements(admin_client, voted, monkeypatch):
     assert [i.task.pk for i in second.context["items"]] == [voted.tasks[2].pk]
     assert 'href="?page=2"' in first.content.decode()
     assert beyond.status_code == 404
+
+
+def test_it_shows_running_generation_jobs_with_a_polled_progress_bar(admin_client, db):
+    project = ProjectFactory()
+    job = GenerationJob.objects.create(
+        project=project, prompt_ids=[], settings={}, purpose="candidates", status="running",
+        completions_total=8, completions_created=2, tasks_created=1,
+    )
+    GenerationJob.objects.create(project=project, prompt_ids=[], settings={}, status="succeeded", completions_total=4)
+
+    html = admin_client.get(url(project, "dashboard")).content.decode()
+
+    assert html.count('data-testid="generation-job"') == 1
+    assert f'data-job="{job.pk}"' in html and 'aria-valuenow="25"' in html and "25% · 2 of 8" in html
+    assert f'hx-get="/projects/{project.pk}/dashboard/" hx-trigger="every 3s"' in html
+
+    GenerationJob.objects.filter(pk=job.pk).update(completions_created=6)
+    polled = admin_client.get(url(project, "dashboard"), HTTP_HX_REQUEST="true").content.decode()
+    assert "75% · 6 of 8" in polled and "Annotators" not in polled, "the poll answers the jobs block alone"
+
+    GenerationJob.objects.filter(pk=job.pk).update(status="succeeded")
+    finished = admin_client.get(url(project, "dashboard"), HTTP_HX_REQUEST="true").content.decode()
+    assert 'data-testid="generation-finished"' in finished and "hx-trigger" not in finished
+
+
+def test_it_says_how_many_train_prompts_wait_for_candidates(admin_client, db):
+    project = ProjectFactory()
+    PromptFactory(project=project, split="train")
+    PromptFactory(project=project, split="train")
+    PromptFactory(project=project, split="heldout")
+    CompletionFactory(prompt=PromptFactory(project=project, split="train"))
+
+    html = admin_client.get(url(project, "dashboard")).content.decode()
+
+    notice = re.search(r'data-testid="waiting-for-candidates">(.*?)</div>', html, re.S).group(1)
+    assert "2 prompts are waiting for candidates" in notice
+    assert f'href="/projects/{project.pk}/candidates/">Generate candidates</a>' in notice
+
+
+def test_it_has_no_candidates_notice_when_every_train_prompt_has_completions(admin_client, voted):
+    rate = ProjectFactory(mode="rate")
+    PromptFactory(project=rate, split="train")
+
+    for project in (voted.project, rate):
+        assert "waiting-for-candidates" not in admin_client.get(url(project, "dashboard")).content.decode()
+
+
+def test_a_cut_off_answer_is_marked_in_the_disagreements(admin_client, voted):
+    disputed = voted.tasks[1]
+    disputed.completion_b.finish_reason = "length"
+    disputed.completion_b.save()
+
+    html = admin_client.get(url(voted.project, "disagreements")).content.decode()
+
+    row = html[html.index(f'id="task-{disputed.pk}"'):]
+    row = row[: row.index("</article>")]
+    assert 'data-testid="b-cut-off"' in row and "Cut off at the length limit" in row
+    assert 'data-testid="a-cut-off"' not in row
+    assert html.count("Cut off at the length limit") == 1

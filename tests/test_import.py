@@ -200,6 +200,93 @@ def test_it_sniffs_the_format_when_the_extension_says_nothing(compare_project):
     assert report.tasks == 1
 
 
+# ---------------------------------------------------------------- prompts alone, waiting for generated candidates
+
+
+def test_it_imports_compare_prompts_without_completions_to_wait_for_candidates(compare_project):
+    # given prompts alone, a ranked prompt, and a held-out prompt alone
+    data = jsonl(
+        {"id": "p1", "prompt": "Write a haiku about autumn."},
+        {"id": "p2", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a prime."}]},
+        {"id": "ranked", "prompt": "2+2?", "completions": ["4", "5"]},
+        {"id": "h", "prompt": "Explain DNS.", "split": "heldout"},
+    )
+
+    # when
+    report = project_import(project=compare_project, filename="d.jsonl", data=data)
+
+    # then the prompts alone are stored as train prompts with no completions and no tasks, and counted
+    assert (report.prompts, report.completions, report.tasks, report.heldout) == (4, 2, 1, 1)
+    assert report.awaiting_candidates == 2
+    waiting = Prompt.objects.filter(project=compare_project, external_id__in=["p1", "p2"])
+    assert {(p.split, p.completions.count()) for p in waiting} == {("train", 0)}
+    assert not PairTask.objects.filter(prompt__in=waiting).exists()
+    assert str(report) == (
+        "4 prompts (1 held out), 2 completions, 1 tasks; "
+        "2 prompts have no completions yet: generate candidates from the dashboard"
+    )
+
+
+def test_it_imports_rate_prompts_without_completions_to_wait_for_candidates(rate_project):
+    # given
+    data = jsonl({"prompt": "alone"}, {"prompt": "answered", "completion": "yes"})
+
+    # when
+    report = project_import(project=rate_project, filename="d.jsonl", data=data)
+
+    # then
+    assert (report.prompts, report.completions, report.tasks, report.awaiting_candidates) == (2, 1, 1, 1)
+    assert report.next_step == "1 prompt has no completions yet: generate candidates from the dashboard"
+    assert Prompt.objects.get(messages=[{"role": "user", "content": "alone"}]).completions.count() == 0
+    assert list(RateTask.objects.values_list("completion__text", flat=True)) == ["yes"]
+
+
+@pytest.mark.parametrize("mode", [Project.Mode.COMPARE, Project.Mode.RATE])
+def test_it_imports_a_csv_of_prompts_alone(db, mode):
+    # given a spreadsheet with only prompt, id and split columns
+    project = ProjectFactory(mode=mode)
+    data = b"id,prompt,split\r\nq1,Write a haiku about autumn.,train\r\nq2,\"Two lines:\nwhat is DNS?\",\r\nq3,Later,heldout\r\n"
+
+    # when
+    report = project_import(project=project, filename="prompts.csv", data=data)
+
+    # then
+    assert (report.prompts, report.completions, report.tasks, report.heldout, report.awaiting_candidates) == (3, 0, 0, 1, 2)
+    assert Prompt.objects.get(external_id="q2").messages == [{"role": "user", "content": "Two lines:\nwhat is DNS?"}]
+    assert sorted(Prompt.objects.filter(project=project).values_list("external_id", "split")) == [
+        ("q1", "train"), ("q2", "train"), ("q3", "heldout"),
+    ]
+    assert (Completion.objects.count(), PairTask.objects.count(), RateTask.objects.count()) == (0, 0, 0)
+
+
+def test_it_imports_a_csv_with_only_a_prompt_column(compare_project):
+    # when
+    report = project_import(project=compare_project, filename="p.csv", data=b"prompt\nfirst\nsecond\n")
+
+    # then
+    assert (report.prompts, report.completions, report.tasks, report.awaiting_candidates) == (2, 0, 0, 2)
+
+
+def test_it_says_nothing_about_candidates_when_every_prompt_has_completions(compare_project):
+    # when
+    report = project_import(project=compare_project, filename="d.jsonl", data=GOOD.encode())
+
+    # then
+    assert report.awaiting_candidates == 0
+    assert report.next_step == ""
+    assert str(report) == "1 prompts (0 held out), 2 completions, 1 tasks"
+
+
+def test_it_keeps_one_completion_on_a_heldout_compare_prompt(compare_project):
+    # when
+    report = project_import(
+        project=compare_project, filename="d.jsonl", data=jsonl({"prompt": "x", "completion": "ref", "split": "heldout"})
+    )
+
+    # then held-out prompts are not paired, so one completion is fine and nothing waits for candidates
+    assert (report.prompts, report.completions, report.tasks, report.awaiting_candidates) == (1, 1, 0, 0)
+
+
 # ---------------------------------------------------------------- every way a file is refused
 
 GOOD = '{"prompt": "ok", "completions": ["a", "b"]}\n'
@@ -225,11 +312,18 @@ REFUSED = [
     pytest.param("d.jsonl", b'["x", "y"]\n', "one JSON array", id="json-array"),
     pytest.param("d.jsonl", GOOD.encode() + b'"just text"\n', "line 2: expected a JSON object, got a string", id="not-object"),
     pytest.param("d.jsonl", jsonl({"completions": ["a", "b"]}), "line 1: missing 'prompt'", id="no-prompt"),
-    pytest.param("d.jsonl", jsonl({"prompt": "x"}), "compare projects need at least two completions per prompt", id="no-completions"),
     pytest.param(
         "d.jsonl", jsonl({"prompt": "x", "completion": "only one"}),
-        "line 1: compare projects need at least two completions per prompt", id="one-completion",
+        "line 1: compare projects pair two or more completions per prompt, and this prompt has one: add a second "
+        "completion, or import the prompt without completions and generate candidates from the dashboard.",
+        id="one-completion",
     ),
+    pytest.param(
+        "d.jsonl", jsonl({"prompt": "waits for candidates"}, {"prompt": "x", "completions": ["only one"]}),
+        "line 2: compare projects pair two or more completions per prompt", id="prompt-only-then-one-completion",
+    ),
+    pytest.param("d.jsonl", b'{"prompt": "waits for candidates"}\n{oops\n', "line 2: not valid JSON", id="prompt-only-then-bad-json"),
+    pytest.param("d.jsonl", jsonl({"prompt": "alone"}, {"prompt": 7}), "line 2: 'prompt' must be a string", id="prompt-only-then-bad-prompt"),
     pytest.param("d.jsonl", jsonl({"prompt": "x", "completions": "a"}), "line 1: 'completions' must be a list of strings", id="completions-str"),
     pytest.param("d.jsonl", jsonl({"prompt": "x", "completions": [1, 2]}), "line 1: 'completions' must be a list of strings", id="completions-int"),
     pytest.param("d.jsonl", jsonl({"prompt": 5, "completions": ["a", "b"]}), "line 1: 'prompt' must be a string, not a number", id="prompt-int"),
@@ -259,7 +353,14 @@ REFUSED = [
     pytest.param("d.csv", b"question,completion_1\nx,a\n", "line 1: unknown column 'question'", id="csv-unknown-column"),
     pytest.param("d.csv", b"id,completion_1\nx,a\n", "the header has no 'prompt' column", id="csv-no-prompt"),
     pytest.param("d.csv", b"prompt,completion_1,completion_2\nx,a,b,c\n", "line 2: 4 cells, but the header has 3 columns", id="csv-cells"),
-    pytest.param("d.csv", b"prompt,completion_1,completion_2\nx,a,\n", "line 2: compare projects need at least two", id="csv-one-completion"),
+    pytest.param(
+        "d.csv", b"prompt,completion_1,completion_2\nx,a,\n", "line 2: compare projects pair two or more completions per prompt",
+        id="csv-one-completion",
+    ),
+    pytest.param("d.csv", b"id,prompt,split\nq1,alone,train\nq2,,train\n", "line 3: 'prompt' is empty", id="csv-prompt-only-then-empty"),
+    pytest.param("d.csv", b'prompt\nalone\n"never closed\nswallowed\n', "line 3: a quote (\") opens a cell that is never closed",
+                 id="csv-prompt-only-unclosed-quote"),
+    pytest.param("d.csv", b"id,prompt,split\nq1,alone,train\nq2,x,test\n", "line 3: 'split' must be", id="csv-prompt-only-then-bad-split"),
     pytest.param("d.csv", b"prompt,completion,completion\nx,a,b\n", "column 'completion' appears more than once", id="csv-dup-column"),
     pytest.param("d.csv", b"prompt\n", "no prompts in it", id="csv-header-only"),
 ]
@@ -293,13 +394,17 @@ def test_it_refuses_a_file_over_the_size_limit_before_parsing(seeded, settings):
     assert counts() == before
 
 
-def test_it_refuses_rate_prompts_without_completions(rate_project):
+def test_it_refuses_a_one_completion_compare_prompt_with_what_to_do(compare_project):
     # when
     with pytest.raises(ImportFailed) as caught:
-        project_import(project=rate_project, filename="d.jsonl", data=jsonl({"prompt": "x"}))
+        project_import(project=compare_project, filename="d.jsonl", data=jsonl({"prompt": "x", "completion": "only"}))
 
-    # then
-    assert caught.value.errors == ["line 1: rate projects need at least one completion per prompt."]
+    # then the message says both ways out, and nothing is written
+    assert caught.value.errors == [
+        "line 1: compare projects pair two or more completions per prompt, and this prompt has one: add a second "
+        "completion, or import the prompt without completions and generate candidates from the dashboard."
+    ]
+    assert str(caught.value).endswith("Nothing was imported.")
     assert counts() == (0, 0, 0, 0)
 
 
@@ -307,7 +412,7 @@ def test_it_lists_every_problem_in_line_order_and_imports_no_good_line(seeded):
     # given good lines 1 and 3, problems on lines 2, 4 and 5
     data = (
         GOOD
-        + '{"prompt": "x"}\n'
+        + '{"prompt": "x", "completion": "one"}\n'
         + GOOD
         + "{oops\n"
         + '{"prompt": "", "completions": ["a", "a"]}\n'
@@ -372,10 +477,44 @@ def test_it_imports_from_the_command_line(compare_project, tmp_path):
     assert PairTask.objects.filter(project=compare_project).count() == 3
 
 
+@pytest.mark.parametrize("mode", [Project.Mode.COMPARE, Project.Mode.RATE])
+def test_it_imports_prompts_alone_from_the_command_line(db, tmp_path, mode):
+    # given
+    project = ProjectFactory(mode=mode)
+    path = tmp_path / "prompts.jsonl"
+    path.write_bytes(jsonl({"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}))
+    out = StringIO()
+
+    # when
+    call_command("import_prompts", "--project", project.name, str(path), stdout=out)
+
+    # then
+    assert out.getvalue().strip() == (
+        f"Imported prompts.jsonl into {project.name!r}: 2 prompts (0 held out), 0 completions, 0 tasks; "
+        "2 prompts have no completions yet: generate candidates from the dashboard."
+    )
+    assert sorted(Prompt.objects.filter(project=project).values_list("external_id", flat=True)) == ["a", "b"]
+    assert (Completion.objects.count(), PairTask.objects.count(), RateTask.objects.count()) == (0, 0, 0)
+
+
+def test_the_command_writes_nothing_when_a_prompt_alone_shares_the_file_with_a_bad_line(compare_project, tmp_path):
+    # given
+    path = tmp_path / "prompts.csv"
+    path.write_bytes(b"id,prompt\nq1,alone\nq1,again\n")
+    err = StringIO()
+
+    # when
+    with pytest.raises(CommandError, match="id 'q1' already appears on line 2"):
+        call_command("import_prompts", "--project", compare_project.name, str(path), stderr=err)
+
+    # then
+    assert counts() == (0, 0, 0, 0)
+
+
 def test_it_prints_every_problem_and_fails_on_the_command_line(compare_project, tmp_path):
     # given
     path = tmp_path / "prompts.jsonl"
-    path.write_bytes(b'{"prompt": "x"}\n{bad\n')
+    path.write_bytes(b'{"prompt": "x", "completion": "one"}\n{bad\n')
     err = StringIO()
 
     # when
@@ -383,7 +522,7 @@ def test_it_prints_every_problem_and_fails_on_the_command_line(compare_project, 
         call_command("import_prompts", "--project", compare_project.name, str(path), stderr=err)
 
     # then
-    assert "line 1: compare projects need at least two completions per prompt." in err.getvalue()
+    assert "line 1: compare projects pair two or more completions per prompt, and this prompt has one" in err.getvalue()
     assert "line 2: not valid JSON" in err.getvalue()
     assert counts() == (0, 0, 0, 0)
 

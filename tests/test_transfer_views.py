@@ -7,8 +7,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from labeling.models import Completion, PairTask, Prompt
-from tests.factories import UserFactory, make_pair_task, make_pair_vote
+from labeling.models import Completion, PairTask, Project, Prompt, RateTask
+from tests.factories import ProjectFactory, UserFactory, make_pair_task, make_pair_vote
 
 GOOD_JSONL = b'{"id": "q1", "prompt": "What is 2+2?", "completions": ["4", "5", "22"]}\n'
 
@@ -42,7 +42,7 @@ def test_it_imports_an_upload_and_goes_to_the_dashboard(admin_client, project):
 
 def test_it_shows_every_line_error_and_writes_nothing(admin_client, project):
     # given a file with a good line and two bad ones, one of them carrying markup
-    data = GOOD_JSONL + b'{"prompt": "<script>alert(1)</script>"}\n{"prompt": "x", "completions": "nope"}\n'
+    data = GOOD_JSONL + b'{"prompt": "<script>alert(1)</script>", "completion": "<b>one</b>"}\n{"prompt": "x", "completions": "nope"}\n'
 
     # when
     response = admin_client.post(f"/projects/{project.pk}/import/", {"file": upload("data.jsonl", data)})
@@ -51,10 +51,79 @@ def test_it_shows_every_line_error_and_writes_nothing(admin_client, project):
     assert response.status_code == 400
     html = response.content.decode()
     assert "2 problems in &#x27;data.jsonl&#x27;; nothing was imported." in html
-    assert "line 2: compare projects need at least two completions per prompt." in html
+    assert (
+        "line 2: compare projects pair two or more completions per prompt, and this prompt has one: add a second "
+        "completion, or import the prompt without completions and generate candidates from the dashboard."
+    ) in html
     assert "line 3: &#x27;completions&#x27; must be a list of strings." in html
     assert "<script>alert" not in html
     assert (Prompt.objects.count(), Completion.objects.count(), PairTask.objects.count()) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("mode", "name", "data"),
+    [
+        pytest.param(Project.Mode.COMPARE, "p.jsonl", b'{"id": "a", "prompt": "Haiku?"}\n{"id": "b", "prompt": "DNS?"}\n', id="compare-jsonl"),
+        pytest.param(Project.Mode.COMPARE, "p.csv", b"id,prompt,split\na,Haiku?,train\nb,DNS?,\n", id="compare-csv"),
+        pytest.param(Project.Mode.RATE, "p.jsonl", b'{"id": "a", "prompt": "Haiku?"}\n{"id": "b", "prompt": "DNS?"}\n', id="rate-jsonl"),
+        pytest.param(Project.Mode.RATE, "p.csv", b"prompt,id\nHaiku?,a\nDNS?,b\n", id="rate-csv"),
+    ],
+)
+def test_it_imports_prompts_alone_and_says_to_generate_candidates(admin_client, mode, name, data):
+    # given
+    project = ProjectFactory(mode=mode)
+
+    # when
+    response = admin_client.post(f"/projects/{project.pk}/import/", {"file": upload(name, data)}, follow=True)
+
+    # then the dashboard says what was imported and what to do next
+    assert response.redirect_chain == [(f"/projects/{project.pk}/dashboard/", 302)]
+    html = response.content.decode()
+    assert (
+        f"Imported {name}: 2 prompts (0 held out), 0 completions, 0 tasks; "
+        "2 prompts have no completions yet: generate candidates from the dashboard."
+    ) in html
+    assert "Generate candidates" in html
+    assert sorted(Prompt.objects.filter(project=project, split="train").values_list("external_id", flat=True)) == ["a", "b"]
+    assert (Completion.objects.count(), PairTask.objects.count(), RateTask.objects.count()) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("mode", [Project.Mode.COMPARE, Project.Mode.RATE])
+def test_it_writes_no_prompt_alone_when_another_line_is_malformed(admin_client, mode):
+    # given one good prompt-only line and one malformed line
+    project = ProjectFactory(mode=mode)
+    data = b'{"id": "a", "prompt": "Haiku?"}\n{"id": "b", "prompt": \n'
+
+    # when
+    response = admin_client.post(f"/projects/{project.pk}/import/", {"file": upload("p.jsonl", data)})
+
+    # then
+    assert response.status_code == 400
+    assert "line 2: not valid JSON" in response.content.decode()
+    assert (Prompt.objects.count(), Completion.objects.count(), PairTask.objects.count(), RateTask.objects.count()) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("mode", [Project.Mode.COMPARE, Project.Mode.RATE])
+def test_it_explains_prompts_alone_on_the_form(admin_client, mode):
+    # when
+    response = admin_client.get(f"/projects/{ProjectFactory(mode=mode).pk}/import/")
+
+    # then
+    html = response.content.decode()
+    assert 'data-testid="import-prompts-only"' in html
+    assert "<strong>Generate candidates</strong> on the dashboard" in html
+    assert '<pre class="example" data-testid="csv-prompts-only-example"><span>id,prompt</span>' in html
+
+
+def test_it_lays_out_the_examples_to_wrap_inside_their_box(admin_client, project):
+    # given the examples' lines, some longer than a narrow window
+    response = admin_client.get(f"/projects/{project.pk}/import/")
+    html = response.content.decode()
+
+    # then each example is a wrapping block inside the import page (the rules are in preftune.css)
+    assert '<div class="import-page">' in html
+    assert html.count('<pre class="example"') == 3
+    assert "<pre>" not in html
 
 
 def test_it_refuses_an_oversized_upload(admin_client, project, settings):

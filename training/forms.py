@@ -6,7 +6,15 @@ from typing import Any
 from django import forms
 
 from training.models import BaseModel, TuningRun
-from training.trainer.config import DPO_LOSS_TYPES, KTO_LOSS_TYPES, LoraSettings, TrainSettings
+from training.services import NOISE_HANDLING
+from training.trainer.config import (
+    AUTO_MAX_EPOCHS,
+    AUTO_TARGET_STEPS,
+    DPO_LOSS_TYPES,
+    KTO_LOSS_TYPES,
+    LoraSettings,
+    TrainSettings,
+)
 
 _DEFAULTS = TrainSettings()
 _LORA = LoraSettings()
@@ -22,8 +30,18 @@ class RunLaunchForm(forms.Form):
         help_text="DPO variants: sigmoid is the original DPO, ipo is IPO.",
     )
     beta = forms.FloatField(initial=_DEFAULTS.beta)
-    learning_rate = forms.FloatField(initial=_DEFAULTS.learning_rate)
-    num_train_epochs = forms.FloatField(initial=_DEFAULTS.num_train_epochs)
+    learning_rate = forms.FloatField(
+        required=False,
+        help_text="Empty: chosen for the adapter: 5e-4 at LoRA rank 16, scaled by √(16 / rank). A LoRA adapter starts at "
+        "zero and needs a far larger rate than full fine-tuning; TRL's default of 1e-6 barely moves it.",
+    )
+    num_train_epochs = forms.FloatField(
+        required=False,
+        label="Epochs",
+        help_text=f"Empty: enough passes over the data for about {AUTO_TARGET_STEPS} optimizer steps (at most "
+        f"{AUTO_MAX_EPOCHS}); small sets need several passes to move an adapter. The checkpoint with the best "
+        "validation score is kept, so an extra pass costs time, not quality.",
+    )
     max_steps = forms.IntegerField(initial=_DEFAULTS.max_steps, help_text="-1 trains whole epochs.")
     per_device_batch_size = forms.IntegerField(initial=_DEFAULTS.per_device_batch_size, label="Batch size")
     gradient_accumulation_steps = forms.IntegerField(initial=_DEFAULTS.gradient_accumulation_steps)
@@ -40,8 +58,23 @@ class RunLaunchForm(forms.Form):
     undesirable_weight = forms.FloatField(required=False, help_text="KTO only; empty balances from the data.")
     precompute_ref_log_probs = forms.BooleanField(required=False, label="Precompute reference log-probs")
     group_by_length = forms.BooleanField(required=False, label="Group batches by length (DPO)")
+    label_smoothing = forms.FloatField(
+        required=False, initial=_DEFAULTS.label_smoothing, min_value=0, max_value=0.49,
+        help_text="DPO: the share of votes you expect to be flipped. With the robust loss it corrects for that much noise.",
+    )
+    noise_handling = forms.ChoiceField(
+        choices=list(NOISE_HANDLING.items()), initial="none", label="Annotator noise",
+        help_text="When tasks have two or more votes, split pairs can be dropped and the robust loss set from the flip "
+        "rate estimated from how often annotators agree. What was done is recorded in the run's lineage.",
+    )
     include_review = forms.BooleanField(
-        required=False, initial=True, label="Include review (blind battle) votes", help_text="Iterative DPO."
+        required=False, initial=True, label="Include review (blind battle) votes on train prompts",
+        help_text="Iterative DPO: battles between a tuned model's answers to train prompts become new pairs.",
+    )
+    include_heldout = forms.BooleanField(
+        required=False, initial=False, label="Also train on votes about held-out prompts",
+        help_text="Off by default: held-out votes measure the model. A version trained on them is flagged, and its "
+        "held-out win rate is marked as contaminated.",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -57,9 +90,11 @@ class RunLaunchForm(forms.Form):
                 "beta", "learning_rate", "num_train_epochs", "max_steps", "per_device_batch_size",
                 "gradient_accumulation_steps", "max_length", "validation_fraction", "seed",
                 "desirable_weight", "undesirable_weight", "precompute_ref_log_probs", "group_by_length",
+                "label_smoothing",
             )
         }
         settings["loss_type"] = data["loss_type"] or None
+        settings["label_smoothing"] = data["label_smoothing"] or 0.0
         settings["lora"] = {
             "r": data["lora_r"],
             "alpha": data["lora_alpha"],

@@ -60,9 +60,29 @@ class DatasetPreview:
     undesirable: int = 0
 
 
-def dataset_preview(*, project: Project, method: str, include_review: bool = True) -> DatasetPreview:
+# How a launch can deal with noisy annotators (issue: noise-aware training). "drop_split" keeps only pairs whose
+# votes were unanimous; "robust" trains with TRL's robust DPO loss, its label smoothing set to the flip rate
+# estimated from how often annotators agree; "both" does both.
+NOISE_HANDLING = {
+    "none": "Use every pair with a clear majority",
+    "drop_split": "Drop pairs whose annotators disagreed (keep unanimous ones)",
+    "robust": "Robust DPO loss, correcting for the flip rate estimated from agreement",
+    "both": "Drop split pairs and use the robust loss",
+}
+# The estimated flip rate is clamped to this range before it becomes label smoothing: at 0 the robust loss is
+# plain DPO, and near 0.5 it divides by almost nothing.
+FLIP_RATE_RANGE = (0.01, 0.4)
+
+
+def dataset_preview(
+    *, project: Project, method: str, include_review: bool = True, include_heldout: bool = False,
+    min_agreement: float = 0.0,
+) -> DatasetPreview:
     """The rows a run launched now would train on, with the export summary (what was left out and why)."""
-    rows, summary = selectors.project_export(project=project, fmt=method, include_review=include_review)
+    rows, summary = selectors.project_export(
+        project=project, fmt=method, include_review=include_review, include_heldout=include_heldout,
+        min_agreement=min_agreement,
+    )
     desirable, undesirable = count_kto_labels(rows) if method == "kto" else (0, 0)
     return DatasetPreview(rows=rows, summary=summary.as_dict(), desirable=desirable, undesirable=undesirable)
 
@@ -101,7 +121,9 @@ def _check_dataset(preview: DatasetPreview, method: str, train_settings: TrainSe
         )
 
 
-def _lineage(project: Project, preview: DatasetPreview, include_review: bool) -> dict[str, Any]:
+def _lineage(
+    project: Project, preview: DatasetPreview, include_review: bool, include_heldout: bool, noise: dict[str, Any]
+) -> dict[str, Any]:
     agreement = quality.project_agreement(project=project)
     return {
         "project": project.name,
@@ -112,7 +134,41 @@ def _lineage(project: Project, preview: DatasetPreview, include_review: bool) ->
         "agreement_alpha_ratings": agreement.rating_alpha,
         "includes_review_votes": include_review,
         "review_tasks_used": selectors.project_review_tasks_used(project=project) if include_review else 0,
+        "includes_heldout_votes": include_heldout,
+        "heldout_tasks_left_out": preview.summary.get("heldout", 0),
+        **noise,
     }
+
+
+def _noise_plan(project: Project, method: str, handling: str) -> tuple[float, dict[str, Any], dict[str, Any]]:
+    """(min_agreement, settings overrides, lineage entries) for a noise-handling choice; LaunchError if impossible."""
+    if handling not in NOISE_HANDLING:
+        raise LaunchError(f"Unknown noise handling {handling!r}; choose one of {', '.join(NOISE_HANDLING)}.", field="noise_handling")
+    if handling == "none":
+        return 0.0, {}, {"noise_handling": "none"}
+    if method != "dpo":
+        raise LaunchError("Noise handling applies to DPO runs on compare votes.", field="noise_handling")
+    lineage: dict[str, Any] = {"noise_handling": handling}
+    overrides: dict[str, Any] = {}
+    min_agreement = 1.0 if handling in ("drop_split", "both") else 0.0
+    if handling in ("robust", "both"):
+        estimate = quality.project_flip_rate(project=project)
+        if estimate is None:
+            raise LaunchError(
+                "The robust loss needs an estimate of how often votes are flipped, which comes from tasks voted on by "
+                f"two or more annotators; {project.name!r} has fewer than {quality.MIN_FLIP_RATE_PAIRS} such pairs of "
+                "votes. Raise the project's overlap, or set the loss to robust with a label smoothing of your own.",
+                field="noise_handling",
+            )
+        low, high = FLIP_RATE_RANGE
+        smoothing = round(min(high, max(low, estimate.rate)), 3)
+        overrides = {"loss_type": "robust", "label_smoothing": smoothing}
+        lineage.update(
+            estimated_flip_rate=round(estimate.rate, 4),
+            flip_rate_basis=f"{estimate.agreeing_pairs} of {estimate.annotator_pairs} annotator pairs agreed on {estimate.tasks} tasks",
+            label_smoothing=smoothing,
+        )
+    return min_agreement, overrides, lineage
 
 
 def run_launch(
@@ -124,9 +180,14 @@ def run_launch(
     created_by: User | None,
     name: str = "",
     include_review: bool = True,
+    include_heldout: bool = False,
+    noise_handling: str = "none",
 ) -> TuningRun:
     """Validate, freeze the dataset, create a queued run and enqueue its training once the row is committed.
 
+    Votes on held-out prompts stay out of the snapshot unless ``include_heldout`` (then the trained version is
+    flagged as having seen them). ``noise_handling`` is a NOISE_HANDLING key. Settings left empty (learning rate,
+    epochs) are chosen from the data here, so the run's settings say what it trains with.
     Raises LaunchError with the message to show; in that case nothing was written and nothing queued.
     """
     if method not in TuningRun.Method.values:
@@ -140,15 +201,23 @@ def run_launch(
             "server. Run `python manage.py prepare_base_model`, or fix the path.",
             field="base_model",
         )
+    min_agreement, overrides, noise_lineage = _noise_plan(project, method, noise_handling)
     try:
-        train_settings = TrainSettings.from_dict({**settings_data, "method": method})
+        train_settings = TrainSettings.from_dict({**settings_data, **overrides, "method": method})
     except SettingsError as exc:
         raise LaunchError(str(exc)) from exc
-    preview = dataset_preview(project=project, method=method, include_review=include_review)
+    preview = dataset_preview(
+        project=project, method=method, include_review=include_review, include_heldout=include_heldout,
+        min_agreement=min_agreement,
+    )
     _check_dataset(preview, method, train_settings)
     train_rows, validation_rows = split_rows(
         preview.rows, validation_fraction=train_settings.validation_fraction, seed=train_settings.seed, method=method
     )
+    try:
+        train_settings, choices = train_settings.resolve(len(train_rows))
+    except SettingsError as exc:
+        raise LaunchError(str(exc)) from exc
     with transaction.atomic():
         snapshot = DatasetSnapshot.objects.create(
             project=project,
@@ -157,7 +226,8 @@ def run_launch(
             rows_hash=rows_hash(preview.rows),
             row_count=len(preview.rows),
             summary=preview.summary,
-            lineage=_lineage(project, preview, include_review),
+            lineage=_lineage(project, preview, include_review, include_heldout, noise_lineage),
+            includes_heldout=include_heldout,
         )
         run = TuningRun.objects.create(
             project=project,
@@ -170,6 +240,7 @@ def run_launch(
             validation_rows=len(validation_rows),
             created_by=created_by,
             output_dir=_new_output_dir(),
+            outcome={"choices": choices} if choices else {},
         )
         _enqueue_on_commit(run.pk)
     return run
@@ -282,11 +353,13 @@ def run_execute(*, run_id: int) -> TuningRun:
         return TuningRun.objects.get(pk=run_id)
     with transaction.atomic():
         version = ModelVersion.objects.create(
-            name=f"{run.name} (run {run.pk})"[:200], base_model=run.base_model, adapter_path=str(result.adapter_dir)
+            name=f"{run.name} (run {run.pk})"[:200], base_model=run.base_model, adapter_path=str(result.adapter_dir),
+            saw_heldout=run.snapshot.includes_heldout,
         )
         finished = TuningRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
             status=Status.SUCCEEDED,
             model_version=version,
+            outcome={**run.outcome, **result.outcome},
             step=result.steps,
             total_steps=result.total_steps or result.steps,
             finished_at=timezone.now(),

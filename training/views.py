@@ -46,6 +46,8 @@ def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
                     created_by=request.user,
                     name=form.cleaned_data["name"],
                     include_review=form.cleaned_data["include_review"],
+                    include_heldout=form.cleaned_data["include_heldout"],
+                    noise_handling=form.cleaned_data["noise_handling"],
                 )
             except services.LaunchError as error:
                 form.add_error(None, error.message)
@@ -60,13 +62,18 @@ def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
 def _run_context(run: TuningRun) -> dict:
     now = timezone.now()
     series = selectors.run_metric_series(run=run)
+    snapshot = run.snapshot
     return {
         "run": run,
         "project": run.project,
         "eta": run.eta_seconds(now),
         "duration": run.duration_seconds(now),
-        "latest": selectors.run_latest_metrics(run=run),
-        "warning": selectors.likelihood_displacement(series),
+        "headline": selectors.run_headline(run=run, series=series),
+        "verdict": selectors.verdict_for_run(run=run, series=series),
+        "charts": selectors.run_charts(run=run, series=series),
+        "settings_rows": selectors.run_settings_rows(run=run),
+        "dataset": selectors.dataset_use(summary=snapshot.summary, method=run.method, row_count=snapshot.row_count),
+        "lineage": selectors.lineage_rows(lineage=snapshot.lineage, includes_heldout=snapshot.includes_heldout),
     }
 
 

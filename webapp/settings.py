@@ -154,6 +154,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 PREFTUNE_LEASE_SECONDS = env_int("PREFTUNE_LEASE_SECONDS", 600)
 PREFTUNE_ARTIFACTS_DIR = Path(env_str("PREFTUNE_ARTIFACTS_DIR", str(VAR_DIR / "artifacts")))
 PREFTUNE_MODELS_DIR = Path(env_str("PREFTUNE_MODELS_DIR", str(VAR_DIR / "models")))
+# Prompts a gpu worker generates for at once: larger is faster until memory runs out (GPUs take 64 and more).
+PREFTUNE_GENERATION_BATCH_SIZE = env_int("PREFTUNE_GENERATION_BATCH_SIZE", 16)
 
 # Celery: JSON only, late acks so a task whose worker dies is redelivered.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")

@@ -9,11 +9,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
-from labeling import quality
+from labeling import quality, selectors
 from labeling.errors import InvalidInput, LabelingError
 from labeling.models import PairTask, PairVote
 from labeling.permissions import project_for_admin
 from labeling.services import adjudicate_pair
+from training.review import selectors as review_selectors
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -26,7 +27,13 @@ _ADJUDICATION_CHOICES = {"a": "a", "b": "b", "tie": "tie", "both_bad": "both_bad
 @require_safe
 def dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_admin(request.user, project_id)
+    generation_jobs = review_selectors.active_generation_jobs(project=project)
+    if request.headers.get("HX-Request"):
+        # htmx polls this address for the running generation jobs alone (labeling/_generation_jobs.html).
+        context = {"project": project, "generation_jobs": generation_jobs, "polled": True}
+        return render(request, "labeling/_generation_jobs.html", context)
     agreement = quality.project_agreement(project=project)
+    waiting = selectors.prompts_waiting_for_candidates(project=project) if project.mode == project.Mode.COMPARE else 0
     context = {
         "project": project,
         "progress": quality.project_progress(project=project),
@@ -37,6 +44,9 @@ def dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
             ("ratings", agreement.rating_kappas, "rating-kappas"),
         ],
         "disagreement_count": quality.disagreement_count(project=project),
+        "generation_jobs": generation_jobs,
+        # Generated candidates are paired as compare tasks, so the notice is for compare projects only.
+        "waiting_for_candidates": waiting,
     }
     return render(request, "labeling/dashboard.html", context)
 

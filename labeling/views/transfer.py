@@ -14,16 +14,13 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_safe
 
 from labeling.forms import ExportForm, ImportForm
-from labeling.importing import MAX_COMPLETIONS, ImportFailed, project_import
+from labeling.importing import MAX_COMPLETIONS, MULTIPART_OVERHEAD_BYTES, ImportFailed, project_import
 from labeling.models import Project
 from labeling.permissions import project_for_admin
 from labeling.selectors import EXPORT_FORMATS, export_jsonl, project_export
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
-
-# Room for the multipart boundaries, headers and CSRF token around the file itself.
-_MULTIPART_OVERHEAD = 64 * 1024
 
 
 @csrf_exempt  # CSRF is checked in _import_form, after the size check: see import_upload's docstring
@@ -36,7 +33,7 @@ def import_upload(request: HttpRequest, project_id: int) -> HttpResponse:
     be refused without reading it (Django's documented pattern for per-view upload handling).
     """
     project = project_for_admin(request.user, project_id)
-    if request.method == "POST" and _content_length(request) > settings.PREFTUNE_IMPORT_MAX_BYTES + _MULTIPART_OVERHEAD:
+    if request.method == "POST" and _content_length(request) > settings.PREFTUNE_IMPORT_MAX_BYTES + MULTIPART_OVERHEAD_BYTES:
         too_big = f"The upload is over the {settings.PREFTUNE_IMPORT_MAX_BYTES:,}-byte limit; split the file."
         return _import_page(request, project, ImportForm(), errors=[too_big], summary=too_big, status=413)
     return _import_form(request, project)

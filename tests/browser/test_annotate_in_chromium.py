@@ -121,3 +121,37 @@ def test_an_edited_answer_is_stored_with_the_vote(page, live_server):
     vote = PairVote.objects.get(task=task)
     assert vote.picked_side == "right"
     assert vote.edited_text == right_text + " (checked and expanded)"
+
+
+def test_a_cut_off_answer_is_marked_and_the_thumbs_are_drawn_without_an_emoji_font(page, live_server):
+    annotator = UserFactory(username="cut-off-reader")
+    compare = ProjectFactory(name="Cut off in browser", overlap=1)
+    rate = ProjectFactory(name="Thumbs in browser", mode="rate", overlap=1)
+    compare.members.add(annotator)
+    rate.members.add(annotator)
+    task = make_pair_task(compare, 1)
+    task.completion_b.finish_reason = "length"
+    task.completion_b.save()
+    rated = make_rate_task(rate, 1)
+    rated.completion.finish_reason = "length"
+    rated.completion.save()
+
+    _log_in(page, live_server, annotator.username)
+    _open_queue(page, f"{live_server.url}/projects/{compare.pk}/")
+    side = "left" if task.a_side_for(annotator.pk) == "right" else "right"
+    other = "right" if side == "left" else "left"
+    mark = page.locator(f"article[data-side={side}] [data-testid={side}-cut-off]")
+    assert mark.is_visible() and "Cut off at the length limit" in mark.inner_text()
+    assert page.locator(f"[data-testid={other}-cut-off]").count() == 0
+    assert page.locator(f"[data-testid={side}-text]").inner_text() == task.completion_b.text
+
+    _open_queue(page, f"{live_server.url}/projects/{rate.pk}/")
+    assert page.locator("[data-testid=cut-off]").is_visible()
+    for key, label in (("up", "Good"), ("down", "Bad")):
+        button = page.locator(f"button[data-key={key}]")
+        box = button.locator("svg").bounding_box()
+        assert box and box["width"] >= 12 and box["height"] >= 12, "the thumb is drawn, not an empty box"
+        assert label in button.inner_text()
+    page.keyboard.press("u")
+    page.wait_for_selector("[data-testid=done]")
+    assert Rating.objects.get(annotator=annotator).value == "up"

@@ -272,6 +272,11 @@ def test_other_methods_on_vote_are_405(client, token, task, rows, method):
         pytest.param("?filename=data.xlsx", b"PK\x03\x04zip", "Cannot tell the format", id="zip-as-xlsx"),
         pytest.param("?filename=d.jsonl", b'{"id": ' + b"9" * 5000 + b', "prompt": "x", "completions": ["a", "b"]}',
                      "line 1: not valid JSON", id="5000-digit-id"),
+        pytest.param("?filename=d.jsonl", b'{"prompt": "alone"}\n{"prompt": "x", "completions": ["only"]}\n',
+                     "line 2: compare projects pair two or more completions per prompt, and this prompt has one",
+                     id="prompt-alone-then-one-completion"),
+        pytest.param("?filename=d.csv", b'prompt\nalone\n"never closed\nswallowed\n',
+                     'line 3: a quote (") opens a cell that is never closed', id="csv-prompts-alone-unclosed-quote"),
     ],
 )
 def test_hostile_imports_through_the_api_are_400(client, admin_user, project, rows, query, body, message):
@@ -284,6 +289,54 @@ def test_hostile_imports_through_the_api_are_400(client, admin_user, project, ro
     assert response.status_code == 400
     body_json = response.json()
     assert message in body_json["error"] + " ".join(body_json.get("errors", []))
+    rows.assert_unchanged()
+
+
+def test_a_multipart_import_without_a_file_field_is_400(client, admin_user, project, rows):
+    admin_token = api_token_create(user=admin_user)
+    rows.snapshot()
+
+    response = client.post(f"/api/projects/{project.pk}/import?filename=d.jsonl", {"data": '{"prompt": "x"}'},
+                           HTTP_AUTHORIZATION=f"Token {admin_token}")
+
+    assert response.status_code == 400
+    assert "Send the file as multipart field 'file'" in _error_of(response)
+    rows.assert_unchanged()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "declared"),
+    [
+        pytest.param("application/octet-stream", "99999999999999999999", id="raw-body"),
+        pytest.param("multipart/form-data; boundary=zzz", "99999999999999999999", id="multipart"),
+    ],
+)
+def test_an_import_declared_over_the_limit_is_413_before_it_is_read(
+    client, admin_user, project, rows, settings, content_type, declared
+):
+    settings.PREFTUNE_IMPORT_MAX_BYTES = 10 * 1024 * 1024
+    admin_token = api_token_create(user=admin_user)
+    rows.snapshot()
+
+    response = client.generic("POST", f"/api/projects/{project.pk}/import?filename=d.jsonl", data=b'{"prompt": "x"}\n',
+                              content_type=content_type, CONTENT_LENGTH=declared, HTTP_AUTHORIZATION=f"Token {admin_token}")
+
+    assert response.status_code == 413
+    assert "over the 10,485,760-byte import limit" in _error_of(response)
+    rows.assert_unchanged()
+
+
+@pytest.mark.parametrize("declared", ["-1", "not a number"])
+def test_an_import_with_a_nonsense_length_reads_as_empty(client, admin_user, project, rows, declared):
+    admin_token = api_token_create(user=admin_user)
+    rows.snapshot()
+
+    response = client.generic("POST", f"/api/projects/{project.pk}/import?filename=d.jsonl", data=b'{"prompt": "x"}\n',
+                              content_type="application/octet-stream", CONTENT_LENGTH=declared,
+                              HTTP_AUTHORIZATION=f"Token {admin_token}")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == ["The file is empty."]
     rows.assert_unchanged()
 
 

@@ -74,8 +74,21 @@ HOSTILE_FILES = [
                  id="csv-semicolons"),
     pytest.param("d.csv", b"prompt,completion_1,completion_2\n" + b"x" * 1_000_001 + b",a,b\n", "line 2: CSV error: field larger than field limit",
                  id="csv-huge-cell"),
-    pytest.param("d.csv", b"prompt,completion_1,completion_2\n=HYPERLINK(\"http://x\"),,\n", "need at least two completions",
+    pytest.param("d.csv", b"prompt,completion_1,completion_2\n=HYPERLINK(\"http://x\"),=1+1,\n",
+                 "line 2: compare projects pair two or more completions per prompt, and this prompt has one",
                  id="csv-formula-one-completion"),
+    pytest.param("d.jsonl", (_line(prompt="alone") + _line(prompt="x", completions=["only"])).encode(),
+                 "line 2: compare projects pair two or more completions per prompt, and this prompt has one: add a second "
+                 "completion, or import the prompt without completions and generate candidates from the dashboard.",
+                 id="prompt-alone-then-one-completion"),
+    pytest.param("d.jsonl", _line(prompt="x", completions=[], completion_models=["m"]).encode(),
+                 "'completion_models' has 1 names for 0 completions", id="no-completions-but-a-model-name"),
+    pytest.param("d.jsonl", _line(prompt="x", completion="").encode(), "line 1: 'completion' is empty", id="empty-completion"),
+    pytest.param("d.csv", b"prompt\nfirst\n\"unterminated\nthird\nfourth\n",
+                 'line 3: a quote (") opens a cell that is never closed, so the rest of the file ran into that cell',
+                 id="csv-prompt-only-unterminated-quote"),
+    pytest.param("d.csv", b"prompt,completion_1,completion_2\nx,a,\"b\ny,c,d\n", "line 2: a quote (\") opens a cell that is never closed",
+                 id="csv-unterminated-quote-in-last-column"),
     pytest.param("d.csv", b"\xef\xbb\xbf\r\n\r\n", "The file has no prompts in it", id="csv-bom-and-blank-lines"),
     pytest.param("d.csv", b",,\n,,\n", "The file has no prompts in it", id="csv-empty-cells-only"),
     pytest.param("d.tsv", b"prompt\tcompletion_1\tcompletion_2\nx\ta\tb\n", "the header has no 'prompt' column", id="tsv"),
@@ -142,4 +155,16 @@ def test_one_bad_line_among_thousands_of_good_ones_writes_nothing(admin_client, 
 
     assert response.status_code == 400
     assert "line 3001: completions 1 and 2 are the same text" in _page_text(response)
+    rows.assert_unchanged()
+
+
+def test_one_bad_line_among_thousands_of_prompts_alone_writes_nothing(admin_client, rows):
+    project = ProjectFactory()
+    alone = "".join(_line(id=f"q{n}", prompt=f"q{n}") for n in range(3000))
+    rows.snapshot()
+
+    response = _upload(admin_client, project, "d.jsonl", (alone + _line(id="q7", prompt="again")).encode())
+
+    assert response.status_code == 400
+    assert "line 3001: id 'q7' already appears on line 8" in _page_text(response)
     rows.assert_unchanged()

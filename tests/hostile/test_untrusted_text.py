@@ -220,9 +220,11 @@ def test_generated_outputs_render_inert_on_the_review_and_battle_pages(world):
     prompt = Prompt.objects.create(
         project=world["project"], external_id="held", split="heldout", messages=[{"role": "user", "content": ALL}]
     )
+    # Settings are the worker's, but a stored value is still data: one here carries markup, and names the comparison.
+    settings = {"seed": 0, "sample": 0, "note": SCRIPT}
     for version, text in ((base, "base " + ALL), (tuned, "tuned " + TEXTAREA + SCRIPT)):
         Completion.objects.create(
-            prompt=prompt, text=text, source="generated", model_version=version, generation_settings={"seed": 0}
+            prompt=prompt, text=text, source="generated", model_version=version, generation_settings=settings
         )
     run.refresh_from_db()
     battles_create(project=world["project"], version_a=tuned, version_b=base, run=run, prompt_ids=[prompt.pk], seed=1)
@@ -233,9 +235,12 @@ def test_generated_outputs_render_inert_on_the_review_and_battle_pages(world):
         admin.get(f"/runs/{run.pk}/battles/").content.decode(),
         admin.get(f"/projects/{world['project'].pk}/leaderboard/").content.decode(),
         annotator.get(f"/projects/{world['project'].pk}/card/").content.decode(),
+        admin.get(f"/runs/{run.pk}/review/", {"q": BREAKOUT, "settings": BREAKOUT[:60]}).content.decode(),
     ]
 
     for page in pages:
         assert active_content(page) == []
-        assert SCRIPT not in page and IMG not in page
+        assert SCRIPT not in page and IMG not in page and BREAKOUT not in page
     assert "tuned &lt;/textarea&gt;&lt;script&gt;" in pages[0]
+    assert "note &lt;script&gt;alert(" in pages[0] and "note &lt;script&gt;alert(" in pages[1], "the settings are shown, escaped"
+    assert "&quot;&gt;&lt;svg onload=" in pages[4], "the search box shows what was typed, escaped"

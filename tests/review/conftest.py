@@ -31,6 +31,19 @@ def tiny_adapter_dir(tiny_model_dir, tmp_path_factory) -> Path:
     return random_lora_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapters") / "tiny-adapter", seed=5, scale=20.0)
 
 
+# The settings the set-up's outputs are made with (one sample per prompt), and the comparison they name.
+SETTINGS = {"temperature": 0.0, "top_p": 0.9, "max_new_tokens": 16, "seed": 0, "sample": 0}
+MATCHED = {key: value for key, value in SETTINGS.items() if key != "sample"}
+
+
+def add_output(prompt: Prompt, version: ModelVersion, text: str, settings: dict, *, finish_reason: str = "") -> Completion:
+    """A generated output of ``version`` stored with ``settings`` (GenerationSettings.for_sample's shape)."""
+    return Completion.objects.create(
+        prompt=prompt, text=text, source="generated", model_version=version, model_name=version.name,
+        generation_settings=settings, finish_reason=finish_reason,
+    )
+
+
 @dataclass
 class ReviewSetup:
     project: Project
@@ -41,10 +54,11 @@ class ReviewSetup:
 
 
 def review_setup(*, prompts: int = 4, base_path: str = "/nonexistent", adapter_path: str = "/nonexistent/adapter",
-                 with_outputs: bool = True, name: str = "Review project") -> ReviewSetup:
+                 with_outputs: bool = True, name: str = "Review project", mode: str = "compare") -> ReviewSetup:
     """A succeeded run with a tuned version; ``prompts`` held-out prompts (plus one train prompt) and, if asked,
-    one generated output per held-out prompt from each version: the tuned one 16 characters longer."""
-    project = ProjectFactory(name=name, overlap=1)
+    one generated output per held-out prompt from each version, made with SETTINGS: the tuned one 16 characters
+    longer."""
+    project = ProjectFactory(name=name, overlap=1, mode=mode)
     run = make_run(project, status="succeeded", base_path=base_path)
     base_model = run.base_model
     if base_model.path != base_path:
@@ -60,12 +74,9 @@ def review_setup(*, prompts: int = 4, base_path: str = "/nonexistent", adapter_p
         for n in range(prompts)
     ]
     if with_outputs:
-        settings = {"temperature": 0.0, "top_p": 0.9, "max_new_tokens": 16, "seed": 0, "sample": 0}
         for n, prompt in enumerate(heldout):
-            Completion.objects.create(prompt=prompt, text=f"Base answer {n}.", source="generated", model_version=base,
-                                      model_name=base.name, generation_settings=settings)
-            Completion.objects.create(prompt=prompt, text=f"Tuned answer {n}, in more words.", source="generated",
-                                      model_version=tuned, model_name=tuned.name, generation_settings=settings)
+            add_output(prompt, base, f"Base answer {n}.", SETTINGS)
+            add_output(prompt, tuned, f"Tuned answer {n}, in more words.", SETTINGS)
     return ReviewSetup(project=project, run=run, base=base, tuned=tuned, heldout=heldout)
 
 

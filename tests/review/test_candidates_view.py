@@ -1,6 +1,8 @@
 """The "Generate candidates" screen: models write completions for labeling, queued for a gpu worker."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.factories import ProjectFactory, PromptFactory
@@ -62,3 +64,84 @@ def test_an_unknown_choice_is_refused(admin_client, project, base, django_captur
 
     assert response.status_code == 400
     assert not GenerationJob.objects.exists()
+
+
+def test_the_form_offers_the_pairings_and_keeps_cut_off_answers_out_by_default(admin_client, project, base):
+    from training.review.forms import CANDIDATE_MAX_NEW_TOKENS
+
+    html = admin_client.get(f"/projects/{project.pk}/candidates/").content.decode()
+
+    for label in ("All against all", "Shortest against longest", "Two temperatures", "Second temperature"):
+        assert label in html
+    assert re.search(r'<input type="checkbox" name="skip_truncated"[^>]* checked>', html)
+    assert f'name="max_new_tokens" value="{CANDIDATE_MAX_NEW_TOKENS}"' in html
+
+
+def test_it_queues_the_chosen_pairing_with_cut_off_answers_left_out(admin_client, project, base, django_capture_on_commit_callbacks):
+    response, _ = _post(
+        admin_client, project, django_capture_on_commit_callbacks, versions=[f"base:{base.pk}"],
+        pairing="length_extremes", skip_truncated="on", alt_temperature="1.1",
+    )
+
+    job = GenerationJob.objects.get()
+    assert response.status_code == 302
+    assert (job.pairing, job.skip_truncated, job.completions_total) == ("length_extremes", True, 6)
+    assert "alt_temperature" not in job.settings, "the second temperature belongs to the two-temperature pairing only"
+
+
+def test_two_temperatures_need_the_second_one(admin_client, project, base, django_capture_on_commit_callbacks):
+    refused, _ = _post(
+        admin_client, project, django_capture_on_commit_callbacks, versions=[f"base:{base.pk}"],
+        pairing="mixed_temperatures", alt_temperature="",
+    )
+    assert refused.status_code == 400 and "need a second temperature" in refused.content.decode()
+    assert not GenerationJob.objects.exists()
+
+    accepted, _ = _post(
+        admin_client, project, django_capture_on_commit_callbacks, versions=[f"base:{base.pk}"],
+        pairing="mixed_temperatures", temperature="0.3", alt_temperature="1.1",
+    )
+    job = GenerationJob.objects.get()
+    assert accepted.status_code == 302
+    assert (job.pairing, job.settings["temperature"], job.settings["alt_temperature"]) == ("mixed_temperatures", 0.3, 1.1)
+
+
+def _job(project, **fields) -> GenerationJob:
+    defaults = {"prompt_ids": [], "settings": {}, "purpose": "candidates", "prompt_count": 3}
+    return GenerationJob.objects.create(project=project, **{**defaults, **fields})
+
+
+def test_the_jobs_table_shows_progress_and_notes_and_polls_while_a_job_runs(admin_client, project):
+    job = _job(
+        project, status="running", completions_total=10, completions_created=4, completions_skipped=1, tasks_created=2,
+        pairing="length_extremes", notes=["3 answers were cut off at 256 tokens and left out of pairs."],
+    )
+
+    html = admin_client.get(f"/projects/{project.pk}/candidates/").content.decode()
+
+    assert 'aria-valuenow="50"' in html and "50% · 5 of 10" in html
+    assert "3 answers were cut off at 256 tokens and left out of pairs." in html
+    assert "Shortest against longest" in html
+    assert f'hx-get="/projects/{project.pk}/candidates/" hx-trigger="every 3s"' in html
+    assert 'http-equiv="refresh"' not in html, "htmx refreshes the table, not the whole page with its form"
+
+    partial = admin_client.get(f"/projects/{project.pk}/candidates/", HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="candidate-jobs"' in partial and "<form" not in partial and "50% · 5 of 10" in partial
+
+    GenerationJob.objects.filter(pk=job.pk).update(status="succeeded", completions_created=9)
+    done = admin_client.get(f"/projects/{project.pk}/candidates/", HTTP_HX_REQUEST="true").content.decode()
+    assert 'aria-valuenow="100"' in done and "hx-trigger" not in done, "polling stops once no job is active"
+
+
+def test_job_notes_are_escaped(admin_client, project):
+    _job(project, status="succeeded", notes=["<script>alert(1)</script>"])
+
+    html = admin_client.get(f"/projects/{project.pk}/candidates/").content.decode()
+
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_annotators_cannot_poll_the_jobs_table(annotator_client, project):
+    response = annotator_client.get(f"/projects/{project.pk}/candidates/", HTTP_HX_REQUEST="true")
+
+    assert response.status_code in (403, 404)

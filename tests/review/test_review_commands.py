@@ -1,6 +1,7 @@
 """The review management commands: generate (queued or inline), create battles, print win rates."""
 from __future__ import annotations
 
+import json
 from io import StringIO
 from unittest import mock
 
@@ -9,7 +10,7 @@ from django.core.management import CommandError, call_command
 
 from labeling.models import Completion, PairTask
 from tests.factories import UserFactory, make_pair_vote
-from tests.review.conftest import review_setup
+from tests.review.conftest import MATCHED, review_setup
 from training.models import GenerationJob
 
 pytestmark = pytest.mark.django_db
@@ -50,12 +51,25 @@ def test_generate_completions_explains_bad_input(setup):
 
 def test_create_battles_and_win_rates(setup):
     out = _run("create_battles", "--run", str(setup.run.pk), "--seed", "1")
-    assert "Created 4 battles" in out
+    assert "Created 4 battles" in out and "greedy (temperature 0), top-p 0.9, up to 16 tokens, from seed 0" in out
+    assert all(t.matched_settings == MATCHED for t in PairTask.objects.filter(purpose="review"))
     annotator = UserFactory()
     for task in PairTask.objects.filter(purpose="review").select_related("completion_a"):
         make_pair_vote(task, annotator, "a" if task.completion_a.model_version_id == setup.tuned.pk else "b")
     out = _run("win_rates", "--project", str(setup.project.pk), "--rounds", "20")
     assert "win 4 tie 0 loss 0  win rate 1.000 (95% CI 0.510–1.000)  length change +16.0 chars" in out
+    assert "paired 100.0% (95% CI 100.0–100.0%, sign test p = 0.12) over 4 prompts and 4 votes" in out
+    assert "length-controlled 100.0%" in out
     assert "1. secret-tuned" in out and "2. test-base (base)" in out
     again = _run("create_battles", "--project", str(setup.project.pk), "--versions", f"{setup.base.pk},{setup.tuned.pk}")
     assert "Created 0 battles" in again
+
+
+def test_create_battles_takes_the_comparisons_settings(setup):
+    other = {**MATCHED, "temperature": 0.7}
+    with pytest.raises(CommandError, match="made with temperature 0.7"):
+        _run("create_battles", "--run", str(setup.run.pk), "--generation-settings", json.dumps(other))
+    with pytest.raises(CommandError, match="JSON object"):
+        _run("create_battles", "--run", str(setup.run.pk), "--generation-settings", "[1]")
+    out = _run("create_battles", "--run", str(setup.run.pk), "--generation-settings", json.dumps(MATCHED))
+    assert "Created 4 battles" in out

@@ -1,7 +1,8 @@
 """End to end on real parts: PostgreSQL, Redis, a Celery worker process and the real bundled model.
 
 A tuned version (two DPO steps on SmolLM2-135M) and its base generate outputs for the held-out prompts on a
-gpu-queue worker, battles are created, an annotator votes through the compare screen, and the results page
+gpu-queue worker, which measures how far the tuned model moved (identical share, per-token KL over one loaded
+base) and battles the matched outputs; an annotator votes through the compare screen, and the results page
 shows the win rate and interval that the known votes give.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from django.core.management import call_command
 from labeling.models import Completion, PairTask, Prompt
 from tests.factories import PASSWORD, AdminFactory, ProjectFactory, UserFactory, make_run
 from tests.worker_process import celery_worker, purge_queues, wait_for
-from training.models import BaseModel, GenerationJob, ModelVersion, TuningRun
+from training.models import BaseModel, Battle, GenerationJob, ModelVersion, TuningRun
 from training.review.selectors import battle_results
 
 pytestmark = [
@@ -28,8 +29,13 @@ pytestmark = [
     pytest.mark.timeout(600),
 ]
 
-HELDOUT = ["Name a fruit.", "Say hello in French.", "What colour is the sky?", "Count to three."]
+HELDOUT = [
+    "Name a fruit.", "Say hello in French.", "What colour is the sky?", "Count to three.", "Name an animal.",
+    "Describe the sea.", "Write a word about the moon.",
+]
 # Who wins each battle, in the order the compare screen serves them: 2 wins, 1 tie, 1 loss for the tuned model.
+# A two-step adapter leaves some greedy answers unchanged, and identical answers are never battled (seen: 2 of
+# these 7 on CPU), so there are more prompts than votes; the first four battles served get these votes.
 OUTCOMES = ["tuned", "tuned", "tie", "base"]
 
 
@@ -42,7 +48,8 @@ def bundled_model_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def tuned_adapter_dir(bundled_model_dir, tmp_path_factory) -> str:
-    """Two real DPO steps on the bundled model: a genuine adapter, made as cheaply as possible."""
+    """Two real DPO steps on the bundled model: a genuine adapter, made as cheaply as possible. The learning rate
+    is high on purpose, so that most greedy answers move (identical ones are never battled)."""
     from training.trainer import TrainSettings, train
     from training.trainer.config import LoraSettings
 
@@ -55,7 +62,7 @@ def tuned_adapter_dir(bundled_model_dir, tmp_path_factory) -> str:
         for topic in ("rain", "tea", "snow", "bread")
     ]
     settings_ = TrainSettings(
-        max_steps=2, per_device_batch_size=2, learning_rate=1e-3, max_length=64, validation_fraction=0.0,
+        max_steps=2, per_device_batch_size=2, learning_rate=1e-2, max_length=64, validation_fraction=0.0,
         lora=LoraSettings(r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"]),
     )
     result = train(model_path=str(bundled_model_dir), rows=rows, settings=settings_, output_dir=str(tmp_path_factory.mktemp("e2e-run")))
@@ -79,7 +86,6 @@ def _vote_through_the_compare_screen(client, project, tuned: ModelVersion, annot
         response = client.post(f"/projects/{project.pk}/pairs/{task_id}/vote/", {"pick": pick, "client_key": key})
         assert response.status_code == 302
         served.append(task_id)
-    assert "All done here" in client.get(f"/projects/{project.pk}/").content.decode()
     return served
 
 
@@ -98,7 +104,7 @@ def test_base_and_tuned_outputs_battles_and_the_win_rate(client, bundled_model_d
     purge_queues("gpu")
     response = client.post(
         f"/runs/{run.pk}/review/generate/",
-        {"max_new_tokens": 16, "temperature": 0, "top_p": 0.9, "seed": 0, "create_battles": "on"},
+        {"n": 1, "max_new_tokens": 16, "temperature": 0, "top_p": 0.9, "seed": 0, "create_review_tasks": "on"},
     )
     assert response.status_code == 302
     job = GenerationJob.objects.get(project=project)
@@ -108,13 +114,25 @@ def test_base_and_tuned_outputs_battles_and_the_win_rate(client, bundled_model_d
                  timeout=300, what="the generation job to finish")
     job.refresh_from_db()
     assert job.status == "succeeded", job.error
-    assert (job.completions_created, job.tasks_created) == (8, 4)
+    assert job.completions_created == 2 * len(HELDOUT)
     outputs = Completion.objects.filter(prompt__project=project, source="generated")
     assert {c.prompt.split for c in outputs} == {"heldout"}
     base = ModelVersion.objects.get(base_model_id=run.base_model_id, adapter_path="")
     assert {c.model_version_id for c in outputs} == {base.pk, tuned.pk}
     assert all(c.generation_settings == {"temperature": 0.0, "top_p": 0.9, "max_new_tokens": 16, "seed": 0, "sample": 0} for c in outputs)
     assert all(c.text.strip() for c in outputs), "the real model says something for every prompt"
+    assert {c.finish_reason for c in outputs} <= {"stop", "length"}
+    # The worker measured the move before battling, and battled only the pairs that differ.
+    texts = {(c.prompt_id, c.model_version_id): c.text for c in outputs}
+    heldout_ids = Prompt.objects.filter(project=project, split="heldout").values_list("pk", flat=True)
+    identical = sum(texts[(p, base.pk)].strip() == texts[(p, tuned.pk)].strip() for p in heldout_ids)
+    assert (job.movement["pairs"], job.movement["identical"]) == (len(HELDOUT), identical)
+    assert job.movement["kl_per_token"] > 0 and job.movement["tokens"] > len(HELDOUT)
+    assert job.tasks_created == len(HELDOUT) - identical >= len(OUTCOMES), "the adapter must move most answers"
+    assert Battle.objects.get(project=project).identical_skipped == identical
+    tasks = PairTask.objects.filter(project=project, purpose="review").select_related("completion_a", "completion_b")
+    assert all(t.matched_settings == {"temperature": 0.0, "top_p": 0.9, "max_new_tokens": 16, "seed": 0} for t in tasks)
+    assert all(t.completion_a.text.strip() != t.completion_b.text.strip() for t in tasks)
 
     client.logout()
     annotator = UserFactory(username="e2e-voter")
@@ -122,6 +140,7 @@ def test_base_and_tuned_outputs_battles_and_the_win_rate(client, bundled_model_d
     assert client.login(username=annotator.username, password=PASSWORD)
     served = _vote_through_the_compare_screen(client, project, tuned, annotator)
     assert len(set(served)) == 4
+    assert PairTask.objects.filter(project=project, purpose="review", status="open").count() == job.tasks_created - 4
 
     results = battle_results(project=project, tuned=tuned, base=base)
     assert (results.wins, results.ties, results.losses) == (2, 1, 1)
@@ -131,7 +150,11 @@ def test_base_and_tuned_outputs_battles_and_the_win_rate(client, bundled_model_d
     client.logout()
     assert client.login(username=admin.username, password=PASSWORD)
     html = client.get(f"/runs/{run.pk}/battles/").content.decode()
-    assert "62.5%" in html and "95% CI 0.219–0.908" in html and "2 / 1 / 1" in html
+    assert "62.5%" in html and "95% CI 21.9–90.8%" in html and "2 / 1 / 1" in html
+    assert "Paired win rate" in html and "Length-controlled win rate" in html
+    review = client.get(f"/runs/{run.pk}/review/").content.decode()
+    assert f"{100 * identical / len(HELDOUT):.1f}% of {len(HELDOUT)} matched outputs are identical" in review.replace("</b>", "").replace("<b>", "")
+    assert ('data-testid="not-moved"' in review) == (2 * identical >= len(HELDOUT))
 
     out = StringIO()
     call_command("win_rates", project=project.pk, stdout=out)

@@ -5,6 +5,7 @@ import pytest
 
 from labeling.models import Completion, PairTask
 from tests.factories import UserFactory, make_pair_vote
+from tests.review.conftest import MATCHED
 from training.models import ModelVersion
 from training.review import battles as review_battles
 from training.review import selectors as review_selectors
@@ -24,14 +25,16 @@ def _vote_as(setup, outcomes: list[str]) -> None:
 
 def test_side_by_side_pairs_outputs_and_filters(setup):
     Completion.objects.filter(model_version=setup.tuned, prompt=setup.heldout[0]).update(text="Base answer 0.")
-    rows = review_selectors.side_by_side(project=setup.project, base=setup.base, tuned=setup.tuned)
+    compare = {"project": setup.project, "base": setup.base, "tuned": setup.tuned, "settings": MATCHED}
+    rows = review_selectors.side_by_side(**compare)
     assert [r.prompt.pk for r in rows] == [p.pk for p in setup.heldout]
+    assert [r.sample for r in rows] == [0, 0, 0, 0]
     assert [r.differ for r in rows] == [False, True, True, True]
     assert rows[1].length_change == 16
-    assert len(review_selectors.side_by_side(project=setup.project, base=setup.base, tuned=setup.tuned, only_different=True)) == 3
-    found = review_selectors.side_by_side(project=setup.project, base=setup.base, tuned=setup.tuned, search="question 2")
+    assert len(review_selectors.side_by_side(**compare, only_different=True)) == 3
+    found = review_selectors.side_by_side(**compare, search="question 2")
     assert [r.prompt.pk for r in found] == [setup.heldout[2].pk]
-    found = review_selectors.side_by_side(project=setup.project, base=setup.base, tuned=setup.tuned, search="TUNED ANSWER 3")
+    found = review_selectors.side_by_side(**compare, search="TUNED ANSWER 3")
     assert [r.prompt.pk for r in found] == [setup.heldout[3].pk]
     assert review_selectors.output_lengths(rows)["pairs"] == 4
 

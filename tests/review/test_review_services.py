@@ -115,13 +115,15 @@ def test_a_failed_generation_records_the_reason(setup):
 def test_candidates_become_labeling_pairs(tiny_model_dir, tiny_adapter_dir):
     s = review_setup(prompts=2, base_path=str(tiny_model_dir), adapter_path=str(tiny_adapter_dir), with_outputs=False)
     settings = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 6, "seed": 1, "n": 2}
+    # The tiny random model never ends an answer on its own, so every candidate is cut off: keep them in pairs.
     job = review_generation.generation_job_create(
         project=s.project, versions=[s.base, s.tuned], settings_data=settings, purpose="candidates", split="heldout",
-        enqueue=False,
+        skip_truncated=False, enqueue=False,
     )
     job = _run_job(job)
     assert job.status == "succeeded", job.error
     assert job.completions_created == 8
+    assert set(Completion.objects.filter(source="generated").values_list("finish_reason", flat=True)) == {"length"}
     tasks = PairTask.objects.filter(purpose="label")
     # 4 candidates per prompt make up to 6 pairs; identical texts are not paired.
     assert 0 < tasks.count() <= 12 and job.tasks_created == tasks.count()
@@ -148,19 +150,24 @@ def test_battles_need_outputs_from_both_and_a_compare_project(setup):
         review_battles.battles_create(project=rate, version_a=setup.tuned, version_b=setup.base)
 
 
-def test_review_votes_feed_the_next_run_and_its_lineage(setup, tiny_model_dir):
-    from training.services import run_launch
+def test_review_votes_feed_the_next_run_only_when_the_admin_opts_in_to_held_out_votes(setup, tiny_model_dir):
+    from training.services import LaunchError, run_launch
 
     BaseModel.objects.filter(pk=setup.run.base_model_id).update(path=str(tiny_model_dir))
     review_battles.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base, seed=3)
     annotator = UserFactory()
     for task in PairTask.objects.filter(purpose="review"):
         make_pair_vote(task, annotator, "a")
-    run = run_launch(
-        project=setup.project, base_model_id=setup.run.base_model_id, method="dpo",
-        settings_data={"max_steps": 1, "validation_fraction": 0.0}, created_by=None, include_review=True,
-    )
+    launch = {
+        "project": setup.project, "base_model_id": setup.run.base_model_id, "method": "dpo",
+        "settings_data": {"max_steps": 1, "validation_fraction": 0.0}, "created_by": None, "include_review": True,
+    }
+    # Battles are on held-out prompts: evaluation, so left out of training by default.
+    with pytest.raises(LaunchError, match="0 preference pair"):
+        run_launch(**launch)
+    run = run_launch(**launch, include_heldout=True)
     assert run.snapshot.row_count == 4
+    assert run.snapshot.includes_heldout is True, "the version it trains is then flagged as contaminated"
     assert run.snapshot.lineage["includes_review_votes"] is True
     assert run.snapshot.lineage["review_tasks_used"] == 4
     chosen = {row["chosen"][0]["content"] for row in run.snapshot.rows}

@@ -47,18 +47,22 @@ def test_generate_queues_a_job_for_base_and_tuned(admin_client, setup, django_ca
     with mock.patch("webapp.celery.app.send_task") as delay, django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
             f"/runs/{setup.run.pk}/review/generate/",
-            {"max_new_tokens": 16, "temperature": 0, "top_p": 0.9, "seed": 0, "create_review_tasks": "on"},
+            {"n": 1, "max_new_tokens": 16, "temperature": 0, "top_p": 0.9, "seed": 0, "create_review_tasks": "on"},
         )
     assert response.status_code == 302
     job = GenerationJob.objects.get()
     delay.assert_called_once()
     assert delay.call_args.kwargs["args"] == [job.pk]
     assert set(job.model_versions.all()) == {setup.base, setup.tuned} and job.create_review_tasks and job.run == setup.run
+    assert job.settings["n"] == 1
 
 
 def test_bad_generation_settings_are_shown_not_queued(admin_client, setup):
-    response = admin_client.post(f"/runs/{setup.run.pk}/review/generate/", {"max_new_tokens": 0, "temperature": 0, "top_p": 0.9, "seed": 0}, follow=True)
-    assert "Generation settings" in response.content.decode() and GenerationJob.objects.count() == 0
+    response = admin_client.post(
+        f"/runs/{setup.run.pk}/review/generate/", {"n": 1, "max_new_tokens": 0, "temperature": 0, "top_p": 0.9, "seed": 0}, follow=True
+    )
+    html = response.content.decode()
+    assert "Generation settings" in html and "max_new_tokens" in html and GenerationJob.objects.count() == 0
 
 
 def test_creating_battles_then_voting_shows_the_win_rate(admin_client, setup, annotator):
@@ -69,7 +73,7 @@ def test_creating_battles_then_voting_shows_the_win_rate(admin_client, setup, an
         tuned_is_a = task.completion_a.model_version_id == setup.tuned.pk
         make_pair_vote(task, annotator, "a" if tuned_is_a else "b")
     html = admin_client.get(f"/runs/{setup.run.pk}/battles/").content.decode()
-    assert "100.0%" in html and "4 / 0 / 0" in html and "16.0 chars" in html
+    assert "100.0%" in html and "4 / 0 / 0" in html and "+16 chars" in html
 
 
 def test_the_compare_card_never_names_the_models(client, setup, annotator):

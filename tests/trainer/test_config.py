@@ -11,7 +11,7 @@ from training.trainer import DPO_LOSS_TYPES, LoraSettings, SettingsError, TrainS
 
 def test_it_has_documented_defaults():
     s = TrainSettings().validate()
-    assert (s.method, s.resolved_loss_type, s.beta, s.learning_rate) == ("dpo", "sigmoid", 0.1, 5e-5)
+    assert (s.method, s.resolved_loss_type, s.beta, s.learning_rate, s.num_train_epochs) == ("dpo", "sigmoid", 0.1, None, None)
     assert (s.per_device_batch_size, s.max_length, s.seed, s.validation_fraction) == (4, 512, 42, 0.1)
     assert s.lora == LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     assert TrainSettings(method="kto").resolved_loss_type == "kto"
@@ -61,7 +61,33 @@ def test_settings_error_is_a_value_error():
 
 def test_it_accepts_every_listed_dpo_loss():
     for loss in DPO_LOSS_TYPES:
-        TrainSettings(loss_type=loss).validate()
+        # The robust loss corrects for an assumed share of flipped votes, so it needs one.
+        TrainSettings(loss_type=loss, label_smoothing=0.1 if loss == "robust" else 0.0).validate()
+
+
+def test_robust_loss_needs_a_flip_rate_and_smoothing_only_applies_to_dpo():
+    with pytest.raises(SettingsError, match="share of flipped votes"):
+        TrainSettings(loss_type="robust").validate()
+    with pytest.raises(SettingsError, match="in \\[0, 0.5\\)"):
+        TrainSettings(label_smoothing=0.5).validate()
+    with pytest.raises(SettingsError, match="only applies to DPO"):
+        TrainSettings(method="kto", label_smoothing=0.1).validate()
+
+
+def test_automatic_settings_follow_the_data_size_and_the_adapter():
+    # Given 180 training rows in batches of 4 (45 steps an epoch) and the default rank-16 adapter
+    small, notes = TrainSettings().resolve(180)
+    # Then two passes give about 90 steps, the LoRA rate is 5e-4, and it evaluates about 8 times
+    assert (small.learning_rate, small.num_train_epochs, small.eval_steps) == (5e-4, 2, 12)
+    assert len(notes) == 2 and "rank 16" in notes[0] and "2 epochs" in notes[1]
+    # A large set trains one epoch; a higher rank gets a smaller rate (scaled by sqrt(16 / r))
+    large, _ = TrainSettings(lora=LoraSettings(r=64)).resolve(4000)
+    assert (large.learning_rate, large.num_train_epochs, large.eval_steps) == (2.5e-4, 1, 125)
+    # Settings given explicitly are kept as they are, and nothing is said about them
+    given, notes = TrainSettings(learning_rate=1e-4, num_train_epochs=3, eval_steps=5).resolve(180)
+    assert (given.learning_rate, given.num_train_epochs, given.eval_steps, notes) == (1e-4, 3, 5, [])
+    # A tiny set is capped at 4 epochs
+    assert TrainSettings().resolve(8)[0].num_train_epochs == 4
 
 
 def test_listed_loss_types_are_accepted_by_trl():

@@ -188,3 +188,90 @@ def test_it_rejects_rows_for_the_wrong_method(tiny_model_dir, tmp_path):
             settings=_settings(method="kto"),
             output_dir=str(tmp_path),
         )
+
+
+def test_it_keeps_the_checkpoint_with_the_best_validation_score(tiny_model_dir, tmp_path):
+    # Given a run evaluated at every step (6 steps, eval_steps 1) with keep_best on
+    events = []
+    result = train(
+        model_path=str(tiny_model_dir),
+        rows=make_dpo_rows(12),
+        settings=_settings(max_steps=6, eval_steps=1, validation_fraction=0.34),
+        output_dir=str(tmp_path),
+        progress=events.append,
+    )
+    # Then every step was scored, and the kept step is the first with the highest score (transformers keeps
+    # the earlier of two equal scores); the result's validation metrics are that step's
+    scores = {e.step: e.metrics["eval_selection_score"] for e in events if e.kind == "eval"}
+    assert sorted(scores) == [1, 2, 3, 4, 5, 6]
+    best = max(scores.values())
+    kept = min(step for step, score in scores.items() if score == best)
+    outcome = result.outcome
+    assert outcome["kept_step"] == kept and outcome["steps"] == 6 and outcome["evaluations"] == 6
+    assert outcome["best_metric"] == "rewards/accuracies"
+    assert outcome["validation"]["selection_score"] == pytest.approx(best)
+    assert result.eval_metrics["eval_selection_score"] == pytest.approx(best)
+    assert set(outcome["final_train"]) >= DPO_KEYS and (outcome["train_rows"], outcome["validation_rows"]) == (8, 4)
+    # And the saved adapter is the kept checkpoint's, not the last step's
+    from safetensors.torch import load_file
+
+    saved = load_file(str(Path(result.adapter_dir) / "adapter_model.safetensors"))
+    kept_weights = load_file(str(tmp_path / "checkpoints" / f"checkpoint-{kept}" / "adapter_model.safetensors"))
+    assert saved.keys() == kept_weights.keys()
+    assert all((saved[k] == kept_weights[k]).all() for k in saved)
+
+
+def test_it_evaluates_the_last_step_even_between_evaluations(tiny_model_dir, tmp_path):
+    events = []
+    train(
+        model_path=str(tiny_model_dir),
+        rows=make_dpo_rows(10),
+        settings=_settings(max_steps=5, eval_steps=2),
+        output_dir=str(tmp_path),
+        progress=events.append,
+    )
+    assert sorted({e.step for e in events if e.kind == "eval"}) == [2, 4, 5]
+
+
+def test_kto_scores_validation_thumbs_by_implicit_reward_ranking(tiny_model_dir, tmp_path):
+    events = []
+    result = train(
+        model_path=str(tiny_model_dir),
+        rows=make_kto_rows(16),
+        settings=_settings(method="kto", max_steps=2, per_device_batch_size=4, validation_fraction=0.25),
+        output_dir=str(tmp_path),
+        progress=events.append,
+    )
+    evals = [e for e in events if e.kind == "eval"]
+    assert evals and all(0.0 <= e.metrics["eval_ranking_accuracy"] <= 1.0 for e in evals)
+    assert result.outcome["best_metric"] == "ranking_accuracy"
+    assert "ranking_accuracy" in result.outcome["validation"] and "kl" in result.outcome["validation"]
+
+
+def test_ranking_accuracy_is_the_share_of_good_bad_pairs_in_order():
+    from training.trainer.core import ranking_accuracy
+
+    # 2 good x 2 bad = 4 pairs: (3>1) (3>2) (1=1 half) (1<2) -> 2.5 / 4
+    assert ranking_accuracy([3.0, 1.0], [1.0, 2.0]) == 0.625
+    assert ranking_accuracy([], [1.0]) == 0.5
+
+
+def test_kto_rows_reach_the_trainer_in_a_seeded_shuffled_order(tiny_model_dir, tmp_path, monkeypatch):
+    # Given KTO rows where every winner sits next to its loser (as pairs export them)
+    from training.trainer import core
+
+    seen: list[list[str]] = []
+    real = core._to_dataset
+
+    def spy(rows, keys):
+        seen.append([r["completion"][0]["content"] for r in rows])
+        return real(rows, keys)
+
+    monkeypatch.setattr(core, "_to_dataset", spy)
+    rows = make_kto_rows(16)
+    settings = _settings(method="kto", max_steps=1, per_device_batch_size=4, validation_fraction=0.0)
+    train(model_path=str(tiny_model_dir), rows=rows, settings=settings, output_dir=str(tmp_path / "a"))
+    train(model_path=str(tiny_model_dir), rows=rows, settings=settings, output_dir=str(tmp_path / "b"))
+    # Then the training rows are all there, not in their original order, and in the same order both times
+    original = [r["completion"][0]["content"] for r in rows]
+    assert sorted(seen[0]) == sorted(original) and seen[0] != original and seen[0] == seen[1]

@@ -7,6 +7,7 @@ import pytest
 from tests.trainer.conftest import make_dpo_rows
 from training.base_models import bundled_gguf_path, convert_bundled_model, is_model_dir, tiny_random_model
 from training.trainer import TrainSettings, adapter_disabled, generate, load_for_generation, sequence_logprob, train
+from training.trainer.generation import end_token_ids, finish_reason, generate_outputs
 
 PROMPTS = [
     [{"role": "user", "content": "Say hello."}],
@@ -43,6 +44,49 @@ def test_it_refuses_right_padding(tiny):
             generate(model, tok, PROMPTS, max_new_tokens=2)
     finally:
         tok.padding_side = "left"
+
+
+def test_finish_reason_is_decided_from_the_generated_ids():
+    end = frozenset({2, 7})
+    # A row that ended early is padded with the pad token, which for SmolLM2 is the end token itself.
+    assert finish_reason([5, 9, 2, 2, 2], end) == "stop"
+    assert finish_reason([5, 7], end) == "stop"
+    assert finish_reason([5, 9, 11, 12], end) == "length"
+
+
+def test_end_ids_join_the_tokenizer_eos_and_the_generation_config_list(tiny_model_dir):
+    model, tok = load_for_generation(str(tiny_model_dir))
+    assert end_token_ids(model, tok) == {tok.eos_token_id}
+    model.generation_config.eos_token_id = [tok.eos_token_id, 7, 11]
+    assert end_token_ids(model, tok) == {tok.eos_token_id, 7, 11}
+
+
+def test_outputs_cut_at_max_new_tokens_are_length_and_the_texts_match_generate(tiny):
+    model, tok = tiny
+    outputs = generate_outputs(model, tok, PROMPTS, max_new_tokens=3, temperature=0.8, seed=3, batch_size=2)
+    assert [o.finish_reason for o in outputs] == ["length"] * 3 and all(o.is_truncated for o in outputs)
+    assert [o.text for o in outputs] == generate(model, tok, PROMPTS, max_new_tokens=3, temperature=0.8, seed=3, batch_size=2)
+
+
+def test_an_output_that_writes_an_end_token_is_stop(tiny_model_dir):
+    # A random model never ends on its own; make the token it writes second an end token, as a model's
+    # generation_config may list several.
+    model, tok = load_for_generation(str(tiny_model_dir))
+    prompt = tok.apply_chat_template(PROMPTS[0], tokenize=False, add_generation_prompt=True)
+    batch = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    ids = model.generate(**batch, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+    second = int(ids[0, batch["input_ids"].shape[1] + 1])
+    [before] = generate_outputs(model, tok, [PROMPTS[0]], max_new_tokens=8, temperature=0)
+    assert before.finish_reason == "length"
+
+    model.generation_config.eos_token_id = [tok.eos_token_id, second]
+    seen = []
+    [after] = generate_outputs(
+        model, tok, [PROMPTS[0]], max_new_tokens=8, temperature=0, on_batch=lambda start, out: seen.append((start, out))
+    )
+
+    assert after.finish_reason == "stop" and not after.is_truncated
+    assert seen == [(0, [after])]
 
 
 def test_sequence_logprob_is_negative_and_prefers_nothing_in_particular(tiny):

@@ -58,3 +58,36 @@ def test_n_samples_use_consecutive_seeds(tiny_model_dir, adapters):
     for k, s in enumerate((first, second)):
         alone = generate(model, tokenizer, PROMPTS, max_new_tokens=5, temperature=1.0, top_p=1.0, seed=s.seed, batch_size=3)
         assert [samples[k] for samples in texts["base"]] == alone
+
+
+def test_each_batch_is_reported_with_finish_reasons_prompt_by_prompt(tiny_model_dir, adapters):
+    settings = GenerationSettings(temperature=1.0, top_p=1.0, max_new_tokens=4, seed=0, n=2)
+    calls = []
+
+    texts = generate_for_versions(
+        str(tiny_model_dir), {"base": None, "one": adapters["one"]}, PROMPTS, settings, batch_size=2,
+        on_batch_done=lambda *args: calls.append(args),
+    )
+
+    # A batch of prompts gets every version and every sample before the next batch starts.
+    assert [(name, indices, k) for name, indices, k, _, _ in calls] == [
+        ("base", [0, 1], 0), ("base", [0, 1], 1), ("one", [0, 1], 0), ("one", [0, 1], 1),
+        ("base", [2], 0), ("base", [2], 1), ("one", [2], 0), ("one", [2], 1),
+    ]
+    for name, indices, k, batch_texts, reasons in calls:
+        assert batch_texts == [texts[name][i][k] for i in indices]
+        assert reasons == ["length"] * len(indices), "a random model never ends within 4 tokens"
+
+
+def test_a_second_temperature_draws_every_other_sample_and_samples_can_be_chosen(tiny_model_dir):
+    from training.trainer.generation import generate_outputs
+
+    settings = GenerationSettings(temperature=0.3, alt_temperature=1.5, top_p=1.0, max_new_tokens=5, seed=2, n=2)
+    texts = generate_for_versions(str(tiny_model_dir), {"base": None}, PROMPTS, settings, batch_size=3, samples=[1])
+
+    model, tokenizer = load_for_generation(str(tiny_model_dir))
+    hot = generate_outputs(model, tokenizer, PROMPTS, max_new_tokens=5, temperature=1.5, top_p=1.0, seed=3, batch_size=3)
+    assert [samples[1] for samples in texts["base"]] == [o.text for o in hot]
+    assert [samples[0] for samples in texts["base"]] == ["", "", ""], "sample 0 was not asked for"
+    with pytest.raises(ValueError, match="samples must be among"):
+        generate_for_versions(str(tiny_model_dir), {"base": None}, PROMPTS, settings, samples=[2])

@@ -33,6 +33,7 @@ LAUNCH_FORM = {
     "lora_dropout": "0.0",
     "lora_target_modules": "q_proj,v_proj",
     "include_review": "on",
+    "noise_handling": "none",
 }
 
 

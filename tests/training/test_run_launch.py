@@ -177,3 +177,149 @@ def test_the_launch_command_explains_a_refusal(tiny_base):
     with pytest.raises(CommandError, match="Too little data"):
         call_command("launch_run", "--project", "Thin", "--method", "dpo", "--base-model", "tiny-random")
     assert not TuningRun.objects.exists()
+
+
+def _review_battle_on(project, n, *, split, identical=False):
+    """A complete review pair (a blind battle) on a prompt of ``split`` with one vote for A."""
+    from labeling.models import Completion, PairTask, Prompt
+
+    prompt = Prompt.objects.create(project=project, messages=[{"role": "user", "content": f"Battle {n}?"}], split=split)
+    a = Completion.objects.create(prompt=prompt, text=f"tuned answer {n}", source="generated")
+    b = Completion.objects.create(prompt=prompt, text=f"tuned answer {n}" if identical else f"base answer {n}", source="generated")
+    task = PairTask.objects.create(project=project, prompt=prompt, completion_a=a, completion_b=b, purpose="review", overlap=1)
+    make_pair_vote(task, project.members.first(), "a")
+    return task
+
+
+def test_held_out_votes_stay_out_of_a_default_run(admin_client, tiny_base, django_capture_on_commit_callbacks):
+    # Given 5 labelled pairs and 3 voted battles on held-out prompts (and 1 on a train prompt)
+    project = voted_compare_project(5)
+    for n in range(3):
+        _review_battle_on(project, n, split="heldout")
+    _review_battle_on(project, 9, split="train")
+
+    _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks)
+
+    # Then the snapshot has the 5 pairs and the train-prompt battle, none of the held-out ones, and says so
+    run = TuningRun.objects.get()
+    prompts = [row["prompt"][0]["content"] for row in run.snapshot.rows]
+    assert len(prompts) == 6 and "Battle 9?" in prompts and not {"Battle 0?", "Battle 1?", "Battle 2?"} & set(prompts)
+    assert run.snapshot.summary["heldout"] == 3 and not run.snapshot.includes_heldout
+    assert run.snapshot.lineage["includes_heldout_votes"] is False and run.snapshot.lineage["heldout_tasks_left_out"] == 3
+
+
+def test_held_out_votes_enter_only_with_the_opt_in_which_flags_the_version(
+    admin_client, tiny_base, django_capture_on_commit_callbacks
+):
+    from training import services
+
+    project = voted_compare_project(5)
+    for n in range(3):
+        _review_battle_on(project, n, split="heldout")
+
+    _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, include_heldout="on")
+
+    run = TuningRun.objects.get()
+    assert run.snapshot.row_count == 8 and run.snapshot.includes_heldout
+    assert run.snapshot.lineage["includes_heldout_votes"] is True
+    # When it trains, the version it makes is flagged as having seen held-out prompts
+    assert services.run_claim(run_id=run.pk, worker="test")
+    services.run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert run.model_version.saw_heldout
+
+
+def test_a_battle_of_two_identical_answers_is_left_out_and_counted_not_a_refusal(
+    admin_client, tiny_base, django_capture_on_commit_callbacks
+):
+    # Given labelled pairs plus a voted battle between two identical answers on a train prompt
+    project = voted_compare_project(5)
+    _review_battle_on(project, 1, split="train", identical=True)
+
+    response, _ = _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks)
+
+    # Then the launch succeeds without that row, and the snapshot counts it as identical
+    assert response.status_code == 302
+    run = TuningRun.objects.get()
+    assert run.snapshot.row_count == 5 and run.snapshot.summary["identical"] == 1
+
+
+def test_empty_learning_rate_and_epochs_are_chosen_from_the_data_and_explained(
+    admin_client, tiny_base, django_capture_on_commit_callbacks
+):
+    project = voted_compare_project(8)
+
+    _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks,
+            learning_rate="", num_train_epochs="", max_steps="-1")
+
+    run = TuningRun.objects.get()
+    # 8 rows in batches of 2: 4 steps an epoch, so 4 epochs (the cap) for about 90 steps; rank 4 → 5e-4 * sqrt(4)
+    assert (run.settings["learning_rate"], run.settings["num_train_epochs"]) == (1e-3, 4)
+    assert run.settings["eval_steps"] == 2
+    assert any("Learning rate 0.001" in c for c in run.outcome["choices"])
+    assert any("4 epochs" in c for c in run.outcome["choices"])
+
+
+def _split_votes_project(tasks: int, *, agree_every: int):
+    """Tasks with two votes each; every ``agree_every``-th task has the annotators disagreeing (a vs b)."""
+    from tests.factories import ProjectFactory, UserFactory
+
+    project = ProjectFactory(name="Noisy", overlap=2)
+    first, second = UserFactory(), UserFactory()
+    project.members.add(first, second)
+    for n in range(tasks):
+        task = make_pair_task(project, n)
+        make_pair_vote(task, first, "a")
+        make_pair_vote(task, second, "b" if n % agree_every == 0 else "a")
+    return project
+
+
+def test_noise_handling_drops_split_pairs_and_sets_robust_smoothing_from_agreement(
+    admin_client, tiny_base, django_capture_on_commit_callbacks
+):
+    # Given 20 tasks with two votes, 5 of them split (a vs b): agreement p = 15/20 = 0.75
+    project = _split_votes_project(20, agree_every=4)
+    # (a 1-1 split has no majority, so it is already left out as a disagreement; make 3-vote tasks for drop_split)
+
+    _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, noise_handling="robust")
+
+    run = TuningRun.objects.get()
+    # e = (1 - sqrt(2 * 0.75 - 1)) / 2 = 0.1464...
+    assert run.settings["loss_type"] == "robust" and run.settings["label_smoothing"] == 0.146
+    lineage = run.snapshot.lineage
+    assert lineage["noise_handling"] == "robust" and lineage["estimated_flip_rate"] == 0.1464
+    assert lineage["flip_rate_basis"] == "15 of 20 annotator pairs agreed on 20 tasks"
+
+
+def test_drop_split_keeps_only_unanimous_pairs(admin_client, tiny_base, django_capture_on_commit_callbacks):
+    from tests.factories import ProjectFactory, UserFactory
+
+    # Given 6 tasks with three votes: 4 unanimous, 2 won 2-1
+    project = ProjectFactory(name="Three votes", overlap=3)
+    voters = [UserFactory() for _ in range(3)]
+    project.members.add(*voters)
+    for n in range(6):
+        task = make_pair_task(project, n)
+        for i, voter in enumerate(voters):
+            make_pair_vote(task, voter, "b" if (n < 2 and i == 2) else "a")
+
+    _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, noise_handling="drop_split")
+
+    run = TuningRun.objects.get()
+    assert run.snapshot.row_count == 4 and run.snapshot.summary["low_agreement"] == 2
+    assert run.snapshot.lineage["noise_handling"] == "drop_split"
+
+
+def test_robust_noise_handling_without_overlap_is_refused_with_the_reason(
+    admin_client, tiny_base, django_capture_on_commit_callbacks
+):
+    project = voted_compare_project(6)  # one vote per task: agreement cannot be measured
+
+    response, callbacks = _launch(
+        admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, noise_handling="robust"
+    )
+
+    assert response.status_code == 400
+    assert "needs an estimate of how often votes are flipped" in response.content.decode()
+    _nothing_queued(callbacks)

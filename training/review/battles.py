@@ -1,15 +1,17 @@
-"""Blind battles: review pair tasks between two model versions' outputs on the same prompts."""
+"""Blind battles: review pair tasks between two model versions' MATCHED outputs (same prompt, same generation
+settings, same sample index), never between outputs made differently."""
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
 from labeling.models import PairTask, Project, Prompt
 from training.models import Battle, ModelVersion, TuningRun
-from training.review.selectors import latest_generated_by_prompt
+from training.review import selectors as review_selectors
+from training.review.comparisons import describe_settings, matched_settings_of
 from training.review.versions import ReviewError
 
 if TYPE_CHECKING:
@@ -21,58 +23,94 @@ def battles_create(
     project: Project,
     version_a: ModelVersion,
     version_b: ModelVersion,
+    settings: dict[str, Any] | None = None,
     run: TuningRun | None = None,
     prompt_ids: Sequence[int] | None = None,
     created_by: User | None = None,
     seed: int | None = None,
 ) -> Battle:
-    """Blind review pairs between two versions: for each prompt (the project's held-out prompts unless given)
-    with a generated completion from both, one review PairTask of the newest completion of each, the sides in
-    random order. Prompts that already have a battle between these two versions are skipped, so calling it
-    again only adds battles for new outputs. Raises ReviewError when nothing could be paired."""
+    """Blind review pairs in one comparison: for each prompt (the project's held-out prompts unless given) and
+    each sample that both versions have an output for, made with ``settings`` (sample index aside; default: the
+    newest comparison the two versions share), one review PairTask of those two outputs, sides in random order,
+    ``matched_settings`` set. A pair of identical texts is never battled: it is counted in
+    ``Battle.identical_skipped``. Pairs battled before are skipped, so calling it again only adds new ones.
+
+    Raises ReviewError when the two versions have no matched outputs at all."""
     if version_a.pk == version_b.pk:
         raise ReviewError("A battle needs two different model versions.")
     if project.mode != Project.Mode.COMPARE:
         raise ReviewError("Blind battles are voted on in the compare screen: this project is a thumbs (rate) project.")
+    prompts = Prompt.objects.filter(project=project)
     if prompt_ids is None:
-        prompt_ids = list(
-            Prompt.objects.filter(project=project, split=Prompt.Split.HELDOUT).order_by("id").values_list("pk", flat=True)
-        )
+        prompts = prompts.filter(split=Prompt.Split.HELDOUT)
     else:
-        prompt_ids = list(Prompt.objects.filter(project=project, pk__in=prompt_ids).values_list("pk", flat=True))
-    if not prompt_ids:
+        prompts = prompts.filter(pk__in=prompt_ids)
+    ids = list(prompts.order_by("id").values_list("pk", flat=True))
+    if not ids:
         raise ReviewError(f"{project.name!r} has no held-out prompts to battle on.")
-    outputs_a = latest_generated_by_prompt(prompt_ids=prompt_ids, version=version_a)
-    outputs_b = latest_generated_by_prompt(prompt_ids=prompt_ids, version=version_b)
-    ready = sorted(set(outputs_a) & set(outputs_b))
-    if not ready:
-        raise ReviewError(
-            f"No held-out prompt has outputs from both {version_a.name!r} and {version_b.name!r} yet: generate them first."
+    if settings is None:
+        chosen = review_selectors.comparison_choose(
+            review_selectors.comparisons(project=project, first=version_a, second=version_b, prompt_ids=ids), run=run
         )
-    versions = {version_a.pk, version_b.pk}
-    already = set(
-        PairTask.objects.filter(
-            project=project, purpose=PairTask.Purpose.REVIEW, prompt_id__in=ready,
-            completion_a__model_version__in=versions, completion_b__model_version__in=versions,
-        ).values_list("prompt_id", flat=True)
-    )
+        if chosen is None or not chosen.pairs:
+            raise ReviewError(
+                f"No held-out prompt has outputs from both {version_a.name!r} and {version_b.name!r} made with the "
+                "same settings yet: generate them first."
+            )
+        settings = chosen.settings
+    settings = matched_settings_of(settings)
+    pairs = review_selectors.matched_pairs(project=project, first=version_a, second=version_b, settings=settings, prompt_ids=ids)
+    if not pairs:
+        raise ReviewError(
+            f"No held-out prompt has outputs from both {version_a.name!r} and {version_b.name!r} made with "
+            f"{describe_settings(settings) or 'recorded settings'} yet: generate them first."
+        )
+    existing, legacy = _existing_review_pairs(project, [pair for pair in pairs if not pair.identical])
     rng = random.Random(seed)
+    created = identical = 0
     with transaction.atomic():
-        created = 0
-        for prompt_id in ready:
-            if prompt_id in already:
+        # A pair stored before review pairs were stamped with their settings is matched all the same (both
+        # outputs were made with ``settings``): stamp it, so its votes start counting, rather than battle it twice.
+        PairTask.objects.filter(pk__in=legacy).update(matched_settings=settings)
+        for pair in pairs:
+            if pair.identical:
+                identical += 1
                 continue
-            first, second = outputs_a[prompt_id], outputs_b[prompt_id]
+            if frozenset((pair.first.pk, pair.second.pk)) in existing:
+                continue
+            first, second = pair.first, pair.second
             # Stored order is random too, so neither "A" in the data nor the left side means "tuned".
             if rng.random() < 0.5:
                 first, second = second, first
             PairTask.objects.create(
-                project=project, prompt_id=prompt_id, completion_a=first, completion_b=second,
-                purpose=PairTask.Purpose.REVIEW, overlap=project.overlap,
+                project=project, prompt_id=pair.prompt_id, completion_a=first, completion_b=second,
+                purpose=PairTask.Purpose.REVIEW, overlap=project.overlap, matched_settings=settings,
             )
             created += 1
         battle = Battle.objects.create(
             project=project, version_a=version_a, version_b=version_b, run=run, tasks_created=created,
-            prompts_missing_outputs=len(prompt_ids) - len(ready), created_by=created_by,
+            prompts_missing_outputs=len(ids) - len({p.prompt_id for p in pairs}), settings=settings,
+            identical_skipped=identical, created_by=created_by,
         )
     return battle
+
+
+def _existing_review_pairs(
+    project: Project, pairs: Sequence[review_selectors.MatchedPair]
+) -> tuple[set[frozenset[int]], list[int]]:
+    """The review pairs already made of these outputs ({a, b} either way round), and which of them carry no
+    settings yet (legacy)."""
+    wanted = {frozenset((p.first.pk, p.second.pk)) for p in pairs}
+    ids = [pk for pair in wanted for pk in pair]
+    existing: set[frozenset[int]] = set()
+    legacy: list[int] = []
+    rows = PairTask.objects.filter(project=project, purpose=PairTask.Purpose.REVIEW, completion_a_id__in=ids).values_list(
+        "pk", "completion_a_id", "completion_b_id", "matched_settings"
+    )
+    for pk, a, b, matched in rows:
+        key = frozenset((a, b))
+        if key in wanted:
+            existing.add(key)
+            if not matched:
+                legacy.append(pk)
+    return existing, legacy

@@ -3,26 +3,29 @@
 A job's life: ``generation_job_create`` fixes the prompts and settings and queues it (enqueued on commit) → the
 gpu worker claims it (queued → running) and calls ``generation_job_execute``, which loads the base model once,
 switches each version's adapter on and off over it, and stores only the completions that do not exist yet →
-succeeded or failed, with the reason. Candidate jobs then pair each prompt's candidates as labeling tasks;
-review jobs hand over to ``training.review.evaluation`` (battles, or held-out thumbs in a rate project).
+succeeded or failed, with the reason. Completions are stored batch by batch as they are made, with why each
+ended (``finish_reason``), and the job's counts move as they are. A candidate job pairs a prompt's candidates
+as labeling tasks as soon as all of them are in (by the job's ``pairing``, see ``training.trainer.candidates``),
+so annotators can start while it runs, and writes into ``notes`` what it left out of pairs and why. Review jobs
+hand over to ``training.review.evaluation`` (battles, or held-out thumbs in a rate project) when all is stored.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import random
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from celery import current_app
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from labeling.models import Completion, PairTask, Project, Prompt
+from labeling.models import Completion, PairTask, Project, Prompt, RateTask
 from training.models import GenerationJob, ModelVersion, TuningRun
 from training.review.versions import ReviewError
+from training.trainer import candidates as pairing_core
 from training.trainer.review import GenerationSettings, GenerationSettingsError
 
 if TYPE_CHECKING:
@@ -32,9 +35,19 @@ logger = logging.getLogger(__name__)
 JobStatus = GenerationJob.Status
 GENERATE_TASK = "workers.generate"
 
-# Each prompt's new candidates are paired all-against-all up to this many pairs (4 completions make 6).
-MAX_CANDIDATE_PAIRS_PER_PROMPT = 6
+# Each prompt's candidates are paired all-against-all up to this many pairs (4 completions make 6).
+MAX_CANDIDATE_PAIRS_PER_PROMPT = pairing_core.DEFAULT_MAX_PAIRS
 MAX_PROMPTS_PER_JOB = 5000
+# How a candidate job pairs each prompt's candidates: (GenerationJob.pairing value, label, what it does).
+PAIRINGS = [
+    (pairing_core.ALL, "All against all",
+     f"every answer against every other, up to {MAX_CANDIDATE_PAIRS_PER_PROMPT} pairs per prompt."),
+    (pairing_core.LENGTH_EXTREMES, "Shortest against longest",
+     "one pair per prompt, the shortest complete answer against the longest, counted in words."),
+    (pairing_core.MIXED_TEMPERATURES, "Two temperatures",
+     "every other sample is drawn at the second temperature, and only a cool answer and a hot one are paired."),
+]
+PAIRING_CHOICES = [(value, label) for value, label, _ in PAIRINGS]
 
 
 def _parse_settings(settings_data: dict[str, Any]) -> GenerationSettings:
@@ -75,6 +88,8 @@ def generation_job_create(
     split: str | None = None,
     run: TuningRun | None = None,
     create_review_tasks: bool = False,
+    pairing: str = pairing_core.ALL,
+    skip_truncated: bool = True,
     created_by: User | None = None,
     enqueue: bool = True,
 ) -> GenerationJob:
@@ -85,7 +100,8 @@ def generation_job_create(
 
     Prompts are ``prompt_ids`` if given, else the project's prompts in ``split`` (held-out by default).
     All versions must share one base model: the worker loads it once. ``create_review_tasks`` (review jobs with
-    exactly two versions) creates blind battles between them when the outputs are in.
+    exactly two versions) creates blind battles between them when the outputs are in. Candidate jobs pair by
+    ``pairing`` (one of PAIRINGS) and, with ``skip_truncated``, leave answers cut off at the token limit out.
     """
     if purpose not in GenerationJob.Purpose.values:
         raise ReviewError(f"Unknown purpose {purpose!r}: use candidates or review.")
@@ -99,6 +115,10 @@ def generation_job_create(
         raise ReviewError("Candidates for labeling need at least two completions per prompt: ask for n ≥ 2 or two versions.")
     if create_review_tasks and len(versions) != 2:
         raise ReviewError("Battles are between exactly two model versions.")
+    if pairing not in pairing_core.STRATEGIES:
+        raise ReviewError(f"Unknown pairing {pairing!r}: use one of {', '.join(pairing_core.STRATEGIES)}.")
+    if pairing == pairing_core.MIXED_TEMPERATURES and settings.alt_temperature is None:
+        raise ReviewError("Pairing across two temperatures needs a second temperature.")
     ids = _resolve_prompts(project, prompt_ids, split)
     with transaction.atomic():
         job = GenerationJob.objects.create(
@@ -106,9 +126,12 @@ def generation_job_create(
             run=run,
             prompt_ids=ids,
             prompt_count=len(ids),
+            completions_total=len(ids) * len(versions) * settings.n,
             settings=settings.to_dict(),
             purpose=purpose,
             create_review_tasks=create_review_tasks,
+            pairing=pairing,
+            skip_truncated=skip_truncated,
             created_by=created_by,
         )
         job.model_versions.set(versions)
@@ -163,16 +186,18 @@ def _settings_key(settings: dict[str, Any]) -> str:
 
 def generation_job_execute(*, job_id: int, batch_size: int = 8) -> GenerationJob:
     """Generate what a claimed (running) job still lacks and record the outcome; never raises for a generation
-    failure: the reason is stored on the job. Completions already stored with the same prompt, version and
-    settings are skipped, so running a job twice, or a second job over the same prompts, adds nothing twice."""
+    failure: the reason is stored on the job (completions stored before it stay, and a new job skips them).
+    Completions already stored with the same prompt, version and settings are skipped, so running a job twice,
+    or a second job over the same prompts, adds nothing twice."""
     job = GenerationJob.objects.select_related("project").get(pk=job_id)
     versions = list(job.model_versions.select_related("base_model").order_by("id"))
     settings = GenerationSettings.from_dict(job.settings)
     try:
-        created, skipped = _generate_missing(job, versions, settings, batch_size)
+        progress = _generate_missing(job, versions, settings, batch_size)
+        created, skipped = progress.created, progress.skipped
         tasks = 0
         if job.purpose == GenerationJob.Purpose.CANDIDATES:
-            tasks = candidate_pairs_create(project=job.project, prompt_ids=job.prompt_ids, versions=versions, settings=settings)
+            tasks = progress.pairs.created
         else:
             from training.review.evaluation import review_outputs_finish
 
@@ -185,16 +210,81 @@ def generation_job_execute(*, job_id: int, batch_size: int = 8) -> GenerationJob
         return GenerationJob.objects.get(pk=job_id)
     GenerationJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
         status=JobStatus.SUCCEEDED, completions_created=created, completions_skipped=skipped, tasks_created=tasks,
-        finished_at=timezone.now(),
+        notes=progress.notes(), finished_at=timezone.now(),
     )
     return GenerationJob.objects.get(pk=job_id)
 
 
+@dataclass
+class CandidatePairs:
+    """What pairing some prompts' candidates made and left out (counts add up over calls)."""
+
+    created: int = 0
+    truncated: int = 0  # candidates cut off at the token limit, left out or not
+    truncated_left_out: int = 0
+    duplicates_left_out: int = 0
+    prompts_without_pair: int = 0
+
+    def add(self, other: CandidatePairs) -> None:
+        self.created += other.created
+        self.truncated += other.truncated
+        self.truncated_left_out += other.truncated_left_out
+        self.duplicates_left_out += other.duplicates_left_out
+        self.prompts_without_pair += other.prompts_without_pair
+
+
+def _answers(count: int) -> str:
+    return f"{count} answer was" if count == 1 else f"{count} answers were"
+
+
+@dataclass
+class _Progress:
+    """A running job's counts, written to its row after every batch."""
+
+    job: GenerationJob
+    settings: GenerationSettings
+    created: int = 0
+    skipped: int = 0
+    truncated_created: int = 0
+    pairs: CandidatePairs = field(default_factory=CandidatePairs)
+
+    def notes(self) -> list[str]:
+        """What the job left out and why, in words for the jobs table."""
+        limit = self.settings.max_new_tokens
+        notes = []
+        if self.job.purpose != GenerationJob.Purpose.CANDIDATES:
+            if self.truncated_created:
+                notes.append(f"{self.truncated_created} of {self.created} new outputs were cut off at {limit} tokens.")
+            return notes
+        pairs = self.pairs
+        if pairs.truncated_left_out:
+            notes.append(f"{_answers(pairs.truncated_left_out)} cut off at {limit} tokens and left out of pairs.")
+        if pairs.truncated > pairs.truncated_left_out:
+            kept = pairs.truncated - pairs.truncated_left_out
+            notes.append(f"{_answers(kept)} cut off at {limit} tokens and paired anyway, marked as cut off for annotators.")
+        if pairs.duplicates_left_out:
+            notes.append(
+                f"{_answers(pairs.duplicates_left_out)} identical to another answer to the same prompt and left out of pairs."
+            )
+        if pairs.prompts_without_pair:
+            count = pairs.prompts_without_pair
+            notes.append(f"{count} prompt{'s' if count != 1 else ''} got no pair: fewer than two usable answers.")
+        return notes
+
+    def save(self) -> None:
+        GenerationJob.objects.filter(pk=self.job.pk).update(
+            completions_created=self.created, tasks_created=self.pairs.created, notes=self.notes()
+        )
+
+
 def _generate_missing(
     job: GenerationJob, versions: list[ModelVersion], settings: GenerationSettings, batch_size: int
-) -> tuple[int, int]:
+) -> _Progress:
+    """Make and store the job's missing completions batch by batch, updating the job's counts as they come;
+    for a candidate job, pair each prompt as soon as all its candidates are stored."""
     from training.trainer.review import generate_for_versions
 
+    progress = _Progress(job=job, settings=settings)
     existing = _existing_keys(job.prompt_ids, versions)
     wanted = [
         (prompt_id, version, k)
@@ -203,36 +293,60 @@ def _generate_missing(
         for k in range(settings.n)
     ]
     missing = [(p, v, k) for p, v, k in wanted if (p, v.pk, _settings_key(settings.for_sample(k))) not in existing]
-    skipped = len(wanted) - len(missing)
+    progress.skipped = len(wanted) - len(missing)
+    GenerationJob.objects.filter(pk=job.pk).update(completions_total=len(wanted), completions_skipped=progress.skipped)
+    # A prompt is ready to pair when none of its completions is missing; those already complete pair now.
+    waiting: dict[int, set[tuple[int, int]]] = {p: set() for p in job.prompt_ids}
+    for p, v, k in missing:
+        waiting[p].add((v.pk, k))
+    pair = job.purpose == GenerationJob.Purpose.CANDIDATES
+
+    def pair_ready(prompt_ids: list[int]) -> None:
+        if pair and prompt_ids:
+            progress.pairs.add(candidate_pairs_create(
+                project=job.project, prompt_ids=prompt_ids, versions=versions, settings=settings,
+                pairing=job.pairing, skip_truncated=job.skip_truncated,
+            ))
+
+    with transaction.atomic():
+        pair_ready([p for p in job.prompt_ids if not waiting[p]])
+        progress.save()
     if not missing:
-        return 0, skipped
+        return progress
     # Versions with nothing missing are not generated at all; the prompts are the union of what any version
     # lacks (usually all of them or none), and only the missing (prompt, version, sample) triples are stored.
     need_versions = [v for v in versions if any(mv.pk == v.pk for _, mv, _ in missing)]
     need_prompt_ids = sorted({p for p, _, _ in missing})
-    missing_keys = {(p, v.pk, k) for p, v, k in missing}
+    need_samples = sorted({k for _, _, k in missing})
     prompts = {p.pk: p for p in Prompt.objects.filter(pk__in=need_prompt_ids)}
     by_name = {f"v{v.pk}": v for v in need_versions}
-    created = 0
 
-    def store(name: str, texts: list[list[str]]) -> None:
-        nonlocal created
+    def store(name: str, indices: list[int], k: int, texts: list[str], reasons: list[str]) -> None:
         version = by_name[name]
-        rows = [
-            Completion(
+        rows = []
+        ready = []
+        for i, text, reason in zip(indices, texts, reasons, strict=True):
+            prompt_id = need_prompt_ids[i]
+            if (version.pk, k) not in waiting[prompt_id]:
+                continue
+            waiting[prompt_id].discard((version.pk, k))
+            if not waiting[prompt_id]:
+                ready.append(prompt_id)
+            rows.append(Completion(
                 prompt_id=prompt_id,
-                text=samples[k],
+                text=text,
                 source=Completion.Source.GENERATED,
                 model_name=version.name,
                 model_version=version,
                 generation_settings=settings.for_sample(k),
-            )
-            for prompt_id, samples in zip(need_prompt_ids, texts, strict=True)
-            for k in range(settings.n)
-            if (prompt_id, version.pk, k) in missing_keys
-        ]
-        Completion.objects.bulk_create(rows)
-        created += len(rows)
+                finish_reason=reason,
+            ))
+        with transaction.atomic():
+            Completion.objects.bulk_create(rows)
+            progress.created += len(rows)
+            progress.truncated_created += sum(1 for row in rows if row.is_truncated)
+            pair_ready(ready)
+            progress.save()
 
     generate_for_versions(
         need_versions[0].base_model.path,
@@ -240,54 +354,96 @@ def _generate_missing(
         [prompts[p].messages for p in need_prompt_ids],
         settings,
         batch_size=batch_size,
-        on_version_done=store,
+        samples=need_samples,
+        on_batch_done=store,
     )
-    return created, skipped
+    return progress
 
 
 def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
 
 
-def _pair_exists(project: Project, a_id: int, b_id: int) -> bool:
-    return PairTask.objects.filter(
-        Q(completion_a_id=a_id, completion_b_id=b_id) | Q(completion_a_id=b_id, completion_b_id=a_id), project=project
-    ).exists()
-
-
 def candidate_pairs_create(
     *, project: Project, prompt_ids: Sequence[int], versions: Sequence[ModelVersion], settings: GenerationSettings,
-    seed: int = 0,
-) -> int:
-    """Labeling pair tasks among each prompt's generated candidates (these versions, these settings), all
-    against all up to MAX_CANDIDATE_PAIRS_PER_PROMPT, sides in random order. Pairs that exist already and
-    pairs of identical texts are skipped. Returns how many tasks were created."""
-    keys = {_settings_key(settings.for_sample(k)) for k in range(settings.n)}
-    completions: dict[int, list[Completion]] = {}
+    pairing: str = pairing_core.ALL, skip_truncated: bool = True, seed: int = 0,
+) -> CandidatePairs:
+    """Labeling pair tasks among each prompt's generated candidates (these versions, these settings), chosen by
+    ``pairing`` (``training.trainer.candidates.pair_candidates``), sides in random order. Answers cut off at the
+    token limit (with ``skip_truncated``) and identical answers are left out; pairs that exist already are not
+    made again, so calling this twice for a prompt adds nothing. Returns what was made and left out.
+
+    In a rate (thumbs) project there is nothing to pair: each distinct candidate becomes a thumbs task instead."""
+    keys = {_settings_key(settings.for_sample(k)): settings.temperature_for(k) for k in range(settings.n)}
+    candidates: dict[int, list[pairing_core.Candidate]] = {}
     for completion in Completion.objects.filter(
         prompt_id__in=prompt_ids, model_version__in=versions, source=Completion.Source.GENERATED
     ).order_by("id"):
-        if _settings_key(completion.generation_settings) in keys:
-            completions.setdefault(completion.prompt_id, []).append(completion)
-    rng = random.Random(seed)
-    created = 0
+        key = _settings_key(completion.generation_settings)
+        if key in keys:
+            candidates.setdefault(completion.prompt_id, []).append(pairing_core.Candidate(
+                key=completion.pk, text=completion.text, truncated=completion.is_truncated, temperature=keys[key],
+            ))
+    if project.mode == Project.Mode.RATE:
+        return _candidate_rate_tasks_create(project, candidates, skip_truncated=skip_truncated)
+    existing = {
+        frozenset(ids)
+        for ids in PairTask.objects.filter(project=project, prompt_id__in=prompt_ids).values_list(
+            "completion_a_id", "completion_b_id"
+        )
+    }
+    result = CandidatePairs()
     with transaction.atomic():
-        for prompt_id in sorted(completions):
-            made = 0
-            for a, b in itertools.combinations(completions[prompt_id], 2):
-                if made >= MAX_CANDIDATE_PAIRS_PER_PROMPT:
-                    break
-                if a.text.strip() == b.text.strip() or _pair_exists(project, a.pk, b.pk):
+        for prompt_id in sorted(candidates):
+            plan = pairing_core.pair_candidates(
+                candidates[prompt_id], pairing, skip_truncated=skip_truncated, max_pairs=MAX_CANDIDATE_PAIRS_PER_PROMPT
+            )
+            result.truncated += sum(1 for c in candidates[prompt_id] if c.truncated)
+            result.truncated_left_out += plan.truncated_left_out
+            result.duplicates_left_out += plan.duplicates_left_out
+            result.prompts_without_pair += 0 if plan.pairs else 1
+            # Seeded per prompt, so the sides do not depend on which other prompts are paired in the same call.
+            rng = random.Random(f"{seed}:{prompt_id}")
+            for a, b in plan.pairs:
+                if frozenset((a.key, b.key)) in existing:
                     continue
                 if rng.random() < 0.5:
                     a, b = b, a
                 PairTask.objects.create(
-                    project=project, prompt_id=prompt_id, completion_a=a, completion_b=b,
+                    project=project, prompt_id=prompt_id, completion_a_id=a.key, completion_b_id=b.key,
                     purpose=PairTask.Purpose.LABEL, overlap=project.overlap,
                 )
+                existing.add(frozenset((a.key, b.key)))
+                result.created += 1
+    return result
+
+
+def _candidate_rate_tasks_create(
+    project: Project, candidates: dict[int, list[pairing_core.Candidate]], *, skip_truncated: bool
+) -> CandidatePairs:
+    result = CandidatePairs()
+    existing = set(RateTask.objects.filter(project=project).values_list("completion_id", flat=True))
+    with transaction.atomic():
+        for prompt_id in sorted(candidates):
+            seen: set[str] = set()
+            made = 0
+            for candidate in candidates[prompt_id]:
+                result.truncated += candidate.truncated
+                if candidate.truncated and skip_truncated:
+                    result.truncated_left_out += 1
+                    continue
+                if candidate.text.strip() in seen:
+                    result.duplicates_left_out += 1
+                    continue
+                seen.add(candidate.text.strip())
+                if candidate.key in existing:
+                    continue
+                RateTask.objects.create(project=project, completion_id=candidate.key, overlap=project.overlap)
+                existing.add(candidate.key)
                 made += 1
-            created += made
-    return created
+            result.created += made
+            result.prompts_without_pair += 0 if seen else 1
+    return result
 
 
 def generation_jobs_reap(*, worker_name: str) -> list[int]:

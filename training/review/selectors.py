@@ -1,35 +1,217 @@
-"""Reads for review: base and tuned outputs side by side, a run's blind-battle results, and the leaderboard."""
+"""Reads for review: matched comparisons of base and tuned outputs, side by side, whether the tuned model moved,
+blind-battle results (raw, paired and length-controlled win rates), held-out thumbs, the run's validation
+headline, and the Bradley–Terry leaderboard.
+
+Only MATCHED outputs are ever paired or counted: the same prompt, the same generation settings and the same
+sample index (``training.review.comparisons``). Review pairs stored before that rule
+(``matched_settings == {}``) are left out of every win rate and of the leaderboard.
+"""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from statistics import mean
+from typing import Any
 
-from django.db.models import CharField, F, Q, QuerySet
-from django.db.models.functions import Cast
+from django.db.models import F, QuerySet
 
-from labeling.models import Completion, PairTask, PairVote, Project, Prompt, TaskStatus
-from training.models import Battle, GenerationJob, ModelVersion
+from labeling.models import Completion, PairTask, PairVote, Project, Prompt, RateTask, Rating, TaskStatus
+from training.models import Battle, GenerationJob, ModelVersion, TuningRun
+from training.review import figures
+from training.review.comparisons import (
+    comparison_key,
+    describe_settings,
+    matched_settings_of,
+    sample_of,
+    settings_key,
+)
+from training.trainer.movement import NOT_MOVED_SHARE, same_text
 from training.trainer.review import LOSS, TIE, WIN, bradley_terry_bootstrap, win_rate
+from training.trainer.win_rates import (
+    LengthControlledWinRate,
+    PairedWinRate,
+    length_controlled_win_rate,
+    paired_win_rate,
+    thumbs_up_rate,
+)
 
 # The Bradley–Terry fit adds this many virtual tied games to each pair of versions that met, so a version that
 # has won every battle so far gets a large, finite rating rather than an infinite one.
 LEADERBOARD_PRIOR = 0.5
 LEADERBOARD_ROUNDS = 100
-# Keys of a run's metrics shown above its review, in this order when present.
-KEY_METRICS = ("loss", "rewards/accuracies", "rewards/margins", "logps/chosen", "kl")
+# Prompt-level bootstrap rounds for the paired and the length-controlled win rates on the pages.
+PAIRED_ROUNDS = 2000
+LENGTH_CONTROLLED_ROUNDS = 500
+# The review form asks for enough samples per prompt to reach this many matched pairs (at most 8 samples).
+TARGET_MATCHED_PAIRS = 90
+MAX_SAMPLES = 8
+CONTAMINATED = "trained on held-out votes: its win rate is contaminated"
 _OUTCOME = {PairVote.Choice.A: WIN, PairVote.Choice.B: LOSS, PairVote.Choice.TIE: TIE, PairVote.Choice.BOTH_BAD: TIE}
+
+
+def words(text: str) -> int:
+    """Answer length for the length-controlled win rate: words, as a reader counts them."""
+    return len(text.split())
+
+
+def heldout_prompt_count(*, project: Project) -> int:
+    return Prompt.objects.filter(project=project, split=Prompt.Split.HELDOUT).count()
+
+
+def samples_for_target(heldout_prompts: int) -> int:
+    """Samples per prompt that give at least TARGET_MATCHED_PAIRS matched pairs: min(8, ceil(90 / prompts))."""
+    if heldout_prompts <= 0:
+        return 1
+    return min(MAX_SAMPLES, -(-TARGET_MATCHED_PAIRS // heldout_prompts))
+
+
+# ---------------------------------------------------------------- comparisons
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One set of generation settings (sample index left out) that both versions have outputs for."""
+
+    settings: dict[str, Any]
+    key: str
+    samples: tuple[int, ...]
+    pairs: int  # (prompt, sample) with an output from both versions
+    prompts: int  # prompts with at least one matched pair
+    first_outputs: int
+    second_outputs: int
+    newest_id: int
+
+    @property
+    def label(self) -> str:
+        return describe_settings(self.settings, self.samples or None)
+
+    @property
+    def samples_per_prompt(self) -> int:
+        return len(self.samples)
+
+
+def _generated(prompt_ids: Iterable[int] | None, project: Project, versions: Sequence[ModelVersion]) -> QuerySet[Completion]:
+    outputs = Completion.objects.filter(model_version__in=[v.pk for v in versions], source=Completion.Source.GENERATED)
+    if prompt_ids is None:
+        return outputs.filter(prompt__project=project, prompt__split=Prompt.Split.HELDOUT)
+    return outputs.filter(prompt_id__in=list(prompt_ids))
+
+
+def comparisons(
+    *, project: Project, first: ModelVersion, second: ModelVersion, prompt_ids: Iterable[int] | None = None
+) -> list[Comparison]:
+    """Every settings group either version has outputs in (held-out prompts unless ``prompt_ids``), newest
+    first; ``pairs`` says how many of its outputs are matched. Outputs stored without their settings are in
+    none: nothing says they were made the same way as anything else."""
+    groups: dict[str, dict[str, Any]] = {}
+    rows = _generated(prompt_ids, project, [first, second]).values_list(
+        "id", "prompt_id", "model_version_id", "generation_settings"
+    )
+    for pk, prompt_id, version_id, generation_settings in rows:
+        if not matched_settings_of(generation_settings):
+            continue
+        key = comparison_key(generation_settings)
+        group = groups.setdefault(
+            key, {"settings": matched_settings_of(generation_settings), "outputs": {first.pk: set(), second.pk: set()}, "newest": 0}
+        )
+        group["outputs"][version_id].add((prompt_id, sample_of(generation_settings)))
+        group["newest"] = max(group["newest"], pk)
+    result = []
+    for key, group in groups.items():
+        both = group["outputs"][first.pk] & group["outputs"][second.pk]
+        result.append(
+            Comparison(
+                settings=group["settings"], key=key, samples=tuple(sorted({s for _, s in both})),
+                pairs=len(both), prompts=len({p for p, _ in both}), first_outputs=len(group["outputs"][first.pk]),
+                second_outputs=len(group["outputs"][second.pk]), newest_id=group["newest"],
+            )
+        )
+    return sorted(result, key=lambda c: -c.newest_id)
+
+
+def comparison_choose(
+    options: Sequence[Comparison], *, key: str | None = None, run: TuningRun | None = None
+) -> Comparison | None:
+    """The comparison a page shows: ``key`` if it names one; else the newest review job's settings for
+    ``run``; else the newest comparison with matched pairs; else the newest at all (None when there are none)."""
+    by_key = {c.key: c for c in options}
+    if key and key in by_key:
+        return by_key[key]
+    if run is not None:
+        jobs = GenerationJob.objects.filter(run=run, purpose=GenerationJob.Purpose.REVIEW).order_by("-id")
+        for settings in jobs.values_list("settings", flat=True):
+            chosen = by_key.get(comparison_key(settings))
+            if chosen is not None and chosen.pairs:
+                return chosen
+    matched = [c for c in options if c.pairs]
+    return (matched or list(options) or [None])[0]
+
+
+@dataclass(frozen=True)
+class MatchedPair:
+    prompt_id: int
+    sample: int
+    first: Completion
+    second: Completion
+
+    @property
+    def identical(self) -> bool:
+        return same_text(self.first.text, self.second.text)
+
+
+def _by_prompt_and_sample(
+    outputs: Iterable[Completion], key: str, samples: set[int] | None
+) -> dict[int, dict[tuple[int, int], Completion]]:
+    """version id → (prompt, sample) → the output; of duplicates (older data) the newest wins."""
+    found: dict[int, dict[tuple[int, int], Completion]] = {}
+    for completion in outputs:
+        if comparison_key(completion.generation_settings) != key:
+            continue
+        sample = sample_of(completion.generation_settings)
+        if samples is not None and sample not in samples:
+            continue
+        found.setdefault(completion.model_version_id, {})[(completion.prompt_id, sample)] = completion
+    return found
+
+
+def matched_pairs(
+    *,
+    project: Project,
+    first: ModelVersion,
+    second: ModelVersion,
+    settings: dict[str, Any],
+    prompt_ids: Iterable[int] | None = None,
+    samples: Iterable[int] | None = None,
+) -> list[MatchedPair]:
+    """``first``'s and ``second``'s outputs made with identical ``settings`` (sample index aside) on the same
+    prompt and sample, in prompt then sample order: the only outputs that are ever compared."""
+    if not matched_settings_of(settings):
+        return []
+    key = comparison_key(settings)
+    outputs = _generated(prompt_ids, project, [first, second]).order_by("id")
+    found = _by_prompt_and_sample(outputs, key, set(samples) if samples is not None else None)
+    mine, theirs = found.get(first.pk, {}), found.get(second.pk, {})
+    return [MatchedPair(prompt_id=p, sample=s, first=mine[(p, s)], second=theirs[(p, s)]) for p, s in sorted(set(mine) & set(theirs))]
+
+
+# ---------------------------------------------------------------- side by side
 
 
 @dataclass(frozen=True)
 class SideBySideRow:
     prompt: Prompt
+    sample: int | None
     base: Completion | None
     tuned: Completion | None
 
     @property
     def differ(self) -> bool:
-        return self.base is not None and self.tuned is not None and self.base.text.strip() != self.tuned.text.strip()
+        return self.base is not None and self.tuned is not None and not same_text(self.tuned.text, self.base.text)
+
+    @property
+    def identical(self) -> bool:
+        return self.base is not None and self.tuned is not None and same_text(self.tuned.text, self.base.text)
 
     @property
     def length_change(self) -> int | None:
@@ -38,43 +220,66 @@ class SideBySideRow:
         return len(self.tuned.text) - len(self.base.text)
 
 
-def latest_generated_by_prompt(*, prompt_ids: Sequence[int], version: ModelVersion) -> dict[int, Completion]:
-    """Prompt id → the newest completion ``version`` generated for it."""
-    latest: dict[int, Completion] = {}
-    for completion in Completion.objects.filter(
-        prompt_id__in=prompt_ids, model_version=version, source=Completion.Source.GENERATED
-    ).order_by("id"):
-        latest[completion.prompt_id] = completion
-    return latest
+def _folded(text: str) -> str:
+    # NFC so "café" typed with a combining accent still matches; casefold for case-insensitive search.
+    return unicodedata.normalize("NFC", text).casefold()
+
+
+def _prompt_matches(prompt: Prompt, needle: str) -> bool:
+    contents = (str(m.get("content", "")) for m in prompt.messages if isinstance(m, dict))
+    return any(needle in _folded(content) for content in contents)
 
 
 def side_by_side(
-    *, project: Project, base: ModelVersion, tuned: ModelVersion, search: str = "", only_different: bool = False
+    *,
+    project: Project,
+    base: ModelVersion,
+    tuned: ModelVersion,
+    settings: dict[str, Any] | None,
+    search: str = "",
+    only_different: bool = False,
 ) -> list[SideBySideRow]:
-    """Held-out prompts with the newest generated output of each version (None where there is none yet).
+    """Held-out prompts with the base and tuned outputs of one comparison (``settings``), one row per prompt
+    and sample; a prompt with no output in it yet gets one row with None on both sides.
 
-    ``search`` matches the prompt's messages or either output, case-insensitively; ``only_different`` keeps
-    prompts where both outputs exist and differ."""
-    prompts = Prompt.objects.filter(project=project, split=Prompt.Split.HELDOUT)
-    search = search.strip()
-    if search:
-        versions = [base.pk, tuned.pk]
-        matching_outputs = Completion.objects.filter(model_version__in=versions, text__icontains=search).values("prompt_id")
-        prompts = prompts.annotate(messages_text=Cast("messages", CharField())).filter(
-            Q(messages_text__icontains=search) | Q(pk__in=matching_outputs)
-        )
-    prompts_list = list(prompts.order_by("id"))
-    ids = [p.pk for p in prompts_list]
-    base_outputs = latest_generated_by_prompt(prompt_ids=ids, version=base)
-    tuned_outputs = latest_generated_by_prompt(prompt_ids=ids, version=tuned)
-    rows = [SideBySideRow(prompt=p, base=base_outputs.get(p.pk), tuned=tuned_outputs.get(p.pk)) for p in prompts_list]
+    ``search`` matches the text of the prompt's messages or of either output (case-insensitive, accents and
+    quotes as typed: the messages are searched as text, never as their JSON); ``only_different`` keeps the
+    rows where both outputs exist and differ."""
+    prompts = list(Prompt.objects.filter(project=project, split=Prompt.Split.HELDOUT).order_by("id"))
+    found: dict[int, dict[tuple[int, int], Completion]] = {}
+    if settings is not None:
+        outputs = _generated(None, project, [base, tuned]).order_by("id")
+        found = _by_prompt_and_sample(outputs, comparison_key(settings), None)
+    base_outputs, tuned_outputs = found.get(base.pk, {}), found.get(tuned.pk, {})
+    samples_of: dict[int, set[int]] = {}
+    for prompt_id, sample in [*base_outputs, *tuned_outputs]:
+        samples_of.setdefault(prompt_id, set()).add(sample)
+    rows = []
+    for prompt in prompts:
+        samples = sorted(samples_of.get(prompt.pk, ()))
+        if not samples:
+            rows.append(SideBySideRow(prompt=prompt, sample=None, base=None, tuned=None))
+        for sample in samples:
+            rows.append(
+                SideBySideRow(
+                    prompt=prompt, sample=sample, base=base_outputs.get((prompt.pk, sample)),
+                    tuned=tuned_outputs.get((prompt.pk, sample)),
+                )
+            )
+    needle = _folded(search.strip())
+    if needle:
+        rows = [
+            row for row in rows
+            if _prompt_matches(row.prompt, needle)
+            or any(c is not None and needle in _folded(c.text) for c in (row.base, row.tuned))
+        ]
     if only_different:
         rows = [row for row in rows if row.differ]
     return rows
 
 
 def output_lengths(rows: list[SideBySideRow]) -> dict[str, float | int | None]:
-    """Mean characters of each side over prompts where both exist, and how many prompts that is."""
+    """Over rows where both outputs exist: how many, how many differ, mean characters of each side."""
     both = [row for row in rows if row.base is not None and row.tuned is not None]
     return {
         "pairs": len(both),
@@ -84,36 +289,166 @@ def output_lengths(rows: list[SideBySideRow]) -> dict[str, float | int | None]:
     }
 
 
+# ---------------------------------------------------------------- did the model move?
+
+
+@dataclass(frozen=True)
+class MovementSummary:
+    """Identical share and per-token KL of a comparison: measured by the worker (``GenerationJob.movement``)
+    when a review job made these outputs, else counted here (and the KL is unknown)."""
+
+    pairs: int
+    identical: int
+    kl_per_token: float | None
+    tokens: int
+    job_id: int | None
+
+    @property
+    def identical_share(self) -> float | None:
+        return self.identical / self.pairs if self.pairs else None
+
+    @property
+    def did_not_move(self) -> bool:
+        share = self.identical_share
+        return share is not None and share >= NOT_MOVED_SHARE
+
+    @property
+    def identical_percent(self) -> str:
+        return figures.percent(self.identical_share)
+
+    @property
+    def kl_text(self) -> str:
+        return "not measured" if self.kl_per_token is None else figures.significant(self.kl_per_token)
+
+    @property
+    def warning(self) -> str:
+        kl = "" if self.kl_per_token is None else f" (KL {figures.significant(self.kl_per_token)} per token)"
+        return (
+            f"The tuned model did not move: {self.identical} of {self.pairs} outputs are identical to the base's{kl}. "
+            "Try more steps, a larger learning rate, or more data."
+        )
+
+
+def comparison_movement(
+    *, project: Project, run: TuningRun | None, base: ModelVersion, tuned: ModelVersion, comparison: Comparison | None
+) -> MovementSummary | None:
+    """How far ``tuned`` moved from ``base`` in ``comparison``: what the newest review job of ``run`` in it
+    measured, else the identical share of its matched pairs counted here (the KL then unknown)."""
+    if comparison is None or not comparison.pairs:
+        return None
+    if run is not None:
+        jobs = GenerationJob.objects.filter(run=run, purpose=GenerationJob.Purpose.REVIEW).exclude(movement={}).order_by("-id")
+        for job_id, job_settings, movement in jobs.values_list("id", "settings", "movement"):
+            if comparison_key(job_settings) == comparison.key and movement.get("pairs"):
+                return MovementSummary(
+                    pairs=int(movement["pairs"]), identical=int(movement.get("identical") or 0),
+                    kl_per_token=movement.get("kl_per_token"), tokens=int(movement.get("tokens") or 0), job_id=job_id,
+                )
+    pairs = matched_pairs(project=project, first=tuned, second=base, settings=comparison.settings)
+    return MovementSummary(
+        pairs=len(pairs), identical=sum(1 for p in pairs if p.identical), kl_per_token=None, tokens=0, job_id=None
+    )
+
+
+# ---------------------------------------------------------------- blind battles
+
+
+@dataclass(frozen=True)
+class BattleRound:
+    """One ``battles_create`` call: what it made, in which comparison."""
+
+    battle: Battle
+
+    @property
+    def settings_label(self) -> str:
+        return describe_settings(self.battle.settings) if self.battle.settings else ""
+
+
 @dataclass
 class BattleResults:
-    """A run's blind battles from the tuned version's point of view; one vote is one battle."""
+    """Blind battles of ``tuned`` against ``base`` in matched comparisons; one vote is one battle.
+
+    ``rate`` / ``low`` / ``high`` is the raw win rate (ties half) with a Wilson interval that treats every vote
+    as independent; ``paired`` clusters the votes by prompt (bootstrap over prompts, sign test over prompts);
+    ``length_controlled`` is the win rate at equal answer lengths (in words)."""
 
     wins: int = 0
     ties: int = 0
     losses: int = 0
     both_bad: int = 0
-    tasks: int = 0
+    tasks: int = 0  # matched review pairs
     tasks_complete: int = 0
+    prompts: int = 0  # prompts those pairs are on
+    unmatched: int = 0  # legacy review pairs of outputs with different or unknown settings: never counted
     rate: float | None = None
     low: float | None = None
     high: float | None = None
-    mean_length_change: float | None = None
+    paired: PairedWinRate | None = None
+    length_controlled: LengthControlledWinRate | None = None
+    mean_length_change: float | None = None  # characters
     base_mean_length: float | None = None
     tuned_mean_length: float | None = None
+    mean_word_change: float | None = None
     tuned_longer_win_rate: float | None = None
-    battles: list[Battle] = field(default_factory=list)
+    contaminated: bool = False
+    settings_label: str = ""
+    battles: list[BattleRound] = field(default_factory=list)
 
     @property
     def votes(self) -> int:
         return self.wins + self.ties + self.losses
 
     @property
+    def identical_skipped(self) -> int:
+        return sum(r.battle.identical_skipped for r in self.battles)
+
+    @property
     def rate_percent(self) -> str:
-        return "" if self.rate is None else f"{100 * self.rate:.1f}%"
+        return "" if self.rate is None else figures.percent(self.rate)
+
+    @property
+    def interval_percent(self) -> str:
+        return figures.percent_interval(self.low, self.high)
+
+    @property
+    def paired_percent(self) -> str:
+        return figures.percent(self.paired.rate) if self.paired else figures.DASH
+
+    @property
+    def paired_interval(self) -> str:
+        return figures.percent_interval(self.paired.low, self.paired.high) if self.paired else figures.DASH
+
+    @property
+    def sign_test(self) -> str:
+        return figures.p_value(self.paired.sign_test_p) if self.paired else figures.DASH
+
+    @property
+    def lc_percent(self) -> str:
+        return figures.percent(self.length_controlled.rate) if self.length_controlled else figures.DASH
+
+    @property
+    def lc_interval(self) -> str:
+        lc = self.length_controlled
+        return figures.percent_interval(lc.low, lc.high) if lc else figures.DASH
+
+    @property
+    def length_coefficient(self) -> str:
+        if self.length_controlled is None:
+            return figures.DASH
+        # Three decimals are all the precision a reader can use; a fit's 6e-17 is a plain 0.
+        return figures.significant(round(self.length_controlled.length_coefficient, 3))
+
+    @property
+    def length_change_text(self) -> str:
+        return figures.signed(self.mean_length_change, "chars")
+
+    @property
+    def word_change_text(self) -> str:
+        return figures.signed(self.mean_word_change, "words")
 
     @property
     def tuned_longer_percent(self) -> str:
-        return "" if self.tuned_longer_win_rate is None else f"{100 * self.tuned_longer_win_rate:.1f}%"
+        return "" if self.tuned_longer_win_rate is None else figures.percent(self.tuned_longer_win_rate)
 
 
 def _review_tasks_between(project: Project, first: ModelVersion, second: ModelVersion) -> QuerySet[PairTask]:
@@ -126,49 +461,204 @@ def _review_tasks_between(project: Project, first: ModelVersion, second: ModelVe
     ).exclude(completion_a__model_version=F("completion_b__model_version"))
 
 
-def battle_results(*, project: Project, tuned: ModelVersion, base: ModelVersion) -> BattleResults:
-    """Win / tie / loss of ``tuned`` against ``base`` over all votes on review pairs between them, the win rate
-    (ties half) with a 95% Wilson interval, and the length bias: the mean characters the tuned output adds."""
-    tasks = list(_review_tasks_between(project, tuned, base).select_related("completion_a", "completion_b"))
+def battle_results(
+    *, project: Project, tuned: ModelVersion, base: ModelVersion, settings: dict[str, Any] | None = None,
+    rounds: int = PAIRED_ROUNDS,
+) -> BattleResults:
+    """Win / tie / loss of ``tuned`` against ``base`` over the votes on MATCHED review pairs between them (one
+    comparison's if ``settings`` is given, else every matched pair), with the raw, paired and length-controlled
+    win rates. Unmatched legacy pairs are only counted in ``unmatched``."""
+    every = _review_tasks_between(project, tuned, base)
+    tasks = list(every.exclude(matched_settings={}).select_related("completion_a", "completion_b"))
+    if settings is not None:
+        wanted = settings_key(matched_settings_of(settings))
+        tasks = [t for t in tasks if settings_key(t.matched_settings) == wanted]
+    battles = list(Battle.objects.filter(project=project, version_a__in=[tuned, base], version_b__in=[tuned, base]))
+    if settings is not None:
+        battles = [b for b in battles if settings_key(matched_settings_of(b.settings)) == settings_key(matched_settings_of(settings))]
     result = BattleResults(
         tasks=len(tasks),
         tasks_complete=sum(1 for t in tasks if t.status == TaskStatus.COMPLETE),
-        battles=list(Battle.objects.filter(project=project, version_a__in=[tuned, base], version_b__in=[tuned, base])),
+        prompts=len({t.prompt_id for t in tasks}),
+        unmatched=every.filter(matched_settings={}).count(),
+        contaminated=tuned.saw_heldout or base.saw_heldout,
+        settings_label=describe_settings(settings, _samples_of(tasks)) if settings is not None else "",
+        battles=[BattleRound(battle=b) for b in battles],
     )
     if not tasks:
         return result
     by_task = {t.pk: t for t in tasks}
     longer_points: list[float] = []
-    for task_id, choice in PairVote.objects.filter(task_id__in=by_task).values_list("task_id", "choice"):
+    outcomes: list[tuple[int, float]] = []
+    lengths: list[tuple[int, float, float, float]] = []
+    for task_id, choice in PairVote.objects.filter(task_id__in=by_task).order_by("id").values_list("task_id", "choice"):
         task = by_task[task_id]
         tuned_is_a = task.completion_a.model_version_id == tuned.pk
         if choice in (PairVote.Choice.TIE, PairVote.Choice.BOTH_BAD):
             result.ties += 1
             result.both_bad += choice == PairVote.Choice.BOTH_BAD
-            point = 0.5
+            point = TIE
         elif (choice == PairVote.Choice.A) == tuned_is_a:
             result.wins += 1
-            point = 1.0
+            point = WIN
         else:
             result.losses += 1
-            point = 0.0
-        tuned_text, base_text = (task.completion_a.text, task.completion_b.text) if tuned_is_a else (task.completion_b.text, task.completion_a.text)
+            point = LOSS
+        tuned_text, base_text = _sides(task, tuned_is_a)
         if len(tuned_text) > len(base_text):
             longer_points.append(point)
+        outcomes.append((task.prompt_id, point))
+        lengths.append((task.prompt_id, point, words(tuned_text), words(base_text)))
     if result.votes:
         result.rate, result.low, result.high = win_rate(result.wins, result.ties, result.losses)
+        result.paired = paired_win_rate(outcomes, rounds=rounds)
+        result.length_controlled = length_controlled_win_rate(
+            lengths, rounds=min(rounds, LENGTH_CONTROLLED_ROUNDS), length_unit="words"
+        )
     if longer_points:
         result.tuned_longer_win_rate = mean(longer_points)
-    tuned_lengths, base_lengths = [], []
-    for task in tasks:
-        a, b = len(task.completion_a.text), len(task.completion_b.text)
-        tuned_len, base_len = (a, b) if task.completion_a.model_version_id == tuned.pk else (b, a)
-        tuned_lengths.append(tuned_len)
-        base_lengths.append(base_len)
-    result.tuned_mean_length = mean(tuned_lengths)
-    result.base_mean_length = mean(base_lengths)
+    pairs = [_sides(task, task.completion_a.model_version_id == tuned.pk) for task in tasks]
+    result.tuned_mean_length = mean(len(t) for t, _ in pairs)
+    result.base_mean_length = mean(len(b) for _, b in pairs)
     result.mean_length_change = result.tuned_mean_length - result.base_mean_length
+    result.mean_word_change = mean(words(t) - words(b) for t, b in pairs)
     return result
+
+
+def _sides(task: PairTask, tuned_is_a: bool) -> tuple[str, str]:
+    """(tuned text, base text)."""
+    if tuned_is_a:
+        return task.completion_a.text, task.completion_b.text
+    return task.completion_b.text, task.completion_a.text
+
+
+def _samples_of(tasks: Sequence[PairTask]) -> list[int]:
+    return sorted({sample_of(t.completion_a.generation_settings) for t in tasks}) or [0]
+
+
+# ---------------------------------------------------------------- held-out thumbs (rate projects)
+
+
+@dataclass(frozen=True)
+class VersionThumbs:
+    version: ModelVersion
+    tasks: int
+    ups: int
+    downs: int
+    rate: float | None
+    low: float | None
+    high: float | None
+
+    @property
+    def contaminated(self) -> bool:
+        return self.version.saw_heldout
+
+    @property
+    def rate_percent(self) -> str:
+        return figures.percent(self.rate)
+
+    @property
+    def interval_percent(self) -> str:
+        return figures.percent_interval(self.low, self.high)
+
+
+@dataclass(frozen=True)
+class ThumbsResults:
+    """Held-out thumbs (RateTask purpose "review") on each version's outputs in one comparison."""
+
+    base: VersionThumbs
+    tuned: VersionThumbs
+
+    @property
+    def difference(self) -> float | None:
+        if self.base.rate is None or self.tuned.rate is None:
+            return None
+        return self.tuned.rate - self.base.rate
+
+    @property
+    def difference_points(self) -> str:
+        """The difference in percentage points, signed: "+12.5 points"."""
+        if self.difference is None:
+            return figures.DASH
+        return f"{100 * self.difference:+.1f} points"
+
+    @property
+    def tasks(self) -> int:
+        return self.base.tasks + self.tuned.tasks
+
+
+def heldout_thumbs(
+    *, project: Project, base: ModelVersion, tuned: ModelVersion, settings: dict[str, Any] | None = None
+) -> ThumbsResults:
+    """Thumbs-up rate of each version's held-out outputs with a 95% Wilson interval (each thumb counted as
+    independent), restricted to one comparison when ``settings`` is given."""
+    wanted = settings_key(matched_settings_of(settings)) if settings is not None else None
+    tasks = RateTask.objects.filter(
+        project=project, purpose=RateTask.Purpose.REVIEW, completion__model_version__in=[base, tuned]
+    ).values_list("pk", "completion__model_version_id", "completion__generation_settings")
+    task_version = {
+        pk: version_id for pk, version_id, gs in tasks if wanted is None or settings_key(matched_settings_of(gs)) == wanted
+    }
+    counts = {base.pk: [0, 0, 0], tuned.pk: [0, 0, 0]}  # tasks, ups, downs
+    for version_id in task_version.values():
+        counts[version_id][0] += 1
+    for task_id, value in Rating.objects.filter(task_id__in=list(task_version)).values_list("task_id", "value"):
+        counts[task_version[task_id]][1 if value == Rating.Value.UP else 2] += 1
+
+    def one(version: ModelVersion) -> VersionThumbs:
+        n_tasks, ups, downs = counts[version.pk]
+        rate = low = high = None
+        if ups + downs:
+            rate, low, high = thumbs_up_rate(ups, downs)
+        return VersionThumbs(version=version, tasks=n_tasks, ups=ups, downs=downs, rate=rate, low=low, high=high)
+
+    return ThumbsResults(base=one(base), tuned=one(tuned))
+
+
+# ---------------------------------------------------------------- the run's own validation figures
+
+
+@dataclass(frozen=True)
+class ValidationHeadline:
+    """What training measured on its validation rows at the checkpoint it kept; never the last train batch."""
+
+    text: str
+    figures: list[tuple[str, str]]
+
+
+_DPO_FIGURES = (("rewards/accuracies", "implicit-reward accuracy"), ("rewards/margins", "reward margin"), ("loss", "loss"))
+_KTO_FIGURES = (("loss", "loss"), ("kl", "KL"), ("ranking_accuracy", "ranking accuracy"))
+
+
+def _number(value: Any) -> float | None:  # noqa: ANN401
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def run_validation(*, run: TuningRun) -> ValidationHeadline | None:
+    """The headline from ``run.outcome``, e.g. "validation implicit-reward accuracy 0.93 on 20 pairs (kept
+    checkpoint, step 120)"; None for a run that recorded no outcome (trained before runs kept one)."""
+    outcome = run.outcome or {}
+    if not outcome:
+        return None
+    validation = {key.removeprefix("eval_"): value for key, value in (outcome.get("validation") or {}).items()}
+    kept = outcome.get("kept_step")
+    kept_text = f"kept checkpoint, step {kept}" if kept is not None else "kept checkpoint"
+    rows = outcome.get("validation_rows", run.validation_rows)
+    known = [(label, _number(validation.get(key))) for key, label in (_KTO_FIGURES if run.method == "kto" else _DPO_FIGURES)]
+    shown = [(label, figures.significant(value)) for label, value in known if value is not None]
+    if not shown:
+        return ValidationHeadline(
+            text=f"no validation set, so nothing held back was measured during training ({kept_text})", figures=[]
+        )
+    unit = "pairs" if run.method == "dpo" else "rows"
+    if run.method == "kto":
+        lead = ", ".join(f"{label} {value}" for label, value in shown)
+    else:
+        lead = f"{shown[0][0]} {shown[0][1]}"
+    return ValidationHeadline(text=f"validation {lead} on {rows} {unit} ({kept_text})", figures=shown)
+
+
+# ---------------------------------------------------------------- leaderboard
 
 
 @dataclass(frozen=True)
@@ -182,21 +672,35 @@ class LeaderboardRow:
     ties: int
     losses: int
 
+    @property
+    def contaminated(self) -> bool:
+        return self.version.saw_heldout
+
+    @property
+    def label(self) -> str:
+        """The version's name, saying "(base)" once for a base model alone."""
+        return self.version.name if self.version.adapter_path else figures.version_label(self.version.name, role="base")
+
 
 def review_battles(*, project: Project) -> list[tuple[int, int, float]]:
-    """Every vote on a review pair between two model versions: (version of A, version of B, outcome for A)."""
-    rows = PairVote.objects.filter(
-        task__project=project,
-        task__purpose=PairTask.Purpose.REVIEW,
-        task__completion_a__model_version__isnull=False,
-        task__completion_b__model_version__isnull=False,
-    ).values_list("task__completion_a__model_version_id", "task__completion_b__model_version_id", "choice")
+    """Every vote on a MATCHED review pair between two model versions: (version of A, version of B, outcome
+    for A). Legacy unmatched pairs are left out."""
+    rows = (
+        PairVote.objects.filter(
+            task__project=project,
+            task__purpose=PairTask.Purpose.REVIEW,
+            task__completion_a__model_version__isnull=False,
+            task__completion_b__model_version__isnull=False,
+        )
+        .exclude(task__matched_settings={})
+        .values_list("task__completion_a__model_version_id", "task__completion_b__model_version_id", "choice")
+    )
     return [(a, b, _OUTCOME[choice]) for a, b, choice in rows if a != b]
 
 
 def leaderboard(*, project: Project, rounds: int = LEADERBOARD_ROUNDS, seed: int = 0) -> list[LeaderboardRow]:
-    """The project's model versions ranked by a Bradley–Terry fit of all review votes, best first, with 95%
-    bootstrap intervals (``rounds`` resamples, seeded so a reload shows the same figures)."""
+    """The project's model versions ranked by a Bradley–Terry fit of all matched review votes, best first, with
+    95% bootstrap intervals (``rounds`` resamples, seeded so a reload shows the same figures)."""
     battles = review_battles(project=project)
     fitted = bradley_terry_bootstrap(
         [(str(a), str(b), o) for a, b, o in battles], rounds=rounds, seed=seed, prior=LEADERBOARD_PRIOR
@@ -217,6 +721,72 @@ def leaderboard(*, project: Project, rounds: int = LEADERBOARD_ROUNDS, seed: int
     return sorted(rows, key=lambda row: (-row.rating, row.version.name))
 
 
+# ---------------------------------------------------------------- a page's comparison
+
+
+@dataclass(frozen=True)
+class ComparisonView:
+    """Everything a review or battles page says about one matched comparison of a run's base and tuned."""
+
+    comparisons: list[Comparison]
+    comparison: Comparison | None
+    movement: MovementSummary | None
+    results: BattleResults | None  # compare projects: blind battles
+    thumbs: ThumbsResults | None  # rate projects: held-out thumbs
+
+    @property
+    def settings(self) -> dict[str, Any] | None:
+        return self.comparison.settings if self.comparison is not None else None
+
+
+def comparison_view(
+    *, project: Project, run: TuningRun | None, base: ModelVersion, tuned: ModelVersion, key: str | None = None
+) -> ComparisonView:
+    """The comparison ``key`` names (default: the newest review job's settings for ``run``), how far the tuned
+    model moved in it, and its battle results (compare project) or held-out thumbs (rate project)."""
+    options = comparisons(project=project, first=base, second=tuned)
+    chosen = comparison_choose(options, key=key, run=run)
+    settings = chosen.settings if chosen is not None else None
+    results = thumbs = None
+    if project.mode == Project.Mode.RATE:
+        thumbs = heldout_thumbs(project=project, base=base, tuned=tuned, settings=settings)
+    elif settings is not None:
+        results = battle_results(project=project, tuned=tuned, base=base, settings=settings)
+    else:
+        results = battle_results(project=project, tuned=tuned, base=base)
+    return ComparisonView(
+        comparisons=options, comparison=chosen,
+        movement=comparison_movement(project=project, run=run, base=base, tuned=tuned, comparison=chosen),
+        results=results, thumbs=thumbs,
+    )
+
+
+@dataclass(frozen=True)
+class ReviewJobRow:
+    job: GenerationJob
+    settings_label: str
+    movement: MovementSummary | None
+
+
+def review_jobs(*, project: Project, run_id: int | None = None, limit: int = 10) -> list[ReviewJobRow]:
+    """The newest generation jobs with their settings in words and what they measured of the tuned model."""
+    rows = []
+    for job in generation_jobs(project=project, run_id=run_id, limit=limit):
+        n = job.settings.get("n", 1) if isinstance(job.settings, dict) else 1
+        movement = job.movement or {}
+        summary = None
+        if movement.get("pairs"):
+            summary = MovementSummary(
+                pairs=int(movement["pairs"]), identical=int(movement.get("identical") or 0),
+                kl_per_token=movement.get("kl_per_token"), tokens=int(movement.get("tokens") or 0), job_id=job.pk,
+            )
+        rows.append(ReviewJobRow(job=job, settings_label=describe_settings(job.settings, range(n)), movement=summary))
+    return rows
+
+
+# ---------------------------------------------------------------- jobs and versions
+
+
 def generation_jobs(*, project: Project, run_id: int | None = None, limit: int = 10) -> list[GenerationJob]:
     jobs = GenerationJob.objects.filter(project=project).prefetch_related("model_versions")
     if run_id is not None:
@@ -228,3 +798,9 @@ def project_versions_with_outputs(*, project: Project) -> list[ModelVersion]:
     """Model versions that have generated completions for this project's prompts."""
     ids = Completion.objects.filter(prompt__project=project, model_version__isnull=False).values("model_version_id")
     return list(ModelVersion.objects.filter(pk__in=ids).select_related("base_model").order_by("name"))
+
+
+def active_generation_jobs(*, project: Project) -> list[GenerationJob]:
+    """The project's queued and running generation jobs, oldest first (the dashboard's progress bars)."""
+    active = (GenerationJob.Status.QUEUED, GenerationJob.Status.RUNNING)
+    return list(GenerationJob.objects.filter(project=project, status__in=active).order_by("id"))

@@ -7,15 +7,19 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
+from labeling.models import Project
 from labeling.permissions import project_for_admin
-from training import selectors
-from training.models import GenerationJob, ModelVersion, TuningRun
+from training.models import Battle, GenerationJob, ModelVersion, TuningRun
 from training.review import battles as review_battles
+from training.review import figures
 from training.review import generation as review_generation
 from training.review import selectors as review_selectors
 from training.review import versions as review_versions
+from training.review.comparisons import comparison_key, describe_settings
 from training.review.forms import CandidatesForm, GenerationForm, SideBySideFilter, VersionPairForm
 
 ROWS_PER_PAGE = 20
@@ -34,29 +38,55 @@ def _versions_or_none(run: TuningRun) -> tuple[ModelVersion, ModelVersion] | Non
         return None
 
 
+def _labels(base: ModelVersion, tuned: ModelVersion) -> dict[str, str]:
+    return {
+        "base_label": figures.version_label(base.name, role="base"),
+        "tuned_label": figures.version_label(tuned.name, role="tuned"),
+    }
+
+
+def _battles_message(battle: Battle) -> str:
+    text = (
+        f"Created {battle.tasks_created} blind battles ({describe_settings(battle.settings)}); annotators see them "
+        "in the compare screen."
+    )
+    if battle.identical_skipped:
+        text += (
+            f" {battle.identical_skipped} matched pair{'s were' if battle.identical_skipped != 1 else ' was'} left out: "
+            "both versions wrote the same text."
+        )
+    return text
+
+
 @require_safe
 def run_review(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_for_admin(request.user, run_id)
-    context: dict = {"run": run, "project": run.project, "form": GenerationForm()}
+    project = run.project
+    form = GenerationForm(
+        heldout_prompts=review_selectors.heldout_prompt_count(project=project), rate_project=project.mode == Project.Mode.RATE
+    )
+    context: dict = {
+        "run": run, "project": project, "form": form, "validation": review_selectors.run_validation(run=run),
+        "jobs": review_selectors.review_jobs(project=project, run_id=run.pk),
+    }
     versions = _versions_or_none(run)
     if versions is not None:
         base, tuned = versions
         filters = SideBySideFilter(request.GET or None)
-        search, differ = ("", False)
+        search, differ, key = "", False, None
         if filters.is_valid():
-            search, differ = filters.cleaned_data["q"], filters.cleaned_data["differ"]
-        rows = review_selectors.side_by_side(project=run.project, base=base, tuned=tuned, search=search, only_different=differ)
-        page = Paginator(rows, ROWS_PER_PAGE).get_page(request.GET.get("page"))
+            search, differ, key = filters.cleaned_data["q"], filters.cleaned_data["differ"], filters.cleaned_data["settings"]
+        view = review_selectors.comparison_view(project=project, run=run, base=base, tuned=tuned, key=key)
+        rows = review_selectors.side_by_side(
+            project=project, base=base, tuned=tuned, settings=view.settings, search=search, only_different=differ
+        )
         query = request.GET.copy()
         query.pop("page", None)
         context.update(
-            base=base, tuned=tuned, filters=filters, page=page, query=query.urlencode(),
-            lengths=review_selectors.output_lengths(rows),
-            results=review_selectors.battle_results(project=run.project, tuned=tuned, base=base),
+            base=base, tuned=tuned, filters=filters, view=view, results=view.results, thumbs=view.thumbs,
+            page=Paginator(rows, ROWS_PER_PAGE).get_page(request.GET.get("page")), query=query.urlencode(),
+            lengths=review_selectors.output_lengths(rows), **_labels(base, tuned),
         )
-    latest = selectors.run_latest_metrics(run=run)
-    context["key_metrics"] = [(k, latest[k]) for k in review_selectors.KEY_METRICS if k in latest]
-    context["jobs"] = review_selectors.generation_jobs(project=run.project, run_id=run.pk)
     return render(request, "training/review.html", context)
 
 
@@ -77,31 +107,46 @@ def run_review_generate(request: HttpRequest, run_id: int) -> HttpResponse:
     except review_versions.ReviewError as error:
         messages.error(request, error.message)
     else:
-        messages.success(request, f"Queued generation for {job.prompt_count} held-out prompts from base and tuned.")
+        n = form.cleaned_data["n"]
+        messages.success(
+            request,
+            f"Queued generation for {job.prompt_count} held-out prompts × {n} sample{'s' if n != 1 else ''} from base and tuned.",
+        )
     return redirect("training:run_review", run_id=run.pk)
 
 
 @require_POST
 def run_battles_create(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_for_admin(request.user, run_id)
+    filters = SideBySideFilter(request.POST)
+    key = filters.cleaned_data["settings"] if filters.is_valid() else None
     try:
         base, tuned = review_versions.run_review_versions(run=run)
-        battle = review_battles.battles_create(project=run.project, version_a=tuned, version_b=base, run=run, created_by=request.user)
+        options = review_selectors.comparisons(project=run.project, first=base, second=tuned)
+        chosen = review_selectors.comparison_choose(options, key=key, run=run)
+        battle = review_battles.battles_create(
+            project=run.project, version_a=tuned, version_b=base, run=run, created_by=request.user,
+            settings=chosen.settings if chosen is not None and chosen.pairs else None,
+        )
     except review_versions.ReviewError as error:
         messages.error(request, error.message)
         return redirect("training:run_review", run_id=run.pk)
-    messages.success(request, f"Created {battle.tasks_created} blind battles; annotators see them in the compare screen.")
-    return redirect("training:run_battles", run_id=run.pk)
+    messages.success(request, _battles_message(battle))
+    url = reverse("training:run_battles", kwargs={"run_id": run.pk})
+    return redirect(f"{url}?{urlencode({'settings': comparison_key(battle.settings)})}")
 
 
 @require_safe
 def run_battles(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_for_admin(request.user, run_id)
-    context: dict = {"run": run, "project": run.project}
+    context: dict = {"run": run, "project": run.project, "validation": review_selectors.run_validation(run=run)}
     versions = _versions_or_none(run)
     if versions is not None:
         base, tuned = versions
-        context.update(base=base, tuned=tuned, results=review_selectors.battle_results(project=run.project, tuned=tuned, base=base))
+        filters = SideBySideFilter(request.GET or None)
+        key = filters.cleaned_data["settings"] if filters.is_valid() else None
+        view = review_selectors.comparison_view(project=run.project, run=run, base=base, tuned=tuned, key=key)
+        context.update(base=base, tuned=tuned, view=view, results=view.results, thumbs=view.thumbs, **_labels(base, tuned))
     return render(request, "training/battles.html", context)
 
 
@@ -114,6 +159,7 @@ def leaderboard(request: HttpRequest, project_id: int) -> HttpResponse:
         "rows": review_selectors.leaderboard(project=project),
         "pair_form": VersionPairForm(versions=versions),
         "can_pair": len(versions) >= 2,
+        "contaminated": review_selectors.CONTAMINATED,
     }
     return render(request, "training/leaderboard.html", context)
 
@@ -132,14 +178,18 @@ def project_battles_create(request: HttpRequest, project_id: int) -> HttpRespons
     except review_versions.ReviewError as error:
         messages.error(request, error.message)
     else:
-        messages.success(request, f"Created {battle.tasks_created} blind battles between {version_a.name} and {version_b.name}.")
+        messages.success(request, f"{version_a.name} against {version_b.name}: {_battles_message(battle)}")
     return redirect("training:leaderboard", project_id=project.pk)
 
 
 @require_http_methods(["GET", "POST"])
 def project_candidates(request: HttpRequest, project_id: int) -> HttpResponse:
-    """Ask models for candidate completions of the project's prompts; the worker pairs them for annotators."""
+    """Ask models for candidate completions of the project's prompts; the worker pairs them for annotators.
+
+    htmx polls the same address for the jobs table alone while a job is queued or running."""
     project = project_for_admin(request.user, project_id)
+    if request.method == "GET" and request.headers.get("HX-Request"):
+        return render(request, "training/_candidate_jobs.html", _candidate_jobs_context(project))
     form = CandidatesForm(request.POST or None, choices=review_versions.version_choices())
     status = 200
     if request.method == "POST":
@@ -151,6 +201,8 @@ def project_candidates(request: HttpRequest, project_id: int) -> HttpResponse:
                     settings_data=form.settings_data(),
                     purpose=GenerationJob.Purpose.CANDIDATES,
                     split=form.cleaned_data["split"],
+                    pairing=form.cleaned_data["pairing"],
+                    skip_truncated=form.cleaned_data["skip_truncated"],
                     created_by=request.user,
                 )
             except review_versions.ReviewError as error:
@@ -161,5 +213,13 @@ def project_candidates(request: HttpRequest, project_id: int) -> HttpResponse:
                 )
                 return redirect("training:project_candidates", project_id=project.pk)
         status = 400
+    context = {"project": project, "form": form, **_candidate_jobs_context(project)}
+    return render(request, "training/candidates.html", context, status=status)
+
+
+def _candidate_jobs_context(project: Project) -> dict:
     jobs = review_selectors.generation_jobs(project=project)
-    return render(request, "training/candidates.html", {"project": project, "form": form, "jobs": jobs}, status=status)
+    return {
+        "project": project, "jobs": jobs, "any_active": any(job.is_active for job in jobs),
+        "pairing_choices": review_generation.PAIRING_CHOICES,
+    }

@@ -7,7 +7,9 @@ the ProgressEvents and the TrainResult.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import random
 import re
 import time
 from collections.abc import Callable
@@ -71,20 +73,38 @@ class TrainResult:
     desirable_weight: float | None = None
     undesirable_weight: float | None = None
     history: list[ProgressEvent] = field(default_factory=list)
+    outcome: dict[str, Any] = field(default_factory=dict)
+    settings: TrainSettings | None = None  # as trained: automatic choices resolved
+
+
+# The validation score that picks the kept checkpoint: the share of validation examples ranked correctly,
+# ties between checkpoints broken by the larger mean reward gap (an accuracy of 1.0 is often reached early,
+# while the margin, and with it how far generation has moved, keeps growing).
+SELECTION_KEY = "eval_selection_score"
+_TIE_BREAK_WEIGHT = 0.01
 
 
 class _ProgressCallback(TrainerCallback):
-    """Forwards trainer logs as ProgressEvents and turns should_stop() into a clean stop."""
+    """Forwards trainer logs as ProgressEvents, scores each evaluation for picking the best checkpoint, makes
+    sure the last step is evaluated, and turns should_stop() into a clean stop."""
 
     def __init__(
         self,
         progress: Callable[[ProgressEvent], None] | None,
         should_stop: Callable[[], bool] | None,
+        *,
+        method: str = "dpo",
+        kto_validation: _KtoValidation | None = None,
+        evaluate_last_step: bool = False,
     ) -> None:
         self.progress = progress
         self.should_stop = should_stop
+        self.method = method
+        self.kto_validation = kto_validation
+        self.evaluate_last_step = evaluate_last_step
         self.cancelled = False
         self.history: list[ProgressEvent] = []
+        self._last_score: float | None = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - transformers' signature
         if not logs:
@@ -94,6 +114,8 @@ class _ProgressCallback(TrainerCallback):
         metrics.pop("total_flos", None)
         if any(k.startswith("eval_") for k in metrics):
             kind = "eval"
+            metrics.update(self._validation_extras(metrics, kwargs.get("model")))
+            self._last_score = metrics.get(SELECTION_KEY)
         elif "train_runtime" in metrics:
             kind = "summary"
         else:
@@ -106,13 +128,80 @@ class _ProgressCallback(TrainerCallback):
             # Errors from the progress sink propagate: a run whose progress cannot be recorded should fail loudly.
             self.progress(event)
 
+    def _validation_extras(self, metrics: dict[str, float], model: Any) -> dict[str, float]:
+        if self.method == "kto":
+            if self.kto_validation is None or model is None:
+                return {}
+            ranking, gap = self.kto_validation.score(model)
+            return {"eval_ranking_accuracy": ranking, "eval_reward_gap": gap,
+                    SELECTION_KEY: ranking + _TIE_BREAK_WEIGHT * math.tanh(gap)}
+        accuracy = metrics.get("eval_rewards/accuracies")
+        if accuracy is None:
+            return {}
+        margin = metrics.get("eval_rewards/margins", 0.0)
+        return {SELECTION_KEY: accuracy + _TIE_BREAK_WEIGHT * math.tanh(margin)}
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
+        # transformers picks the best checkpoint from this same dict right after this callback.
+        if metrics is not None and self._last_score is not None:
+            metrics[SELECTION_KEY] = self._last_score
+        return control
+
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
         if self.should_stop is not None and self.should_stop():
             self.cancelled = True
             # Stops after this step; the step's log (if due) is still emitted.
             control.should_training_stop = True
             control.should_save = False
+            control.should_evaluate = False
+        elif self.evaluate_last_step and state.global_step >= state.max_steps:
+            # The last step may fall between evaluations; evaluate and save it so it can be the one kept.
+            control.should_evaluate = True
+            control.should_save = True
         return control
+
+
+class _KtoValidation:
+    """KTO's validation score: the share of (thumbs-up, thumbs-down) validation pairs whose implicit reward
+    beta * (log p_tuned - log p_reference) puts the thumbs-up answer higher (ties count half), and the mean
+    reward gap between the two groups. The reference is the same model with its adapter switched off."""
+
+    def __init__(self, rows: list[dict[str, Any]], tokenizer: Any, beta: float) -> None:
+        self.rows = rows
+        self.tokenizer = tokenizer
+        self.beta = beta
+
+    def rewards(self, model: Any) -> list[float]:
+        from .generation import adapter_disabled, sequence_logprob
+
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                tuned = [self._logp(model, row, sequence_logprob) for row in self.rows]
+                with adapter_disabled(model):
+                    reference = [self._logp(model, row, sequence_logprob) for row in self.rows]
+        finally:
+            model.train(was_training)
+        return [self.beta * (t - r) for t, r in zip(tuned, reference, strict=True)]
+
+    def _logp(self, model: Any, row: dict[str, Any], sequence_logprob: Callable[..., float]) -> float:
+        text = "".join(m["content"] for m in row["completion"])
+        return sequence_logprob(model, self.tokenizer, row["prompt"], text)
+
+    def score(self, model: Any) -> tuple[float, float]:
+        rewards = self.rewards(model)
+        good = [r for r, row in zip(rewards, self.rows, strict=True) if row["label"]]
+        bad = [r for r, row in zip(rewards, self.rows, strict=True) if not row["label"]]
+        return ranking_accuracy(good, bad), (sum(good) / len(good) - sum(bad) / len(bad)) if good and bad else 0.0
+
+
+def ranking_accuracy(good: list[float], bad: list[float]) -> float:
+    """The share of (good, bad) pairs with good scored higher, ties counting half (the AUC); 0.5 if a side is empty."""
+    if not good or not bad:
+        return 0.5
+    points = sum(1.0 if g > b else 0.5 if g == b else 0.0 for g in good for b in bad)
+    return points / (len(good) * len(bad))
 
 
 class _LengthGroupedDPOTrainer(DPOTrainer):
@@ -176,6 +265,10 @@ def _trl_config(
     has_validation: bool,
     kto_weights: tuple[float, float] | None,
 ) -> DPOConfig | KTOConfig:
+    keep_best = settings.keep_best and has_validation
+    eval_steps = settings.eval_steps or settings.save_steps
+    # Keeping the best checkpoint needs one saved at every evaluation; otherwise save for crash recovery only.
+    save_steps = eval_steps if keep_best else settings.save_steps
     common: dict[str, Any] = dict(
         output_dir=str(checkpoints_dir),
         learning_rate=settings.learning_rate,
@@ -194,23 +287,32 @@ def _trl_config(
         logging_steps=1,
         logging_first_step=True,
         eval_strategy="steps" if has_validation else "no",
-        eval_steps=settings.save_steps,
+        eval_steps=eval_steps,
         save_strategy="steps",
-        save_steps=settings.save_steps,
+        save_steps=save_steps,
         save_total_limit=settings.save_total_limit,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model=SELECTION_KEY if keep_best else None,
+        greater_is_better=True if keep_best else None,
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
     if settings.method == "dpo":
-        return DPOConfig(loss_type=[settings.resolved_loss_type], **common, **device.training_kwargs(DPOConfig))
+        return DPOConfig(
+            loss_type=[settings.resolved_loss_type],
+            label_smoothing=settings.label_smoothing,
+            **common,
+            **device.training_kwargs(DPOConfig),
+        )
     assert kto_weights is not None
     return KTOConfig(
         **device.training_kwargs(KTOConfig),
         loss_type=settings.resolved_loss_type,
         desirable_weight=kto_weights[0],
         undesirable_weight=kto_weights[1],
-        # The KL estimate pairs each example with its neighbour in a fixed-order batch.
+        # The KL estimate pairs each example with its neighbour in a fixed-order batch; `train` shuffles the
+        # rows once (seeded) beforehand, so neighbours are unrelated rows, not a winner and its own loser.
         train_sampling_strategy="sequential",
         **common,
     )
@@ -256,6 +358,12 @@ def train(
     train_rows, validation_rows = split_rows(
         rows, validation_fraction=settings.validation_fraction, seed=settings.seed, method=settings.method
     )
+    settings, _ = settings.resolve(len(train_rows))
+    if settings.method == "kto":
+        # TRL feeds KTO rows in order (its KL term pairs neighbours), so without this a winner sits next to its
+        # own loser and a run shorter than an epoch sees only the first rows in database order.
+        train_rows = list(train_rows)
+        random.Random(settings.seed).shuffle(train_rows)
     kto_weights: tuple[float, float] | None = None
     if settings.method == "kto":
         if settings.desirable_weight is None and settings.undesirable_weight is None:
@@ -263,7 +371,7 @@ def train(
         else:
             kto_weights = (settings.desirable_weight or 1.0, settings.undesirable_weight or 1.0)
 
-    callback = _ProgressCallback(progress, should_stop)
+    callback = _ProgressCallback(progress, should_stop, method=settings.method)
     if should_stop is not None and should_stop():
         return TrainResult(
             adapter_dir=None,
@@ -308,6 +416,9 @@ def train(
     # disable_tqdm swaps the progress bar for a PrinterCallback that prints every log dict to stdout;
     # our callback already carries them, so keep worker logs clean.
     trainer.remove_callback(PrinterCallback)
+    callback.evaluate_last_step = bool(validation_rows)
+    if settings.method == "kto" and validation_rows:
+        callback.kto_validation = _KtoValidation(validation_rows, tokenizer, settings.beta)
     if len(trainer.train_dataset) == 0:
         raise SettingsError(
             f"Every training row's prompt is at least max_length={settings.max_length} tokens long, so nothing is "
@@ -336,15 +447,16 @@ def train(
             desirable_weight=kto_weights[0] if kto_weights else None,
             undesirable_weight=kto_weights[1] if kto_weights else None,
             history=callback.history,
+            settings=settings,
         )
 
+    # With keep_best, transformers has loaded the checkpoint with the best validation score back into the model.
+    kept_step = int(state.best_global_step or state.global_step) if args.load_best_model_at_end else int(state.global_step)
     eval_metrics: dict[str, float] = {}
     if eval_dataset is not None:
-        # transformers already evaluates at the last step when it falls on eval_steps or ends training;
-        # reuse that instead of a second pass over the validation split.
-        final = [e for e in callback.history if e.kind == "eval" and e.step == state.global_step]
-        if final:
-            eval_metrics = dict(final[-1].metrics)
+        at_kept = [e for e in callback.history if e.kind == "eval" and e.step == kept_step]
+        if at_kept:
+            eval_metrics = dict(at_kept[-1].metrics)
         else:
             eval_metrics = {k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, (int, float))}
 
@@ -365,7 +477,39 @@ def train(
         desirable_weight=kto_weights[0] if kto_weights else None,
         undesirable_weight=kto_weights[1] if kto_weights else None,
         history=callback.history,
+        outcome=_outcome(
+            settings, callback.history, kept_step=kept_step, steps=int(state.global_step),
+            train_rows=len(train_rows), validation_rows=len(validation_rows),
+        ),
+        settings=settings,
     )
+
+
+def _outcome(
+    settings: TrainSettings,
+    history: list[ProgressEvent],
+    *,
+    kept_step: int,
+    steps: int,
+    train_rows: int,
+    validation_rows: int,
+) -> dict[str, Any]:
+    """What the run page leads with: validation metrics at the kept checkpoint, and the last training batch."""
+    evals = [e for e in history if e.kind == "eval"]
+    at_kept = next((e for e in reversed(evals) if e.step == kept_step), None)
+    last_train = next((e for e in reversed(history) if e.kind == "train"), None)
+    outcome: dict[str, Any] = {
+        "kept_step": kept_step,
+        "steps": steps,
+        "train_rows": train_rows,
+        "validation_rows": validation_rows,
+        "final_train": dict(last_train.metrics) if last_train else {},
+        "evaluations": len({e.step for e in evals}),
+    }
+    if at_kept is not None:
+        outcome["best_metric"] = "ranking_accuracy" if settings.method == "kto" else "rewards/accuracies"
+        outcome["validation"] = {k.removeprefix("eval_"): v for k, v in at_kept.metrics.items() if k.startswith("eval_")}
+    return outcome
 
 
 def _tokens_seen(callback: _ProgressCallback) -> int | None:

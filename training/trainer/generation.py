@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .device import choose_device
+
+# Why an output ended, as labeling.Completion.finish_reason stores it.
+FINISH_STOP = "stop"  # the model wrote an end-of-turn / EOS token: the answer is complete
+FINISH_LENGTH = "length"  # it was still writing when max_new_tokens ran out: the answer is cut off
+
+
+@dataclass(frozen=True)
+class GeneratedText:
+    """One completion and why it ended (FINISH_STOP or FINISH_LENGTH)."""
+
+    text: str
+    finish_reason: str
+
+    @property
+    def is_truncated(self) -> bool:
+        return self.finish_reason == FINISH_LENGTH
 
 
 def load_for_generation(
@@ -54,23 +71,46 @@ def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) 
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def end_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    """Token ids that end an answer: the tokenizer's EOS and the model's generation_config EOS (an int or a list).
+
+    For SmolLM2 the end-of-turn token ``<|im_end|>`` is at once EOS and the pad token."""
+    ids: set[int] = set()
+    config = getattr(model, "generation_config", None)
+    for value in (tokenizer.eos_token_id, getattr(config, "eos_token_id", None)):
+        if value is None:
+            continue
+        ids.update(int(v) for v in (value if isinstance(value, list | tuple) else [value]))
+    return frozenset(ids)
+
+
+def finish_reason(new_token_ids: Iterable[int], end_ids: frozenset[int]) -> str:
+    """FINISH_STOP when an end token is among the generated ids, else FINISH_LENGTH.
+
+    Decided from the generated ids, never from padding: when the pad token is the end token (SmolLM2), a
+    batch row that ended early is padded with it only after it wrote one itself, and a row that ran to
+    max_new_tokens has no padding among its new tokens at all."""
+    return FINISH_STOP if any(int(t) in end_ids for t in new_token_ids) else FINISH_LENGTH
+
+
 @torch.inference_mode()
-def generate(
+def generate_outputs(
     model: Any,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: list[list[dict[str, str]]],
+    prompts: Sequence[list[dict[str, str]]],
     *,
     max_new_tokens: int = 128,
     temperature: float = 0.7,
     top_p: float = 0.9,
     seed: int = 0,
     batch_size: int = 8,
-) -> list[str]:
-    """One completion per prompt (a list of chat messages), in order.
+    on_batch: Callable[[int, list[GeneratedText]], None] | None = None,
+) -> list[GeneratedText]:
+    """One completion per prompt (a list of chat messages), in order, with why each ended.
 
     temperature 0 means greedy decoding. Sampling is seeded once per call, so the same call on the
-    same device gives the same texts. Precondition: the tokenizer pads on the left
-    (`load_for_generation` sets this).
+    same device gives the same texts. ``on_batch(start, outputs)`` is called after each batch with the
+    index of its first prompt. Precondition: the tokenizer pads on the left (`load_for_generation` sets this).
     """
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}.")
@@ -91,15 +131,42 @@ def generate(
     else:
         # Clear sampling defaults from generation_config so greedy decoding does not warn about them.
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-    outputs: list[str] = []
+    end_ids = end_token_ids(model, tokenizer)
+    outputs: list[GeneratedText] = []
     for start in range(0, len(prompts), batch_size):
         texts = [_render(tokenizer, p) for p in prompts[start : start + batch_size]]
         # The chat template already has the special tokens it needs.
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         generated = model.generate(**batch, **gen_kwargs)
         new_tokens = generated[:, batch["input_ids"].shape[1] :]
-        outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    return [text.strip() for text in outputs]
+        decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        made = [
+            GeneratedText(text.strip(), finish_reason(row.tolist(), end_ids))
+            for text, row in zip(decoded, new_tokens, strict=True)
+        ]
+        outputs.extend(made)
+        if on_batch is not None:
+            on_batch(start, made)
+    return outputs
+
+
+def generate(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[dict[str, str]]],
+    *,
+    max_new_tokens: int = 128,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> list[str]:
+    """The texts of `generate_outputs` (same arguments, same texts), for callers that do not need finish reasons."""
+    outputs = generate_outputs(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+        seed=seed, batch_size=batch_size,
+    )
+    return [output.text for output in outputs]
 
 
 @torch.inference_mode()

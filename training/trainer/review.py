@@ -51,13 +51,18 @@ def _integer(value: Any) -> bool:
 @dataclass(frozen=True)
 class GenerationSettings:
     """How completions are sampled. temperature 0 is greedy decoding; ``n`` samples per prompt use seeds
-    ``seed``, ``seed + 1``, ...; each stored completion records its own sample index."""
+    ``seed``, ``seed + 1``, ...; each stored completion records its own sample index.
+
+    ``alt_temperature`` (optional) samples every odd-numbered sample at a second temperature, so a prompt's
+    samples alternate between the two (0.7, 1.1, 0.7, 1.1, ...): candidates meant to differ on purpose.
+    Alternating rather than "first half, second half" keeps each sample's temperature independent of ``n``."""
 
     temperature: float = 0.7
     top_p: float = 0.9
     max_new_tokens: int = 256
     seed: int = 0
     n: int = 1
+    alt_temperature: float | None = None
 
     def validate(self) -> GenerationSettings:
         if not _number(self.temperature) or not 0 <= self.temperature <= 2:
@@ -70,9 +75,23 @@ class GenerationSettings:
             raise GenerationSettingsError(f"seed must be a non-negative whole number, got {self.seed!r}.")
         if not _integer(self.n) or not 1 <= self.n <= 8:
             raise GenerationSettingsError(f"n (completions per prompt) must be from 1 to 8, got {self.n!r}.")
-        if self.n > 1 and self.temperature == 0:
+        if self.alt_temperature is not None:
+            if not _number(self.alt_temperature) or not 0 <= self.alt_temperature <= 2:
+                raise GenerationSettingsError(f"The second temperature must be between 0 and 2, got {self.alt_temperature!r}.")
+            if self.alt_temperature == self.temperature:
+                raise GenerationSettingsError("The second temperature must differ from the first.")
+            if self.n < 2:
+                raise GenerationSettingsError("Two temperatures need at least two completions per prompt (n ≥ 2).")
+        greedy = sum(1 for k in range(self.n) if self.temperature_for(k) == 0)
+        if greedy > 1:
             raise GenerationSettingsError("Greedy decoding (temperature 0) gives n identical completions; raise the temperature or use n=1.")
         return self
+
+    def temperature_for(self, index: int) -> float:
+        """The temperature sample ``index`` is drawn at."""
+        if self.alt_temperature is None or index % 2 == 0:
+            return self.temperature
+        return self.alt_temperature
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> GenerationSettings:
@@ -87,14 +106,20 @@ class GenerationSettings:
         return cls(**data).validate()
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        # Settings stored before the second temperature existed have no such key; keep one shape for both.
+        if self.alt_temperature is None:
+            del data["alt_temperature"]
+        return data
 
     def for_sample(self, index: int) -> dict[str, Any]:
         """What one stored completion records: the sampling settings and which of the n samples it is.
 
-        ``n`` itself is left out so that asking for more samples later reuses the ones already made."""
+        ``n`` itself is left out so that asking for more samples later reuses the ones already made. The
+        temperature is the one this sample was drawn at, so with ``alt_temperature`` the stored settings say
+        which temperature made it, and a sample is reused by any job that would draw it the same way."""
         return {
-            "temperature": self.temperature,
+            "temperature": self.temperature_for(index),
             "top_p": self.top_p,
             "max_new_tokens": self.max_new_tokens,
             "seed": self.seed,
@@ -103,6 +128,10 @@ class GenerationSettings:
 
 
 # ---------------------------------------------------------------- generation
+
+# What ``generate_for_versions`` reports after each batch: version name, the indices (into ``prompts``) of the
+# batch's prompts, the sample index, and per prompt the text and why it ended ("stop" or "length").
+BatchDone = Callable[[str, list[int], int, list[str], list[str]], None]
 
 
 def generate_for_versions(
@@ -113,19 +142,29 @@ def generate_for_versions(
     *,
     batch_size: int = 8,
     device: str | None = None,
+    samples: Sequence[int] | None = None,
+    on_batch_done: BatchDone | None = None,
     on_version_done: Callable[[str, list[list[str]]], None] | None = None,
 ) -> dict[str, list[list[str]]]:
     """Completions for every prompt from every model version: ``result[name][i]`` is the list of
-    ``settings.n`` samples for ``prompts[i]``.
+    ``settings.n`` samples for ``prompts[i]`` ("" for a sample left out by ``samples``).
 
     ``adapters`` maps a version name to its LoRA adapter folder, or None for the base model itself. The
     base is loaded once; adapters are loaded onto it side by side and switched on (``set_adapter``) or off
     (``disable_adapter``) per version, so adding a version costs an adapter, not a model.
-    ``on_version_done`` is called after each version, e.g. to store its texts before the next starts.
+
+    Work goes a batch of prompts at a time, and for each batch every version and every sample, so a prompt
+    has all its completions early in the job rather than at its end. ``on_batch_done`` is called after each
+    (batch, version, sample) with the texts and finish reasons, e.g. to store them as they come. Sample ``k``
+    is seeded ``settings.seed + k`` for every batch. ``samples`` limits which of the n samples are made (all by
+    default). ``on_version_done`` is the older, coarser hook: called per version once everything is made.
     """
-    from .generation import adapter_disabled, generate, load_for_generation
+    from .generation import adapter_disabled, generate_outputs, load_for_generation
 
     settings.validate()
+    sample_indices = list(range(settings.n)) if samples is None else sorted(set(samples))
+    if any(not 0 <= k < settings.n for k in sample_indices):
+        raise ValueError(f"samples must be among 0..{settings.n - 1}, got {list(samples or [])}.")
     model, tokenizer = load_for_generation(base_model_path, device=device)
     tuned = [(name, path) for name, path in adapters.items() if path]
     if tuned:
@@ -136,29 +175,34 @@ def generate_for_versions(
         for name, path in tuned[1:]:
             model.load_adapter(path, adapter_name=name)
         model.eval()
-    results: dict[str, list[list[str]]] = {}
-    for name, path in adapters.items():
-        if path:
-            model.set_adapter(name)
-            context = contextlib.nullcontext()
-        else:
-            context = adapter_disabled(model)
-        with context:
-            samples = [
-                generate(
-                    model,
-                    tokenizer,
-                    list(prompts),
-                    max_new_tokens=settings.max_new_tokens,
-                    temperature=settings.temperature,
-                    top_p=settings.top_p,
-                    seed=settings.seed + k,
-                    batch_size=batch_size,
-                )
-                for k in range(settings.n)
-            ]
-        results[name] = [[samples[k][i] for k in range(settings.n)] for i in range(len(prompts))]
-        if on_version_done is not None:
+    results: dict[str, list[list[str]]] = {name: [[""] * settings.n for _ in prompts] for name in adapters}
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start : start + batch_size])
+        indices = list(range(start, start + len(chunk)))
+        for name, path in adapters.items():
+            if path:
+                model.set_adapter(name)
+                context = contextlib.nullcontext()
+            else:
+                context = adapter_disabled(model)
+            with context:
+                for k in sample_indices:
+                    outputs = generate_outputs(
+                        model,
+                        tokenizer,
+                        chunk,
+                        max_new_tokens=settings.max_new_tokens,
+                        temperature=settings.temperature_for(k),
+                        top_p=settings.top_p,
+                        seed=settings.seed + k,
+                        batch_size=batch_size,
+                    )
+                    for i, output in zip(indices, outputs, strict=True):
+                        results[name][i][k] = output.text
+                    if on_batch_done is not None:
+                        on_batch_done(name, indices, k, [o.text for o in outputs], [o.finish_reason for o in outputs])
+    if on_version_done is not None:
+        for name in adapters:
             on_version_done(name, results[name])
     return results
 

@@ -13,6 +13,7 @@ from labeling.models import Project
 from training.models import GenerationJob, ModelVersion, TuningRun
 from training.review import generation as review_generation
 from training.review import versions as review_versions
+from training.templatetags.numbers import format_number
 
 
 def _ids(raw: str | None) -> list[int] | None:
@@ -38,8 +39,12 @@ class Command(BaseCommand):
         parser.add_argument("--top-p", type=float, default=0.9)
         parser.add_argument("--max-new-tokens", type=int, default=256)
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--n", type=int, default=1, help="Completions per prompt and version (1-8).")
-        parser.add_argument("--create-battles", action="store_true", help="Review jobs of two versions: battle them after.")
+        parser.add_argument("--n", type=int, default=1, help="Completions (samples) per prompt and version (1-8).")
+        parser.add_argument(
+            "--create-battles", "--create-review-tasks", dest="create_battles", action="store_true",
+            help="Review jobs of two versions: when done, blind battles of the matched outputs (compare project) or "
+            "held-out thumbs tasks (rate project).",
+        )
         parser.add_argument("--inline", action="store_true", help="Generate in this process instead of on a gpu worker.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -84,3 +89,12 @@ class Command(BaseCommand):
             f"Generation job {job.pk} succeeded: {job.completions_created} completions created, "
             f"{job.completions_skipped} already there, {job.tasks_created} tasks created."
         )
+        movement = job.movement or {}
+        if movement.get("pairs"):
+            kl = movement.get("kl_per_token")
+            self.stdout.write(
+                f"Did the tuned model move? {movement['identical']} of {movement['pairs']} matched outputs are identical "
+                f"to the base's; KL {'not measured' if kl is None else format_number(kl)} per token."
+            )
+        for note in job.notes or []:
+            self.stdout.write(f"  note: {note}")

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from labeling.models import Project
 from training.models import BaseModel
-from training.services import LaunchError, run_launch
+from training.services import NOISE_HANDLING, LaunchError, run_launch
 
 
 def _setting(raw: str) -> tuple[str, object]:
@@ -30,6 +30,11 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="")
         parser.add_argument("--no-review", action="store_true", help="Leave out blind-battle (review) votes.")
         parser.add_argument(
+            "--include-heldout", action="store_true",
+            help="Also train on votes about held-out prompts (the version is then flagged as contaminated).",
+        )
+        parser.add_argument("--noise", choices=list(NOISE_HANDLING), default="none", help="How to handle annotator noise.")
+        parser.add_argument(
             "--set", action="append", default=[], metavar="KEY=VALUE",
             help='Training settings, e.g. --set max_steps=20 --set lora=\'{"r": 8}\' (JSON values).',
         )
@@ -51,6 +56,8 @@ class Command(BaseCommand):
                 created_by=None,
                 name=options["name"],
                 include_review=not options["no_review"],
+                include_heldout=options["include_heldout"],
+                noise_handling=options["noise"],
             )
         except LaunchError as error:
             raise CommandError(error.message) from error

@@ -1,4 +1,5 @@
-"""Print blind-battle results: each succeeded run's tuned win rate over its base, and the leaderboard.
+"""Print blind-battle results: each succeeded run's tuned win rate over its base (raw, paired over prompts,
+length-controlled), and the leaderboard. Only votes on matched review pairs count.
 
     manage.py win_rates --project 3
     manage.py win_rates --run 7
@@ -16,7 +17,10 @@ from training.review import versions as review_versions
 
 
 class Command(BaseCommand):
-    help = "Win / tie / loss, win rate with a 95% interval and length change per run; then the Bradley–Terry table."
+    help = (
+        "Win / tie / loss, raw, paired and length-controlled win rates with 95% intervals and length change per run; "
+        "then the Bradley–Terry table. Only matched review pairs count."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", type=int)
@@ -46,19 +50,27 @@ class Command(BaseCommand):
                 self.stdout.write(f"run {run.pk} {run.name}: {error.message}")
                 continue
             r = review_selectors.battle_results(project=project, tuned=tuned, base=base)
+            left_out = f" ({r.unmatched} unmatched older pairs left out)" if r.unmatched else ""
             if r.rate is None:
-                self.stdout.write(f"run {run.pk} {run.name}: no votes yet ({r.tasks} battles created)")
+                self.stdout.write(f"run {run.pk} {run.name}: no votes yet ({r.tasks} matched battles created){left_out}")
                 continue
+            contaminated = f"  [{review_selectors.CONTAMINATED}]" if r.contaminated else ""
             self.stdout.write(
                 f"run {run.pk} {run.name}: win {r.wins} tie {r.ties} loss {r.losses}  "
                 f"win rate {r.rate:.3f} (95% CI {r.low:.3f}–{r.high:.3f})  "
-                f"length change {r.mean_length_change:+.1f} chars"
+                f"length change {r.mean_length_change:+.1f} chars{contaminated}"
+            )
+            self.stdout.write(
+                f"    paired {r.paired_percent} (95% CI {r.paired_interval}, sign test {r.sign_test}) over {r.prompts} "
+                f"prompts and {r.votes} votes; length-controlled {r.lc_percent} (95% CI {r.lc_interval}, length in "
+                f"words){left_out}"
             )
         if options["project"]:
             rows = review_selectors.leaderboard(project=project, rounds=options["rounds"])
             self.stdout.write("Leaderboard (Bradley–Terry, 95% bootstrap interval):")
             for rank, row in enumerate(rows, 1):
+                flag = f"  [{review_selectors.CONTAMINATED}]" if row.contaminated else ""
                 self.stdout.write(
                     f"{rank:>3}. {row.version.name:<40} {row.rating:7.1f}  [{row.low:7.1f}, {row.high:7.1f}]  "
-                    f"{row.battles} battles ({row.wins}/{row.ties}/{row.losses})"
+                    f"{row.battles} battles ({row.wins}/{row.ties}/{row.losses}){flag}"
                 )

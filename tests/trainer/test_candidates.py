@@ -1,0 +1,105 @@
+"""pair_candidates: which of one prompt's candidates become labeling pairs, without Django or a model."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.trainer.candidates import (
+    ALL,
+    LENGTH_EXTREMES,
+    MIXED_TEMPERATURES,
+    Candidate,
+    pair_candidates,
+    word_count,
+)
+
+
+def _keys(pairing) -> list[tuple[int, int]]:
+    return [(a.key, b.key) for a, b in pairing.pairs]
+
+
+def test_all_pairs_every_answer_with_every_other_up_to_the_cap():
+    candidates = [Candidate(k, f"answer number {k}") for k in range(5)]
+
+    assert _keys(pair_candidates(candidates[:3], ALL)) == [(0, 1), (0, 2), (1, 2)]
+    capped = pair_candidates(candidates, ALL, max_pairs=4)
+    assert _keys(capped) == [(0, 1), (0, 2), (0, 3), (0, 4)]
+
+
+def test_cut_off_answers_are_left_out_and_counted_unless_asked_to_keep_them():
+    candidates = [Candidate(1, "short and done"), Candidate(2, "long and still going", truncated=True), Candidate(3, "done too")]
+
+    skipped = pair_candidates(candidates, ALL)
+    kept = pair_candidates(candidates, ALL, skip_truncated=False)
+
+    assert _keys(skipped) == [(1, 3)] and skipped.truncated_left_out == 1
+    assert _keys(kept) == [(1, 2), (1, 3), (2, 3)] and kept.truncated_left_out == 0
+
+
+def test_identical_answers_are_never_paired_and_are_counted():
+    candidates = [Candidate(1, "Paris."), Candidate(2, "  Paris.\n"), Candidate(3, "Paris, France."), Candidate(4, "Paris.")]
+
+    pairing = pair_candidates(candidates, ALL)
+
+    assert _keys(pairing) == [(1, 3)]
+    assert pairing.duplicates_left_out == 2
+
+
+def test_fewer_than_two_usable_answers_make_no_pair():
+    pairing = pair_candidates([Candidate(1, "same"), Candidate(2, "same"), Candidate(3, "cut", truncated=True)], ALL)
+
+    assert pairing.pairs == [] and (pairing.duplicates_left_out, pairing.truncated_left_out) == (1, 1)
+
+
+def test_length_extremes_pairs_the_shortest_complete_answer_with_the_longest():
+    candidates = [
+        Candidate(1, "one two three"),
+        Candidate(2, "one"),
+        Candidate(3, "one two three four five six seven eight", truncated=True),
+        Candidate(4, "one two three four five"),
+        Candidate(5, "uno"),
+    ]
+
+    pairing = pair_candidates(candidates, LENGTH_EXTREMES)
+
+    # The cut-off answer is the longest by construction; it is left out even when cut-off answers are kept.
+    assert _keys(pairing) == [(2, 4)]
+    assert _keys(pair_candidates(candidates, LENGTH_EXTREMES, skip_truncated=False)) == [(2, 4)]
+    assert pairing.truncated_left_out == 1
+
+
+def test_length_extremes_takes_any_scorer_in_place_of_word_count():
+    candidates = [Candidate(1, "b"), Candidate(2, "ccc"), Candidate(3, "aa")]
+    reward = {"b": 0.9, "ccc": 0.1, "aa": 0.5}
+
+    assert _keys(pair_candidates(candidates, LENGTH_EXTREMES)) == [(1, 3)]  # all one word: the first two by order
+    assert _keys(pair_candidates(candidates, LENGTH_EXTREMES, score=reward.__getitem__)) == [(2, 1)]
+    assert word_count("  three words here ") == 3
+
+
+def test_mixed_temperatures_pairs_only_across_the_two_temperatures():
+    candidates = [
+        Candidate(1, "cool one", temperature=0.3),
+        Candidate(2, "hot one", temperature=1.1),
+        Candidate(3, "cool two", temperature=0.3),
+        Candidate(4, "hot two", temperature=1.1),
+    ]
+
+    pairing = pair_candidates(candidates, MIXED_TEMPERATURES)
+
+    assert _keys(pairing) == [(1, 2), (1, 4), (2, 3), (3, 4)]
+    assert all(a.temperature != b.temperature for a, b in pairing.pairs)
+    assert pair_candidates(candidates[::2], MIXED_TEMPERATURES).pairs == []
+
+
+def test_the_same_candidates_always_give_the_same_pairs():
+    candidates = [Candidate(k, f"text {k} " * k) for k in range(1, 6)]
+
+    for strategy in (ALL, LENGTH_EXTREMES, MIXED_TEMPERATURES):
+        assert _keys(pair_candidates(candidates, strategy)) == _keys(pair_candidates(list(candidates), strategy))
+
+
+@pytest.mark.parametrize(("strategy", "max_pairs", "message"), [("best_of", 6, "Unknown pairing"), (ALL, 0, "max_pairs")])
+def test_it_refuses_what_it_cannot_do(strategy, max_pairs, message):
+    with pytest.raises(ValueError, match=message):
+        pair_candidates([Candidate(1, "a"), Candidate(2, "b")], strategy, max_pairs=max_pairs)

@@ -1,0 +1,45 @@
+"""GenerationSettings' second temperature: validated, recorded per sample, and invisible when unused."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.trainer.review import GenerationSettings, GenerationSettingsError
+
+
+def test_without_a_second_temperature_the_stored_shapes_are_unchanged():
+    settings = GenerationSettings.from_dict({"temperature": 0.7, "max_new_tokens": 16, "seed": 4, "n": 2})
+
+    assert settings.to_dict() == {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 16, "seed": 4, "n": 2}
+    assert settings.for_sample(1) == {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 16, "seed": 4, "sample": 1}
+
+
+def test_a_second_temperature_draws_every_other_sample_and_each_sample_records_its_own():
+    settings = GenerationSettings.from_dict({"temperature": 0.3, "alt_temperature": 1.1, "n": 4})
+
+    assert [settings.temperature_for(k) for k in range(4)] == [0.3, 1.1, 0.3, 1.1]
+    assert settings.for_sample(1)["temperature"] == 1.1 and settings.for_sample(2)["temperature"] == 0.3
+    assert "alt_temperature" not in settings.for_sample(1)
+    assert GenerationSettings.from_dict(settings.to_dict()) == settings
+    # A sample drawn the same way by a job without a second temperature is the same sample, and is reused.
+    plain = GenerationSettings(temperature=1.1, n=2)
+    assert plain.for_sample(1) == settings.for_sample(1)
+
+
+def test_greedy_is_allowed_once_per_prompt():
+    assert GenerationSettings(temperature=0, alt_temperature=1.0, n=2).validate().temperature_for(0) == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"alt_temperature": 2.5, "n": 2}, "second temperature must be between"),
+        ({"alt_temperature": "hot", "n": 2}, "second temperature must be between"),
+        ({"alt_temperature": 0.7, "n": 2}, "must differ"),
+        ({"alt_temperature": 1.1, "n": 1}, "at least two completions"),
+        ({"temperature": 0, "alt_temperature": 1.0, "n": 3}, "Greedy"),
+    ],
+)
+def test_a_second_temperature_that_cannot_work_is_refused(data, message):
+    with pytest.raises(GenerationSettingsError, match=message):
+        GenerationSettings.from_dict(data)

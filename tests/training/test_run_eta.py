@@ -1,0 +1,81 @@
+"""TuningRun.eta_seconds: a forecast that holds steady through evaluations and checkpoints (issue 10)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from tests.factories import ProjectFactory, make_run
+from training.models import RunMetric
+
+pytestmark = pytest.mark.django_db
+
+STARTUP, STEP, EVAL_EVERY, EVAL_COST, TOTAL = 40.0, 1.5, 10, 6.0, 100
+
+
+def _logged_at(step: int) -> float:
+    """Seconds after start when training step ``step`` is logged: model loading, then steps, with an evaluation
+    and a checkpoint after every 10th step that delay the next one."""
+    return STARTUP + STEP * step + EVAL_COST * ((step - 1) // EVAL_EVERY)
+
+
+def _running_run(upto: int, *, started, settings=None):
+    run = make_run(ProjectFactory(), status="running")
+    run.settings = {"save_steps": EVAL_EVERY} if settings is None else settings
+    run.started_at, run.step, run.total_steps = started, upto, TOTAL
+    run.save()
+    for step in range(1, upto + 1):
+        metric = RunMetric.objects.create(run=run, step=step, values={"loss": 0.5})
+        RunMetric.objects.filter(pk=metric.pk).update(created_at=started + timedelta(seconds=_logged_at(step)))
+        if step % EVAL_EVERY == 0:
+            RunMetric.objects.create(run=run, step=step, split="eval", values={"eval_loss": 0.5})
+    return run
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param(None, id="interval-as-configured"),
+        # Automatic evaluation cadence and a checkpoint interval that says nothing about it: read from the log.
+        pytest.param({"eval_steps": None, "save_steps": 50}, id="interval-as-logged"),
+    ],
+)
+@pytest.mark.parametrize("step", [20, 35, 50, 80, 95])
+def test_the_eta_stays_within_ten_percent_or_one_evaluation_of_the_time_really_left(step, settings):
+    started = timezone.now() - timedelta(hours=1)
+    run = _running_run(step, started=started, settings=settings)
+    now = started + timedelta(seconds=_logged_at(step))
+
+    eta = run.eta_seconds(now)
+
+    # The run ends after its last evaluation. The old average since start said 304 s at step 20 (truth 174 s)
+    # and 139 s at step 50 (truth 111 s): model loading and all.
+    truth = _logged_at(TOTAL) + EVAL_COST - _logged_at(step)
+    assert eta == pytest.approx(truth, rel=0.10, abs=EVAL_COST)
+
+
+def test_the_eta_counts_down_between_logged_steps():
+    started = timezone.now() - timedelta(hours=1)
+    run = _running_run(50, started=started)
+    logged = started + timedelta(seconds=_logged_at(50))
+
+    assert run.eta_seconds(logged + timedelta(seconds=1)) == pytest.approx(run.eta_seconds(logged) - 1)
+
+
+def test_steps_logged_before_this_attempt_started_are_ignored():
+    first_start = timezone.now() - timedelta(hours=2)
+    run = _running_run(30, started=first_start)
+    # A retry resumed from step 30 an hour later; it has logged nothing yet but its step counter.
+    run.started_at = first_start + timedelta(hours=1)
+    run.save()
+    now = run.started_at + timedelta(seconds=60)
+
+    # The fallback (average since this attempt started) uses 60 s for 30 steps, not the first attempt's pace.
+    assert run.eta_seconds(now) == pytest.approx(60 / 30 * 70)
+
+
+def test_no_eta_unless_running_with_a_step():
+    run = make_run(ProjectFactory(), status="queued")
+
+    assert run.eta_seconds(timezone.now()) is None

@@ -1,0 +1,95 @@
+"""Which of a prompt's candidate completions to pair for annotators, Django-free.
+
+A vote carries signal only when the two answers differ in a way a person can judge. So before pairing:
+
+- answers cut off at the token limit are left out (``skip_truncated``): a reader mostly judges where the text
+  stops, not what it says; ``length_extremes`` always leaves them out, since the longest answer would
+  otherwise be a cut-off one by construction;
+- answers identical (after trimming whitespace) to an earlier one are left out: a pair of twins teaches
+  nothing, and two pairs that differ only in which twin they show ask the same question twice.
+
+Strategies (``strategy``):
+
+- ``all``: every usable answer against every other, in order, up to ``max_pairs``;
+- ``length_extremes``: one pair, the answer scoring lowest against the one scoring highest. The score is
+  the word count unless a caller passes another (a reward model's score, say);
+- ``mixed_temperatures``: only answers sampled at different temperatures are paired (a cool answer against
+  a hot one), up to ``max_pairs``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+ALL = "all"
+LENGTH_EXTREMES = "length_extremes"
+MIXED_TEMPERATURES = "mixed_temperatures"
+STRATEGIES = (ALL, LENGTH_EXTREMES, MIXED_TEMPERATURES)
+DEFAULT_MAX_PAIRS = 6
+
+
+def word_count(text: str) -> float:
+    return float(len(text.split()))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One answer to one prompt. ``key`` identifies it to the caller (a Completion id, say)."""
+
+    key: Hashable
+    text: str
+    truncated: bool = False
+    temperature: float | None = None
+
+
+@dataclass
+class Pairing:
+    """The pairs to make, in order, and what was left out of them."""
+
+    pairs: list[tuple[Candidate, Candidate]] = field(default_factory=list)
+    truncated_left_out: int = 0
+    duplicates_left_out: int = 0
+
+
+def pair_candidates(
+    candidates: Sequence[Candidate],
+    strategy: str = ALL,
+    *,
+    score: Callable[[str], float] = word_count,
+    skip_truncated: bool = True,
+    max_pairs: int = DEFAULT_MAX_PAIRS,
+) -> Pairing:
+    """Pairs among one prompt's candidates by ``strategy`` (see the module docstring); deterministic, so the
+    same candidates always give the same pairs (a re-run adds none). Sides are as given: the caller shuffles."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown pairing {strategy!r}: use one of {', '.join(STRATEGIES)}.")
+    if max_pairs < 1:
+        raise ValueError(f"max_pairs must be at least 1, got {max_pairs}.")
+    result = Pairing()
+    leave_out_truncated = skip_truncated or strategy == LENGTH_EXTREMES
+    usable: list[Candidate] = []
+    seen: set[str] = set()
+    for candidate in candidates:
+        if candidate.truncated and leave_out_truncated:
+            result.truncated_left_out += 1
+            continue
+        text = candidate.text.strip()
+        if text in seen:
+            result.duplicates_left_out += 1
+            continue
+        seen.add(text)
+        usable.append(candidate)
+    if len(usable) < 2:
+        return result
+    if strategy == LENGTH_EXTREMES:
+        # sorted() is stable, so among equal scores the earlier candidate comes first.
+        ranked = sorted(usable, key=lambda c: score(c.text))
+        result.pairs = [(ranked[0], ranked[-1])]
+        return result
+    pairs = itertools.combinations(usable, 2)
+    if strategy == MIXED_TEMPERATURES:
+        pairs = ((a, b) for a, b in pairs if a.temperature != b.temperature)
+    result.pairs = list(itertools.islice(pairs, max_pairs))
+    return result
