@@ -40,20 +40,28 @@ def project_export(
         purposes.add(PairTask.Purpose.REVIEW)
     pair_tasks = PairTask.objects.filter(project=project, purpose__in=purposes)
     rate_tasks = RateTask.objects.filter(project=project)
-    heldout = 0
+    heldout_pairs = Q(prompt__split=Prompt.Split.HELDOUT)
+    heldout_rates = Q(completion__prompt__split=Prompt.Split.HELDOUT)
+    # One query counts what is left out: open tasks, and (unless opted in) used tasks on held-out prompts.
+    counts = pair_tasks.aggregate(
+        open=Count("pk", filter=~_USED if include_heldout else ~_USED & ~heldout_pairs),
+        heldout=Count("pk", filter=_USED & heldout_pairs),
+    )
+    open_count, heldout = counts["open"], 0 if include_heldout else counts["heldout"]
     if not include_heldout:
-        heldout = pair_tasks.filter(_USED, prompt__split=Prompt.Split.HELDOUT).count()
-        pair_tasks = pair_tasks.exclude(prompt__split=Prompt.Split.HELDOUT)
-        if fmt == "kto":
-            heldout += rate_tasks.filter(status=TaskStatus.COMPLETE, completion__prompt__split=Prompt.Split.HELDOUT).count()
-        rate_tasks = rate_tasks.exclude(completion__prompt__split=Prompt.Split.HELDOUT)
+        pair_tasks = pair_tasks.exclude(heldout_pairs)
+        rate_tasks = rate_tasks.exclude(heldout_rates) if fmt == "kto" else rate_tasks
     pairs = _pair_data(pair_tasks.filter(_USED))
-    open_count = pair_tasks.exclude(_USED).count()
     if fmt == "dpo":
         rows, summary = dpo_rows(pairs, min_agreement=min_agreement)
     else:
+        rate_counts = RateTask.objects.filter(project=project).aggregate(
+            open=Count("pk", filter=~Q(status=TaskStatus.COMPLETE) & (Q() if include_heldout else ~heldout_rates)),
+            heldout=Count("pk", filter=Q(status=TaskStatus.COMPLETE) & heldout_rates),
+        )
+        open_count += rate_counts["open"]
+        heldout += 0 if include_heldout else rate_counts["heldout"]
         rows, summary = kto_rows(pairs, _rate_data(rate_tasks.filter(status=TaskStatus.COMPLETE)))
-        open_count += rate_tasks.exclude(status=TaskStatus.COMPLETE).count()
     summary.incomplete += open_count
     summary.heldout = heldout
     return rows, summary
@@ -139,9 +147,11 @@ def project_review_tasks_used(*, project: Project) -> int:
 
 
 def annotator_progress(*, project: Project, annotator) -> dict[str, int]:  # noqa: ANN001
-    """The annotator's screen header: the project's tasks done, and how many this annotator did."""
+    """The annotator's screen header, over the tasks the queue hands out in ``project`` (every purpose, as
+    ``services.task_lease_next`` serves them: pairs to label and blind review battles, or thumbs tasks on
+    candidates and on held-out outputs): how many are complete, and how many this annotator has judged."""
     if project.mode == Project.Mode.COMPARE:
-        tasks = PairTask.objects.filter(project=project, purpose=PairTask.Purpose.LABEL)
+        tasks = PairTask.objects.filter(project=project)
         mine = PairVote.objects.filter(task__project=project, annotator=annotator).count()
     else:
         tasks = RateTask.objects.filter(project=project)

@@ -185,3 +185,109 @@ def test_the_rate_screen_marks_a_cut_off_completion_and_draws_thumbs_without_emo
     for key, label, shortcut in (("up", "Good", "U"), ("down", "Bad", "D")):
         button = re.search(rf'<button[^>]*data-key="{key}"[^>]*>(.*?)</button>', html, re.S).group(1)
         assert "<svg" in button and f"{label} <kbd>{shortcut}</kbd>" in button
+
+
+def _textarea(html: str, name: str) -> str:
+    match = re.search(rf'<textarea name="{name}"[^>]*>\n?(.*?)</textarea>', html, re.S)
+    assert match, f"the card has a {name} box"
+    return match.group(1)
+
+
+def test_a_refused_vote_keeps_the_rationale_and_edit_that_were_typed(annotator_client, project):
+    # Given a card, and a rationale one character over the limit, with an edited answer and a strength
+    task = make_pair_task(project, 1)
+    key = _client_key(annotator_client.get(f"/projects/{project.pk}/").content.decode())
+    rationale = "Because <b>A</b> & B " + "r" * 4980
+    assert len(rationale) == 5001
+
+    # When the vote is refused
+    response = annotator_client.post(
+        f"/projects/{project.pk}/pairs/{task.pk}/vote/",
+        {"pick": "left", "client_key": key, "strength": "3", "rationale": rationale, "edited_text": "My <better> answer"},
+        HTTP_HX_REQUEST="true",
+    )
+
+    # Then the same card comes back with the message and everything typed still there (escaped), its boxes open
+    html = response.content.decode()
+    assert response.status_code == 400 and not PairVote.objects.exists()
+    assert "The rationale is too long (at most 5000 characters)." in html
+    assert f"/pairs/{task.pk}/vote/" in html
+    assert _textarea(html, "rationale") == "Because &lt;b&gt;A&lt;/b&gt; &amp; B " + "r" * 4980
+    assert _textarea(html, "edited_text") == "My &lt;better&gt; answer"
+    assert '<input type="radio" name="strength" value="3" checked>' in html
+    assert '<details class="extra" open><summary>Rationale' in html
+    assert '<details class="extra edit" open><summary>' in html
+
+
+def test_a_refused_plain_form_vote_keeps_the_rationale_after_the_redirect(annotator_client, project):
+    # Given a card submitted without htmx, with a rationale over the limit
+    task = make_pair_task(project, 1)
+    key = _client_key(annotator_client.get(f"/projects/{project.pk}/").content.decode())
+
+    response = annotator_client.post(
+        f"/projects/{project.pk}/pairs/{task.pk}/vote/",
+        {"pick": "left", "client_key": key, "rationale": "x" * 5001},
+        follow=True,
+    )
+
+    # Then the page it is sent back to shows the same task with the message and the rationale
+    html = response.content.decode()
+    assert response.redirect_chain[0][1] == 302
+    assert "The rationale is too long" in html
+    assert f"/pairs/{task.pk}/vote/" in html
+    assert _textarea(html, "rationale") == "x" * 5001
+    # ...once: a reload starts from an empty box
+    assert _textarea(annotator_client.get(f"/projects/{project.pk}/").content.decode(), "rationale") == ""
+
+
+def test_a_refused_thumbs_vote_keeps_the_rationale(client, annotator):
+    project = ProjectFactory(mode="rate")
+    project.members.add(annotator)
+    task = make_rate_task(project, 1)
+    client.force_login(annotator)
+    key = _client_key(client.get(f"/projects/{project.pk}/").content.decode())
+
+    response = client.post(
+        f"/projects/{project.pk}/rate/{task.pk}/vote/",
+        {"value": "up", "client_key": key, "rationale": "why " * 1300},
+        HTTP_HX_REQUEST="true",
+    )
+
+    html = response.content.decode()
+    assert response.status_code == 400 and not Rating.objects.exists()
+    assert "The rationale is too long" in html
+    assert _textarea(html, "rationale") == "why " * 1300
+
+
+def test_progress_counts_every_task_the_queue_hands_out_and_the_votes_on_them(annotator_client, project, annotator):
+    # Given a compare project with two pairs to label and a blind review battle; the annotator judged one of each,
+    # and the second pair to label is still open
+    from labeling.models import PairTask
+    from labeling.selectors import annotator_progress
+    from tests.factories import make_pair_vote
+
+    label_done, _label_open = make_pair_task(project, 1, overlap=1), make_pair_task(project, 2, overlap=1)
+    battle = make_pair_task(project, 3, overlap=1)
+    PairTask.objects.filter(pk=battle.pk).update(purpose="review")
+    make_pair_vote(label_done, annotator, "a")
+    make_pair_vote(PairTask.objects.get(pk=battle.pk), annotator, "b")
+
+    # Then "complete of total" and "mine" count the same tasks: both purposes
+    assert annotator_progress(project=project, annotator=annotator) == {"total": 3, "complete": 2, "mine": 2, "percent": 67}
+    html = annotator_client.get(f"/projects/{project.pk}/").content.decode()
+    assert "pairs to label and blind review battles): <b>2</b> of 3 tasks complete" in html
+    assert '<b data-testid="my-votes">2</b> judged' in html
+
+
+def test_progress_on_a_thumbs_project_counts_held_out_thumbs_too(client, annotator):
+    from labeling.models import RateTask
+    from labeling.selectors import annotator_progress
+    from tests.factories import make_rating
+
+    project = ProjectFactory(mode="rate", overlap=1)
+    project.members.add(annotator)
+    _candidate, heldout = make_rate_task(project, 1), make_rate_task(project, 2)
+    RateTask.objects.filter(pk=heldout.pk).update(purpose="review")
+    make_rating(RateTask.objects.get(pk=heldout.pk), annotator, "up")
+
+    assert annotator_progress(project=project, annotator=annotator) == {"total": 2, "complete": 1, "mine": 1, "percent": 50}

@@ -2,6 +2,8 @@
 on everything but their own screens; POST forms need a CSRF token; production settings pass check --deploy."""
 from __future__ import annotations
 
+import io
+import logging
 import os
 import subprocess
 import sys
@@ -43,7 +45,7 @@ ADMIN_URLS = {
     "training:project_candidates",
 }
 API_URLS = {"api:projects", "api:import", "api:export", "api:next", "api:vote"}
-OPEN_URLS = {"login", "logout"}
+OPEN_URLS = {"login", "logout", "favicon"}
 
 
 def _named_patterns(resolver: URLResolver, namespace: str = "") -> set[str]:
@@ -219,3 +221,76 @@ def test_celery_accepts_json_only():
     assert app.conf.task_serializer == "json"
     assert app.conf.accept_content == ["json"]
     assert app.conf.result_serializer == "json"
+
+
+def test_a_403_is_logged_as_one_line_without_a_traceback(annotator_client, world, caplog):
+    url = f"/projects/{world['other'].pk}/"
+
+    with caplog.at_level(logging.INFO):
+        response = annotator_client.get(url)
+
+    assert response.status_code == 403
+    records = [r for r in caplog.records if r.name == "django.request"]
+    assert [(r.levelname, r.getMessage(), r.exc_info) for r in records] == [
+        ("WARNING", f"Forbidden (Permission denied): {url}", None)
+    ]
+    assert "Traceback" not in caplog.text
+
+
+def test_a_server_error_keeps_its_traceback(caplog):
+    from django.core.handlers.exception import response_for_exception
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/boom/")
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError as exc:
+        with caplog.at_level(logging.ERROR, logger="django.request"):
+            response_for_exception(request, exc)
+
+    (record,) = [r for r in caplog.records if r.name == "django.request"]
+    assert record.exc_info is not None and "RuntimeError: a bug" in caplog.text
+
+
+def _console_handlers(logger_name: str) -> list[logging.StreamHandler]:
+    """The plain stream handlers a record of ``logger_name`` reaches (pytest's own capture handlers left out)."""
+    handlers, logger = [], logging.getLogger(logger_name)
+    while logger is not None:
+        handlers += [h for h in logger.handlers if type(h) is logging.StreamHandler]
+        logger = logger.parent if logger.propagate else None
+    return handlers
+
+
+def test_with_debug_on_a_403_reaches_the_console_once(annotator_client, world, settings):
+    # Given development settings, where Django's own console handler is active too
+    settings.DEBUG = True
+    console = io.StringIO()
+    handlers = _console_handlers("django.request")
+    streams = [h.setStream(console) for h in handlers]
+    try:
+        response = annotator_client.get(f"/projects/{world['other'].pk}/")
+    finally:
+        for handler, stream in zip(handlers, streams, strict=True):
+            handler.setStream(stream)
+
+    # Then the refusal is printed once, as one line
+    assert response.status_code == 403
+    printed = console.getvalue()
+    assert printed.count("Forbidden (Permission denied)") == 1, printed
+    assert printed.strip().count("\n") == 0 and "Traceback" not in printed
+
+
+def test_the_favicon_is_served(client):
+    from django.contrib.staticfiles import finders
+
+    response = client.get("/favicon.ico")
+
+    assert response.status_code == 302 and response["Location"] == "/static/favicon.svg"
+    svg = Path(finders.find("favicon.svg")).read_text()
+    assert svg.startswith("<svg") and 'xmlns="http://www.w3.org/2000/svg"' in svg
+
+
+def test_every_page_links_the_favicon(annotator_client, world):
+    html = annotator_client.get("/").content.decode()
+
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in html

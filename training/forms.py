@@ -1,23 +1,58 @@
-"""The launch form: every field a TrainSettings knob, with sensible defaults; TrainSettings validates the rest."""
+"""The launch form: every field a TrainSettings knob, with sensible defaults; TrainSettings validates the rest.
+
+A few essential fields come first and the rest sit under "Advanced" on the page; the form also checks the
+settings against the chosen base model (LoRA target modules, context length) and estimates the run's length.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 
+from training.model_inspection import local_model_shape
 from training.models import BaseModel, TuningRun
-from training.services import NOISE_HANDLING
+from training.services import NOISE_HANDLING, DatasetPreview
 from training.trainer.config import (
     AUTO_MAX_EPOCHS,
     AUTO_TARGET_STEPS,
     DPO_LOSS_TYPES,
+    FORBIDDEN_LORA_TARGETS,
     KTO_LOSS_TYPES,
     LoraSettings,
+    SettingsError,
     TrainSettings,
 )
+from training.trainer.rows import RowsError, split_rows
 
 _DEFAULTS = TrainSettings()
 _LORA = LoraSettings()
+
+# Shown first: what a run is, on which model, and for how long. Everything else has a default that suits a
+# small model and sits under "Advanced".
+ESSENTIAL_FIELDS = ("name", "method", "base_model", "num_train_epochs", "max_steps", "learning_rate")
+
+
+@dataclass(frozen=True)
+class StepEstimate:
+    """How long a run launched with the form's values would train, before it is launched."""
+
+    train_rows: int
+    steps: int
+    epochs: float
+    automatic_epochs: bool
+    max_steps: bool
+    drops_split_pairs: bool
+
+    @property
+    def note(self) -> str:
+        if self.max_steps:
+            how = "max steps"
+        elif self.automatic_epochs:
+            how = f"{self.epochs:g} epoch{'s' if self.epochs != 1 else ''}, chosen automatically"
+        else:
+            how = f"{self.epochs:g} epoch{'s' if self.epochs != 1 else ''}"
+        return how + ("; before pairs whose annotators disagreed are dropped" if self.drops_split_pairs else "")
 
 
 class RunLaunchForm(forms.Form):
@@ -29,7 +64,9 @@ class RunLaunchForm(forms.Form):
         required=False,
         help_text="DPO variants: sigmoid is the original DPO, ipo is IPO.",
     )
-    beta = forms.FloatField(initial=_DEFAULTS.beta)
+    beta = forms.FloatField(
+        initial=_DEFAULTS.beta, help_text="How far the tuned model may move from the base model: higher keeps it closer."
+    )
     learning_rate = forms.FloatField(
         required=False,
         help_text="Empty: chosen for the adapter: 5e-4 at LoRA rank 16, scaled by √(16 / rank). A LoRA adapter starts at "
@@ -43,27 +80,51 @@ class RunLaunchForm(forms.Form):
         "validation score is kept, so an extra pass costs time, not quality.",
     )
     max_steps = forms.IntegerField(initial=_DEFAULTS.max_steps, help_text="-1 trains whole epochs.")
-    per_device_batch_size = forms.IntegerField(initial=_DEFAULTS.per_device_batch_size, label="Batch size")
-    gradient_accumulation_steps = forms.IntegerField(initial=_DEFAULTS.gradient_accumulation_steps)
+    per_device_batch_size = forms.IntegerField(
+        initial=_DEFAULTS.per_device_batch_size, label="Batch size",
+        help_text="Examples per step on each GPU. KTO needs at least 2 (4 or more recommended).",
+    )
+    gradient_accumulation_steps = forms.IntegerField(
+        initial=_DEFAULTS.gradient_accumulation_steps,
+        help_text="Batches added up before each optimizer step: the effective batch is the batch size times this.",
+    )
     max_length = forms.IntegerField(initial=_DEFAULTS.max_length, help_text="Tokens, prompt and answer together.")
-    validation_fraction = forms.FloatField(initial=_DEFAULTS.validation_fraction)
-    seed = forms.IntegerField(initial=_DEFAULTS.seed)
-    lora_r = forms.IntegerField(initial=_LORA.r, label="LoRA r")
-    lora_alpha = forms.IntegerField(initial=_LORA.alpha, label="LoRA alpha")
-    lora_dropout = forms.FloatField(initial=_LORA.dropout, label="LoRA dropout")
+    validation_fraction = forms.FloatField(
+        initial=_DEFAULTS.validation_fraction,
+        help_text="Share of the rows held back to score checkpoints (at most 0.5); 0 trains on every row.",
+    )
+    seed = forms.IntegerField(
+        initial=_DEFAULTS.seed, help_text="Fixes the validation split and the shuffling, so a run can be repeated."
+    )
+    lora_r = forms.IntegerField(
+        initial=_LORA.r, label="LoRA r", help_text="The adapter's rank: more directions to learn in, more parameters."
+    )
+    lora_alpha = forms.IntegerField(
+        initial=_LORA.alpha, label="LoRA alpha", help_text="Scales the adapter's update by alpha / r; twice r is usual."
+    )
+    lora_dropout = forms.FloatField(
+        initial=_LORA.dropout, label="LoRA dropout", help_text="Dropout on the adapter's input while training, in [0, 1)."
+    )
     lora_target_modules = forms.CharField(
-        initial=",".join(_LORA.target_modules), label="LoRA target modules", help_text="Comma-separated."
+        initial=",".join(_LORA.target_modules), label="LoRA target modules",
+        help_text="Comma-separated. Names of the base model's linear layers, checked against the model before launch.",
     )
     desirable_weight = forms.FloatField(required=False, help_text="KTO only; empty balances from the data.")
     undesirable_weight = forms.FloatField(required=False, help_text="KTO only; empty balances from the data.")
-    precompute_ref_log_probs = forms.BooleanField(required=False, label="Precompute reference log-probs")
-    group_by_length = forms.BooleanField(required=False, label="Group batches by length (DPO)")
+    precompute_ref_log_probs = forms.BooleanField(
+        required=False, initial=True, label="Precompute reference log-probs",
+        help_text="Runs the reference model over the data once before training instead of at every step: about a "
+        "third less compute per step for a short start (on by default).",
+    )
+    group_by_length = forms.BooleanField(
+        required=False, label="Group batches by length (DPO)", help_text="Fewer padding tokens, so faster steps."
+    )
     label_smoothing = forms.FloatField(
         required=False, initial=_DEFAULTS.label_smoothing, min_value=0, max_value=0.49,
         help_text="DPO: the share of votes you expect to be flipped. With the robust loss it corrects for that much noise.",
     )
     noise_handling = forms.ChoiceField(
-        choices=list(NOISE_HANDLING.items()), initial="none", label="Annotator noise",
+        choices=list(NOISE_HANDLING.items()), initial="none", required=False, label="Annotator noise",
         help_text="When tasks have two or more votes, split pairs can be dropped and the robust loss set from the flip "
         "rate estimated from how often annotators agree. What was done is recorded in the run's lineage.",
     )
@@ -80,6 +141,94 @@ class RunLaunchForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["base_model"].widget.choices = [(m.pk, m.name) for m in BaseModel.objects.all()]
+        for name, field in self.fields.items():
+            field.default_text = _default_text(field, self.get_initial_for_field(field, name))
+
+    def essential_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in ESSENTIAL_FIELDS]
+
+    def advanced_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.fields if name not in ESSENTIAL_FIELDS]
+
+    def advanced_has_errors(self) -> bool:
+        """True when a field under "Advanced" has an error, so the page opens that section."""
+        return self.is_bound and any(name in self.errors for name in self.fields if name not in ESSENTIAL_FIELDS)
+
+    def clean_noise_handling(self) -> str:
+        return self.cleaned_data.get("noise_handling") or "none"
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if not self.errors:
+            self._check_against_base_model(cleaned)
+        return cleaned
+
+    def _check_against_base_model(self, cleaned: dict[str, Any]) -> None:
+        # Only settings that are otherwise valid are checked against the model: the launch service words the
+        # generic refusals (e.g. "LoRA cannot target 'embed_tokens'") better than "no such module" would.
+        try:
+            settings = TrainSettings.from_dict({**self.settings_data(), "method": cleaned["method"]})
+        except SettingsError:
+            return
+        base_model = BaseModel.objects.filter(pk=cleaned["base_model"]).first()
+        shape = local_model_shape(base_model.path) if base_model is not None else None
+        if shape is None:
+            return
+        valid = sorted(shape.linear_names - FORBIDDEN_LORA_TARGETS)
+        unknown = [name for name in settings.lora.target_modules if name not in shape.linear_names]
+        if unknown:
+            self.add_error(
+                "lora_target_modules",
+                f"{base_model.name} has no linear layer named {', '.join(unknown)}. Its linear layers are: "
+                f"{', '.join(valid)}.",
+            )
+        if shape.max_positions is not None and settings.max_length > shape.max_positions:
+            self.add_error(
+                "max_length",
+                f"{base_model.name} reads at most {shape.max_positions} tokens at once (its max_position_embeddings); "
+                f"{settings.max_length} is more than that.",
+            )
+
+    def data_choices(self) -> dict[str, bool]:
+        """Which votes the run would train on (include_review, include_heldout), for the dataset preview."""
+        return {name: bool(self._value(name)) for name in ("include_review", "include_heldout")}
+
+    def step_estimate(self, previews: dict[str, DatasetPreview]) -> StepEstimate | None:
+        """Training rows and optimizer steps for the form's values (its defaults before a submit), using the
+        preview of the chosen method; None while a value it needs is missing or invalid."""
+        names = ("method", "num_train_epochs", "max_steps", "per_device_batch_size", "gradient_accumulation_steps",
+                 "validation_fraction", "seed")
+        if self.is_bound and any(name in self.errors for name in names):
+            return None
+        values = {name: self._value(name) for name in names}
+        method = values.pop("method")
+        if method not in previews:
+            return None
+        try:
+            settings = TrainSettings(
+                method=method, **{k: v for k, v in values.items() if k not in ("validation_fraction", "seed")}
+            ).validate()
+            train, _ = split_rows(
+                previews[method].rows, validation_fraction=values["validation_fraction"], seed=values["seed"], method=method
+            )
+            resolved, _ = settings.resolve(len(train))
+        except (RowsError, SettingsError):
+            return None
+        return StepEstimate(
+            train_rows=len(train),
+            steps=resolved.total_steps(len(train)),
+            epochs=float(resolved.num_train_epochs or 1),
+            automatic_epochs=settings.num_train_epochs is None,
+            max_steps=settings.max_steps > 0,
+            drops_split_pairs=self._value("noise_handling") in ("drop_split", "both"),
+        )
+
+    def _value(self, name: str) -> Any:
+        """The cleaned value of a submitted form (None where the field has an error), or the initial value of a
+        blank one."""
+        if not self.is_bound:
+            return self.get_initial_for_field(self.fields[name], name)
+        return None if name in self.errors else self.cleaned_data.get(name)
 
     def settings_data(self) -> dict[str, Any]:
         """The TrainSettings dict for TrainSettings.from_dict (the method is added by the service)."""
@@ -102,3 +251,14 @@ class RunLaunchForm(forms.Form):
             "target_modules": [m.strip() for m in data["lora_target_modules"].split(",") if m.strip()],
         }
         return settings
+
+
+def _default_text(field: forms.Field, initial: Any) -> str:
+    """The default in words, shown under a field; empty where there is none (its help text says what empty does)."""
+    if isinstance(field, forms.BooleanField):
+        return "on" if initial else "off"
+    if initial in (None, ""):
+        return ""
+    if isinstance(field, forms.ChoiceField):
+        return str(dict(field.choices).get(initial, initial))
+    return str(initial)

@@ -50,13 +50,16 @@ def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
                     noise_handling=form.cleaned_data["noise_handling"],
                 )
             except services.LaunchError as error:
-                form.add_error(None, error.message)
+                form.add_error(error.field if error.field in form.fields else None, error.message)
             else:
                 messages.success(request, f"Queued {run.name}: {run.train_rows} training rows, {run.validation_rows} for validation.")
                 return redirect("training:run_detail", run_id=run.pk)
         status = 400
-    previews = {method: services.dataset_preview(project=project, method=method) for method in ("dpo", "kto")}
-    return render(request, "training/run_new.html", {"project": project, "form": form, "previews": previews}, status=status)
+    previews = {
+        method: services.dataset_preview(project=project, method=method, **form.data_choices()) for method in ("dpo", "kto")
+    }
+    context = {"project": project, "form": form, "previews": previews, "estimate": form.step_estimate(previews)}
+    return render(request, "training/run_new.html", context, status=status)
 
 
 def _run_context(run: TuningRun) -> dict:

@@ -210,8 +210,24 @@ if not DEBUG:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+        "client_errors_without_traceback": {"()": "webapp.request_logging.ClientErrorsWithoutTraceback"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler"},
+        "mail_admins": {
+            "level": "ERROR", "filters": ["require_debug_false"], "class": "django.utils.log.AdminEmailHandler",
+        },
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # Django's default config gives "django" a console handler of its own (with DEBUG on) and lets its records
+        # reach the root's too, so each one was printed twice. Keep only its mail to admins.
+        "django": {"handlers": ["mail_admins"], "level": "INFO", "propagate": True},
+        # A refused request (403, 404) is one line; only server errors carry a traceback.
+        "django.request": {"filters": ["client_errors_without_traceback"]},
+    },
 }
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,19 @@ from labeling.errors import Conflict, InvalidInput, LabelingError
 from labeling.models import PairTask, Project, RateTask
 from labeling.permissions import project_for_annotator
 
+# A refused plain-form vote is answered with a redirect; what the annotator typed waits in the session for the
+# page it lands on, so a rationale that was one character too long is not lost.
+_DRAFT_SESSION_KEY = "refused_vote_draft"
+_DRAFT_FIELDS = ("rationale", "edited_text", "strength")
 
-def _card_context(project: Project, user, task: PairTask | RateTask | None, error: str = "") -> dict:  # noqa: ANN001
-    context = {"project": project, "task": task, "error": error, "progress": selectors.annotator_progress(project=project, annotator=user)}
+
+def _card_context(
+    project: Project, user, task: PairTask | RateTask | None, error: str = "", draft: dict[str, str] | None = None  # noqa: ANN001
+) -> dict:
+    context = {
+        "project": project, "task": task, "error": error, "draft": draft or {},
+        "progress": selectors.annotator_progress(project=project, annotator=user),
+    }
     if task is None:
         return context
     context["client_key"] = services.client_key_new()
@@ -44,7 +54,7 @@ def _next_card(request: HttpRequest, project: Project, error: str = "", status: 
 def annotate(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_annotator(request.user, project_id)
     task = services.task_lease_next(project=project, annotator=request.user)
-    context = _card_context(project, request.user, task)
+    context = _card_context(project, request.user, task, draft=_saved_draft(request, task))
     context["card_template"] = _card_template(project)
     return render(request, "labeling/annotate.html", context)
 
@@ -69,11 +79,21 @@ def _refused(request: HttpRequest, project: Project, task: PairTask | RateTask, 
     """A vote the service refused: a conflict moves on to the next task, bad input shows the same task again."""
     if isinstance(error, Conflict):
         return _next_card(request, project, error=error.message, status=409)
+    draft = {name: request.POST.get(name, "") for name in _DRAFT_FIELDS}
     if not request.headers.get("HX-Request"):
         messages.error(request, error.message)
+        request.session[_DRAFT_SESSION_KEY] = {"kind": type(task).__name__, "task": task.pk, **draft}
         return redirect("labeling:annotate", project_id=project.pk)
-    context = _card_context(project, request.user, task, error=error.message)
+    context = _card_context(project, request.user, task, error=error.message, draft=draft)
     return render(request, _card_template(project), context, status=error.status_code)
+
+
+def _saved_draft(request: HttpRequest, task: PairTask | RateTask | None) -> dict[str, str] | None:
+    """The text of a refused plain-form vote on ``task``, once; None for any other task."""
+    saved = request.session.pop(_DRAFT_SESSION_KEY, None)
+    if not saved or task is None or (saved.get("kind"), saved.get("task")) != (type(task).__name__, task.pk):
+        return None
+    return {name: str(saved.get(name, "")) for name in _DRAFT_FIELDS}
 
 
 @require_POST

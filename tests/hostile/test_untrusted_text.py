@@ -12,6 +12,7 @@ from __future__ import annotations
 from html.parser import HTMLParser
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 
@@ -244,3 +245,100 @@ def test_generated_outputs_render_inert_on_the_review_and_battle_pages(world):
     assert "tuned &lt;/textarea&gt;&lt;script&gt;" in pages[0]
     assert "note &lt;script&gt;alert(" in pages[0] and "note &lt;script&gt;alert(" in pages[1], "the settings are shown, escaped"
     assert "&quot;&gt;&lt;svg onload=" in pages[4], "the search box shows what was typed, escaped"
+
+
+RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: reverses the text after it, up to the end of its isolating element
+
+
+class _TextHolders(HTMLParser):
+    """For each piece of text containing ``needle``: the attributes of the element directly around it."""
+
+    _VOID = {"br", "input", "img", "meta", "link", "hr", "source", "wbr"}
+
+    def __init__(self, needle: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.needle = needle
+        self.stack: list[tuple[str, dict[str, str | None]]] = []
+        self.holders: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in self._VOID:
+            self.stack.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.stack and self.stack.pop()[0] != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        if self.needle in data:
+            self.holders.append(self.stack[-1])
+
+
+def _holders(page: str, needle: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = _TextHolders(needle)
+    parser.feed(page)
+    parser.close()
+    return parser.holders
+
+
+def _isolating(holder: tuple[str, dict[str, str | None]]) -> bool:
+    _tag, attrs = holder
+    return attrs.get("dir") == "auto" and "untrusted" in (attrs.get("class") or "").split()
+
+
+def test_direction_overrides_in_prompts_and_completions_stay_inside_their_own_element(annotator, project):
+    # Given a pair whose prompt and both answers carry a right-to-left override, and markup
+    from tests.factories import make_pair_task
+
+    task = make_pair_task(project, 1)
+    Prompt.objects.filter(pk=task.prompt_id).update(messages=[{"role": "user", "content": f"Total: {RLO}001$ <b>ok</b>"}])
+    Completion.objects.filter(pk=task.completion_a_id).update(text=f"A says {RLO}gnp.exe <i>x</i>")
+    Completion.objects.filter(pk=task.completion_b_id).update(text=f"B says {RLO}fdp.txt")
+
+    page = _client_for(annotator).get(f"/projects/{project.pk}/").content.decode()
+
+    # Then each text sits alone in an element with dir="auto" that the stylesheet isolates, and is still escaped
+    for needle in (f"Total: {RLO}001$", f"A says {RLO}gnp.exe", f"B says {RLO}fdp.txt"):
+        holders = _holders(page, needle)
+        assert holders and all(_isolating(h) for h in holders), (needle, holders)
+    assert "&lt;b&gt;ok&lt;/b&gt;" in page and "&lt;i&gt;x&lt;/i&gt;" in page
+    assert active_content(page) == []
+    css = (settings.BASE_DIR / "static" / "css" / "preftune.css").read_text()
+    assert ".untrusted { unicode-bidi: isolate; }" in css
+
+
+def test_direction_overrides_stay_inside_their_element_on_the_thumbs_screen(annotator):
+    from tests.factories import make_rate_task
+
+    project = ProjectFactory(mode="rate")
+    project.members.add(annotator)
+    task = make_rate_task(project, 1)
+    Completion.objects.filter(pk=task.completion_id).update(text=f"Fine {RLO}kcab")
+
+    page = _client_for(annotator).get(f"/projects/{project.pk}/").content.decode()
+
+    holders = _holders(page, f"Fine {RLO}kcab")
+    assert holders and all(_isolating(h) for h in holders)
+
+
+def test_direction_overrides_stay_inside_their_element_on_the_side_by_side_review(world):
+    from training.models import ModelVersion, TuningRun
+    from training.review.versions import base_version_get_or_create
+
+    run = world["run"]
+    tuned = ModelVersion.objects.create(name="tuned", base_model=run.base_model, adapter_path="/x/adapter")
+    TuningRun.objects.filter(pk=run.pk).update(status="succeeded", model_version=tuned, error="")
+    base = base_version_get_or_create(base_model=run.base_model)
+    prompt = Prompt.objects.create(
+        project=world["project"], external_id="rlo", split="heldout", messages=[{"role": "user", "content": f"Q {RLO}?sey"}]
+    )
+    for version, text in ((base, f"base {RLO}on"), (tuned, f"tuned {RLO}sey")):
+        Completion.objects.create(
+            prompt=prompt, text=text, source="generated", model_version=version, generation_settings={"seed": 0, "sample": 0}
+        )
+
+    page = _client_for(world["admin"]).get(f"/runs/{run.pk}/review/").content.decode()
+
+    for needle in (f"Q {RLO}?sey", f"base {RLO}on", f"tuned {RLO}sey"):
+        holders = _holders(page, needle)
+        assert holders and all(_isolating(h) for h in holders), (needle, holders)

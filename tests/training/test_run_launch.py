@@ -323,3 +323,144 @@ def test_robust_noise_handling_without_overlap_is_refused_with_the_reason(
     assert response.status_code == 400
     assert "needs an estimate of how often votes are flipped" in response.content.decode()
     _nothing_queued(callbacks)
+
+
+def test_an_unknown_lora_target_module_is_refused_beside_its_field(
+    admin_client, tiny_base, django_capture_on_commit_callbacks
+):
+    # Given a project with data and the tiny Llama as base model
+    project = voted_compare_project(6)
+
+    # When the admin targets a module the model does not have
+    response, callbacks = _launch(
+        admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, lora_target_modules="q_proj,nonexistent_proj"
+    )
+
+    # Then nothing is queued, and the refusal, with the layers it does have, sits beside the field in an open Advanced
+    assert response.status_code == 400
+    assert TuningRun.objects.count() == 0
+    _nothing_queued(callbacks)
+    errors = response.context["form"].errors
+    assert list(errors) == ["lora_target_modules"]
+    assert "tiny-random has no linear layer named nonexistent_proj" in errors["lora_target_modules"][0]
+    assert "down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj." in errors["lora_target_modules"][0]
+    html = response.content.decode()
+    field = html.split('data-field="lora_target_modules"', 1)[1].split('<div class="field', 1)[0]
+    assert "no linear layer named nonexistent_proj" in field
+    assert '<details class="advanced" data-testid="advanced" open>' in html
+
+
+def test_a_max_length_past_the_models_context_is_refused_beside_its_field(
+    admin_client, tiny_base, django_capture_on_commit_callbacks
+):
+    # Given the tiny Llama, which reads at most 2048 tokens
+    project = voted_compare_project(6)
+
+    # When the admin asks for longer sequences (still under the generic limit)
+    response, callbacks = _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, max_length="4096")
+
+    # Then the launch is refused beside max_length, naming the limit
+    assert response.status_code == 400
+    _nothing_queued(callbacks)
+    assert response.context["form"].errors["max_length"] == [
+        "tiny-random reads at most 2048 tokens at once (its max_position_embeddings); 4096 is more than that."
+    ]
+
+
+def test_the_models_own_limit_is_accepted(admin_client, tiny_base, django_capture_on_commit_callbacks):
+    project = voted_compare_project(6)
+
+    response, callbacks = _launch(
+        admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks,
+        max_length="2048", lora_target_modules="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+    )
+
+    assert response.status_code == 302
+    assert len(callbacks) == 1
+
+
+def test_a_refusal_from_the_service_is_shown_beside_the_field_it_names(
+    admin_client, tiny_base, django_capture_on_commit_callbacks
+):
+    # Given 5 thumbs: 4 training rows after the validation split
+    project = rated_project(up=3, down=2)
+
+    # When the batch (an Advanced field) is larger than the data
+    response, _ = _launch(
+        admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, method="kto", per_device_batch_size="8"
+    )
+
+    # Then the service's refusal is attached to that field, and Advanced opens to show it
+    form = response.context["form"]
+    assert "KTO needs at least one full batch" in form.errors["per_device_batch_size"][0]
+    assert not form.non_field_errors()
+    assert '<details class="advanced" data-testid="advanced" open>' in response.content.decode()
+
+
+def test_an_error_in_an_essential_field_leaves_advanced_closed(admin_client, tiny_base, django_capture_on_commit_callbacks):
+    project = voted_compare_project(6)
+
+    response, _ = _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, num_train_epochs="abc")
+
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "Enter a number." in html.split('data-field="num_train_epochs"', 1)[1].split('<div class="field', 1)[0]
+    assert '<details class="advanced" data-testid="advanced">' in html
+
+
+def test_the_launch_page_puts_the_essentials_first_and_the_rest_under_advanced(admin_client, tiny_base):
+    project = voted_compare_project(5)
+
+    html = admin_client.get(f"/projects/{project.pk}/runs/new/").content.decode()
+
+    essentials, advanced = html.split('<details class="advanced" data-testid="advanced">', 1)
+    for name in ("name", "method", "base_model", "num_train_epochs", "max_steps", "learning_rate"):
+        assert f'data-field="{name}"' in essentials and f'data-field="{name}"' not in advanced
+    for name in ("beta", "lora_r", "lora_target_modules", "max_length", "per_device_batch_size", "include_heldout"):
+        assert f'data-field="{name}"' in advanced and f'data-field="{name}"' not in essentials
+    lora_r = advanced.split('data-field="lora_r"', 1)[1].split('<div class="field', 1)[0]
+    assert "Default: 16" in lora_r
+    assert "Empty: chosen for the adapter: 5e-4 at LoRA rank 16" in essentials
+
+
+def test_the_launch_page_estimates_rows_and_steps_from_the_defaults(admin_client, tiny_base):
+    # Given 20 ready pairs: the default 10% validation split leaves 18 for training, in batches of 4 (5 steps an
+    # epoch), and empty epochs mean enough passes for about 90 steps, at most 4
+    project = voted_compare_project(20)
+
+    response = admin_client.get(f"/projects/{project.pk}/runs/new/")
+
+    html = response.content.decode()
+    assert "≈ 18 training rows → 20 optimizer steps" in html
+    assert "4 epochs, chosen automatically" in html
+
+
+def test_the_estimate_follows_the_submitted_values_after_a_refusal(
+    admin_client, tiny_base, django_capture_on_commit_callbacks
+):
+    # Given 20 pairs, no validation split, batches of 2 and max_steps 2 in the posted form, with one bad field
+    project = voted_compare_project(20)
+
+    response, _ = _launch(
+        admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks,
+        max_steps="-1", num_train_epochs="3", lora_target_modules="nonexistent_proj",
+    )
+
+    # Then the estimate uses the posted values: 20 rows, 10 steps an epoch, 3 epochs
+    assert response.status_code == 400
+    assert "≈ 20 training rows → 30 optimizer steps" in response.content.decode()
+
+
+def test_a_config_transformers_cannot_read_is_left_to_the_worker(admin_client, tmp_path, django_capture_on_commit_callbacks):
+    # Given a model folder whose config.json names no architecture
+    from training.models import BaseModel
+
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "config.json").write_text("{}")
+    base = BaseModel.objects.create(name="odd", path=str(tmp_path / "odd"))
+    project = voted_compare_project(6)
+
+    # When a run is launched on it, the model checks are skipped rather than guessed: it is queued
+    response, callbacks = _launch(admin_client, project, base.pk, django_capture_on_commit_callbacks)
+
+    assert response.status_code == 302 and len(callbacks) == 1

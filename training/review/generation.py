@@ -208,9 +208,12 @@ def generation_job_execute(*, job_id: int, batch_size: int = 8) -> GenerationJob
             status=JobStatus.FAILED, error=_describe(exc), finished_at=timezone.now()
         )
         return GenerationJob.objects.get(pk=job_id)
+    # The review step may have added notes of its own (battles it could not make): keep them after ours.
+    added = [n for n in (GenerationJob.objects.filter(pk=job_id).values_list("notes", flat=True).first() or [])
+             if n not in progress.notes()]
     GenerationJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
         status=JobStatus.SUCCEEDED, completions_created=created, completions_skipped=skipped, tasks_created=tasks,
-        notes=progress.notes(), finished_at=timezone.now(),
+        notes=[*progress.notes(), *added], finished_at=timezone.now(),
     )
     return GenerationJob.objects.get(pk=job_id)
 

@@ -147,7 +147,7 @@ class TrainSettings:
     validation_fraction: float = 0.1
     desirable_weight: float | None = None
     undesirable_weight: float | None = None
-    precompute_ref_log_probs: bool = False
+    precompute_ref_log_probs: bool = True
     group_by_length: bool = False
     save_steps: int = 50
     save_total_limit: int = 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import browser, page  # noqa: F401 - the Chromium fixtures
 from tests.factories import PASSWORD, AdminFactory, ProjectFactory, make_run
 from training.models import RunMetric
 
@@ -13,7 +12,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 DATASETS = """canvas => Chart.getChart(canvas).data.datasets.map(d => [d.label, d.borderDash.length > 0, d.pointRadius])"""
 
 
-def test_charts_appear_with_their_data_and_validation_is_drawn_apart(page, live_server):  # noqa: F811
+def test_charts_appear_with_their_data_and_validation_is_drawn_apart(page, live_server):
     admin = AdminFactory(username="charts-admin")
     run = make_run(ProjectFactory(), status="running")
     run.validation_rows, run.total_steps = 10, 20

@@ -1,0 +1,63 @@
+"""The alignment loop in small, on the real bundled model: a preference for shorter answers, learned from the
+model's own candidates, must make its held-out answers shorter. It asserts direction only, over a fixed set of
+prompts and seeds; `bench/alignment_loop.py` measures how far the full loop moves it."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.trainer import TrainSettings, train
+from training.trainer.config import LoraSettings
+from training.trainer.review import GenerationSettings, generate_for_versions
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+from alignment_prompts import alignment_prompts  # noqa: E402
+from simulated_annotators import RULES, judge, word_count  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def test_a_length_preference_makes_held_out_answers_shorter(bundled_model_dir, tmp_path):
+    import random
+
+    # Given the model's own candidates for 16 train prompts, judged by the "fewer words" rule
+    prompts = alignment_prompts(22, seed=3)
+    train_prompts, heldout = prompts[:16], prompts[16:]
+    candidates = generate_for_versions(
+        str(bundled_model_dir), {"base": None}, [_user(p) for p in train_prompts],
+        GenerationSettings(temperature=1.0, top_p=0.95, max_new_tokens=64, seed=0, n=2), batch_size=16,
+    )["base"]
+    rows = []
+    for prompt, (first, second) in zip(train_prompts, candidates, strict=True):
+        vote = judge(RULES["length"], first, second, rng=random.Random(0))
+        if vote in ("a", "b"):
+            chosen, rejected = (first, second) if vote == "a" else (second, first)
+            rows.append({"prompt": _user(prompt), "chosen": [{"role": "assistant", "content": chosen}],
+                         "rejected": [{"role": "assistant", "content": rejected}]})
+    assert len(rows) >= 10, "the candidates must disagree in length often enough to teach anything"
+
+    # When a DPO adapter trains on them for a few steps
+    result = train(
+        model_path=str(bundled_model_dir), rows=rows, output_dir=str(tmp_path),
+        settings=TrainSettings(max_steps=12, learning_rate=1e-3, per_device_batch_size=4, validation_fraction=0.0,
+                               max_length=192, lora=LoraSettings(r=8, alpha=16)),
+    )
+
+    # Then greedy answers to 6 unseen prompts are shorter with the adapter than without it
+    outputs = generate_for_versions(
+        str(bundled_model_dir), {"base": None, "tuned": result.adapter_dir}, [_user(p) for p in heldout],
+        GenerationSettings(temperature=0, max_new_tokens=96), batch_size=6,
+    )
+    base_words = statistics.mean(word_count(s[0]) for s in outputs["base"])
+    tuned_words = statistics.mean(word_count(s[0]) for s in outputs["tuned"])
+    assert tuned_words < base_words, (base_words, tuned_words, outputs["tuned"])

@@ -1,0 +1,60 @@
+"""What a base model folder allows, read from its config.json without loading a single weight.
+
+The launch form uses it to refuse LoRA target modules the model does not have, and a max_length past what it
+can read, before anything is queued: otherwise the worker loads the model a moment later and fails there.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """``linear_names``: the last name component of every linear layer, the names LoRA target modules are
+    matched against (the trainer applies the same rule). ``max_positions``: tokens the model reads at once,
+    None when its config does not say."""
+
+    linear_names: frozenset[str]
+    max_positions: int | None
+
+
+def local_model_shape(path: str) -> ModelShape | None:
+    """The shape of the model in the local folder ``path``; None for a hub id, a folder without a config.json,
+    or a config that transformers cannot build a model from.
+
+    None means "not checked here": the launch service refuses a path that is not a model folder, and the
+    worker reports a config it cannot load. The first call for a folder imports torch and transformers and
+    builds the model on the meta device (no memory, about a second); later calls are cached.
+    """
+    folder = Path(path)
+    if not (folder.is_absolute() or path.startswith(".")):
+        return None
+    config = folder / "config.json"
+    if not config.is_file():
+        return None
+    # Keyed by the config's modification time too, so a folder prepared again is read again.
+    return _shape(str(folder.resolve()), config.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _shape(folder: str, config_mtime_ns: int) -> ModelShape | None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
+        logger.warning("Could not read the model config in %s, so its launch settings are not checked: %s", folder, exc)
+        return None
+    names = frozenset(
+        name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)
+    )
+    max_positions = getattr(config, "max_position_embeddings", None)
+    return ModelShape(linear_names=names, max_positions=max_positions if isinstance(max_positions, int) else None)
