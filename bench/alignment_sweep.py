@@ -40,7 +40,7 @@ def _assistant(text: str) -> list[dict[str, str]]:
 
 def parse_config(text: str) -> dict[str, float]:
     names = {"lr": "learning_rate", "epochs": "num_train_epochs", "beta": "beta", "ls": "label_smoothing",
-             "r": "r", "steps": "max_steps"}
+             "r": "r", "steps": "max_steps", "sft": "sft_weight"}
     out: dict[str, float] = {}
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")

@@ -44,7 +44,7 @@ def is_degenerate(text: str) -> bool:
     tail = [w.lower() for w in words[int(len(words) * 0.4):]]
     if len(tail) >= 20 and len(set(tail)) / len(tail) < 0.3:
         return True
-    return bool(re.search(r"(.{1,12}?)\1{8,}", text))
+    return bool(re.search(r"(.{1,12}?)\1{8,}", text, re.DOTALL))
 
 
 def _shorter(text: str) -> float:
@@ -70,6 +70,15 @@ class Rule:
     kind: str
     description: str
     score: Callable[[str], float]
+    # A difference a reader does not notice is a tie: for length, under this share of the longer answer's
+    # words (two cut-off answers of 120 and 126 words are "the same length" to a person, a coin flip to a strict
+    # rule, and such coin flips cap any model's validation accuracy far below what the rule itself allows).
+    unnoticed_share: float = 0.0
+
+    def tells_apart(self, first: float, second: float) -> bool:
+        if first == second:
+            return False
+        return abs(first - second) >= self.unnoticed_share * max(abs(first), abs(second))
 
     def satisfied(self, text: str) -> bool:
         """For rules with a pass/fail reading: does the answer have the preferred property."""
@@ -79,7 +88,8 @@ class Rule:
 RULES: dict[str, Rule] = {
     rule.name: rule
     for rule in (
-        Rule("length", "length", "prefers the answer with fewer words", _shorter),
+        Rule("length", "length", "prefers the answer with fewer words, when it is at least 10% shorter", _shorter,
+             unnoticed_share=0.1),
         Rule("bullets", "format", "prefers an answer laid out as a list (two or more list items)", _bullets),
         Rule("avoid", "word to avoid", "prefers answers that do not say 'important' (fewer uses wins)", _avoids_word),
         Rule("polite", "tone", "prefers an answer that opens politely ('Sure', 'Here are', 'Great question', ...)", _polite_opener),
@@ -98,7 +108,7 @@ def judge(rule: Rule, first: str, second: str, *, rng: random.Random, noise: flo
         choice = "b" if bad_a else "a"
     else:
         a, b = rule.score(first), rule.score(second)
-        if a == b:
+        if not rule.tells_apart(a, b):
             return "tie"
         choice = "a" if a > b else "b"
     if noise and rng.random() < noise:

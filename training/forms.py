@@ -15,6 +15,7 @@ from training.models import BaseModel, TuningRun
 from training.services import NOISE_HANDLING, DatasetPreview
 from training.trainer.config import (
     AUTO_MAX_EPOCHS,
+    AUTO_SFT_WEIGHT,
     AUTO_TARGET_STEPS,
     DPO_LOSS_TYPES,
     FORBIDDEN_LORA_TARGETS,
@@ -37,6 +38,7 @@ ESSENTIAL_FIELDS = ("name", "method", "base_model", "num_train_epochs", "max_ste
 class StepEstimate:
     """How long a run launched with the form's values would train, before it is launched."""
 
+    method: str
     train_rows: int
     steps: int
     epochs: float
@@ -75,9 +77,9 @@ class RunLaunchForm(forms.Form):
     num_train_epochs = forms.FloatField(
         required=False,
         label="Epochs",
-        help_text=f"Empty: enough passes over the data for about {AUTO_TARGET_STEPS} optimizer steps (at most "
-        f"{AUTO_MAX_EPOCHS}); small sets need several passes to move an adapter. The checkpoint with the best "
-        "validation score is kept, so an extra pass costs time, not quality.",
+        help_text=f"Empty: the whole number of passes over the data nearest to {AUTO_TARGET_STEPS} optimizer steps "
+        f"(1 to {AUTO_MAX_EPOCHS}); small sets need several passes to move an adapter. The checkpoint with the "
+        "best validation score is kept.",
     )
     max_steps = forms.IntegerField(initial=_DEFAULTS.max_steps, help_text="-1 trains whole epochs.")
     per_device_batch_size = forms.IntegerField(
@@ -122,6 +124,12 @@ class RunLaunchForm(forms.Form):
     label_smoothing = forms.FloatField(
         required=False, initial=_DEFAULTS.label_smoothing, min_value=0, max_value=0.49,
         help_text="DPO: the share of votes you expect to be flipped. With the robust loss it corrects for that much noise.",
+    )
+    sft_weight = forms.FloatField(
+        required=False, min_value=0, max_value=10, label="SFT weight (DPO)",
+        help_text=f"Empty: {AUTO_SFT_WEIGHT:g} for DPO. Adds this much of the chosen answers' own likelihood to the DPO "
+        "loss (RPO). DPO alone can push down chosen and rejected answers together, and a small model then drifts "
+        "into loops and fragments while its preference accuracy still rises; 0 is plain DPO.",
     )
     noise_handling = forms.ChoiceField(
         choices=list(NOISE_HANDLING.items()), initial="none", required=False, label="Annotator noise",
@@ -215,6 +223,7 @@ class RunLaunchForm(forms.Form):
         except (RowsError, SettingsError):
             return None
         return StepEstimate(
+            method=method,
             train_rows=len(train),
             steps=resolved.total_steps(len(train)),
             epochs=float(resolved.num_train_epochs or 1),
@@ -222,6 +231,17 @@ class RunLaunchForm(forms.Form):
             max_steps=settings.max_steps > 0,
             drops_split_pairs=self._value("noise_handling") in ("drop_split", "both"),
         )
+
+    def base_model_value(self) -> int | None:
+        """The chosen base model's id (the first in the menu before a submit), or None."""
+        value = self._value("base_model")
+        if value is None and not self.is_bound:
+            choices = self.fields["base_model"].widget.choices
+            value = choices[0][0] if choices else None
+        try:
+            return int(value) if value is not None else None
+        except (TypeError, ValueError):
+            return None
 
     def _value(self, name: str) -> Any:
         """The cleaned value of a submitted form (None where the field has an error), or the initial value of a
@@ -239,7 +259,7 @@ class RunLaunchForm(forms.Form):
                 "beta", "learning_rate", "num_train_epochs", "max_steps", "per_device_batch_size",
                 "gradient_accumulation_steps", "max_length", "validation_fraction", "seed",
                 "desirable_weight", "undesirable_weight", "precompute_ref_log_probs", "group_by_length",
-                "label_smoothing",
+                "label_smoothing", "sft_weight",
             )
         }
         settings["loss_type"] = data["loss_type"] or None

@@ -60,6 +60,39 @@ def runs_table(*, project: Project, now) -> list[TuningRun]:  # noqa: ANN001
     return runs
 
 
+@dataclass(frozen=True)
+class TimeEstimate:
+    """How long a run of ``steps`` steps would take, at the pace of finished runs of the same model and method."""
+
+    seconds: float
+    runs: int
+    method: str
+
+    @property
+    def basis(self) -> str:
+        return (f"at the pace of the last {self.runs} finished {self.method.upper()} run{'s' if self.runs != 1 else ''} "
+                "of this base model, loading and evaluation included; another batch size or sequence length changes it")
+
+
+def run_time_estimate(*, base_model_id: int | None, method: str, steps: int, recent: int = 5) -> TimeEstimate | None:
+    """Median seconds per step of the ``recent`` last succeeded runs of this base model and method, times
+    ``steps``; None before any such run has finished (a guess from nothing would be a number nobody can act on)."""
+    if base_model_id is None or steps <= 0:
+        return None
+    finished = (
+        TuningRun.objects.filter(base_model_id=base_model_id, method=method, status=TuningRun.Status.SUCCEEDED,
+                                 step__gt=0, started_at__isnull=False, finished_at__isnull=False)
+        .order_by("-finished_at")
+        .values_list("started_at", "finished_at", "step")[:recent]
+    )
+    paces = sorted((finished_at - started_at).total_seconds() / step for started_at, finished_at, step in finished)
+    if not paces:
+        return None
+    middle = len(paces) // 2
+    pace = paces[middle] if len(paces) % 2 else (paces[middle - 1] + paces[middle]) / 2
+    return TimeEstimate(seconds=pace * steps, runs=len(paces), method=method)
+
+
 def run_metric_series(*, run: TuningRun) -> Series:
     """Per split, per metric key: [[step, value], ...], in step order, for the charts.
 

@@ -58,7 +58,11 @@ def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
     previews = {
         method: services.dataset_preview(project=project, method=method, **form.data_choices()) for method in ("dpo", "kto")
     }
-    context = {"project": project, "form": form, "previews": previews, "estimate": form.step_estimate(previews)}
+    estimate = form.step_estimate(previews)
+    time_estimate = estimate and selectors.run_time_estimate(
+        base_model_id=form.base_model_value(), method=estimate.method, steps=estimate.steps
+    )
+    context = {"project": project, "form": form, "previews": previews, "estimate": estimate, "time_estimate": time_estimate}
     return render(request, "training/run_new.html", context, status=status)
 
 

@@ -4,6 +4,7 @@ prompts and seeds; `bench/alignment_loop.py` measures how far the full loop move
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import sys
 from pathlib import Path
@@ -30,15 +31,19 @@ def _user(text: str) -> list[dict[str, str]]:
 def test_a_length_preference_makes_held_out_answers_shorter(bundled_model_dir, tmp_path):
     import random
 
-    # Given the model's own candidates for 16 train prompts, judged by the "fewer words" rule
+    # Given the model's own three candidates for each of 16 train prompts, every pair judged by the "fewer words"
+    # rule (a difference under 10% is a tie, and ties teach nothing)
     prompts = alignment_prompts(22, seed=3)
     train_prompts, heldout = prompts[:16], prompts[16:]
     candidates = generate_for_versions(
         str(bundled_model_dir), {"base": None}, [_user(p) for p in train_prompts],
-        GenerationSettings(temperature=1.0, top_p=0.95, max_new_tokens=64, seed=0, n=2), batch_size=16,
+        GenerationSettings(temperature=1.0, top_p=0.95, max_new_tokens=64, seed=0, n=3), batch_size=16,
     )["base"]
     rows = []
-    for prompt, (first, second) in zip(train_prompts, candidates, strict=True):
+    for prompt, (first, second) in (
+        (prompt, pair) for prompt, texts in zip(train_prompts, candidates, strict=True)
+        for pair in itertools.combinations(texts, 2)
+    ):
         vote = judge(RULES["length"], first, second, rng=random.Random(0))
         if vote in ("a", "b"):
             chosen, rejected = (first, second) if vote == "a" else (second, first)

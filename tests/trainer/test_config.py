@@ -79,13 +79,15 @@ def test_automatic_settings_follow_the_data_size_and_the_adapter():
     small, notes = TrainSettings().resolve(180)
     # Then two passes give about 90 steps, the LoRA rate is 5e-4, and it evaluates about 8 times
     assert (small.learning_rate, small.num_train_epochs, small.eval_steps) == (5e-4, 2, 12)
-    assert len(notes) == 2 and "rank 16" in notes[0] and "2 epochs" in notes[1]
+    assert len(notes) == 3 and "rank 16" in notes[0] and "2 epochs" in notes[1] and "SFT weight" in notes[2]
     # A large set trains one epoch; a higher rank gets a smaller rate (scaled by sqrt(16 / r))
     large, _ = TrainSettings(lora=LoraSettings(r=64)).resolve(4000)
     assert (large.learning_rate, large.num_train_epochs, large.eval_steps) == (2.5e-4, 1, 125)
     # Settings given explicitly are kept as they are, and nothing is said about them
-    given, notes = TrainSettings(learning_rate=1e-4, num_train_epochs=3, eval_steps=5).resolve(180)
+    given, notes = TrainSettings(learning_rate=1e-4, num_train_epochs=3, eval_steps=5, sft_weight=0.5).resolve(180)
     assert (given.learning_rate, given.num_train_epochs, given.eval_steps, notes) == (1e-4, 3, 5, [])
+    # The nearest whole number of passes, not "at least 90 steps": 175 rows are 44 steps an epoch, so 2 (88 steps)
+    assert TrainSettings().resolve(175)[0].num_train_epochs == 2
     # A tiny set is capped at 4 epochs
     assert TrainSettings().resolve(8)[0].num_train_epochs == 4
 
@@ -123,3 +125,44 @@ def test_importing_settings_does_not_import_torch():
 def test_absurdly_large_values_are_refused(field, value, message):
     with pytest.raises(SettingsError, match=f"{message}.*far too large"):
         TrainSettings.from_dict({field: value})
+
+
+def test_dpo_trains_the_chosen_answers_likelihood_too_unless_told_not_to():
+    # An empty SFT weight is AUTO_SFT_WEIGHT for DPO, with a sentence saying why, and 0 for KTO
+    from training.trainer.config import AUTO_SFT_WEIGHT
+
+    dpo, notes = TrainSettings().resolve(180)
+    assert dpo.sft_weight == AUTO_SFT_WEIGHT > 0
+    assert any(note.startswith(f"SFT weight {AUTO_SFT_WEIGHT:g}") for note in notes)
+    kto, notes = TrainSettings(method="kto").resolve(180)
+    assert kto.sft_weight == 0 and not any("SFT" in note for note in notes)
+    # Given explicitly, 0 is plain DPO
+    assert TrainSettings(sft_weight=0).resolve(180)[0].sft_weight == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"sft_weight": -1}, "SFT weight must be between 0 and 10"),
+        ({"sft_weight": 11}, "SFT weight must be between 0 and 10"),
+        ({"sft_weight": "1"}, "SFT weight must be between 0 and 10"),
+        ({"method": "kto", "sft_weight": 0.5}, "only applies to DPO runs"),
+    ],
+)
+def test_impossible_sft_weights_are_refused(changes, message):
+    with pytest.raises(SettingsError, match=message):
+        TrainSettings(**changes).validate()
+
+
+def test_the_sft_weight_becomes_a_combined_trl_loss(tmp_path):
+    from training.trainer.core import _trl_config
+    from training.trainer.device import choose_device
+
+    def config(weight: float):  # noqa: ANN202
+        settings = TrainSettings(sft_weight=weight).resolve(8)[0]
+        return _trl_config(settings, choose_device(force_cpu=True), tmp_path, has_validation=False, kto_weights=None)
+
+    combined = config(0.5)
+    assert combined.loss_type == ["sigmoid", "sft"] and combined.loss_weights == [1.0, 0.5]
+    plain = config(0)
+    assert plain.loss_type == ["sigmoid"] and not plain.loss_weights

@@ -435,6 +435,43 @@ def test_the_launch_page_estimates_rows_and_steps_from_the_defaults(admin_client
     assert "4 epochs, chosen automatically" in html
 
 
+def test_the_launch_page_says_the_time_is_unknown_before_any_run_has_finished(admin_client, tiny_base):
+    project = voted_compare_project(20)
+
+    html = admin_client.get(f"/projects/{project.pk}/runs/new/").content.decode()
+
+    assert "Time: known after the first DPO run of this base model has finished" in html
+
+
+def test_the_launch_page_estimates_the_time_from_finished_runs_of_the_model(admin_client, tiny_base):
+    # Given three finished DPO runs of the tiny model at 2, 3 and 10 seconds a step, one failed run at 100 s a
+    # step and a KTO run at 50 s a step (neither counts)
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.factories import make_run
+    from training.models import BaseModel
+
+    project = voted_compare_project(20)
+    end = timezone.now()
+    for status, method, seconds_per_step in (("succeeded", "dpo", 2), ("succeeded", "dpo", 3), ("succeeded", "dpo", 10),
+                                             ("failed", "dpo", 100), ("succeeded", "kto", 50)):
+        run = make_run(project, status=status, method=method)
+        TuningRun.objects.filter(pk=run.pk).update(
+            base_model=tiny_base, step=10, started_at=end - timedelta(seconds=10 * seconds_per_step), finished_at=end
+        )
+    BaseModel.objects.exclude(pk=tiny_base.pk).delete()  # make_run's own model would come first in the menu
+
+    html = admin_client.get(f"/projects/{project.pk}/runs/new/").content.decode()
+
+    # Then 20 steps at the median 3 s a step: about a minute
+    assert "≈ 18 training rows → 20 optimizer steps" in html
+    time_text = html.split('data-testid="launch-time">', 1)[1].split("</b>", 1)[0]
+    assert time_text == "about 1 min"
+    assert "the last 3 finished DPO runs of this base model" in html
+
+
 def test_the_estimate_follows_the_submitted_values_after_a_refusal(
     admin_client, tiny_base, django_capture_on_commit_callbacks
 ):

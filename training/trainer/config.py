@@ -46,6 +46,7 @@ AUTO_FULL_RANK_REFERENCE = 16
 AUTO_TARGET_STEPS = 90
 AUTO_MAX_EPOCHS = 4
 AUTO_EVALUATIONS = 8
+AUTO_SFT_WEIGHT = 1.0
 
 
 class SettingsError(ValueError):
@@ -130,7 +131,10 @@ class TrainSettings:
     `desirable_weight`/`undesirable_weight` (KTO only): None means "balance from the data"
     (see `rows.kto_class_weights`). `label_smoothing` is the assumed share of flipped labels:
     with the "robust" DPO loss it makes the loss unbiased under that much annotator noise, with
-    "sigmoid" it is conservative DPO. `eval_steps` None evaluates about AUTO_EVALUATIONS times per
+    "sigmoid" it is conservative DPO. `sft_weight` (DPO) adds that much of the chosen answers' own
+    negative log-likelihood to the loss (RPO, Pang et al. 2024): DPO alone can lower the likelihood of
+    chosen and rejected answers together, and a small model then drifts into loops and fragments while its
+    preference accuracy still rises; the SFT term holds the chosen answers up. `eval_steps` None evaluates about AUTO_EVALUATIONS times per
     run; `keep_best` keeps the checkpoint with the best validation score rather than the last one.
     """
 
@@ -153,6 +157,7 @@ class TrainSettings:
     save_total_limit: int = 2
     warmup_ratio: float = 0.1
     label_smoothing: float = 0.0
+    sft_weight: float | None = None  # None: AUTO_SFT_WEIGHT for DPO, 0 for KTO
     eval_steps: int | None = None
     keep_best: bool = True
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -216,6 +221,10 @@ class TrainSettings:
                 "The robust DPO loss needs the share of flipped votes it should correct for: set label smoothing "
                 "(e.g. 0.1 for one vote in ten), or use the sigmoid loss."
             )
+        if self.sft_weight is not None and (not _is_number(self.sft_weight) or not 0 <= self.sft_weight <= 10):
+            raise SettingsError(f"The SFT weight must be between 0 and 10, got {self.sft_weight!r}.")
+        if self.sft_weight and self.method != "dpo":
+            raise SettingsError("The SFT weight only applies to DPO runs; leave it at 0 for KTO.")
         if self.eval_steps is not None and (not _is_int(self.eval_steps) or self.eval_steps <= 0):
             raise SettingsError(f"eval_steps must be a positive integer (or empty for automatic), got {self.eval_steps!r}.")
         for name in ("precompute_ref_log_probs", "group_by_length", "keep_best"):
@@ -294,9 +303,11 @@ class TrainSettings:
           a far larger rate than full fine-tuning; 5e-4 at r=16 (alpha 2r) moved SmolLM2-135M clearly on
           the alignment bench without breaking its answers, where 5e-5 barely moved it. Higher ranks
           get a smaller rate (x sqrt(16 / r)), since their update has more directions to move in.
-        - Epochs: enough passes for about AUTO_TARGET_STEPS optimizer steps (a small preference set
-          needs several passes to move an adapter), at most AUTO_MAX_EPOCHS; the best checkpoint by
-          validation score is kept, so an extra pass costs time, not quality.
+        - Epochs: the whole number of passes nearest to AUTO_TARGET_STEPS optimizer steps (a small
+          preference set needs several passes to move an adapter), at most AUTO_MAX_EPOCHS; the best
+          checkpoint by validation score is kept. Nearest, not at least: on the alignment bench (175
+          rows, 44 steps an epoch) validation accuracy peaked by step 51 of 132, and the third pass
+          only cost 8 of the bench's 30 minutes.
         - Evaluation: about AUTO_EVALUATIONS times per run on the validation split.
         """
         resolved = dataclasses.replace(self, lora=dataclasses.replace(self.lora))
@@ -313,12 +324,19 @@ class TrainSettings:
             if resolved.max_steps > 0:
                 resolved.num_train_epochs = 1
             else:
-                epochs = min(AUTO_MAX_EPOCHS, max(1, math.ceil(AUTO_TARGET_STEPS / per_epoch)))
+                epochs = min(AUTO_MAX_EPOCHS, max(1, round(AUTO_TARGET_STEPS / per_epoch)))
                 resolved.num_train_epochs = epochs
                 notes.append(
                     f"{epochs} epoch{'s' if epochs != 1 else ''} ({per_epoch} steps each, {epochs * per_epoch} in all): "
-                    f"enough passes over {train_rows} training rows for about {AUTO_TARGET_STEPS} optimizer steps "
+                    f"the number of passes over {train_rows} training rows nearest to {AUTO_TARGET_STEPS} optimizer steps "
                     f"(at most {AUTO_MAX_EPOCHS}); the checkpoint with the best validation score is kept."
+                )
+        if resolved.sft_weight is None:
+            resolved.sft_weight = AUTO_SFT_WEIGHT if resolved.method == "dpo" else 0.0
+            if resolved.sft_weight:
+                notes.append(
+                    f"SFT weight {resolved.sft_weight:g}: the chosen answers' own likelihood is trained alongside the "
+                    "preference, so the model learns what was preferred without drifting into loops and fragments."
                 )
         if resolved.eval_steps is None:
             resolved.eval_steps = max(1, math.ceil(resolved.total_steps(train_rows) / AUTO_EVALUATIONS))

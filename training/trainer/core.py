@@ -299,8 +299,11 @@ def _trl_config(
         dataloader_num_workers=0,
     )
     if settings.method == "dpo":
+        losses = {"loss_type": [settings.resolved_loss_type]}
+        if settings.sft_weight:
+            losses = {"loss_type": [settings.resolved_loss_type, "sft"], "loss_weights": [1.0, settings.sft_weight]}
         return DPOConfig(
-            loss_type=[settings.resolved_loss_type],
+            **losses,
             label_smoothing=settings.label_smoothing,
             **common,
             **device.training_kwargs(DPOConfig),

@@ -1,0 +1,442 @@
+"""In real Chromium, every screen an annotator or an admin uses, at a desktop width (1280 px) and a phone width
+(390 px): no console error and no uncaught page error, no horizontal scrollbar, and no visible element that
+sticks out past the right edge of the viewport. Each test saves a full-page screenshot to var/screenshots/.
+
+The overflow rule: every rendered element whose box ends more than 1 px right of ``innerWidth`` fails the test,
+unless an ancestor below <body> clips or scrolls sideways (``overflow-x`` other than ``visible``: a ``pre``, a
+``.table-scroll`` wrapper). Such a box is judged instead of what it holds: it is an element like any other, so it
+must fit, and what scrolls inside it by design does not count.
+
+The data is demo-like on purpose (labeling/demo's prompts, a tuned run with metrics, outputs, battles), so the
+1280 px screenshots of the compare screen, run page, review page and launch form can go into docs/.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from labeling.importing import project_import
+from labeling.management.commands.load_demo import COMPARE_GUIDELINES, DEMO_DIR, RATE_GUIDELINES
+from labeling.models import Completion, PairTask, Project, Prompt
+from tests.factories import PASSWORD, AdminFactory, ProjectFactory, UserFactory, make_pair_vote, make_rating, make_run
+from training.models import BaseModel, GenerationJob, ModelVersion, RunMetric, TuningRun
+from training.review.battles import battles_create
+from training.review.versions import base_version_get_or_create
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
+VIEWPORTS = {1280: 900, 390: 844}
+
+# Rendered elements past the right edge, outside any box that clips or scrolls sideways (see the module docstring).
+OVERFLOWING = """() => {
+  const limit = window.innerWidth + 1;
+  const bounded = el => {
+    for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+      if (getComputedStyle(p).overflowX !== 'visible') return true;
+    }
+    return false;
+  };
+  const name = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
+    + (typeof el.className === 'string' && el.className.trim() ? '.' + el.className.trim().split(/\\s+/).join('.') : '')
+    + (el.dataset.testid ? `[data-testid=${el.dataset.testid}]` : '');
+  const found = new Set();
+  for (const el of document.body.getElementsByTagName('*')) {
+    if (!el.checkVisibility({visibilityProperty: true, checkVisibilityCSS: true})) continue;
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 || box.height === 0 || box.right <= limit || bounded(el)) continue;
+    found.add(el);
+  }
+  // Each is reported once, at its outermost offending element: the cells of a wide table add nothing.
+  return [...found].filter(el => !found.has(el.parentElement)).map(el =>
+    `${name(el)} ends at ${Math.round(el.getBoundingClientRect().right)} px: ${(el.innerText || '').trim().slice(0, 60)}`);
+}"""
+SCROLLS_SIDEWAYS = "() => document.documentElement.scrollWidth > document.documentElement.clientWidth"
+
+
+@dataclass
+class Screen:
+    page: object
+    width: int
+    problems: list[str] = field(default_factory=list)
+    # Console errors that a screen expects, as (text, url) pairs; see test_a_403_page.
+    expected_errors: set[tuple[str, str]] = field(default_factory=set)
+
+
+@pytest.fixture(params=sorted(VIEWPORTS, reverse=True), ids=lambda width: f"{width}px")
+def screen(request, browser):
+    width = request.param
+    context = browser.new_context(viewport={"width": width, "height": VIEWPORTS[width]})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    screen = Screen(page=page, width=width)
+
+    def on_console(message) -> None:  # noqa: ANN001
+        if message.type == "error" and (message.text, message.location.get("url", "")) not in screen.expected_errors:
+            screen.problems.append(f"console error: {message.text} ({message.location.get('url')})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: screen.problems.append(f"page error: {error}"))
+    yield screen
+    context.close()
+
+
+def _log_in(screen: Screen, live_server, username: str) -> None:
+    page = screen.page
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")
+
+
+def _visit(screen: Screen, live_server, path: str, *, ready: str | None = None) -> None:
+    screen.page.goto(f"{live_server.url}{path}")
+    # htmx fetches some parts on load (the dashboard's runs table); run_charts.js fetches the metrics.
+    screen.page.wait_for_load_state("networkidle")
+    if ready:
+        screen.page.wait_for_selector(ready)
+    screen.page.evaluate("() => document.fonts.ready")
+
+
+def _problems(screen: Screen, name: str) -> list[str]:
+    """Save the screenshot; then every error logged since the last look, sideways scrolling, elements past the edge."""
+    page = screen.page
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-{screen.width}.png"), full_page=True)
+    problems, screen.problems[:] = list(screen.problems), []
+    if page.evaluate(SCROLLS_SIDEWAYS):
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        problems.append(f"horizontal scrollbar: the page is {width} px wide in a {screen.width} px viewport")
+    problems += [f"past the right edge: {line}" for line in page.evaluate(OVERFLOWING)]
+    return [f"{name} at {screen.width} px: {problem}" for problem in problems]
+
+
+def _check(screen: Screen, name: str) -> None:
+    problems = _problems(screen, name)
+    assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------- the demo world
+
+
+@dataclass
+class World:
+    admin: object
+    annotator: object
+    compare: Project
+    thumbs: Project
+    run: TuningRun
+
+
+HELDOUT_OUTPUTS = {
+    "demo-037": (
+        "A list and a tuple both store data in Python. Lists are very popular and used in many programs. Tuples are "
+        "also used. The main difference is that lists use square brackets and tuples use round brackets.",
+        "A list is mutable: you can add, remove or change items after creating it (`[1, 2, 3]`). A tuple is "
+        "immutable: once made it cannot change (`(1, 2, 3)`). Use a tuple for fixed records and dictionary keys, a "
+        "list for collections that grow or change.",
+    ),
+    "demo-038": (
+        "Great question! Writing a cover letter can be hard. Be yourself, show your passion and good luck!",
+        "1. Open with the specific role and one concrete reason you fit it, not a generic greeting.\n2. Keep it to one "
+        "page and back each claim with an example: a project, a number, a result.",
+    ),
+    "demo-039": (
+        "Air molecules scatter short (blue) wavelengths of sunlight far more strongly than long (red) ones: Rayleigh "
+        "scattering. So blue light reaches your eyes from every direction of the sky.",
+    ) * 2,
+    "demo-040": (
+        "You should pack water, food and a jacket. Also bring your phone.",
+        "Water (about a litre per two hours), snacks, a rain layer and a warm layer, sun protection, a map or an "
+        "offline map app, a charged phone, a small first-aid kit, and a headlamp in case you are out later than "
+        "planned.",
+    ),
+}
+SETTINGS = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 256, "seed": 0}
+RUN_SETTINGS = {
+    "method": "dpo", "loss_type": None, "beta": 0.1, "learning_rate": 5e-05, "num_train_epochs": 3.0, "max_steps": -1,
+    "per_device_batch_size": 4, "gradient_accumulation_steps": 1, "validation_fraction": 0.15, "seed": 42,
+    "max_length": 1024, "save_steps": 50,
+    "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+}
+
+
+def _demo_file(project: Project, filename: str) -> None:
+    project_import(project=project, filename=filename, data=(DEMO_DIR / filename).read_bytes())
+
+
+def _votes(project: Project, first, second) -> None:  # noqa: ANN001
+    """Both annotators vote on all but the last six pairs: mostly agreeing, with one tie and three disagreements."""
+    tasks = list(PairTask.objects.filter(project=project).order_by("pk"))[:-6]
+    for n, task in enumerate(tasks):
+        choice = "tie" if n == 3 else "a" if n % 3 else "b"
+        disagree = n in (7, 12, 20)
+        other = {"a": "b", "b": "a"}[choice] if disagree else choice
+        rationale = "The other answer gets the key fact wrong, however confident it sounds." if disagree else ""
+        make_pair_vote(task, first, choice, a_side="left" if n % 2 else "right", time_spent_ms=9_000 + 700 * n,
+                       strength=1 + n % 3)
+        make_pair_vote(task, second, other, a_side="right" if n % 2 else "left", time_spent_ms=14_000 + 300 * n,
+                       rationale=rationale)
+
+
+def _tuned_run(project: Project, admin) -> TuningRun:  # noqa: ANN001
+    failed = make_run(project, status="failed")
+    run = make_run(project, status="succeeded")
+    BaseModel.objects.filter(pk=run.base_model_id).update(name="SmolLM2-135M-Instruct", path="models/smollm2-135m-instruct")
+    now = timezone.now()
+    TuningRun.objects.filter(pk=failed.pk).update(
+        name="helpful-dpo-r2 (lr 5e-4)", settings={**RUN_SETTINGS, "learning_rate": 5e-4}, step=12, total_steps=21,
+        train_rows=22, validation_rows=4, attempt=1, created_by=admin, started_at=now - timedelta(minutes=20),
+        finished_at=now - timedelta(minutes=18),
+        error="Training stopped at step 12: the loss became NaN. Lower the learning rate (5e-4 is high for LoRA on a "
+              "135M model) and retry; the run resumes from its last checkpoint.",
+    )
+    tuned = ModelVersion.objects.create(name="helpful-dpo-r1", base_model_id=run.base_model_id,
+                                        adapter_path="var/adapters/run-2/adapter")
+    TuningRun.objects.filter(pk=run.pk).update(
+        name="helpful-dpo-r1", settings=RUN_SETTINGS, step=21, total_steps=21, train_rows=22, validation_rows=4,
+        attempt=1, created_by=admin, model_version=tuned, started_at=now - timedelta(hours=1, minutes=6),
+        finished_at=now - timedelta(hours=1), output_dir="var/runs/run-2",
+        outcome={
+            "kept_step": 21, "best_metric": "rewards/accuracies", "steps": 21, "train_rows": 22, "validation_rows": 4,
+            "validation": {"rewards/accuracies": 0.75, "rewards/margins": 0.62, "loss": 0.55},
+            "final_train": {"rewards/accuracies": 1.0, "rewards/margins": 1.31, "loss": 0.31},
+        },
+    )
+    run.snapshot.row_count = 26
+    run.snapshot.summary = {"considered": 30, "rows": 26, "ties": 1, "both_bad": 0, "disagreements": 3, "incomplete": 6}
+    run.snapshot.lineage = {"project": project.name, "guideline_version": 1, "annotators": {"maria": 30, "jonas": 30},
+                            "agreement_alpha_pairs": 0.74, "includes_review_votes": False}
+    run.snapshot.rows_hash = "3f9c2a71d04be8e65c1f0a9d7b2e4c88" * 2
+    run.snapshot.save()
+    metrics = []
+    for step in range(1, 22):
+        progress = step / 21
+        metrics.append(RunMetric(run=run, step=step, values={
+            "loss": round(0.69 - 0.36 * progress + 0.04 * (step % 3 - 1), 3),
+            "rewards/accuracies": round(min(1.0, 0.5 + 0.45 * progress + 0.05 * (step % 2)), 3),
+            "rewards/margins": round(1.3 * progress, 3), "rewards/chosen": round(0.4 * progress, 3),
+            "rewards/rejected": round(-0.9 * progress, 3), "logps/chosen": round(-78 + 6 * progress, 2),
+            "logps/rejected": round(-81 - 9 * progress, 2),
+        }))
+    for step, accuracy, margin, loss in ((7, 0.5, 0.11, 0.67), (14, 0.75, 0.38, 0.6), (21, 0.75, 0.62, 0.55)):
+        metrics.append(RunMetric(run=run, step=step, split="eval", values={
+            "eval_loss": loss, "eval_rewards/accuracies": accuracy, "eval_rewards/margins": margin}))
+    RunMetric.objects.bulk_create(metrics)
+    run.refresh_from_db()
+    return run
+
+
+def _review(project: Project, run: TuningRun, admin, voters) -> None:  # noqa: ANN001
+    base = base_version_get_or_create(base_model=run.base_model)
+    tuned = run.model_version
+    for prompt in Prompt.objects.filter(project=project, split="heldout"):
+        base_text, tuned_text = HELDOUT_OUTPUTS[prompt.external_id]
+        for version, text in ((base, base_text), (tuned, tuned_text)):
+            Completion.objects.create(prompt=prompt, text=text, source="generated", model_version=version,
+                                      model_name=version.name, generation_settings={**SETTINGS, "sample": 0})
+    GenerationJob.objects.create(
+        project=project, run=run, prompt_ids=[], settings={**SETTINGS, "n": 1}, purpose="review", status="succeeded",
+        prompt_count=4, completions_total=8, completions_created=8, tasks_created=3, created_by=admin,
+    )
+    GenerationJob.objects.create(
+        project=project, prompt_ids=[], settings={**SETTINGS, "n": 2}, purpose="candidates", status="succeeded",
+        prompt_count=6, completions_total=12, completions_created=11, completions_skipped=1, tasks_created=5,
+        created_by=admin, notes=["1 answer was cut off at 256 tokens and left out of pairs."],
+    )
+    battles_create(project=project, version_a=tuned, version_b=base, run=run, created_by=admin, seed=7)
+    for n, task in enumerate(PairTask.objects.filter(project=project, purpose="review").order_by("pk")):
+        tuned_choice = "a" if task.completion_a.model_version_id == tuned.pk else "b"
+        for voter in voters:
+            make_pair_vote(task, voter, "tie" if n == 2 and voter == voters[1] else tuned_choice)
+
+
+@pytest.fixture
+def world(db) -> World:
+    admin = AdminFactory(username="admin")
+    maria, jonas, priya = (UserFactory(username=name) for name in ("maria", "jonas", "priya"))
+    compare = ProjectFactory(
+        name="Helpful answers", overlap=2, guidelines=COMPARE_GUIDELINES,
+        description="Pairs of answers to everyday questions: one good, one flawed. Pick the better one.",
+    )
+    compare.members.add(maria, jonas, priya)
+    _demo_file(compare, "compare.jsonl")
+    _votes(compare, maria, jonas)
+    run = _tuned_run(compare, admin)
+    _review(compare, run, admin, [maria, jonas])
+
+    thumbs = ProjectFactory(name="Thumbs: short answers", mode="rate", overlap=1, guidelines=RATE_GUIDELINES,
+                            description="Single answers to rate thumbs up or down.")
+    thumbs.members.add(maria, priya)
+    _demo_file(thumbs, "rate.jsonl")
+    for n, task in enumerate(thumbs.rate_tasks.order_by("pk")[:8]):
+        make_rating(task, maria, "down" if n in (2, 5) else "up", time_spent_ms=6_000)
+    return World(admin=admin, annotator=priya, compare=compare, thumbs=thumbs, run=run)
+
+
+# ---------------------------------------------------------------- annotator screens
+
+
+def test_the_project_list(screen, live_server, world):
+    _log_in(screen, live_server, world.annotator.username)
+    _check(screen, "home")
+
+
+def test_the_compare_screen(screen, live_server, world):
+    _log_in(screen, live_server, world.annotator.username)
+    _visit(screen, live_server, f"/projects/{world.compare.pk}/", ready="body[data-keys-ready]")
+    assert screen.page.locator("#card form.vote-form").count() == 1
+    _check(screen, "compare")
+
+
+def test_the_thumbs_screen(screen, live_server, world):
+    _log_in(screen, live_server, world.annotator.username)
+    _visit(screen, live_server, f"/projects/{world.thumbs.pk}/", ready="body[data-keys-ready]")
+    assert screen.page.locator("[data-testid=completion-text]").count() == 1
+    _check(screen, "thumbs")
+
+
+def test_the_login_page(screen, live_server):
+    _visit(screen, live_server, "/accounts/login/")
+    _check(screen, "login")
+
+
+def test_a_403_page(screen, live_server, world):
+    """An annotator opening an admin page. Chromium logs every 4xx document as a console error ("Failed to load
+    resource"); that one message, for this page's own address, is what the screen is about, so it alone is expected."""
+    _log_in(screen, live_server, world.annotator.username)
+    url = f"{live_server.url}/projects/{world.compare.pk}/dashboard/"
+    screen.expected_errors.add(("Failed to load resource: the server responded with a status of 403 (Forbidden)", url))
+    response = screen.page.goto(url)
+    assert response.status == 403
+    assert screen.page.locator("h1").inner_text() == "Not allowed"
+    _check(screen, "403")
+
+
+# ---------------------------------------------------------------- admin screens
+
+
+def test_the_project_dashboard(screen, live_server, world):
+    _log_in(screen, live_server, world.admin.username)
+    _visit(screen, live_server, f"/projects/{world.compare.pk}/dashboard/", ready="[data-testid=runs-table]")
+    _check(screen, "dashboard")
+
+
+def test_the_import_page(screen, live_server, world):
+    _log_in(screen, live_server, world.admin.username)
+    _visit(screen, live_server, f"/projects/{world.compare.pk}/import/")
+    _check(screen, "import")
+
+
+def test_the_export_page(screen, live_server, world):
+    _log_in(screen, live_server, world.admin.username)
+    _visit(screen, live_server, f"/projects/{world.compare.pk}/export/")
+    _check(screen, "export")
+
+
+def test_the_disagreements(screen, live_server, world):
+    _log_in(screen, live_server, world.admin.username)
+    _visit(screen, live_server, f"/projects/{world.compare.pk}/disagreements/")
+    assert screen.page.locator("[data-testid=disagreement]").count() == 3
+    _check(screen, "disagreements")
+
+
+def test_the_project_settings_form(screen, live_server, world):
+    _log_in(screen, live_server, world.admin.username)
+    _visit(screen, live_server, f"/projects/{world.compare.pk}/settings/")
+    _check(screen, "settings")
+
+
+def test_the_candidates_page(screen, live_server, world):
+    _log_in(screen, live_server, world.admin.username)
+    _visit(screen, live_server, f"/projects/{world.compare.pk}/candidates/")
+    _check(screen, "candidates")
+
+
+def test_the_runs_list(screen, live_server, world):
+    _log_in(screen, live_server, world.admin.username)
+    _visit(screen, live_server, f"/projects/{world.compare.pk}/runs/")
+    assert screen.page.locator("[data-testid=runs-table] tbody tr").count() == 2
+    _check(screen, "runs")
+
+
+def test_the_launch_form(screen, live_server, world):
+    _log_in(screen, live_server, world.admin.username)
+    _visit(screen, live_server, f"/projects/{world.compare.pk}/runs/new/")
+    _check(screen, "launch")
+
+
+def test_the_run_page(screen, live_server, world):
+    _log_in(screen, live_server, world.admin.username)
+    _visit(screen, live_server, f"/runs/{world.run.pk}/")
+    screen.page.wait_for_function(
+        "() => [...document.querySelectorAll('#charts figure:not([hidden]) canvas')].every(c => Chart.getChart(c))"
+    )
+    screen.page.wait_for_timeout(1_200)  # Chart.js animates the lines in; the screenshot wants them drawn
+    _check(screen, "run")
+
+
+def test_the_review_page(screen, live_server, world):
+    _log_in(screen, live_server, world.admin.username)
+    _visit(screen, live_server, f"/runs/{world.run.pk}/review/")
+    assert screen.page.locator("[data-testid=side-by-side] tr[data-prompt]").count() == 4
+    _check(screen, "review")
+
+
+def test_the_battles_page(screen, live_server, world):
+    _log_in(screen, live_server, world.admin.username)
+    _visit(screen, live_server, f"/runs/{world.run.pk}/battles/")
+    assert screen.page.locator("[data-testid=win-tie-loss]").inner_text() == "5 / 1 / 0"
+    _check(screen, "battles")
+
+
+def test_the_leaderboard(screen, live_server, world):
+    _log_in(screen, live_server, world.admin.username)
+    _visit(screen, live_server, f"/projects/{world.compare.pk}/leaderboard/")
+    assert screen.page.locator("[data-testid=leaderboard] tr[data-version]").count() == 2
+    _check(screen, "leaderboard")
+
+
+def test_the_django_admin_prompt_list(screen, live_server, world):
+    _log_in(screen, live_server, world.admin.username)
+    _visit(screen, live_server, "/admin/labeling/prompt/")
+    _check(screen, "admin-prompts")
+
+
+# ---------------------------------------------------------------- an empty project
+
+
+EMPTY_ADMIN_SCREENS = {
+    "dashboard": "/projects/{pk}/dashboard/",
+    "import": "/projects/{pk}/import/",
+    "export": "/projects/{pk}/export/",
+    "disagreements": "/projects/{pk}/disagreements/",
+    "candidates": "/projects/{pk}/candidates/",
+    "runs": "/projects/{pk}/runs/",
+    "launch": "/projects/{pk}/runs/new/",
+    "leaderboard": "/projects/{pk}/leaderboard/",
+}
+
+
+def test_an_empty_project_s_screens(screen, live_server):
+    """No prompts, runs, jobs or battles: each screen still fits and says what to do next (tests/test_empty_states.py
+    checks the words)."""
+    annotator = UserFactory(username="new-annotator")
+    project = ProjectFactory(name="Empty project")
+    project.members.add(annotator)
+    _log_in(screen, live_server, annotator.username)
+    problems = _problems(screen, "empty-home")
+    _visit(screen, live_server, f"/projects/{project.pk}/", ready="body[data-keys-ready]")
+    problems += _problems(screen, "empty-compare")
+
+    screen.page.context.clear_cookies()
+    _log_in(screen, live_server, AdminFactory(username="new-admin").username)
+    for name, path in EMPTY_ADMIN_SCREENS.items():
+        _visit(screen, live_server, path.format(pk=project.pk))
+        problems += _problems(screen, f"empty-{name}")
+    assert not problems, "\n".join(problems)
