@@ -612,6 +612,7 @@ _LEFT_OUT = (
     ("conflicting", "answer with both labels", "answers with both labels"),
     ("identical", "pair of identical answers", "pairs of identical answers"),
     ("heldout", "task on held-out prompts (not opted in)", "tasks on held-out prompts (not opted in)"),
+    ("low_agreement", "pair whose annotators disagreed (dropped)", "pairs whose annotators disagreed (dropped)"),
     ("incomplete", "unfinished task", "unfinished tasks"),
 )
 _USED_KEYS = frozenset({"rows", "considered", "edited"})

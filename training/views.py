@@ -62,7 +62,13 @@ def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
     time_estimate = estimate and selectors.run_time_estimate(
         base_model_id=form.base_model_value(), method=estimate.method, steps=estimate.steps
     )
-    context = {"project": project, "form": form, "previews": previews, "estimate": estimate, "time_estimate": time_estimate}
+    data_ready = [
+        (method, preview, selectors.dataset_use(summary=preview.summary, method=method, row_count=len(preview.rows)))
+        for method, preview in previews.items()
+    ]
+    context = {
+        "project": project, "form": form, "data_ready": data_ready, "estimate": estimate, "time_estimate": time_estimate,
+    }
     return render(request, "training/run_new.html", context, status=status)
 
 

@@ -149,6 +149,10 @@ def test_the_launch_page_shows_the_data_ready(admin_client, tiny_base):
 
     assert "DPO: 5 rows" in html
     assert "tiny-random" in html
+    # In words, not the summary's keys
+    dpo = html.split('data-testid="data-dpo">', 1)[1].split("</p>", 1)[0]
+    assert dpo.startswith("5 rows from 5 complete tasks.")
+    assert "both_bad" not in html and "low_agreement" not in html
 
 
 def test_the_launch_command_queues_a_run(tiny_base, django_capture_on_commit_callbacks):
