@@ -20,6 +20,7 @@ from training.trainer.config import (
     DPO_LOSS_TYPES,
     FORBIDDEN_LORA_TARGETS,
     KTO_LOSS_TYPES,
+    MAX_PROCESSES,
     LoraSettings,
     SettingsError,
     TrainSettings,
@@ -131,6 +132,19 @@ class RunLaunchForm(forms.Form):
         "loss (RPO). DPO alone can push down chosen and rejected answers together, and a small model then drifts "
         "into loops and fragments while its preference accuracy still rises; 0 is plain DPO.",
     )
+    num_processes = forms.IntegerField(
+        required=False, initial=_DEFAULTS.num_processes, min_value=1, max_value=MAX_PROCESSES, label="GPUs",
+        help_text="Data parallel (DDP): each GPU holds the model and trains on its own batch, so one optimizer step "
+        "takes batch size × accumulation × GPUs rows. A run on N > 1 GPUs waits for a worker that listens on queue "
+        "gpuN (see the README); on a CPU worker N processes share the CPU.",
+    )
+    quantization = forms.ChoiceField(
+        choices=[("none", "none (bf16 base weights)"), ("4bit", "4-bit NF4 base weights (QLoRA)")],
+        initial=_DEFAULTS.quantization, required=False, label="Base weights",
+        help_text="QLoRA keeps the frozen base model in 4-bit NF4 with double quantisation and computes in bf16: "
+        "its linear layers take about a quarter of the memory, so a 7B model's weights need about 4 GiB instead of "
+        "13 GiB. Needs a CUDA GPU with bitsandbytes; a CPU worker refuses it.",
+    )
     noise_handling = forms.ChoiceField(
         choices=list(NOISE_HANDLING.items()), initial="none", required=False, label="Annotator noise",
         help_text="When tasks have two or more votes, split pairs can be dropped and the robust loss set from the flip "
@@ -161,6 +175,24 @@ class RunLaunchForm(forms.Form):
     def advanced_has_errors(self) -> bool:
         """True when a field under "Advanced" has an error, so the page opens that section."""
         return self.is_bound and any(name in self.errors for name in self.fields if name not in ESSENTIAL_FIELDS)
+
+    def clean_num_processes(self) -> int:
+        return self.cleaned_data.get("num_processes") or 1
+
+    def clean_quantization(self) -> str:
+        return self.cleaned_data.get("quantization") or "none"
+
+    def memory_note(self) -> str:
+        """The chosen base model's weights per GPU in bf16 and in 4-bit, for the page; empty when unknown."""
+        base_model = BaseModel.objects.filter(pk=self.base_model_value()).first()
+        shape = local_model_shape(base_model.path) if base_model is not None else None
+        if shape is None or not shape.parameters:
+            return ""
+        return (
+            f"{base_model.name}: {shape.parameters / 1e6:,.0f}M parameters; its weights take "
+            f"{_gib(shape.weight_gib('none'))} per GPU in bf16, {_gib(shape.weight_gib('4bit'))} in 4-bit (QLoRA). "
+            "Activations, the adapter and its optimizer state come on top."
+        )
 
     def clean_noise_handling(self) -> str:
         return self.cleaned_data.get("noise_handling") or "none"
@@ -205,10 +237,11 @@ class RunLaunchForm(forms.Form):
         """Training rows and optimizer steps for the form's values (its defaults before a submit), using the
         preview of the chosen method; None while a value it needs is missing or invalid."""
         names = ("method", "num_train_epochs", "max_steps", "per_device_batch_size", "gradient_accumulation_steps",
-                 "validation_fraction", "seed")
+                 "validation_fraction", "seed", "num_processes")
         if self.is_bound and any(name in self.errors for name in names):
             return None
         values = {name: self._value(name) for name in names}
+        values["num_processes"] = values["num_processes"] or 1
         method = values.pop("method")
         if method not in previews:
             return None
@@ -259,7 +292,7 @@ class RunLaunchForm(forms.Form):
                 "beta", "learning_rate", "num_train_epochs", "max_steps", "per_device_batch_size",
                 "gradient_accumulation_steps", "max_length", "validation_fraction", "seed",
                 "desirable_weight", "undesirable_weight", "precompute_ref_log_probs", "group_by_length",
-                "label_smoothing", "sft_weight",
+                "label_smoothing", "sft_weight", "num_processes", "quantization",
             )
         }
         settings["loss_type"] = data["loss_type"] or None
@@ -271,6 +304,10 @@ class RunLaunchForm(forms.Form):
             "target_modules": [m.strip() for m in data["lora_target_modules"].split(",") if m.strip()],
         }
         return settings
+
+
+def _gib(value: float) -> str:
+    return f"{value:.2f} GiB" if value < 10 else f"{value:.0f} GiB"
 
 
 def _default_text(field: forms.Field, initial: Any) -> str:

@@ -21,6 +21,16 @@ class ModelShape:
 
     linear_names: frozenset[str]
     max_positions: int | None
+    parameters: int = 0
+    quantizable_parameters: int = 0  # in linear layers other than the output head: what 4-bit loading packs
+
+    def weight_gib(self, quantization: str) -> float:
+        """GiB the base weights take on each GPU: bf16, or NF4 with double quantisation (about 4.13 bits a weight
+        in the linear layers; embeddings, norms and the output head stay bf16)."""
+        if quantization == "4bit":
+            packed = self.quantizable_parameters * 4.127 / 8
+            return (packed + (self.parameters - self.quantizable_parameters) * 2) / 2**30
+        return self.parameters * 2 / 2**30
 
 
 def local_model_shape(path: str) -> ModelShape | None:
@@ -57,4 +67,13 @@ def _shape(folder: str, config_mtime_ns: int) -> ModelShape | None:
         name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)
     )
     max_positions = getattr(config, "max_position_embeddings", None)
-    return ModelShape(linear_names=names, max_positions=max_positions if isinstance(max_positions, int) else None)
+    head = model.get_output_embeddings()
+    quantizable = sum(
+        module.weight.numel() for module in model.modules() if isinstance(module, torch.nn.Linear) and module is not head
+    )
+    return ModelShape(
+        linear_names=names,
+        max_positions=max_positions if isinstance(max_positions, int) else None,
+        parameters=sum(p.numel() for p in model.parameters()),
+        quantizable_parameters=quantizable,
+    )

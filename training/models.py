@@ -122,6 +122,22 @@ class TuningRun(models.Model):
         return self.status in self.ACTIVE
 
     @property
+    def gpus(self) -> int:
+        """Data-parallel processes the run trains on (GPUs, or CPU processes on a CPU worker)."""
+        settings = self.settings if isinstance(self.settings, dict) else {}
+        return int(settings.get("num_processes") or 1)
+
+    @property
+    def queue(self) -> str:
+        from training.requeue import run_queue
+
+        return run_queue(self.gpus)
+
+    @property
+    def quantized(self) -> bool:
+        return isinstance(self.settings, dict) and self.settings.get("quantization") == "4bit"
+
+    @property
     def percent(self) -> int:
         if self.status == self.Status.SUCCEEDED:
             return 100

@@ -35,15 +35,27 @@ _REDIS_PRIORITY_STEPS = (0, 3, 6, 9)
 _REDIS_PRIORITY_SEP = "\x06\x16"
 
 
+def run_queue(num_processes: int) -> str:
+    """The queue a run's message goes to: ``gpu`` for one GPU, ``gpuN`` for N. A worker with G GPUs listens on
+    ``gpu,gpu2,…,gpuG``, so a run waits until a worker with enough GPUs takes it."""
+    return "gpu" if num_processes <= 1 else f"gpu{num_processes}"
+
+
+def _queue_of(run_id: int) -> str:
+    settings = TuningRun.objects.values_list("settings", flat=True).get(pk=run_id) or {}
+    return run_queue(int(settings.get("num_processes") or 1))
+
+
 def run_send(*, run_id: int) -> bool:
-    """Publish the training message for ``run_id``; False (logged, not raised) if the broker is unreachable.
+    """Publish the training message for ``run_id`` on its queue (see ``run_queue``); False (logged, not raised)
+    if the broker is unreachable.
 
     The run row stays queued either way; ``runs_requeue_lost`` sends it once the broker is back.
     """
     try:
         # By name, so this module never imports workers.tasks (which imports the services): arrows run one way.
         current_app.send_task(
-            TASK_NAME, args=[run_id], queue="gpu",
+            TASK_NAME, args=[run_id], queue=_queue_of(run_id),
             retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
         )
     except BrokerUnavailable as exc:
@@ -67,8 +79,9 @@ def runs_requeue_lost(*, older_than: timedelta) -> list[int]:
     )
     if not candidates:
         return []
+    queues = sorted({_queue_of(run_id) for run_id in candidates})
     try:
-        waiting = run_ids_in_broker()
+        waiting = run_ids_in_broker(queues)
     except BrokerUnavailable as exc:
         logger.warning("Cannot look for lost run messages: the broker is unreachable (%s).", exc)
         return []
@@ -83,7 +96,7 @@ def runs_requeue_lost(*, older_than: timedelta) -> list[int]:
     return sent
 
 
-def run_ids_in_broker() -> set[int] | None:
+def run_ids_in_broker(queues: list[str] | None = None) -> set[int] | None:
     """Run ids with a ``run_train`` message waiting in, or taken unacknowledged from, the broker.
 
     None when the transport cannot be inspected (anything but Redis): then every candidate is re-sent.
@@ -92,7 +105,7 @@ def run_ids_in_broker() -> set[int] | None:
 
     from webapp.celery import app
 
-    queue = settings.CELERY_TASK_ROUTES.get(TASK_NAME, {}).get("queue", "gpu")
+    queues = queues or [settings.CELERY_TASK_ROUTES.get(TASK_NAME, {}).get("queue", "gpu")]
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1)
@@ -101,8 +114,9 @@ def run_ids_in_broker() -> set[int] | None:
             channel = conn.default_channel
             client = channel.client
             raw: list[bytes] = []
-            for step in _REDIS_PRIORITY_STEPS:
-                raw.extend(client.lrange(f"{queue}{_REDIS_PRIORITY_SEP}{step}" if step else queue, 0, -1))
+            for queue in queues:
+                for step in _REDIS_PRIORITY_STEPS:
+                    raw.extend(client.lrange(f"{queue}{_REDIS_PRIORITY_SEP}{step}" if step else queue, 0, -1))
             # Unacknowledged deliveries are stored as JSON [message, exchange, routing_key].
             unacked = [json.dumps(json.loads(item)[0]).encode() for item in client.hvals(channel.unacked_key)]
     except BrokerUnavailable:

@@ -8,6 +8,7 @@ checkpoint.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import traceback
@@ -324,44 +325,62 @@ def _cancel_requested(run_id: int) -> bool:
 
 
 def run_execute(*, run_id: int) -> TuningRun:
-    """Train a run this worker has claimed (status running) and record the outcome; never raises for a
-    training failure: the reason is stored on the run and shown on its page."""
-    from training.trainer.core import latest_checkpoint, train
+    """Train a run this worker has claimed (status running) in a child process and record the outcome; never
+    raises for a training failure: the reason is stored on the run and shown on its page."""
+    from training.trainer.child import ROWS_FILENAME, RunSpec
+    from training.trainer.core import latest_checkpoint
+    from training.trainer.process import run_supervised
 
     run = TuningRun.objects.select_related("base_model", "snapshot").get(pk=run_id)
     output_dir = Path(run.output_dir or _new_output_dir())
     output_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = latest_checkpoint(output_dir)
     TuningRun.objects.filter(pk=run_id).update(output_dir=str(output_dir), resumed_from=checkpoint or "")
+    rows_path = output_dir / ROWS_FILENAME
+    rows_path.write_text(json.dumps(run.snapshot.rows, ensure_ascii=False))
+    num_processes = int(run.settings.get("num_processes") or 1)
+    spec = RunSpec(
+        model_path=run.base_model.path, rows_path=str(rows_path), rows_hash=run.snapshot.rows_hash,
+        settings=run.settings, output_dir=str(output_dir), events_path=str(output_dir / "events.jsonl"),
+        resume_from_checkpoint=checkpoint, num_processes=num_processes,
+    )
     try:
         with _Heartbeat(run_id):
-            result = train(
-                model_path=run.base_model.path,
-                rows=run.snapshot.rows,
-                settings=TrainSettings.from_dict(run.settings),
-                output_dir=str(output_dir),
-                progress=lambda event: _record_progress(run_id, event),
-                should_stop=lambda: _cancel_requested(run_id),
-                resume_from_checkpoint=checkpoint,
+            ended = run_supervised(
+                spec,
+                on_progress=lambda event: _record_progress(run_id, _progress_event(event)),
+                should_cancel=lambda: _cancel_requested(run_id),
+                still_ours=lambda: TuningRun.objects.filter(pk=run_id, status=Status.RUNNING).exists(),
+                cuda=num_processes > 1 and _cuda_available(),
             )
     except Exception as exc:  # noqa: BLE001 - any failure ends the run with its reason recorded
         logger.exception("Run %s failed", run_id)
         _finish(run_id, Status.FAILED, error=_describe(exc))
         return TuningRun.objects.get(pk=run_id)
-    if result.cancelled:
+    if ended.stopped:
+        if _cancel_requested(run_id):
+            _finish(run_id, Status.CANCELLED, error="Cancelled by an admin.")
+        # Otherwise the run is no longer ours (the reaper failed it): leave the row as it is.
+        return TuningRun.objects.get(pk=run_id)
+    if ended.result is None:
+        logger.error("Run %s failed: %s", run_id, ended.error)
+        _finish(run_id, Status.FAILED, error=ended.error[:4000])
+        return TuningRun.objects.get(pk=run_id)
+    result = ended.result
+    if result["cancelled"]:
         _finish(run_id, Status.CANCELLED, error="Cancelled by an admin.")
         return TuningRun.objects.get(pk=run_id)
     with transaction.atomic():
         version = ModelVersion.objects.create(
-            name=f"{run.name} (run {run.pk})"[:200], base_model=run.base_model, adapter_path=str(result.adapter_dir),
+            name=f"{run.name} (run {run.pk})"[:200], base_model=run.base_model, adapter_path=str(result["adapter_dir"]),
             saw_heldout=run.snapshot.includes_heldout,
         )
         finished = TuningRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
             status=Status.SUCCEEDED,
             model_version=version,
-            outcome={**run.outcome, **result.outcome},
-            step=result.steps,
-            total_steps=result.total_steps or result.steps,
+            outcome={**run.outcome, **result["outcome"]},
+            step=result["steps"],
+            total_steps=result["total_steps"] or result["steps"],
             finished_at=timezone.now(),
             heartbeat_at=timezone.now(),
         )
@@ -369,6 +388,21 @@ def run_execute(*, run_id: int) -> TuningRun:
             # Reaped or changed underneath us: keep what the database says, drop the orphan version.
             version.delete()
     return TuningRun.objects.get(pk=run_id)
+
+
+def _progress_event(event: dict[str, Any]) -> ProgressEvent:
+    from training.trainer.core import ProgressEvent
+
+    return ProgressEvent(
+        step=event["step"], total_steps=event["total_steps"], metrics=event.get("metrics") or {},
+        kind=event.get("kind", "train"), epoch=event.get("epoch"),
+    )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _describe(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ from training.trainer import (
     SettingsError,
     TrainSettings,
     adapter_disabled,
+    choose_device,
     latest_checkpoint,
     load_for_generation,
     sequence_logprob,
@@ -178,6 +179,15 @@ def test_it_names_real_modules_when_lora_targets_are_wrong(tiny_model_dir, tmp_p
         SettingsError, match="query_key_value do not exist in this model; its linear layers are: .*q_proj"
     ):
         train(model_path=str(tiny_model_dir), rows=make_dpo_rows(4), settings=settings, output_dir=str(tmp_path))
+
+
+def test_qlora_is_refused_on_a_cpu_worker_with_the_reason(tiny_model_dir, tmp_path):
+    with pytest.raises(SettingsError, match=r"^QLoRA \(4-bit base weights\) needs a CUDA GPU.*Launch without 4-bit"):
+        train(
+            model_path=str(tiny_model_dir), rows=make_dpo_rows(4), settings=_settings(quantization="4bit"),
+            output_dir=str(tmp_path), device=choose_device(force_cpu=True),
+        )
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_it_rejects_rows_for_the_wrong_method(tiny_model_dir, tmp_path):

@@ -106,3 +106,40 @@ def test_a_kto_run_trains_from_thumbs(logged_in_admin, real_base):
     train_keys = set().union(*RunMetric.objects.filter(run=run, split="train").values_list("values", flat=True))
     assert {"loss", "rewards/chosen", "kl"} <= train_keys
     _assert_adapter_changes_logprobs(run, real_base)
+
+
+def _train_losses(run: TuningRun) -> dict[int, float]:
+    return {m.step: m.values["loss"] for m in RunMetric.objects.filter(run=run, split="train")}
+
+
+def test_two_data_parallel_processes_through_the_form_match_one_process(logged_in_admin, real_base):
+    """Two CPU processes (gloo) on queue gpu2 against one process on gpu, same global batch of 4 rows a step."""
+    project = voted_compare_project(12, name="E2E data parallel")
+    same = {"max_steps": "3", "max_length": "96", "validation_fraction": "0.0", "sft_weight": "0",
+            "precompute_ref_log_probs": "", "learning_rate": "0.001"}
+    purge_queues("default", "gpu", "gpu2")
+    client = logged_in_admin
+    for gpus, batch in (("1", "4"), ("2", "2")):
+        response = client.post(
+            f"/projects/{project.pk}/runs/new/",
+            {**SMALL_RUN, **same, "method": "dpo", "base_model": str(real_base.pk), "num_processes": gpus,
+             "per_device_batch_size": batch, "name": f"{gpus} process(es)"},
+        )
+        assert response.status_code == 302, response.content.decode()[-2000:]
+    one, two = TuningRun.objects.filter(project=project).order_by("pk")
+    assert two.settings["num_processes"] == 2
+    assert "Waiting for a worker with 2 GPUs" in client.get(f"/runs/{two.pk}/").content.decode()
+
+    with celery_worker("e2e-ddp", queues="default,gpu,gpu2"):
+        for run in (one, two):
+            wait_for(
+                lambda run=run: TuningRun.objects.filter(pk=run.pk, status__in=["succeeded", "failed"]).exists(),
+                timeout=480, what=f"{run.name} to finish",
+            )
+    one.refresh_from_db()
+    two.refresh_from_db()
+    assert (one.status, two.status) == ("succeeded", "succeeded"), (one.error, two.error)
+    losses_one, losses_two = _train_losses(one), _train_losses(two)
+    assert sorted(losses_one) == sorted(losses_two) == [1, 2, 3]
+    assert max(abs(losses_one[s] - losses_two[s]) for s in losses_one) < 1e-3, (losses_one, losses_two)
+    _assert_adapter_changes_logprobs(two, real_base)

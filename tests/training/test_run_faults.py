@@ -2,7 +2,11 @@
 resumes from its last checkpoint when retried. Real worker processes, Redis, PostgreSQL, a tiny model."""
 from __future__ import annotations
 
+import os
+import signal
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -50,6 +54,33 @@ def _status(run_id: int) -> str:
     return TuningRun.objects.values_list("status", flat=True).get(pk=run_id)
 
 
+def _trainer_pids(output_dir: str) -> list[int]:
+    """Processes running `python -m training.trainer <output_dir>/run-spec.json`."""
+    spec = str(Path(output_dir) / "run-spec.json").encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+                state = (proc / "stat").read_text().split(") ", 1)[1][0]
+            except (OSError, IndexError):
+                continue
+            if spec in cmdline and state != "Z":
+                pids.append(int(proc.name))
+    return pids
+
+
+def _training_child(run: TuningRun) -> int:
+    def started() -> int | None:
+        run.refresh_from_db()
+        if run.step < 2 or not run.output_dir:
+            return None
+        pids = _trainer_pids(run.output_dir)
+        return pids[0] if pids else None
+
+    return wait_for(started, timeout=180, interval=0.1, what="the training child to take a step")
+
+
 def test_cancel_from_the_run_page_stops_at_the_next_step_and_frees_the_worker(client, admin, tiny_base):
     project = voted_compare_project(8, name="Cancel me")
     run = _launch(project, tiny_base, admin)
@@ -63,6 +94,7 @@ def test_cancel_from_the_run_page_stops_at_the_next_step_and_frees_the_worker(cl
 
     run.refresh_from_db()
     assert response.status_code == 302
+    assert _trainer_pids(run.output_dir) == [], "the cancelled run's training process is gone"
     assert run.step < 400 and run.model_version is None
     assert run.error == "Cancelled by an admin."
     assert "Cancelled" in client.get(f"/runs/{run.pk}/").content.decode()
@@ -134,3 +166,81 @@ def test_only_failed_or_cancelled_runs_can_be_retried(client, admin):
 
     assert "Only a failed or cancelled run can be retried." in response.content.decode()
     assert _status(run.pk) == "succeeded"
+
+
+def test_a_training_child_killed_by_the_os_fails_the_run_at_once_and_the_worker_serves_the_next(client, admin, tiny_base):
+    project = voted_compare_project(8, name="Kill the trainer")
+    run = _launch(project, tiny_base, admin)
+
+    with celery_worker("survivor") as worker:
+        child = _training_child(run)
+        os.kill(child, signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_for(lambda: _status(run.pk) == "failed", timeout=30, interval=0.05, what="the run to fail")
+        noticed_after = time.monotonic() - killed_at
+        follow_up = _launch(project, tiny_base, admin, max_steps=2)
+        wait_for(lambda: _status(follow_up.pk) == "succeeded", timeout=180, what="the same worker to train the next run")
+        assert worker.poll() is None, "the worker process stayed up"
+
+    run.refresh_from_db()
+    assert noticed_after < 5, f"noticed after {noticed_after:.1f} s"
+    assert run.error.startswith("The training process was killed by SIGKILL (the out-of-memory killer sends this).")
+    assert "The training process was killed by SIGKILL" in client.get(f"/runs/{run.pk}/").content.decode()
+
+
+def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_newest_complete_one(client, admin, tiny_base):
+    project = voted_compare_project(8, name="Kill mid-checkpoint")
+    run = _launch(project, tiny_base, admin, max_steps=40)
+
+    with celery_worker("checkpoints"):
+        wait_for(
+            lambda: TuningRun.objects.filter(pk=run.pk, step__gte=5).exists() and latest_checkpoint(run.output_dir),
+            timeout=180, interval=0.1, what="a complete checkpoint",
+        )
+        run.refresh_from_db()
+        os.kill(_trainer_pids(run.output_dir)[0], signal.SIGKILL)
+        wait_for(lambda: _status(run.pk) == "failed", timeout=30, what="the run to fail")
+        complete = latest_checkpoint(run.output_dir)
+        # What a kill part-way through writing the next checkpoint leaves: the adapter card and nothing else.
+        partial = Path(run.output_dir) / "checkpoints" / "checkpoint-39"
+        partial.mkdir()
+        (partial / "README.md").write_text("# adapter card, written first")
+
+        client.post(f"/runs/{run.pk}/retry/")
+        wait_for(lambda: _status(run.pk) in ("succeeded", "failed"), timeout=240, what="the retried run to finish")
+
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert run.resumed_from == complete
+    assert (run.step, run.attempt) == (40, 2)
+
+
+def test_the_reaper_failing_a_run_stops_its_training_child(admin, tiny_base):
+    project = voted_compare_project(8, name="Reap me")
+    run = _launch(project, tiny_base, admin)
+
+    with celery_worker("reaped"):
+        child = _training_child(run)
+        reaped = services.runs_reap_stale(worker_name=TuningRun.objects.get(pk=run.pk).worker)
+        wait_for(lambda: not _trainer_pids(run.output_dir), timeout=30, what="the child to be stopped")
+
+    run.refresh_from_db()
+    assert reaped == [run.pk] and child
+    assert run.status == "failed" and "worker training this run stopped" in run.error
+    assert run.model_version is None
+
+
+def test_a_snapshot_changed_after_launch_is_refused_before_training(client, admin, tiny_base):
+    project = voted_compare_project(8, name="Tampered")
+    run = _launch(project, tiny_base, admin, max_steps=2)
+    snapshot = run.snapshot
+    snapshot.rows[0]["chosen"][0]["content"] = "An answer nobody voted for."
+    snapshot.save(update_fields=["rows"])
+
+    with celery_worker("tamper"):
+        wait_for(lambda: _status(run.pk) in ("failed", "succeeded"), timeout=120, what="the run to end")
+
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert run.error.startswith("SnapshotMismatch: The snapshot's rows do not match the hash recorded when it was taken")
+    assert run.step == 0 and run.model_version is None

@@ -13,6 +13,8 @@ from typing import Any, Literal
 Method = Literal["dpo", "kto"]
 
 METHODS: tuple[str, ...] = ("dpo", "kto")
+QUANTIZATIONS: tuple[str, ...] = ("none", "4bit")
+MAX_PROCESSES = 64
 
 # DPO loss types accepted by TRL 1.16's DPOConfig (read from trl/trainer/dpo_config.py). "exo_pair"
 # needs label_smoothing > 0 and is left out; "robust" (Chowdhury et al. 2024, unbiased under a known
@@ -160,6 +162,8 @@ class TrainSettings:
     sft_weight: float | None = None  # None: AUTO_SFT_WEIGHT for DPO, 0 for KTO
     eval_steps: int | None = None
     keep_best: bool = True
+    num_processes: int = 1  # data-parallel processes (GPUs), each with per_device_batch_size rows a step
+    quantization: str = "none"  # "4bit": QLoRA, NF4 base weights with double quantisation (CUDA only)
     lora: LoraSettings = field(default_factory=LoraSettings)
 
     @property
@@ -227,6 +231,14 @@ class TrainSettings:
             raise SettingsError("The SFT weight only applies to DPO runs; leave it at 0 for KTO.")
         if self.eval_steps is not None and (not _is_int(self.eval_steps) or self.eval_steps <= 0):
             raise SettingsError(f"eval_steps must be a positive integer (or empty for automatic), got {self.eval_steps!r}.")
+        if not _is_int(self.num_processes) or not 1 <= self.num_processes <= MAX_PROCESSES:
+            raise SettingsError(
+                f"The number of GPUs (processes) must be a whole number from 1 to {MAX_PROCESSES}, got {self.num_processes!r}."
+            )
+        if self.quantization not in QUANTIZATIONS:
+            raise SettingsError(
+                f"Quantization {self.quantization!r} is not offered; choose one of: {', '.join(QUANTIZATIONS)}."
+            )
         for name in ("precompute_ref_log_probs", "group_by_length", "keep_best"):
             if not isinstance(getattr(self, name), bool):
                 raise SettingsError(f"{name} must be true or false, got {getattr(self, name)!r}.")
@@ -286,8 +298,13 @@ class TrainSettings:
         """JSON-serialisable form; `from_dict(to_dict())` round-trips."""
         return dataclasses.asdict(self)
 
+    @property
+    def global_batch_size(self) -> int:
+        """Rows per optimizer step, over every process."""
+        return self.per_device_batch_size * self.gradient_accumulation_steps * self.num_processes
+
     def steps_per_epoch(self, train_rows: int) -> int:
-        return max(1, math.ceil(train_rows / (self.per_device_batch_size * self.gradient_accumulation_steps)))
+        return max(1, math.ceil(train_rows / self.global_batch_size))
 
     def total_steps(self, train_rows: int) -> int:
         """Optimizer steps the run will take (max_steps wins over epochs). Precondition: resolved."""
@@ -338,6 +355,14 @@ class TrainSettings:
                     f"SFT weight {resolved.sft_weight:g}: the chosen answers' own likelihood is trained alongside the "
                     "preference, so the model learns what was preferred without drifting into loops and fragments."
                 )
+        if resolved.num_processes > 1 and resolved.precompute_ref_log_probs:
+            # TRL caches precomputed reference log-probs in a per-process temporary folder that the other ranks
+            # cannot read; computing them alongside each step gives the same numbers.
+            resolved.precompute_ref_log_probs = False
+            notes.append(
+                f"Reference log-probabilities are computed with each step rather than beforehand: {resolved.num_processes} "
+                "processes cannot share TRL's precomputed cache."
+            )
         if resolved.eval_steps is None:
             resolved.eval_steps = max(1, math.ceil(resolved.total_steps(train_rows) / AUTO_EVALUATIONS))
         return resolved.validate(), notes

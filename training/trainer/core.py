@@ -6,6 +6,7 @@ the ProgressEvents and the TrainResult.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -237,13 +238,72 @@ class _LengthGroupedDPOTrainer(DPOTrainer):
         )
 
 
+def checkpoint_complete(path: str | os.PathLike[str]) -> bool:
+    """Whether a `checkpoint-N` folder holds everything a resume reads.
+
+    transformers writes the adapter, then the optimizer, scheduler and RNG state, and `trainer_state.json`
+    last; a process killed part-way leaves a folder without (or with a cut-off) trainer state, and resuming
+    from it fails with "Can't find a valid checkpoint".
+    """
+    folder = Path(path)
+    if not any((folder / name).is_file() for name in ("adapter_model.safetensors", "model.safetensors")):
+        return False
+    if not (folder / "optimizer.pt").is_file():
+        return False
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and "global_step" in state
+
+
 def latest_checkpoint(output_dir: str | os.PathLike[str]) -> str | None:
-    """Newest `checkpoint-N` folder that `train(output_dir=...)` left, or None; pass it to resume."""
+    """Newest complete `checkpoint-N` folder that `train(output_dir=...)` left, or None; pass it to resume.
+
+    Incomplete folders (the process died while writing one) are skipped, so a retry resumes from the
+    newest checkpoint that was written in full.
+    """
     folder = Path(output_dir) / CHECKPOINTS_DIRNAME
     if not folder.is_dir():
         return None
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT_RE.match(p.name))]
-    return str(max(found)[1]) if found else None
+    found = sorted(
+        ((int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT_RE.match(p.name))),
+        reverse=True,
+    )
+    for step, path in found:
+        if checkpoint_complete(path):
+            return str(path)
+        logger.warning("Skipping incomplete checkpoint %s (step %s): it was not written in full", path, step)
+    return None
+
+
+def _load_base_model(model_path: str, settings: TrainSettings, device: DeviceSettings) -> torch.nn.Module:
+    if settings.quantization == "none":
+        return AutoModelForCausalLM.from_pretrained(model_path, dtype=device.dtype)
+    if device.device != "cuda":
+        raise SettingsError(
+            "QLoRA (4-bit base weights) needs a CUDA GPU: bitsandbytes' 4-bit kernels do not train on this worker's "
+            "CPU. Launch without 4-bit quantization, or on a GPU worker."
+        )
+    try:
+        import bitsandbytes  # noqa: F401 - only checking that it is installed
+    except ImportError as exc:
+        raise SettingsError(
+            "QLoRA needs the bitsandbytes package on the GPU worker (pip install bitsandbytes); it is not installed."
+        ) from exc
+    from transformers import BitsAndBytesConfig
+
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    # Each data-parallel process holds its own quantised copy on its own GPU.
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return AutoModelForCausalLM.from_pretrained(
+        model_path, quantization_config=quantization, dtype=torch.bfloat16, device_map={"": local_rank}
+    )
 
 
 def _lora_config(model: torch.nn.Module, settings: TrainSettings) -> LoraConfig:
@@ -404,7 +464,7 @@ def train(
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=device.dtype)
+    model = _load_base_model(model_path, settings, device)
     peft_config = _lora_config(model, settings)
     args = _trl_config(settings, device, checkpoints_dir, has_validation=bool(validation_rows), kto_weights=kto_weights)
 
@@ -475,8 +535,9 @@ def train(
             eval_metrics = {k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, (int, float))}
 
     adapter_dir = out / ADAPTER_DIRNAME
-    trainer.model.save_pretrained(str(adapter_dir), safe_serialization=True)
-    tokenizer.save_pretrained(str(adapter_dir))
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(str(adapter_dir), safe_serialization=True)
+        tokenizer.save_pretrained(str(adapter_dir))
     return TrainResult(
         adapter_dir=str(adapter_dir),
         steps=int(state.global_step),

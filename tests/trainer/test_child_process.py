@@ -1,0 +1,147 @@
+"""The trainer as a child process on a tiny random Llama: results and progress come back over the events
+file, and the parent owns its lifetime (cancel, abandon, a kill by the OS, tampered rows)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from tests.trainer.conftest import make_dpo_rows
+from training.trainer.child import RunSpec
+from training.trainer.core import checkpoint_complete, latest_checkpoint
+from training.trainer.process import run_supervised
+from training.trainer.rows import rows_hash
+
+SETTINGS = {
+    "max_steps": 3,
+    "per_device_batch_size": 2,
+    "learning_rate": 5e-3,
+    "validation_fraction": 0.25,
+    "max_length": 64,
+    "save_steps": 1,
+    "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+}
+
+
+def _spec(tmp_path: Path, model_dir: Path, *, rows=None, recorded_hash: str | None = None, **settings) -> RunSpec:
+    rows = make_dpo_rows(8) if rows is None else rows
+    rows_path = tmp_path / "rows.json"
+    rows_path.write_text(json.dumps(rows))
+    return RunSpec(
+        model_path=str(model_dir), rows_path=str(rows_path), rows_hash=recorded_hash or rows_hash(rows),
+        settings={**SETTINGS, **settings}, output_dir=str(tmp_path), events_path=str(tmp_path / "events.jsonl"),
+    )
+
+
+def _never() -> bool:
+    return False
+
+
+def _always() -> bool:
+    return True
+
+
+def test_the_child_trains_and_reports_progress_and_its_result(tiny_model_dir, tmp_path):
+    progress = []
+
+    ended = run_supervised(
+        _spec(tmp_path, tiny_model_dir), on_progress=progress.append, should_cancel=_never, still_ours=_always
+    )
+
+    assert ended.error == "" and ended.returncode == 0
+    assert ended.result["cancelled"] is False and ended.result["steps"] == 3
+    assert Path(ended.result["adapter_dir"], "adapter_model.safetensors").is_file()
+    assert ended.result["outcome"]["kept_step"] in (1, 2, 3)
+    assert [e["step"] for e in progress if e["kind"] == "train"] == [1, 2, 3]
+    assert any(e["kind"] == "eval" and "eval_rewards/accuracies" in e["metrics"] for e in progress)
+
+
+def test_rows_that_no_longer_match_the_snapshot_hash_are_refused(tiny_model_dir, tmp_path):
+    rows = make_dpo_rows(8)
+    recorded = rows_hash(rows)
+    rows[0]["chosen"][0]["content"] = "Tampered after the snapshot was taken."
+
+    ended = run_supervised(
+        _spec(tmp_path, tiny_model_dir, rows=rows, recorded_hash=recorded),
+        on_progress=lambda e: None, should_cancel=_never, still_ours=_always,
+    )
+
+    assert ended.result is None and ended.returncode == 3
+    assert ended.error.startswith("SnapshotMismatch: The snapshot's rows do not match the hash recorded")
+    assert f"recorded {recorded[:12]}" in ended.error
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_child_killed_by_the_os_fails_with_the_signal_and_its_last_output(tiny_model_dir, tmp_path):
+    child = {}
+
+    def kill_at_first_step(event):
+        if "pid" in child:
+            os.kill(child.pop("pid"), signal.SIGKILL)
+            child["killed_at"] = time.monotonic()
+
+    ended = run_supervised(
+        _spec(tmp_path, tiny_model_dir, max_steps=200),
+        on_progress=kill_at_first_step, should_cancel=_never, still_ours=_always,
+        on_start=lambda pid: child.update(pid=pid),
+    )
+
+    assert ended.result is None and ended.returncode == -signal.SIGKILL
+    assert ended.error.startswith("The training process was killed by SIGKILL (the out-of-memory killer sends this).")
+    assert "Last lines of its output:" in ended.error
+    assert time.monotonic() - child["killed_at"] < 5
+
+
+def test_cancel_asks_the_child_to_stop_after_its_step(tiny_model_dir, tmp_path):
+    steps = []
+
+    ended = run_supervised(
+        _spec(tmp_path, tiny_model_dir, max_steps=200),
+        on_progress=lambda e: steps.append(e["step"]) if e["kind"] == "train" else None,
+        should_cancel=lambda: len(steps) >= 2,
+        still_ours=_always,
+    )
+
+    assert ended.returncode == 0 and ended.result["cancelled"] is True
+    assert ended.result["adapter_dir"] is None and ended.result["steps"] < 200
+
+
+def test_a_run_that_is_no_longer_ours_has_its_child_stopped(tiny_model_dir, tmp_path):
+    steps = []
+
+    ended = run_supervised(
+        _spec(tmp_path, tiny_model_dir, max_steps=200),
+        on_progress=lambda e: steps.append(e["step"]),
+        should_cancel=_never,
+        still_ours=lambda: len(steps) < 2,
+    )
+
+    assert ended.stopped and ended.result is None
+    assert max(steps) < 200
+    assert not (tmp_path / "adapter").exists()
+
+
+def test_resume_skips_a_checkpoint_that_was_not_written_in_full(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    for step in (3, 6):
+        folder = checkpoints / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+        (folder / "optimizer.pt").write_bytes(b"optimizer")
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    # Killed while writing checkpoint-9: the adapter card came first, nothing else.
+    (checkpoints / "checkpoint-9").mkdir()
+    (checkpoints / "checkpoint-9" / "README.md").write_text("# adapter")
+    # Killed while writing the state of checkpoint-12: cut-off JSON.
+    cut = checkpoints / "checkpoint-12"
+    cut.mkdir()
+    (cut / "adapter_model.safetensors").write_bytes(b"weights")
+    (cut / "optimizer.pt").write_bytes(b"optimizer")
+    (cut / "trainer_state.json").write_text('{"global_step": 1')
+
+    assert latest_checkpoint(tmp_path) == str(checkpoints / "checkpoint-6")
+    assert not checkpoint_complete(checkpoints / "checkpoint-9")
+    assert not checkpoint_complete(cut)

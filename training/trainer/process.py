@@ -1,0 +1,214 @@
+"""The worker's side of a training child process: start it, follow its events, and own its lifetime.
+
+Training in a child keeps the Celery worker alive when CUDA runs out of memory or the OS kills the trainer,
+and lets the worker stop a run it no longer owns (cancelled, or failed by the reaper). No Django here:
+`training.services.run_execute` passes in what to do with each event and when to stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .child import EXIT_REFUSED, WORKER_PID_ENV, RunSpec
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+LOG_TAIL_LINES = 12
+# How long a child asked to stop may take to finish its current step before it is killed.
+STOP_GRACE_SECONDS = 30.0
+
+
+@dataclass
+class ChildOutcome:
+    """How a child ended: with a result (finished or cancelled), stopped by us, or failed with a reason."""
+
+    result: dict[str, Any] | None = None
+    stopped: bool = False
+    error: str = ""
+    returncode: int | None = None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def trainer_command(spec_path: Path, num_processes: int, *, cuda: bool) -> list[str]:
+    """`python -m training.trainer SPEC`, or the same under a data-parallel launcher for several processes.
+
+    On CUDA: `accelerate launch --multi_gpu` (DDP over NCCL). On CPU, accelerate can only start several
+    processes through MPI, so torch's own launcher starts them and the Trainer joins them over gloo.
+    """
+    module = ["-m", "training.trainer", str(spec_path)]
+    if num_processes <= 1:
+        return [sys.executable, *module]
+    port = str(_free_port())
+    if cuda:
+        launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes)]
+        return [sys.executable, *launch, "--num_machines", "1", "--main_process_port", port, *module]
+    launch = ["-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(num_processes)]
+    return [sys.executable, *launch, "--master_addr", "127.0.0.1", "--master_port", port, *module]
+
+
+class TrainerProcess:
+    """A started child: its events file is read incrementally, its whole process group can be stopped."""
+
+    def __init__(self, spec: RunSpec, spec_path: Path, log_path: Path, *, cuda: bool = False) -> None:
+        self.spec = spec
+        self.log_path = log_path
+        self._offset = 0
+        self._partial = ""
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1",
+            "TQDM_DISABLE": "1",
+            WORKER_PID_ENV: str(os.getpid()),
+        }
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        Path(spec.events_path).write_text("")
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"--- trainer started {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
+            log.flush()
+            # Its own session, so a stop reaches every process of a multi-process launch.
+            self.popen = subprocess.Popen(
+                trainer_command(spec_path, spec.num_processes, cuda=cuda),
+                cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @classmethod
+    def start(cls, spec: RunSpec, *, cuda: bool = False) -> TrainerProcess:
+        out = Path(spec.output_dir)
+        spec_path = out / "run-spec.json"
+        spec.write(spec_path)
+        return cls(spec, spec_path, out / "trainer.log", cuda=cuda)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def events(self) -> list[dict[str, Any]]:
+        """Events written since the last call (complete lines only)."""
+        try:
+            with open(self.spec.events_path, encoding="utf-8") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+                self._offset = fh.tell()
+        except FileNotFoundError:
+            return []
+        text = self._partial + chunk
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signum)
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Ask the child to stop after its current step; kill it if it has not within `grace` seconds."""
+        self.signal_group(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.signal_group(signal.SIGKILL)
+            self.popen.wait()
+        # A multi-process launch can leave ranks behind its launcher.
+        self.signal_group(signal.SIGKILL)
+
+    def failure_reason(self) -> str:
+        code = self.popen.returncode
+        tail = _log_tail(self.log_path)
+        if code == EXIT_REFUSED and tail:
+            return tail[-1]
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            why = " (the out-of-memory killer sends this)" if name == "SIGKILL" else ""
+            head = f"The training process was killed by {name}{why}."
+        else:
+            head = f"The training process exited with status {code}."
+        return head + ("\nLast lines of its output:\n" + "\n".join(tail) if tail else "")
+
+
+def _log_tail(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    run = text.rsplit("--- trainer started", 1)[-1].split("\n", 1)[-1]
+    return [line for line in run.splitlines() if line.strip()][-LOG_TAIL_LINES:]
+
+
+def run_supervised(
+    spec: RunSpec,
+    *,
+    on_progress: Callable[[dict[str, Any]], None],
+    should_cancel: Callable[[], bool],
+    still_ours: Callable[[], bool],
+    cuda: bool = False,
+    on_start: Callable[[int], None] | None = None,
+    poll_seconds: float = 0.2,
+    check_seconds: float = 1.0,
+) -> ChildOutcome:
+    """Run the trainer child to its end, forwarding progress events.
+
+    Every `check_seconds`: `should_cancel()` asks the child to stop after its step (it then reports a cancelled
+    result); `still_ours()` False (the run was failed by the reaper, say) stops it and returns `stopped=True`.
+    A child that exits without a result (crash, OOM kill) returns its reason. `on_start` gets the child's pid.
+    """
+    child = TrainerProcess.start(spec, cuda=cuda)
+    if on_start is not None:
+        on_start(child.pid)
+    result: dict[str, Any] | None = None
+    cancel_sent_at: float | None = None
+    next_check = 0.0
+    try:
+        while True:
+            for event in child.events():
+                if event.get("type") == "progress":
+                    on_progress(event)
+                elif event.get("type") == "result":
+                    result = event
+            if child.popen.poll() is not None:
+                for event in child.events():
+                    if event.get("type") == "result":
+                        result = event
+                break
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + check_seconds
+                if not still_ours():
+                    child.stop(grace=5.0)
+                    return ChildOutcome(stopped=True, returncode=child.popen.returncode)
+                if cancel_sent_at is None and should_cancel():
+                    if spec.num_processes > 1:
+                        # Ranks must stop at the same step or the others hang in a collective: stop them all.
+                        child.stop(grace=5.0)
+                        return ChildOutcome(stopped=True, returncode=child.popen.returncode)
+                    child.signal_group(signal.SIGTERM)
+                    cancel_sent_at = now
+                elif cancel_sent_at is not None and now - cancel_sent_at > STOP_GRACE_SECONDS:
+                    child.stop(grace=0.0)
+                    return ChildOutcome(stopped=True, returncode=child.popen.returncode)
+            time.sleep(poll_seconds)
+    except BaseException:
+        child.stop(grace=5.0)
+        raise
+    finally:
+        if child.popen.poll() is None:
+            child.stop(grace=5.0)
+    if result is not None and child.popen.returncode == 0:
+        return ChildOutcome(result=result, returncode=0)
+    return ChildOutcome(error=child.failure_reason(), returncode=child.popen.returncode)
