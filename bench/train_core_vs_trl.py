@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/train_core_vs_trl.py --steps 4
     .venv/bin/python bench/train_core_vs_trl.py --tiny --steps 10 --precompute-ref --group-by-length
+    .venv/bin/python bench/train_core_vs_trl.py --child --steps 4 --repeat 2   # the core as the worker runs it
 
 Both runs use the same model, rows (32 synthetic pairs of realistic length), LoRA shape and
 trainer settings; steps/s is transformers' own `train_steps_per_second` (the training loop only,
@@ -94,6 +95,28 @@ def run_core(model_path: str, rows: list[dict], settings, out: str) -> tuple[flo
     return result.train_metrics["train_steps_per_second"], time.monotonic() - started
 
 
+def run_child(model_path: str, rows: list[dict], settings, out: str) -> tuple[float, float]:
+    """The core as the worker runs it: `python -m training.trainer` in a child process, events over a file."""
+    import json
+
+    from training.trainer.child import RunSpec
+    from training.trainer.process import run_supervised
+    from training.trainer.rows import rows_hash
+
+    started = time.monotonic()
+    Path(out).mkdir(parents=True, exist_ok=True)
+    rows_path = Path(out) / "rows.json"
+    rows_path.write_text(json.dumps(rows))
+    spec = RunSpec(
+        model_path=model_path, rows_path=str(rows_path), rows_hash=rows_hash(rows), settings=settings.to_dict(),
+        output_dir=out, events_path=str(Path(out) / "events.jsonl"),
+    )
+    ended = run_supervised(spec, on_progress=lambda event: None, should_cancel=lambda: False, still_ours=lambda: True)
+    if ended.result is None:
+        raise RuntimeError(ended.error)
+    return ended.result["train_metrics"]["train_steps_per_second"], time.monotonic() - started
+
+
 def run_plain_trl(model_path: str, rows: list[dict], settings, out: str) -> tuple[float, float]:
     """The script a TRL user would write, with the same settings (CPU: fp32, no checkpointing)."""
     import torch
@@ -154,6 +177,7 @@ def main() -> None:
     parser.add_argument("--precompute-ref", action="store_true")
     parser.add_argument("--group-by-length", action="store_true", help="app core only: TRL's DPO has no such option")
     parser.add_argument("--repeat", type=int, default=1, help="alternate the order this many times; medians reported")
+    parser.add_argument("--child", action="store_true", help="run the core in a child process, as the worker does")
     opts = parser.parse_args()
 
     from training.base_models import is_model_dir, tiny_random_model
@@ -175,12 +199,14 @@ def main() -> None:
         precompute_ref_log_probs=opts.precompute_ref,
         group_by_length=opts.group_by_length,
         save_steps=10_000,  # no checkpoint writes inside the timed loop
+        sft_weight=0.0,  # the plain script trains the sigmoid loss alone
     ).validate()
     rows = synthetic_pairs(opts.pairs)
 
     print(
         f"model={model_path} pairs={len(rows)} steps={opts.steps} batch={opts.batch_size} "
-        f"precompute_ref={opts.precompute_ref} group_by_length={opts.group_by_length}"
+        f"precompute_ref={opts.precompute_ref} group_by_length={opts.group_by_length} "
+        f"core={'child process' if opts.child else 'in process'}"
     )
     # Read the weights once so neither contender pays for a cold disk.
     for weights in Path(model_path).glob("*.safetensors"):
@@ -189,12 +215,12 @@ def main() -> None:
     for attempt in range(opts.repeat):
         order = ("trl", "core") if attempt % 2 == 0 else ("core", "trl")
         for name in order:
-            runner = run_plain_trl if name == "trl" else run_core
+            runner = run_plain_trl if name == "trl" else (run_child if opts.child else run_core)
             results[name].append(runner(model_path, rows, settings, str(work / f"{name}-{attempt}")))
     trl_sps, trl_wall = (statistics.median(v) for v in zip(*results["trl"], strict=True))
     core_sps, core_wall = (statistics.median(v) for v in zip(*results["core"], strict=True))
     print(f"plain TRL : {trl_sps:.3f} steps/s  ({trl_wall:.1f} s wall)  runs={[round(r[0], 3) for r in results['trl']]}")
-    print(f"app core  : {core_sps:.3f} steps/s  ({core_wall:.1f} s wall)  runs={[round(r[0], 3) for r in results['core']]}")
+    print(f"app core{' (child)' if opts.child else ''}  : {core_sps:.3f} steps/s  ({core_wall:.1f} s wall)  runs={[round(r[0], 3) for r in results['core']]}")
     print(f"core / TRL: {core_sps / trl_sps:.2f}x")
 
 

@@ -44,3 +44,19 @@ def test_the_image_does_not_run_as_root():
 
     users = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
+
+
+def test_a_multi_gpu_worker_takes_runs_of_up_to_as_many_gpus_as_it_reserves():
+    multi = _compose()["services"]["worker-gpu-multi"]
+
+    count = multi["deploy"]["resources"]["reservations"]["devices"][0]["count"]
+    queues = multi["command"][multi["command"].index("-Q") + 1].split(",")
+    assert queues == ["gpu"] + [f"gpu{n}" for n in range(2, count + 1)]
+    assert multi["profiles"] == ["multi-gpu"]
+
+
+def test_the_gpu_image_installs_bitsandbytes_for_qlora():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+
+    assert "pip install -r requirements-gpu.txt" in dockerfile and "ARG GPU_EXTRAS=1" in dockerfile
+    assert "bitsandbytes==" in (ROOT / "requirements-gpu.txt").read_text()

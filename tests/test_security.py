@@ -15,6 +15,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from labeling.models import PairTask
 from tests.factories import PASSWORD, ProjectFactory, make_pair_task, make_rate_task, make_run
+from training.models import ModelVersion
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,8 @@ ADMIN_URLS = {
     "training:leaderboard",
     "training:project_battles_create",
     "training:project_candidates",
+    "training:base_models",
+    "training:version_download",
 }
 API_URLS = {"api:projects", "api:import", "api:export", "api:next", "api:vote"}
 OPEN_URLS = {"login", "logout", "favicon"}
@@ -65,7 +68,11 @@ def _url(name: str, project, pair: PairTask) -> str:
     kwargs = {}
     if name.startswith("training:run_") and name != "training:run_new":
         return reverse(name, kwargs={"run_id": make_run(project).pk})
-    if name in ("labeling:home", "labeling:project_new", "api:projects", "login", "logout"):
+    if name == "training:version_download":
+        run = make_run(project)
+        version = ModelVersion.objects.create(name=f"v{run.pk}", base_model=run.base_model, adapter_path="/nonexistent/adapter")
+        return reverse(name, kwargs={"version_id": version.pk, "kind": "adapter"})
+    if name in ("labeling:home", "labeling:project_new", "api:projects", "login", "logout", "training:base_models"):
         return reverse(name)
     kwargs["project_id"] = project.pk
     if name in ("labeling:pair_vote", "labeling:adjudicate"):

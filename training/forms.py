@@ -162,7 +162,9 @@ class RunLaunchForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["base_model"].widget.choices = [(m.pk, m.name) for m in BaseModel.objects.all()]
+        self.fields["base_model"].widget.choices = [
+            (m.pk, m.name) for m in BaseModel.objects.filter(status=BaseModel.Status.READY)
+        ]
         for name, field in self.fields.items():
             field.default_text = _default_text(field, self.get_initial_for_field(field, name))
 
@@ -319,3 +321,12 @@ def _default_text(field: forms.Field, initial: Any) -> str:
     if isinstance(field, forms.ChoiceField):
         return str(dict(field.choices).get(initial, initial))
     return str(initial)
+
+
+class BaseModelRegisterForm(forms.Form):
+    source = forms.CharField(
+        max_length=500, label="Model folder or Hugging Face id",
+        help_text="An absolute path to a model folder on the workers (checked now), or an id such as "
+        "HuggingFaceTB/SmolLM2-360M-Instruct, which a worker downloads and then checks.",
+    )
+    name = forms.CharField(max_length=200, required=False, help_text="Optional; the folder or repository name.")

@@ -77,3 +77,86 @@ def _shape(folder: str, config_mtime_ns: int) -> ModelShape | None:
         parameters=sum(p.numel() for p in model.parameters()),
         quantizable_parameters=quantizable,
     )
+
+
+class ModelFolderError(Exception):
+    """A folder that cannot be registered as a base model; the message says why, for the admin."""
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What registering a base model records: its size, context length, linear layers and chat template."""
+
+    architecture: str
+    parameters: int
+    quantizable_parameters: int
+    context_length: int | None
+    linear_layers: tuple[str, ...]
+    has_chat_template: bool
+
+    def shape(self) -> ModelShape:
+        return ModelShape(
+            linear_names=frozenset(self.linear_layers), max_positions=self.context_length,
+            parameters=self.parameters, quantizable_parameters=self.quantizable_parameters,
+        )
+
+
+def inspect_model_folder(path: str) -> ModelFacts:
+    """Check that ``path`` is a local causal language model with a tokenizer and a chat template, and read its
+    facts without loading a weight (the model is built on the meta device). Raises ModelFolderError."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(path)
+    if not folder.is_absolute():
+        raise ModelFolderError(f"{path!r} is not an absolute path: give the model folder's full path on the worker.")
+    if not folder.is_dir():
+        raise ModelFolderError(f"There is no folder at {path}.")
+    if not (folder / "config.json").is_file():
+        raise ModelFolderError(f"{path} has no config.json, so it is not a transformers model folder.")
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelFolderError(f"transformers cannot read the config in {path}: {exc}") from exc
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except ValueError as exc:
+        raise ModelFolderError(
+            f"{path} holds a {type(config).__name__.removesuffix('Config')} model, which is not a causal language "
+            "model (transformers has no AutoModelForCausalLM for it); preference tuning needs one that writes text "
+            "left to right."
+        ) from exc
+    weights = list(folder.glob("*.safetensors")) + list(folder.glob("*.bin"))
+    if not weights:
+        raise ModelFolderError(f"{path} has a config but no weights (*.safetensors or *.bin).")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelFolderError(f"{path} has no tokenizer that transformers can load: {exc}") from exc
+    if not tokenizer.chat_template:
+        raise ModelFolderError(
+            f"{path} has no chat template, and prompts and answers are chat messages. Use the instruct/chat variant "
+            "of the model, or add a chat_template.jinja file to the folder."
+        )
+    head = model.get_output_embeddings()
+    linear = {name: module for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    context = getattr(config, "max_position_embeddings", None)
+    return ModelFacts(
+        architecture=type(model).__name__,
+        parameters=sum(p.numel() for p in model.parameters()),
+        quantizable_parameters=sum(m.weight.numel() for m in linear.values() if m is not head),
+        context_length=context if isinstance(context, int) else None,
+        linear_layers=tuple(sorted({name.rsplit(".", 1)[-1] for name, m in linear.items() if m is not head})),
+        has_chat_template=True,
+    )
+
+
+def memory_estimates(shape: ModelShape, gpu_counts: tuple[int, ...] = (1, 2, 4, 8)) -> list[dict[str, object]]:
+    """Base-weight memory per GPU, GiB, for LoRA (bf16) and QLoRA (4-bit), by GPU count.
+
+    Data parallel (DDP) keeps a whole copy on every GPU, so the weights per GPU do not shrink with more GPUs:
+    more GPUs buy speed, not room. Activations, the adapter and its optimizer state come on top.
+    """
+    lora, qlora = shape.weight_gib("none"), shape.weight_gib("4bit")
+    return [{"gpus": n, "lora_ddp": lora, "qlora_ddp": qlora} for n in gpu_counts]

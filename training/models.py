@@ -5,10 +5,25 @@ from django.db import models
 
 
 class BaseModel(models.Model):
+    """A model runs start from. Registered from the models page (checked and measured there) or in the admin."""
+
+    class Status(models.TextChoices):
+        READY = "ready", "Ready"
+        DOWNLOADING = "downloading", "Downloading"
+        FAILED = "failed", "Failed"
+
     name = models.CharField(max_length=200, unique=True)
     path = models.CharField(max_length=500, help_text="A local folder or a Hugging Face model id.")
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    hub_id = models.CharField(max_length=200, blank=True, help_text="The Hugging Face id it was downloaded from.")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.READY)
+    error = models.TextField(blank=True)
+    architecture = models.CharField(max_length=100, blank=True)
+    parameters = models.BigIntegerField(null=True, blank=True)
+    quantizable_parameters = models.BigIntegerField(null=True, blank=True)
+    context_length = models.PositiveIntegerField(null=True, blank=True)
+    linear_layers = models.JSONField(default=list, blank=True, help_text="Names LoRA target modules can use.")
 
     class Meta:
         ordering = ["name"]

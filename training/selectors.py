@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 from django.db.models.fields.json import KeyTransform
 
 from labeling.models import Project
-from training.models import RunMetric, TuningRun
+from training.models import BaseModel, RunMetric, TuningRun
 from training.templatetags.numbers import format_number, format_setting, format_share, setting_rows
 
 Series = dict[str, dict[str, list[list[float]]]]  # split → metric key (no eval_ prefix) → [[step, value], ...]
@@ -703,4 +703,27 @@ def lineage_rows(*, lineage: Mapping[str, Any], includes_heldout: bool) -> list[
         rows.append(LineageRow(label, text))
     heldout = includes_heldout or bool(lineage.get("includes_heldout"))
     rows.append(LineageRow(_LINEAGE_LABELS["includes_heldout"], "yes" if heldout else "no", warn=heldout))
+    return rows
+
+
+@dataclass(frozen=True)
+class BaseModelRow:
+    model: BaseModel
+    memory: list[dict[str, Any]]  # per GPU count: GiB of base weights per GPU (see memory_estimates)
+
+
+def base_models_table() -> list[BaseModelRow]:
+    """Every registered base model with its facts and, where its size is known, weight memory per GPU."""
+    from training.model_inspection import ModelShape, memory_estimates
+
+    rows = []
+    for model in BaseModel.objects.order_by("name"):
+        memory: list[dict[str, Any]] = []
+        if model.parameters:
+            shape = ModelShape(
+                linear_names=frozenset(model.linear_layers), max_positions=model.context_length,
+                parameters=model.parameters, quantizable_parameters=model.quantizable_parameters or 0,
+            )
+            memory = memory_estimates(shape)
+        rows.append(BaseModelRow(model=model, memory=memory))
     return rows

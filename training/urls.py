@@ -6,6 +6,8 @@ from training.review import views as review_views
 app_name = "training"
 
 urlpatterns = [
+    path("models/", views.base_models, name="base_models"),
+    path("versions/<int:version_id>/<str:kind>.zip", views.version_download, name="version_download"),
     path("projects/<int:project_id>/runs/", views.runs, name="runs"),
     path("projects/<int:project_id>/runs/new/", views.run_new, name="run_new"),
     path("runs/<int:run_id>/", views.run_detail, name="run_detail"),

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from labeling.permissions import project_for_admin
-from training import selectors, services
-from training.forms import RunLaunchForm
-from training.models import TuningRun
+from training import registry, selectors, services
+from training.forms import BaseModelRegisterForm, RunLaunchForm
+from training.models import ModelVersion, TuningRun
 
 
 def _run_for_admin(user, run_id: int) -> TuningRun:  # noqa: ANN001
@@ -126,3 +126,35 @@ def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
     else:
         messages.success(request, "Queued again; training resumes from the last checkpoint if there is one.")
     return redirect("training:run_detail", run_id=run.pk)
+
+
+@require_http_methods(["GET", "POST"])
+def base_models(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        raise PermissionDenied("Only admins can register base models.")
+    form = BaseModelRegisterForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                model = registry.base_model_register(name=form.cleaned_data["name"], source=form.cleaned_data["source"])
+            except registry.RegistryError as error:
+                form.add_error(error.field, error.message)
+            else:
+                done = "a worker is downloading it" if model.status == "downloading" else "checked and ready to tune"
+                messages.success(request, f"Registered {model.name}: {done}.")
+                return redirect("training:base_models")
+        status = 400
+    return render(request, "training/base_models.html", {"form": form, "models": selectors.base_models_table()}, status=status)
+
+
+@require_safe
+def version_download(request: HttpRequest, version_id: int, kind: str) -> HttpResponse:
+    if not request.user.is_staff:
+        raise PermissionDenied("Only admins can export model versions.")
+    version = get_object_or_404(ModelVersion.objects.select_related("base_model"), pk=version_id)
+    try:
+        zip_path = services.version_export(version=version, merged=kind == "merged")
+    except services.ExportError as error:
+        return HttpResponse(error.args[0], status=404, content_type="text/plain; charset=utf-8")
+    return FileResponse(open(zip_path, "rb"), as_attachment=True, filename=f"{services.version_export_name(version, kind)}.zip")

@@ -7,7 +7,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
-from training import requeue
+from training import registry, requeue
 from training import services as training_services
 from training.review import generation as review_generation
 
@@ -49,3 +49,9 @@ def generate(self, job_id: int) -> str:  # noqa: ANN001
         return "not claimed: another worker has it, or it already ran"
     job = review_generation.generation_job_execute(job_id=job_id, batch_size=settings.PREFTUNE_GENERATION_BATCH_SIZE)
     return job.status
+
+
+@shared_task(name="workers.base_model_download", queue="gpu", bind=True, acks_late=True, time_limit=6 * 3600)
+def base_model_download(self, model_id: int) -> str:  # noqa: ANN001
+    """Download a base model registered by its Hugging Face id, then check it; a repeat finds it no longer downloading."""
+    return registry.base_model_download(model_id=model_id).status

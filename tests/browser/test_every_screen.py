@@ -422,3 +422,20 @@ def test_an_empty_project_s_screens(screen, live_server):
         _visit(screen, live_server, path.format(pk=project.pk))
         problems += _problems(screen, f"empty-{name}")
     assert not problems, "\n".join(problems)
+
+
+def test_the_base_models_page(screen, live_server, world):
+    # A measured model (a 1.7B-sized row with a failed download beside it): the memory table is the widest thing here.
+    BaseModel.objects.create(
+        name="A measured model", path="/models/measured", status="ready", architecture="LlamaForCausalLM",
+        parameters=1_711_376_384, quantizable_parameters=1_610_612_736, context_length=8192,
+        linear_layers=["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"],
+    )
+    BaseModel.objects.create(
+        name="A failed download", path="/models/hub/x--y", hub_id="x/y", status="failed",
+        error="The worker could not download x/y from the Hugging Face Hub (offline).",
+    )
+    _log_in(screen, live_server, world.admin.username)
+    _visit(screen, live_server, "/models/")
+    assert screen.page.locator("[data-testid=model-memory]").count() >= 1
+    _check(screen, "base-models")

@@ -1,0 +1,163 @@
+"""The base-model registry page: a local folder is checked and measured at once, a hub id is downloaded by a real
+worker (offline here, so it fails with the reason), and anything that cannot be tuned is refused with why."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.factories import PASSWORD, AdminFactory, ProjectFactory, UserFactory
+from tests.training.conftest import voted_compare_project
+from tests.worker_process import celery_worker, purge_queues, wait_for
+from training import services
+from training.models import BaseModel
+
+
+@pytest.fixture
+def admin_client(client, db):
+    admin = AdminFactory()
+    assert client.login(username=admin.username, password=PASSWORD)
+    client.user = admin
+    return client
+
+
+def _register(client, source: str, name: str = ""):  # noqa: ANN001, ANN202
+    return client.post("/models/", {"source": source, "name": name})
+
+
+def _error(response) -> str:  # noqa: ANN001
+    page = response.content.decode()
+    start = page.index('class="errors"')
+    return page[start : page.index("</ul>", start)]
+
+
+def test_a_local_model_registered_from_the_page_shows_its_layers_and_memory(admin_client, tiny_model_dir):
+    response = _register(admin_client, str(tiny_model_dir), name="Tiny test model")
+
+    assert response.status_code == 302
+    model = BaseModel.objects.get(name="Tiny test model")
+    assert (model.status, model.path, model.architecture) == ("ready", str(tiny_model_dir), "LlamaForCausalLM")
+    assert model.context_length == 2048
+    assert model.linear_layers == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    assert 0 < model.quantizable_parameters < model.parameters
+    page = admin_client.get("/models/").content.decode()
+    assert "Registered Tiny test model: checked and ready to tune." in page
+    assert "LoRA can target: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj" in page
+    assert 'data-testid="model-memory"' in page and "QLoRA, 4-bit" in page
+    # The launch form offers it, and checks its settings against its layers.
+    assert "Tiny test model" in admin_client.get(f"/projects/{ProjectFactory().pk}/runs/new/").content.decode()
+
+
+def test_the_memory_estimate_follows_the_size_and_the_gpu_count(db):
+    from training import selectors
+
+    BaseModel.objects.create(
+        name="7B", path="/m/7b", parameters=7_000_000_000, quantizable_parameters=6_500_000_000, context_length=4096
+    )
+
+    (row,) = selectors.base_models_table()
+    by_gpus = {m["gpus"]: m for m in row.memory}
+    assert by_gpus[1]["lora_ddp"] == pytest.approx(7e9 * 2 / 2**30)
+    assert by_gpus[1]["qlora_ddp"] == pytest.approx((6.5e9 * 4.127 / 8 + 0.5e9 * 2) / 2**30)
+    assert by_gpus[4]["lora_ddp"] == by_gpus[1]["lora_ddp"], "data parallel keeps a whole copy on each GPU"
+
+
+def test_a_folder_that_does_not_exist_is_refused(admin_client):
+    response = _register(admin_client, "/no/such/model")
+
+    assert response.status_code == 400
+    assert "There is no folder at /no/such/model." in _error(response)
+    assert not BaseModel.objects.exists()
+
+
+def test_a_folder_without_a_config_is_refused(admin_client, tmp_path):
+    response = _register(admin_client, str(tmp_path))
+
+    assert response.status_code == 400
+    assert "has no config.json, so it is not a transformers model folder" in _error(response)
+
+
+def test_a_model_that_is_not_a_causal_lm_is_refused(admin_client, tmp_path):
+    from transformers import ViTConfig
+
+    ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path)
+
+    response = _register(admin_client, str(tmp_path))
+
+    assert response.status_code == 400
+    assert "holds a ViT model, which is not a causal language model" in _error(response)
+    assert not BaseModel.objects.exists()
+
+
+def test_a_model_without_weights_or_chat_template_is_refused(admin_client, tiny_model_dir, tmp_path):
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(tiny_model_dir, no_weights)
+    for weights in no_weights.glob("*.safetensors"):
+        weights.unlink()
+    no_template = tmp_path / "no-template"
+    shutil.copytree(tiny_model_dir, no_template)
+    (no_template / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((no_template / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (no_template / "tokenizer_config.json").write_text(json.dumps(config))
+
+    weights_error = _error(_register(admin_client, str(no_weights)))
+    template_error = _error(_register(admin_client, str(no_template)))
+
+    assert "has a config but no weights" in weights_error
+    assert "has no chat template" in template_error and "chat_template.jinja" in template_error
+    assert not BaseModel.objects.exists()
+
+
+def test_a_second_model_of_the_same_name_and_a_malformed_source_are_refused(admin_client, tiny_model_dir):
+    assert _register(admin_client, str(tiny_model_dir), name="Same").status_code == 302
+
+    duplicate = _register(admin_client, str(tiny_model_dir), name="Same")
+    malformed = _register(admin_client, "not a path or id")
+
+    assert "A base model named &#x27;Same&#x27; is already registered" in _error(duplicate)
+    assert "is neither an absolute folder path nor a Hugging Face id" in _error(malformed)
+    assert BaseModel.objects.count() == 1
+
+
+def test_annotators_cannot_see_or_register_models(client, db, tiny_model_dir):
+    annotator = UserFactory()
+    assert client.login(username=annotator.username, password=PASSWORD)
+
+    assert client.get("/models/").status_code == 403
+    assert _register(client, str(tiny_model_dir)).status_code == 403
+    assert not BaseModel.objects.exists()
+
+
+def test_a_model_still_downloading_cannot_be_launched(admin_client, db):
+    project = voted_compare_project(4, name="Waits for its model")
+    model = BaseModel.objects.create(name="Coming", path="/m/coming", hub_id="a/coming", status="downloading")
+
+    with pytest.raises(services.LaunchError, match="'Coming' is still downloading; see the models page"):
+        services.run_launch(project=project, base_model_id=model.pk, method="dpo", settings_data={}, created_by=admin_client.user)
+    assert "Coming" not in admin_client.get(f"/projects/{project.pk}/runs/new/").content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.worker
+@pytest.mark.postgres
+@pytest.mark.timeout(240)
+def test_a_hub_id_is_downloaded_by_a_worker_and_offline_it_fails_with_the_reason(admin_client):
+    purge_queues("default", "gpu")
+
+    response = _register(admin_client, "HuggingFaceTB/SmolLM2-360M-Instruct", name="SmolLM2 360M")
+
+    assert response.status_code == 302
+    model = BaseModel.objects.get(name="SmolLM2 360M")
+    assert (model.status, model.hub_id) == ("downloading", "HuggingFaceTB/SmolLM2-360M-Instruct")
+    assert Path(model.path).name == "HuggingFaceTB--SmolLM2-360M-Instruct"
+    # The test workers run with HF_HUB_OFFLINE=1, as a worker without internet would.
+    with celery_worker("registry"):
+        wait_for(lambda: BaseModel.objects.get(pk=model.pk).status != "downloading", timeout=120, what="the download")
+    model.refresh_from_db()
+    assert model.status == "failed"
+    assert model.error.startswith("The worker could not download HuggingFaceTB/SmolLM2-360M-Instruct from the Hugging Face Hub")
+    assert "register its folder instead" in model.error
+    assert "could not download HuggingFaceTB/SmolLM2-360M-Instruct" in admin_client.get("/models/").content.decode()
