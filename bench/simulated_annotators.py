@@ -29,22 +29,8 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
-_WORD = re.compile(r"[A-Za-z]{2,}")
-
-
-def is_degenerate(text: str) -> bool:
-    """Not an answer: under three real words, mostly symbols, or a loop (the last 60% of its words repeat a few
-    distinct ones, or one character run dominates)."""
-    words = _WORD.findall(text)
-    if len(words) < 3:
-        return True
-    letters = sum(ch.isalnum() for ch in text)
-    if letters < 0.5 * len(text.replace(" ", "").replace("\n", "")):
-        return True
-    tail = [w.lower() for w in words[int(len(words) * 0.4):]]
-    if len(tail) >= 20 and len(set(tail)) / len(tail) < 0.3:
-        return True
-    return bool(re.search(r"(.{1,12}?)\1{8,}", text, re.DOTALL))
+# One definition of "not an answer", the one the review page counts with.
+from training.trainer.degeneration import is_degenerate  # noqa: E402
 
 
 def _shorter(text: str) -> float:

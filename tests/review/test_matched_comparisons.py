@@ -257,8 +257,30 @@ def test_the_warning_reads_the_workers_measurement(admin_client, setup):
 
 def test_a_model_that_moved_gets_no_warning(admin_client, setup):
     html = admin_client.get(f"/runs/{setup.run.pk}/review/").content.decode()
-    assert 'data-testid="not-moved"' not in html
+    assert 'data-testid="not-moved"' not in html and 'data-testid="degenerate-warning"' not in html
     assert "0.0% of 4 matched outputs are identical" in _text(html)
+    # The fixture's base answers ("Base answer 3.") have two words: fragments, and fewer than the tuned model's.
+    assert "loops, fragments or symbol soup in 0 of 4 tuned outputs, 4 of the base's" in _text(html)
+
+
+def test_tuned_outputs_that_are_not_answers_are_counted_and_warned_about(admin_client, setup):
+    broken = ["POPPI! " * 30, "Yes", "good " * 12 + "answer answer answer answer " * 6]
+    for prompt, text in zip(setup.heldout, broken, strict=False):
+        tuned = setup.tuned.completions.get(prompt=prompt)
+        tuned.text = text
+        tuned.save()
+    for prompt in setup.heldout:
+        base = setup.base.completions.get(prompt=prompt)
+        base.text = f"A complete answer to question {prompt.pk}, in a sentence."
+        base.save()
+
+    text = _text(admin_client.get(f"/runs/{setup.run.pk}/review/").content.decode()).replace("&#x27;", "'")
+
+    assert "loops, fragments or symbol soup in 3 of 4 tuned outputs, 0 of the base's" in text
+    assert "3 of 4 tuned answers are not answers (loops, fragments, symbol soup) against 0 of the base's" in text
+    assert "one short string repeated: “POPPI! POPPI!" in text
+    assert "fewer than three words: “Yes…”" in text
+    assert "the same few words over and over" in text
 
 
 # ---------------------------------------------------------------- figures, headline, labels

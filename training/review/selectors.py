@@ -26,6 +26,7 @@ from training.review.comparisons import (
     sample_of,
     settings_key,
 )
+from training.trainer.degeneration import degeneration
 from training.trainer.movement import NOT_MOVED_SHARE, same_text
 from training.trainer.review import LOSS, TIE, WIN, bradley_terry_bootstrap, win_rate
 from training.trainer.win_rates import (
@@ -348,6 +349,50 @@ def comparison_movement(
     return MovementSummary(
         pairs=len(pairs), identical=sum(1 for p in pairs if p.identical), kl_per_token=None, tokens=0, job_id=None
     )
+
+
+@dataclass(frozen=True)
+class DegenerationSummary:
+    """Matched outputs that are not answers (loops, fragments, symbol soup), base against tuned."""
+
+    pairs: int
+    base: int
+    tuned: int
+    examples: list[tuple[str, str]]  # (reason, the start of a tuned output)
+
+    @property
+    def worse(self) -> bool:
+        # More than chance alone: at least 3 more broken answers than the base, and 5% of the pairs.
+        return self.tuned - self.base >= max(3, 0.05 * self.pairs)
+
+    @property
+    def warning(self) -> str:
+        return (
+            f"{self.tuned} of {self.pairs} tuned answers are not answers (loops, fragments, symbol soup) against "
+            f"{self.base} of the base's: the run pushed the model past what it can say well, and a win rate can hide "
+            "it. Try a larger SFT weight, a lower learning rate, or the checkpoint of an earlier step."
+        )
+
+
+def comparison_degeneration(
+    *, project: Project, base: ModelVersion, tuned: ModelVersion, comparison: Comparison | None
+) -> DegenerationSummary | None:
+    """How many of the comparison's matched base and tuned outputs are degenerate (``degeneration``)."""
+    if comparison is None or not comparison.pairs:
+        return None
+    pairs = matched_pairs(project=project, first=tuned, second=base, settings=comparison.settings)
+    if not pairs:
+        return None
+    examples = []
+    tuned_count = 0
+    for pair in pairs:
+        reason = degeneration(pair.first.text)
+        if reason is not None:
+            tuned_count += 1
+            if len(examples) < 3:
+                examples.append((reason, pair.first.text[:160]))
+    base_count = sum(1 for pair in pairs if degeneration(pair.second.text) is not None)
+    return DegenerationSummary(pairs=len(pairs), base=base_count, tuned=tuned_count, examples=examples)
 
 
 # ---------------------------------------------------------------- blind battles
@@ -733,6 +778,7 @@ class ComparisonView:
     movement: MovementSummary | None
     results: BattleResults | None  # compare projects: blind battles
     thumbs: ThumbsResults | None  # rate projects: held-out thumbs
+    degeneration: DegenerationSummary | None = None
 
     @property
     def settings(self) -> dict[str, Any] | None:
@@ -758,6 +804,7 @@ def comparison_view(
         comparisons=options, comparison=chosen,
         movement=comparison_movement(project=project, run=run, base=base, tuned=tuned, comparison=chosen),
         results=results, thumbs=thumbs,
+        degeneration=comparison_degeneration(project=project, base=base, tuned=tuned, comparison=chosen),
     )
 
 
