@@ -15,6 +15,7 @@ import shutil
 import threading
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -329,9 +330,12 @@ def _cancel_requested(run_id: int) -> bool:
     return TuningRun.objects.filter(pk=run_id, cancel_requested=True).exists()
 
 
-def run_execute(*, run_id: int) -> TuningRun:
+def run_execute(*, run_id: int, worker_stopping: Callable[[], bool] | None = None) -> TuningRun:
     """Train a run this worker has claimed (status running) in a child process and record the outcome; never
-    raises for a training failure: the reason is stored on the run and shown on its page."""
+    raises for a training failure: the reason is stored on the run and shown on its page.
+
+    ``worker_stopping()`` True (the worker is shutting down) hands the run back: the child saves a checkpoint
+    and stops, and the run is queued again to resume from it on the next worker."""
     from training.trainer.child import ROWS_FILENAME, RunSpec
     from training.trainer.core import latest_checkpoint
     from training.trainer.process import run_supervised
@@ -357,10 +361,14 @@ def run_execute(*, run_id: int) -> TuningRun:
                 should_cancel=lambda: _cancel_requested(run_id),
                 still_ours=lambda: TuningRun.objects.filter(pk=run_id, status=Status.RUNNING).exists(),
                 cuda=num_processes > 1 and _cuda_available(),
+                should_yield=worker_stopping,
             )
     except Exception as exc:  # noqa: BLE001 - any failure ends the run with its reason recorded
         logger.exception("Run %s failed", run_id)
         _finish(run_id, Status.FAILED, error=_describe(exc))
+        return TuningRun.objects.get(pk=run_id)
+    if ended.yielded and not _cancel_requested(run_id):
+        _hand_back(run_id)
         return TuningRun.objects.get(pk=run_id)
     if ended.stopped:
         if _cancel_requested(run_id):
@@ -393,6 +401,16 @@ def run_execute(*, run_id: int) -> TuningRun:
             # Reaped or changed underneath us: keep what the database says, drop the orphan version.
             version.delete()
     return TuningRun.objects.get(pk=run_id)
+
+
+def _hand_back(run_id: int) -> None:
+    # Queued again, its message sent once this commits: another worker (or this one, restarted) resumes it.
+    with transaction.atomic():
+        if TuningRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
+            status=Status.QUEUED, worker="", error="", heartbeat_at=None
+        ):
+            logger.info("Run %s handed back: its worker is shutting down; it resumes from its last checkpoint.", run_id)
+            _enqueue_on_commit(run_id)
 
 
 def _progress_event(event: dict[str, Any]) -> ProgressEvent:

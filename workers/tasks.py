@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 
 from training import registry, requeue
@@ -15,10 +16,27 @@ from training.review import generation as review_generation
 @shared_task(name="workers.run_train", queue="gpu", bind=True, acks_late=True, time_limit=24 * 3600)
 def run_train(self, run_id: int) -> str:  # noqa: ANN001
     """Train one run. A redelivered message finds the run no longer queued and does nothing."""
-    if not training_services.run_claim(run_id=run_id, worker=self.request.hostname or "unknown"):
+    hostname = self.request.hostname or "unknown"
+    if not training_services.run_claim(run_id=run_id, worker=hostname):
         return "not claimed: another worker has it, or it was cancelled"
-    run = training_services.run_execute(run_id=run_id)
+    marker = _shutdown_marker(hostname)
+    run = training_services.run_execute(run_id=run_id, worker_stopping=marker.exists)
     return run.status
+
+
+def _shutdown_marker(hostname: str) -> Path:
+    return Path(settings.VAR_DIR) / "workers" / f"{hostname}.shutting-down"
+
+
+@worker_shutting_down.connect
+def _hand_back_training(sender=None, **kwargs) -> None:  # noqa: ANN001, ANN003
+    # The worker's main process gets this; the run trains under a pool process, which polls the marker, has its
+    # trainer save a checkpoint and stop, and queues the run again. A warm shutdown then ends in seconds, not
+    # when the run would have finished.
+    if sender:
+        marker = _shutdown_marker(str(sender))
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
 
 
 @shared_task(name="workers.runs_reap_stale", queue="default", ignore_result=True)
@@ -38,6 +56,7 @@ def _fail_runs_left_by_this_worker(sender=None, **kwargs) -> None:  # noqa: ANN0
     # A worker that (re)starts is training nothing yet: any run still marked as its own died with it.
     hostname = getattr(sender, "hostname", None)
     if hostname:
+        _shutdown_marker(hostname).unlink(missing_ok=True)
         training_services.runs_reap_stale(worker_name=hostname)
         review_generation.generation_jobs_reap(worker_name=hostname)
 

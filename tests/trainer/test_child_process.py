@@ -145,3 +145,20 @@ def test_resume_skips_a_checkpoint_that_was_not_written_in_full(tmp_path):
     assert latest_checkpoint(tmp_path) == str(checkpoints / "checkpoint-6")
     assert not checkpoint_complete(checkpoints / "checkpoint-9")
     assert not checkpoint_complete(cut)
+
+
+def test_a_yield_saves_a_checkpoint_at_the_current_step_then_stops(tiny_model_dir, tmp_path):
+    steps = []
+
+    ended = run_supervised(
+        _spec(tmp_path, tiny_model_dir, max_steps=200, save_steps=100),
+        on_progress=lambda e: steps.append(e["step"]) if e["kind"] == "train" else None,
+        should_cancel=_never, still_ours=_always,
+        should_yield=lambda: len(steps) >= 3,
+    )
+
+    assert ended.yielded and ended.result["paused"] and ended.result["cancelled"]
+    stopped_at = ended.result["steps"]
+    assert 3 <= stopped_at < 100
+    # save_steps is 100, so this checkpoint exists only because the yield asked for it.
+    assert latest_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / f"checkpoint-{stopped_at}")

@@ -244,3 +244,30 @@ def test_a_snapshot_changed_after_launch_is_refused_before_training(client, admi
     assert run.status == "failed"
     assert run.error.startswith("SnapshotMismatch: The snapshot's rows do not match the hash recorded when it was taken")
     assert run.step == 0 and run.model_version is None
+
+
+def test_a_worker_shut_down_mid_run_hands_the_run_back_to_resume_elsewhere(admin, tiny_base):
+    project = voted_compare_project(8, name="Hand it back")
+    run = _launch(project, tiny_base, admin, max_steps=60, save_steps=100)
+
+    with celery_worker("leaving") as worker:
+        _training_child(run)
+        os.kill(worker.pid, signal.SIGTERM)  # a warm shutdown: systemd stop, a deploy, `celery control shutdown`
+        asked_at = time.monotonic()
+        worker.wait(timeout=90)
+        shutdown_took = time.monotonic() - asked_at
+
+    run.refresh_from_db()
+    assert run.status == "queued" and run.error == "" and run.worker == ""
+    assert shutdown_took < 60, f"the shutdown waited {shutdown_took:.0f} s"
+    handed_back_at = run.step
+    checkpoint = latest_checkpoint(run.output_dir)
+    assert checkpoint and checkpoint.endswith(f"checkpoint-{handed_back_at}"), "saved where it stopped"
+    assert _trainer_pids(run.output_dir) == []
+
+    with celery_worker("arriving"):
+        wait_for(lambda: _status(run.pk) in ("succeeded", "failed"), timeout=240, what="the run to resume and finish")
+
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert (run.attempt, run.step, run.resumed_from) == (2, 60, checkpoint)

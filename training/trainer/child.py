@@ -126,13 +126,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _die_with_parent()
     spec = RunSpec.read(argv[0])
-    stop = {"requested": False}
+    stop = {"requested": False, "pause": False}
     parent = os.getppid()
 
     def request_stop(signum: int, frame: object) -> None:  # noqa: ARG001 - signal handler signature
         stop["requested"] = True
 
+    def request_pause(signum: int, frame: object) -> None:  # noqa: ARG001
+        stop["pause"] = True
+
     signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGUSR1, request_pause)
     try:
         rows = load_checked_rows(spec)
         settings = TrainSettings.from_dict(spec.settings)
@@ -158,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             output_dir=spec.output_dir,
             progress=progress,
             should_stop=lambda: stop["requested"] or os.getppid() != parent,
+            should_pause=lambda: stop["pause"],
             resume_from_checkpoint=spec.resume_from_checkpoint,
         )
     except (SettingsError, RowsError) as exc:

@@ -69,6 +69,7 @@ class TrainResult:
     tokens_seen: int | None
     duration_s: float
     cancelled: bool = False
+    paused: bool = False  # stopped by should_pause after saving a checkpoint to resume from
     train_rows: int = 0
     validation_rows: int = 0
     desirable_weight: float | None = None
@@ -106,12 +107,15 @@ class _ProgressCallback(TrainerCallback):
         progress: Callable[[ProgressEvent], None] | None,
         should_stop: Callable[[], bool] | None,
         *,
+        should_pause: Callable[[], bool] | None = None,
         method: str = "dpo",
         kto_validation: _KtoValidation | None = None,
         evaluate_last_step: bool = False,
     ) -> None:
         self.progress = progress
         self.should_stop = should_stop
+        self.should_pause = should_pause
+        self.paused = False
         self.method = method
         self.kto_validation = kto_validation
         self.evaluate_last_step = evaluate_last_step
@@ -160,7 +164,13 @@ class _ProgressCallback(TrainerCallback):
         return control
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-        if self.should_stop is not None and self.should_stop():
+        if self.should_pause is not None and self.should_pause():
+            # Save a checkpoint at this step, then stop: the run resumes from here on another attempt.
+            self.cancelled = self.paused = True
+            control.should_training_stop = True
+            control.should_save = True
+            control.should_evaluate = False
+        elif self.should_stop is not None and self.should_stop():
             self.cancelled = True
             # Stops after this step; the step's log (if due) is still emitted.
             control.should_training_stop = True
@@ -407,6 +417,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     resume_from_checkpoint: str | None = None,
     device: DeviceSettings | None = None,
+    should_pause: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on `rows` with DPO or KTO and save it to `<output_dir>/adapter`.
 
@@ -418,7 +429,8 @@ def train(
     continue after a crash) and the final adapter plus tokenizer under `<output_dir>/adapter`.
     `progress` is called from the training thread for every log line; `should_stop` is polled after
     every optimizer step and, when it returns True, training stops after that step and the result
-    has `cancelled=True` and no adapter.
+    has `cancelled=True` and no adapter. `should_pause` is the same, but saves a checkpoint at that step first
+    (the result has `paused=True` too), for a worker that is shutting down.
     The reference model is the base model with the adapter disabled (one model in memory).
     """
     settings.validate()
@@ -445,7 +457,7 @@ def train(
         else:
             kto_weights = (settings.desirable_weight or 1.0, settings.undesirable_weight or 1.0)
 
-    callback = _ProgressCallback(progress, should_stop, method=settings.method)
+    callback = _ProgressCallback(progress, should_stop, should_pause=should_pause, method=settings.method)
     if should_stop is not None and should_stop():
         return TrainResult(
             adapter_dir=None,
@@ -516,6 +528,7 @@ def train(
             tokens_seen=_tokens_seen(callback),
             duration_s=time.monotonic() - started,
             cancelled=True,
+            paused=callback.paused,
             train_rows=len(train_rows),
             validation_rows=len(validation_rows),
             desirable_weight=kto_weights[0] if kto_weights else None,

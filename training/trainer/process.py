@@ -34,6 +34,7 @@ class ChildOutcome:
 
     result: dict[str, Any] | None = None
     stopped: bool = False
+    yielded: bool = False  # stopped, or paused with a checkpoint, because should_yield() said so
     error: str = ""
     returncode: int | None = None
 
@@ -159,6 +160,7 @@ def run_supervised(
     still_ours: Callable[[], bool],
     cuda: bool = False,
     on_start: Callable[[int], None] | None = None,
+    should_yield: Callable[[], bool] | None = None,
     poll_seconds: float = 0.2,
     check_seconds: float = 1.0,
 ) -> ChildOutcome:
@@ -167,12 +169,15 @@ def run_supervised(
     Every `check_seconds`: `should_cancel()` asks the child to stop after its step (it then reports a cancelled
     result); `still_ours()` False (the run was failed by the reaper, say) stops it and returns `stopped=True`.
     A child that exits without a result (crash, OOM kill) returns its reason. `on_start` gets the child's pid.
+    `should_yield()` True (the worker is shutting down) pauses the child: it saves a checkpoint at its step and
+    stops, and the outcome says `yielded`.
     """
     child = TrainerProcess.start(spec, cuda=cuda)
     if on_start is not None:
         on_start(child.pid)
     result: dict[str, Any] | None = None
     cancel_sent_at: float | None = None
+    yield_sent_at: float | None = None
     next_check = 0.0
     try:
         while True:
@@ -192,6 +197,15 @@ def run_supervised(
                 if not still_ours():
                     child.stop(grace=5.0)
                     return ChildOutcome(stopped=True, returncode=child.popen.returncode)
+                if yield_sent_at is None and should_yield is not None and should_yield():
+                    if spec.num_processes > 1:
+                        child.stop(grace=5.0)
+                        return ChildOutcome(stopped=True, yielded=True, returncode=child.popen.returncode)
+                    child.signal_group(signal.SIGUSR1)
+                    yield_sent_at = now
+                elif yield_sent_at is not None and now - yield_sent_at > STOP_GRACE_SECONDS:
+                    child.stop(grace=0.0)
+                    return ChildOutcome(stopped=True, yielded=True, returncode=child.popen.returncode)
                 if cancel_sent_at is None and should_cancel():
                     if spec.num_processes > 1:
                         # Ranks must stop at the same step or the others hang in a collective: stop them all.
@@ -210,5 +224,5 @@ def run_supervised(
         if child.popen.poll() is None:
             child.stop(grace=5.0)
     if result is not None and child.popen.returncode == 0:
-        return ChildOutcome(result=result, returncode=0)
+        return ChildOutcome(result=result, returncode=0, yielded=bool(result.get("paused")))
     return ChildOutcome(error=child.failure_reason(), returncode=child.popen.returncode)
