@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=160,
                         help="for candidates and review outputs (160 keeps 200 votes under 30 minutes on 2 CPU cores)")
     parser.add_argument("--candidate-temperature", type=float, default=0.9)
+    parser.add_argument("--styles", action="store_true",
+                        help="candidates written under style hints (plain, brief, a list, a friendly opening, ...): "
+                             "Generate candidates' 'Vary the style of the samples'")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="launch-form field to change from its default, e.g. --set learning_rate=1e-4")
     parser.add_argument("--seed", type=int, default=0)
@@ -344,7 +347,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     rule = RULES[args.rule]
     print(f"alignment loop: rule {rule.name} ({rule.kind}: {rule.description}); {args.method.upper()} from "
           f"{args.votes} {'votes' if args.method == 'dpo' else 'thumbs'} by {args.annotators} annotator(s), overlap {overlap}, "
-          f"noise {args.annotator_noise:.0%}; folder {workdir}", flush=True)
+          f"noise {args.annotator_noise:.0%}; {args.candidates} candidates a prompt"
+          f"{' under style hints' if args.styles else ''}; folder {workdir}", flush=True)
     call_command("migrate", verbosity=0)
     call_command("prepare_base_model", verbosity=0)
     base_model = BaseModel.objects.get()
@@ -374,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
             project=project, versions=[base_version], purpose="candidates", split="train", created_by=admin,
             settings_data={"temperature": args.candidate_temperature, "top_p": 0.95, "max_new_tokens": args.max_new_tokens,
                            "seed": args.seed,
-                           "n": args.candidates},
+                           "n": args.candidates, **({"style_hints": True} if args.styles else {})},
             pairing=args.pairing, skip_truncated=args.skip_truncated,
         )
         job = _wait(job, what="candidate generation", timeout=3 * 3600, log=log)

@@ -200,3 +200,40 @@ def test_acceptance_a_cut_off_candidate_is_marked_and_the_mark_reaches_the_compa
     assert f'data-task="{task.pk}"' in html
     assert 'data-testid="left-cut-off"' in html and 'data-testid="right-cut-off"' in html
     assert html.count("Cut off at the length limit") == 2
+
+
+def test_style_varied_candidates_record_their_style_and_keep_the_plain_prompt(tiny_model_dir, monkeypatch):
+    s = review_setup(prompts=2, base_path=str(tiny_model_dir), with_outputs=False)
+    job = _candidates_job(s, settings_data={**SAMPLED, "n": 3, "style_hints": True}, skip_truncated=False)
+    seen_messages = []
+
+    from training.trainer import generation as generation_module
+
+    original = generation_module.generate_outputs
+
+    def record(model, tokenizer, prompts, **kwargs):
+        seen_messages.extend(prompts)
+        return original(model, tokenizer, prompts, **kwargs)
+
+    monkeypatch.setattr(generation_module, "generate_outputs", record)
+
+    job = _execute(job)
+
+    assert job.status == "succeeded", job.error
+    styles = sorted(Completion.objects.values_list("generation_settings__style", flat=True))
+    assert styles == ["brief", "brief", "list", "list", "plain", "plain"]
+    assert {m[0]["content"] for m in seen_messages if m[0]["role"] == "system"} == {
+        "Answer briefly, in one or two sentences.", "Answer as a short list of points."
+    }
+    # Stored against the project's own prompt: the hint is how the answer was made, not part of the question.
+    assert all(c.prompt.messages[0]["role"] != "system" for c in Completion.objects.select_related("prompt"))
+    assert PairTask.objects.count() == 6  # 3 samples a prompt: every two of them
+
+
+def test_style_hints_are_refused_for_a_review(db):
+    s = review_setup(prompts=1, with_outputs=False)
+    with pytest.raises(ReviewError, match="Style hints are for candidates only"):
+        review_generation.generation_job_create(
+            project=s.project, purpose="review", split="heldout", enqueue=False, versions=[s.base, s.tuned],
+            settings_data={**SAMPLED, "style_hints": True},
+        )

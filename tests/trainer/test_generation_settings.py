@@ -43,3 +43,28 @@ def test_greedy_is_allowed_once_per_prompt():
 def test_a_second_temperature_that_cannot_work_is_refused(data, message):
     with pytest.raises(GenerationSettingsError, match=message):
         GenerationSettings.from_dict(data)
+
+
+def test_style_hints_write_each_sample_under_its_own_hint_and_record_its_name():
+    settings = GenerationSettings.from_dict({"n": 5, "style_hints": True})
+    prompt = [{"role": "user", "content": "What is rain?"}]
+
+    assert settings.messages_for(prompt, 0) == prompt, "the first sample is the model as it is"
+    assert settings.messages_for(prompt, 2) == [
+        {"role": "system", "content": "Answer as a short list of points."}, *prompt
+    ]
+    assert [settings.for_sample(k)["style"] for k in range(5)] == ["plain", "brief", "list", "warm", "detailed"]
+    assert settings.to_dict()["style_hints"] is True
+    assert "style_hints" not in GenerationSettings(n=2).to_dict() and "style" not in GenerationSettings(n=2).for_sample(1)
+    # A prompt with its own system message keeps it: the hint never overrides what the project wrote.
+    own = [{"role": "system", "content": "You are a pirate."}, *prompt]
+    assert settings.messages_for(own, 3) == own
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [({"n": 1, "style_hints": True}, "at least two"), ({"n": 2, "style_hints": "yes"}, "true or false")],
+)
+def test_style_hints_that_cannot_work_are_refused(data, message):
+    with pytest.raises(GenerationSettingsError, match=message):
+        GenerationSettings.from_dict(data)

@@ -122,6 +122,12 @@ class CandidatesForm(forms.Form):
         help_text="Answers still going at this many tokens are cut off. Measured on SmolLM2-135M: 128 tokens → 47% "
         "of answers complete, 256 → 56%, 384 → 72%; most of the rest repeat themselves and never end.",
     )
+    style_hints = forms.BooleanField(
+        required=False, initial=False, label="Vary the style of the samples",
+        help_text="Each sample of a prompt is written under a different style hint (none, brief, a list, a friendly "
+        "opening, detailed) that the stored answer does not show, so pairs differ in length, format and tone and a "
+        "vote says which of those the annotators prefer. Training then teaches the preferred style without the hint.",
+    )
     skip_truncated = forms.BooleanField(
         required=False, initial=True, label="Leave cut-off answers out of pairs",
         help_text="An answer that hit the token limit is unfinished; a vote on it mostly judges where it stops.",
@@ -147,4 +153,6 @@ class CandidatesForm(forms.Form):
         # The second temperature applies only to the pairing that uses it; its field keeps an initial value.
         if data["pairing"] == MIXED_TEMPERATURES:
             settings["alt_temperature"] = data["alt_temperature"]
+        if data.get("style_hints"):
+            settings["style_hints"] = True
         return settings

@@ -113,6 +113,10 @@ def generation_job_create(
     settings = _parse_settings(settings_data)
     if purpose == GenerationJob.Purpose.CANDIDATES and len(versions) * settings.n < 2:
         raise ReviewError("Candidates for labeling need at least two completions per prompt: ask for n ≥ 2 or two versions.")
+    if settings.style_hints and purpose != GenerationJob.Purpose.CANDIDATES:
+        raise ReviewError(
+            "Style hints are for candidates only: a review compares the models as they answer the prompt itself."
+        )
     if create_review_tasks and len(versions) != 2:
         raise ReviewError("Battles are between exactly two model versions.")
     if pairing not in pairing_core.STRATEGIES:

@@ -29,6 +29,18 @@ from typing import Any
 
 Messages = list[dict[str, str]]
 
+# Style hints for candidates made to differ on purpose (as UltraFeedback varies its principles): sample k is
+# written under hint k mod 5, as a system message that the stored candidate does not keep, so a pair offers
+# the annotator answers that differ in length, format and tone rather than two samples of the model's one
+# habit. The first hint is none: the model as it is.
+STYLE_HINTS: tuple[tuple[str, str | None], ...] = (
+    ("plain", None),
+    ("brief", "Answer briefly, in one or two sentences."),
+    ("list", "Answer as a short list of points."),
+    ("warm", "Begin with a friendly sentence, then answer."),
+    ("detailed", "Answer in detail, explaining your reasoning."),
+)
+
 # Outcome of one battle, from the first model's point of view.
 WIN, TIE, LOSS = 1.0, 0.5, 0.0
 _Z95 = 1.959963984540054
@@ -63,6 +75,7 @@ class GenerationSettings:
     seed: int = 0
     n: int = 1
     alt_temperature: float | None = None
+    style_hints: bool = False
 
     def validate(self) -> GenerationSettings:
         if not _number(self.temperature) or not 0 <= self.temperature <= 2:
@@ -82,10 +95,25 @@ class GenerationSettings:
                 raise GenerationSettingsError("The second temperature must differ from the first.")
             if self.n < 2:
                 raise GenerationSettingsError("Two temperatures need at least two completions per prompt (n ≥ 2).")
+        if not isinstance(self.style_hints, bool):
+            raise GenerationSettingsError(f"style_hints must be true or false, got {self.style_hints!r}.")
+        if self.style_hints and self.n < 2:
+            raise GenerationSettingsError("Style hints vary the samples of a prompt: ask for at least two (n ≥ 2).")
         greedy = sum(1 for k in range(self.n) if self.temperature_for(k) == 0)
         if greedy > 1:
             raise GenerationSettingsError("Greedy decoding (temperature 0) gives n identical completions; raise the temperature or use n=1.")
         return self
+
+    def style_for(self, index: int) -> tuple[str, str | None]:
+        """(name, system message or None) sample ``index`` is written under; ("plain", None) without hints."""
+        return STYLE_HINTS[index % len(STYLE_HINTS)] if self.style_hints else STYLE_HINTS[0]
+
+    def messages_for(self, prompt: Messages, index: int) -> Messages:
+        """The messages sample ``index`` of ``prompt`` is generated from: the prompt under its style hint."""
+        hint = self.style_for(index)[1]
+        if hint is None or (prompt and prompt[0].get("role") == "system"):
+            return prompt
+        return [{"role": "system", "content": hint}, *prompt]
 
     def temperature_for(self, index: int) -> float:
         """The temperature sample ``index`` is drawn at."""
@@ -110,6 +138,8 @@ class GenerationSettings:
         # Settings stored before the second temperature existed have no such key; keep one shape for both.
         if self.alt_temperature is None:
             del data["alt_temperature"]
+        if not self.style_hints:
+            del data["style_hints"]
         return data
 
     def for_sample(self, index: int) -> dict[str, Any]:
@@ -118,13 +148,16 @@ class GenerationSettings:
         ``n`` itself is left out so that asking for more samples later reuses the ones already made. The
         temperature is the one this sample was drawn at, so with ``alt_temperature`` the stored settings say
         which temperature made it, and a sample is reused by any job that would draw it the same way."""
-        return {
+        recorded = {
             "temperature": self.temperature_for(index),
             "top_p": self.top_p,
             "max_new_tokens": self.max_new_tokens,
             "seed": self.seed,
             "sample": index,
         }
+        if self.style_hints:
+            recorded["style"] = self.style_for(index)[0]
+        return recorded
 
 
 # ---------------------------------------------------------------- generation
@@ -190,7 +223,7 @@ def generate_for_versions(
                     outputs = generate_outputs(
                         model,
                         tokenizer,
-                        chunk,
+                        [settings.messages_for(prompt, k) for prompt in chunk],
                         max_new_tokens=settings.max_new_tokens,
                         temperature=settings.temperature_for(k),
                         top_p=settings.top_p,
