@@ -333,3 +333,26 @@ class Battle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.version_a} vs {self.version_b}: {self.tasks_created} pairs"
+
+
+class Worker(models.Model):
+    """A Celery worker as it announced itself when it started: its queues and GPUs, so the launch form can say
+    which runs will find a worker (a run on N GPUs waits on queue gpuN for one that listens there)."""
+
+    hostname = models.CharField(max_length=255, unique=True)
+    queues = models.JSONField(default=list)
+    gpus = models.PositiveIntegerField(default=0, help_text="CUDA GPUs it sees; 0 on a CPU worker.")
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["hostname"]
+
+    def __str__(self) -> str:
+        return self.hostname
+
+    @property
+    def max_run_gpus(self) -> int:
+        """The most GPUs (processes) a run it takes may ask for: the largest N of the gpuN queues it listens on."""
+        sizes = [1 if q == "gpu" else int(q[3:]) for q in self.queues if q == "gpu" or (q.startswith("gpu") and q[3:].isdigit())]
+        return max(sizes, default=0)

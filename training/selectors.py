@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 from django.db.models.fields.json import KeyTransform
 
 from labeling.models import Project
-from training.models import BaseModel, RunMetric, TuningRun
+from training.models import BaseModel, RunMetric, TuningRun, Worker
 from training.templatetags.numbers import format_number, format_setting, format_share, setting_rows
 
 Series = dict[str, dict[str, list[list[float]]]]  # split → metric key (no eval_ prefix) → [[step, value], ...]
@@ -727,3 +727,23 @@ def base_models_table() -> list[BaseModelRow]:
             memory = memory_estimates(shape)
         rows.append(BaseModelRow(model=model, memory=memory))
     return rows
+
+
+def workers_taking(gpus: int) -> list[Worker]:
+    """Workers that have announced a queue for runs on ``gpus`` GPUs (``gpu`` for one, ``gpuN`` for N)."""
+    from training.requeue import run_queue
+
+    queue = run_queue(gpus)
+    return [worker for worker in Worker.objects.all() if queue in worker.queues]
+
+
+def workers_summary() -> str:
+    """The workers that announced themselves, in words, for the launch form; empty when none has."""
+    parts = []
+    for worker in Worker.objects.all():
+        largest = worker.max_run_gpus
+        if not largest:
+            continue
+        sees = f"sees {worker.gpus} GPU{'s' if worker.gpus != 1 else ''}" if worker.gpus else "a CPU worker"
+        parts.append(f"{worker.hostname} takes runs on up to {largest} GPU{'s' if largest != 1 else ''} ({sees})")
+    return "; ".join(parts)

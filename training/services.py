@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from labeling import quality, selectors
 from labeling.models import Project
-from training.models import BaseModel, DatasetSnapshot, ModelVersion, RunMetric, TuningRun
+from training.models import BaseModel, DatasetSnapshot, ModelVersion, RunMetric, TuningRun, Worker
 from training.trainer.config import SettingsError, TrainSettings
 from training.trainer.rows import RowsError, count_kto_labels, rows_hash, split_rows, validate_rows
 
@@ -268,6 +268,15 @@ def _enqueue_on_commit(run_id: int) -> None:
     transaction.on_commit(lambda: run_send(run_id=run_id))
 
 
+def worker_announce(*, hostname: str, queues: list[str], gpus: int) -> Worker:
+    """Record a worker that has just started: which queues it takes and how many GPUs it sees."""
+    now = timezone.now()
+    worker, _ = Worker.objects.update_or_create(
+        hostname=hostname, defaults={"queues": sorted(queues), "gpus": gpus, "started_at": now, "seen_at": now}
+    )
+    return worker
+
+
 def run_claim(*, run_id: int, worker: str) -> bool:
     """Move a queued run to running for ``worker``; False if another worker got there first or it was cancelled."""
     now = timezone.now()
@@ -275,6 +284,7 @@ def run_claim(*, run_id: int, worker: str) -> bool:
         status=Status.RUNNING, worker=worker, started_at=now, heartbeat_at=now, attempt=F("attempt") + 1
     )
     if claimed == 1:
+        Worker.objects.filter(hostname=worker).update(seen_at=now)
         return True
     # A cancel that arrived while queued ends here, without ever loading a model.
     TuningRun.objects.filter(pk=run_id, status=Status.QUEUED, cancel_requested=True).update(

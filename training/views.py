@@ -59,6 +59,7 @@ def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
         method: services.dataset_preview(project=project, method=method, **form.data_choices()) for method in ("dpo", "kto")
     }
     estimate = form.step_estimate(previews)
+    workers = selectors.workers_summary()
     time_estimate = estimate and selectors.run_time_estimate(
         base_model_id=form.base_model_value(), method=estimate.method, steps=estimate.steps
     )
@@ -68,6 +69,7 @@ def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
     ]
     context = {
         "project": project, "form": form, "data_ready": data_ready, "estimate": estimate, "time_estimate": time_estimate,
+        "workers": workers,
     }
     return render(request, "training/run_new.html", context, status=status)
 
@@ -87,6 +89,7 @@ def _run_context(run: TuningRun) -> dict:
         "settings_rows": selectors.run_settings_rows(run=run),
         "dataset": selectors.dataset_use(summary=snapshot.summary, method=run.method, row_count=snapshot.row_count),
         "lineage": selectors.lineage_rows(lineage=snapshot.lineage, includes_heldout=snapshot.includes_heldout),
+        "no_worker_yet": run.status == TuningRun.Status.QUEUED and not selectors.workers_taking(run.gpus),
     }
 
 

@@ -1,6 +1,7 @@
 """Celery tasks: each loads a row by id, claims it with a conditional update, and calls one service."""
 from __future__ import annotations
 
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +23,15 @@ def run_train(self, run_id: int) -> str:  # noqa: ANN001
     marker = _shutdown_marker(hostname)
     run = training_services.run_execute(run_id=run_id, worker_stopping=marker.exists)
     return run.status
+
+
+def _gpu_count() -> int:
+    # nvidia-smi, not torch: initialising CUDA in the worker's main process would break the forked pool processes.
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in listed.stdout.splitlines() if line.startswith("GPU ")) if listed.returncode == 0 else 0
 
 
 def _shutdown_marker(hostname: str) -> Path:
@@ -57,6 +67,8 @@ def _fail_runs_left_by_this_worker(sender=None, **kwargs) -> None:  # noqa: ANN0
     hostname = getattr(sender, "hostname", None)
     if hostname:
         _shutdown_marker(hostname).unlink(missing_ok=True)
+        queues = [queue.name for queue in getattr(getattr(sender, "task_consumer", None), "queues", [])]
+        training_services.worker_announce(hostname=hostname, queues=queues, gpus=_gpu_count())
         training_services.runs_reap_stale(worker_name=hostname)
         review_generation.generation_jobs_reap(worker_name=hostname)
 

@@ -271,3 +271,21 @@ def test_a_worker_shut_down_mid_run_hands_the_run_back_to_resume_elsewhere(admin
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
     assert (run.attempt, run.step, run.resumed_from) == (2, 60, checkpoint)
+
+
+def test_a_worker_announces_its_queues_and_gpus_and_the_pages_say_who_takes_what(client, admin):
+    from training.models import Worker
+
+    queued = make_run(ProjectFactory(), status="queued")
+    TuningRun.objects.filter(pk=queued.pk).update(settings={**queued.settings, "num_processes": 2})
+    assert "No worker that listens there has started yet" in client.get(f"/runs/{queued.pk}/").content.decode()
+
+    with celery_worker("announcer", queues="default,gpu,gpu2"):
+        worker = wait_for(lambda: Worker.objects.filter(hostname__startswith="announcer@").first(), timeout=30,
+                          what="the worker's announcement")
+
+    assert worker.queues == ["default", "gpu", "gpu2"] and worker.gpus == 0 and worker.max_run_gpus == 2
+    page = client.get(f"/projects/{queued.project_id}/runs/new/").content.decode()
+    assert f"Workers: {worker.hostname} takes runs on up to 2 GPUs (a CPU worker)." in page
+    run_page = client.get(f"/runs/{queued.pk}/").content.decode()
+    assert "Waiting for a worker with 2 GPUs" in run_page and "No worker that listens there" not in run_page
