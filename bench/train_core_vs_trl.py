@@ -128,7 +128,9 @@ def run_plain_trl(model_path: str, rows: list[dict], settings, out: str) -> tupl
     started = time.monotonic()
     on_cuda = torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    # The core's own choice (training/trainer/device.py): bf16 base weights on a bf16 GPU, fp32 on CPU.
+    bf16 = on_cuda and torch.cuda.is_bf16_supported()
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if bf16 else torch.float32)
     args = DPOConfig(
         output_dir=out,
         learning_rate=settings.learning_rate,
@@ -143,7 +145,7 @@ def run_plain_trl(model_path: str, rows: list[dict], settings, out: str) -> tupl
         logging_steps=1,
         save_strategy="no",
         report_to="none",
-        bf16=on_cuda and torch.cuda.is_bf16_supported(),
+        bf16=bf16,
         gradient_checkpointing=on_cuda,
         use_cpu=not on_cuda,
         dataloader_pin_memory=on_cuda,
@@ -170,6 +172,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "var" / "models" / "smollm2-135m-instruct"))
     parser.add_argument("--tiny", action="store_true", help="use a tiny random model instead (fast, shape only)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="--model's architecture with random weights (where its weights cannot be copied)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -186,6 +190,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     if opts.tiny:
         model_path = str(tiny_random_model(work / "tiny"))
+    elif opts.random_weights:
+        from bench.gpu_paths import random_copy
+
+        model_path = str(random_copy(Path(opts.model), work / "random"))
     else:
         model_path = opts.model
         if not is_model_dir(Path(model_path)):
@@ -202,6 +210,8 @@ def main() -> None:
         sft_weight=0.0,  # the plain script trains the sigmoid loss alone
     ).validate()
     rows = synthetic_pairs(opts.pairs)
+    # Both sides train with the same resolved numbers (the core would choose the learning rate itself).
+    settings, _ = settings.resolve(len(rows))
 
     print(
         f"model={model_path} pairs={len(rows)} steps={opts.steps} batch={opts.batch_size} "
