@@ -17,6 +17,7 @@ from training.trainer.config import (
     AUTO_MAX_EPOCHS,
     AUTO_SFT_WEIGHT,
     AUTO_TARGET_STEPS,
+    CPO_LOSS_TYPES,
     DPO_LOSS_TYPES,
     FORBIDDEN_LORA_TARGETS,
     KTO_LOSS_TYPES,
@@ -25,7 +26,7 @@ from training.trainer.config import (
     SettingsError,
     TrainSettings,
 )
-from training.trainer.rows import RowsError, split_rows
+from training.trainer.rows import RowsError, rows_format, split_rows
 
 _DEFAULTS = TrainSettings()
 _LORA = LoraSettings()
@@ -63,12 +64,18 @@ class RunLaunchForm(forms.Form):
     method = forms.ChoiceField(choices=TuningRun.Method.choices, initial="dpo")
     base_model = forms.IntegerField(widget=forms.Select, help_text="From the model registry.")
     loss_type = forms.ChoiceField(
-        choices=[("", "default (sigmoid for DPO, kto for KTO)")] + [(t, t) for t in DPO_LOSS_TYPES + KTO_LOSS_TYPES],
+        choices=[("", "default (sigmoid for DPO and CPO, kto for KTO)")]
+        + [(t, t) for t in dict.fromkeys(DPO_LOSS_TYPES + KTO_LOSS_TYPES + CPO_LOSS_TYPES)],
         required=False,
-        help_text="DPO variants: sigmoid is the original DPO, ipo is IPO.",
+        help_text="DPO variants: sigmoid is the original DPO, ipo is IPO, robust corrects for flipped votes, hinge and "
+        "apo_zero / apo_down are the SLiC and APO losses. CPO takes sigmoid, hinge or ipo; SimPO and ORPO have one "
+        "loss each, so leave this empty for them.",
     )
     beta = forms.FloatField(
-        initial=_DEFAULTS.beta, help_text="How far the tuned model may move from the base model: higher keeps it closer."
+        required=False,
+        help_text="Empty: 0.1, or 2.0 for SimPO. DPO, KTO, CPO: how far the tuned model may move from the base model "
+        "(higher keeps it closer). SimPO: the scale of its length-normalised reward (its paper uses 2 to 2.5). ORPO: "
+        "the weight of the odds-ratio term against the chosen answers' likelihood (lambda).",
     )
     learning_rate = forms.FloatField(
         required=False,
@@ -144,6 +151,20 @@ class RunLaunchForm(forms.Form):
         help_text="QLoRA keeps the frozen base model in 4-bit NF4 with double quantisation and computes in bf16: "
         "its linear layers take about a quarter of the memory, so a 7B model's weights need about 4 GiB instead of "
         "13 GiB. Needs a CUDA GPU with bitsandbytes; a CPU worker refuses it.",
+    )
+    simpo_gamma = forms.FloatField(
+        required=False, initial=_DEFAULTS.simpo_gamma, min_value=0, max_value=10, label="SimPO target margin (gamma)",
+        help_text="SimPO only: the reward margin it asks between chosen and rejected answers; its paper keeps gamma "
+        "about half of beta.",
+    )
+    cpo_alpha = forms.FloatField(
+        required=False, initial=_DEFAULTS.cpo_alpha, min_value=0, max_value=10, label="CPO NLL weight (alpha)",
+        help_text="CPO only: how much of the chosen answers' own likelihood is trained beside the preference.",
+    )
+    ld_alpha = forms.FloatField(
+        required=False, min_value=0, max_value=1, label="Length desensitisation (DPO)",
+        help_text="DPO only, empty for plain DPO: LD-DPO weighs the tokens past the shorter answer's length by this "
+        "(0 to 1), so a preference is not learned as a preference for length (Liu et al. 2024). 1 is plain DPO.",
     )
     noise_handling = forms.ChoiceField(
         choices=list(NOISE_HANDLING.items()), initial="none", required=False, label="Annotator noise",
@@ -245,14 +266,15 @@ class RunLaunchForm(forms.Form):
         values = {name: self._value(name) for name in names}
         values["num_processes"] = values["num_processes"] or 1
         method = values.pop("method")
-        if method not in previews:
+        fmt = rows_format(method) if method in TuningRun.Method.values else None
+        if fmt not in previews:
             return None
         try:
             settings = TrainSettings(
                 method=method, **{k: v for k, v in values.items() if k not in ("validation_fraction", "seed")}
             ).validate()
             train, _ = split_rows(
-                previews[method].rows, validation_fraction=values["validation_fraction"], seed=values["seed"], method=method
+                previews[fmt].rows, validation_fraction=values["validation_fraction"], seed=values["seed"], method=method
             )
             resolved, _ = settings.resolve(len(train))
         except (RowsError, SettingsError):
@@ -294,9 +316,12 @@ class RunLaunchForm(forms.Form):
                 "beta", "learning_rate", "num_train_epochs", "max_steps", "per_device_batch_size",
                 "gradient_accumulation_steps", "max_length", "validation_fraction", "seed",
                 "desirable_weight", "undesirable_weight", "precompute_ref_log_probs", "group_by_length",
-                "label_smoothing", "sft_weight", "num_processes", "quantization",
+                "label_smoothing", "sft_weight", "num_processes", "quantization", "ld_alpha",
             )
         }
+        for name in ("simpo_gamma", "cpo_alpha"):
+            if data.get(name) is not None:
+                settings[name] = data[name]
         settings["loss_type"] = data["loss_type"] or None
         settings["label_smoothing"] = data["label_smoothing"] or 0.0
         settings["lora"] = {

@@ -77,6 +77,9 @@ class TuningRun(models.Model):
     class Method(models.TextChoices):
         DPO = "dpo", "DPO (pairs)"
         KTO = "kto", "KTO (thumbs)"
+        SIMPO = "simpo", "SimPO (pairs, no reference model)"
+        CPO = "cpo", "CPO (pairs, no reference model)"
+        ORPO = "orpo", "ORPO (pairs, no reference model)"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -126,7 +129,9 @@ class TuningRun(models.Model):
                 condition=models.Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]),
                 name="tuningrun_status_valid",
             ),
-            models.CheckConstraint(condition=models.Q(method__in=["dpo", "kto"]), name="tuningrun_method_valid"),
+            models.CheckConstraint(
+                condition=models.Q(method__in=["dpo", "kto", "simpo", "cpo", "orpo"]), name="tuningrun_method_valid"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -135,6 +140,11 @@ class TuningRun(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
+
+    @property
+    def rows_format(self) -> str:
+        """The rows it trains on: "dpo" (pairs, for DPO, SimPO, CPO, ORPO) or "kto" (thumbs)."""
+        return "kto" if self.method == self.Method.KTO else "dpo"
 
     @property
     def gpus(self) -> int:

@@ -540,6 +540,8 @@ CHARTS = (
     Chart("Rewards (chosen, rejected, margins)", ("rewards/chosen", "rewards/rejected", "rewards/margins")),
     Chart("Log-probabilities (chosen, rejected)", ("logps/chosen", "logps/rejected")),
     Chart("KL to the base model", ("kl",)),
+    Chart("NLL of the chosen answers (CPO, ORPO)", ("nll_loss",), note="Lower: the chosen answers are more likely."),
+    Chart("Log odds ratio (ORPO)", ("log_odds_ratio", "log_odds_chosen")),
 )
 
 # What each method's trainer logs (TRL 1.x, plus the trainer's own ranking accuracy for KTO), so a running
@@ -550,6 +552,9 @@ METHOD_KEYS = {
     "kto": frozenset({"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen",
                       "logps/rejected", "kl", "ranking_accuracy"}),
 }
+# TRL's CPO trainer (SimPO, CPO) and ORPO trainer log the pair metrics too, plus their NLL term.
+METHOD_KEYS["simpo"] = METHOD_KEYS["cpo"] = METHOD_KEYS["dpo"] | {"nll_loss"}
+METHOD_KEYS["orpo"] = METHOD_KEYS["dpo"] | {"nll_loss", "log_odds_ratio", "log_odds_chosen"}
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from labeling import quality, selectors
 from labeling.models import Project
 from training.models import BaseModel, DatasetSnapshot, ModelVersion, RunMetric, TuningRun, Worker
 from training.trainer.config import SettingsError, TrainSettings
-from training.trainer.rows import RowsError, count_kto_labels, rows_hash, split_rows, validate_rows
+from training.trainer.rows import RowsError, count_kto_labels, rows_format, rows_hash, split_rows, validate_rows
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -82,20 +82,23 @@ def dataset_preview(
     *, project: Project, method: str, include_review: bool = True, include_heldout: bool = False,
     min_agreement: float = 0.0,
 ) -> DatasetPreview:
-    """The rows a run launched now would train on, with the export summary (what was left out and why)."""
+    """The rows a run of ``method`` launched now would train on (pairs, or thumbs for KTO), with the export summary
+    (what was left out and why)."""
+    fmt = rows_format(method)
     rows, summary = selectors.project_export(
-        project=project, fmt=method, include_review=include_review, include_heldout=include_heldout,
+        project=project, fmt=fmt, include_review=include_review, include_heldout=include_heldout,
         min_agreement=min_agreement,
     )
-    desirable, undesirable = count_kto_labels(rows) if method == "kto" else (0, 0)
+    desirable, undesirable = count_kto_labels(rows) if fmt == "kto" else (0, 0)
     return DatasetPreview(rows=rows, summary=summary.as_dict(), desirable=desirable, undesirable=undesirable)
 
 
 def _check_dataset(preview: DatasetPreview, method: str, train_settings: TrainSettings) -> None:
     rows = preview.rows
-    if method == "dpo" and len(rows) < MIN_DPO_ROWS:
+    if rows_format(method) == "dpo" and len(rows) < MIN_DPO_ROWS:
         raise LaunchError(
-            f"Too little data: {len(rows)} preference pair(s) are ready, and a DPO run needs at least {MIN_DPO_ROWS}. "
+            f"Too little data: {len(rows)} preference pair(s) are ready, and a {method.upper()} run needs at least "
+            f"{MIN_DPO_ROWS}. "
             "Pairs count once they have all their votes and a clear winner (ties, both-bad and disagreements are "
             "left out)."
         )
@@ -150,8 +153,15 @@ def _noise_plan(project: Project, method: str, handling: str) -> tuple[float, di
         raise LaunchError(f"Unknown noise handling {handling!r}; choose one of {', '.join(NOISE_HANDLING)}.", field="noise_handling")
     if handling == "none":
         return 0.0, {}, {"noise_handling": "none"}
-    if method != "dpo":
-        raise LaunchError("Noise handling applies to DPO runs on compare votes.", field="noise_handling")
+    if rows_format(method) != "dpo":
+        raise LaunchError(
+            "Noise handling applies to DPO runs and the other pair methods (compare votes), not to KTO.",
+            field="noise_handling",
+        )
+    if method != "dpo" and handling in ("robust", "both"):
+        raise LaunchError(
+            f"The robust loss is a DPO loss; for {method.upper()} drop the split pairs instead.", field="noise_handling"
+        )
     lineage: dict[str, Any] = {"noise_handling": handling}
     overrides: dict[str, Any] = {}
     min_agreement = 1.0 if handling in ("drop_split", "both") else 0.0
@@ -195,7 +205,7 @@ def run_launch(
     Raises LaunchError with the message to show; in that case nothing was written and nothing queued.
     """
     if method not in TuningRun.Method.values:
-        raise LaunchError(f"Unknown method {method!r}: choose DPO or KTO.", field="method")
+        raise LaunchError(f"Unknown method {method!r}: choose DPO, KTO, SimPO, CPO or ORPO.", field="method")
     base_model = BaseModel.objects.filter(pk=base_model_id).first() if base_model_id else None
     if base_model is None:
         raise LaunchError("Choose a base model from the registry (unknown base model).", field="base_model")

@@ -56,7 +56,7 @@ def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
                 return redirect("training:run_detail", run_id=run.pk)
         status = 400
     previews = {
-        method: services.dataset_preview(project=project, method=method, **form.data_choices()) for method in ("dpo", "kto")
+        fmt: services.dataset_preview(project=project, method=fmt, **form.data_choices()) for fmt in ("dpo", "kto")
     }
     estimate = form.step_estimate(previews)
     workers = selectors.workers_summary()

@@ -11,7 +11,8 @@ from training.trainer import DPO_LOSS_TYPES, LoraSettings, SettingsError, TrainS
 
 def test_it_has_documented_defaults():
     s = TrainSettings().validate()
-    assert (s.method, s.resolved_loss_type, s.beta, s.learning_rate, s.num_train_epochs) == ("dpo", "sigmoid", 0.1, None, None)
+    assert (s.method, s.resolved_loss_type, s.beta, s.learning_rate, s.num_train_epochs) == ("dpo", "sigmoid", None, None, None)
+    assert s.resolve(100)[0].beta == 0.1, "beta left empty is each method's usual value"
     assert (s.per_device_batch_size, s.max_length, s.seed, s.validation_fraction) == (4, 512, 42, 0.1)
     assert s.lora == LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     assert TrainSettings(method="kto").resolved_loss_type == "kto"
@@ -178,3 +179,12 @@ def test_equal_validation_accuracy_is_broken_by_the_lower_loss_not_the_larger_ma
     assert dpo_selection_score(0.8125, 0.01) < early
     # A missing or broken loss only loses the tie
     assert dpo_selection_score(0.875, None) == dpo_selection_score(0.875, float("nan")) == 0.875
+
+
+def test_simpo_gets_its_own_beta_and_loss_and_each_pair_method_its_defaults():
+    simpo, notes = TrainSettings(method="simpo").validate().resolve(100)
+    assert (simpo.beta, simpo.resolved_loss_type, simpo.sft_weight) == (2.0, "simpo", 0.0)
+    assert any(note.startswith("beta 2: SimPO scales the length-normalised log-probability") for note in notes)
+    assert TrainSettings(method="orpo").validate().resolve(100)[0].beta == 0.1
+    assert TrainSettings(method="cpo", loss_type="hinge").validate().resolved_loss_type == "hinge"
+    assert TrainSettings(method="simpo", beta=2.5).validate().resolve(100)[0].beta == 2.5, "a chosen beta stays"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.trainer.conftest import make_dpo_rows, make_kto_rows
+from training.trainer.core import NEVER_KEPT
 from training.trainer import (
     RowsError,
     SettingsError,
@@ -73,6 +74,27 @@ def test_it_trains_dpo_and_saves_a_loadable_adapter(tiny_model_dir, tmp_path):
         base_margin = _margin(tuned, tok, rows[:4])
     tuned_margin = _margin(tuned, tok, rows[:4])
     assert tuned_margin > base_margin + 1e-3
+
+
+@pytest.mark.parametrize(
+    ("method", "own_metrics"),
+    [("simpo", {"nll_loss"}), ("cpo", {"nll_loss"}), ("orpo", {"log_odds_ratio", "nll_loss"})],
+)
+def test_it_trains_each_reference_free_method_and_logs_its_metrics(tiny_model_dir, tmp_path, method, own_metrics):
+    rows = make_dpo_rows(10)
+
+    result = train(
+        model_path=str(tiny_model_dir), rows=rows, settings=_settings(method=method), output_dir=str(tmp_path),
+    )
+
+    assert not result.cancelled and result.steps == 3
+    assert {"loss", "rewards/accuracies", "rewards/margins", "logps/chosen"} | own_metrics <= set(result.train_metrics)
+    assert "eval_rewards/accuracies" in result.eval_metrics, "the validation split is scored like DPO's"
+    assert result.settings.beta == (2.0 if method == "simpo" else 0.1)
+    tuned, tok = load_for_generation(str(tiny_model_dir), result.adapter_dir)
+    with adapter_disabled(tuned):
+        base_margin = _margin(tuned, tok, rows[:4])
+    assert _margin(tuned, tok, rows[:4]) > base_margin + 1e-3, "the adapter moved the preference the chosen way"
 
 
 def test_it_trains_with_the_ipo_loss(tiny_model_dir, tmp_path):
@@ -198,6 +220,23 @@ def test_it_rejects_rows_for_the_wrong_method(tiny_model_dir, tmp_path):
             settings=_settings(method="kto"),
             output_dir=str(tmp_path),
         )
+
+
+@pytest.mark.parametrize("method", ["dpo", "simpo"])
+def test_a_checkpoint_before_any_real_update_is_never_the_one_kept(tiny_model_dir, tmp_path, method):
+    # Linear warm-up gives the first optimizer step a learning rate of 0, so checkpoint 1 is the untouched adapter.
+    # A reference-free method's base can already rank validation pairs well; it must still not be kept.
+    events = []
+    result = train(
+        model_path=str(tiny_model_dir), rows=make_dpo_rows(12), output_dir=str(tmp_path), progress=events.append,
+        settings=_settings(method=method, max_steps=4, eval_steps=1, validation_fraction=0.34, warmup_ratio=0.25),
+    )
+
+    first = next(e for e in events if e.kind == "train" and e.step == 1)
+    assert first.metrics["learning_rate"] == 0.0
+    scores = {e.step: e.metrics["eval_selection_score"] for e in events if e.kind == "eval"}
+    assert scores[1] == NEVER_KEPT and all(score > NEVER_KEPT for step, score in scores.items() if step > 1)
+    assert result.outcome["kept_step"] > 1
 
 
 def test_it_keeps_the_checkpoint_with_the_best_validation_score(tiny_model_dir, tmp_path):

@@ -143,3 +143,26 @@ def test_two_data_parallel_processes_through_the_form_match_one_process(logged_i
     assert sorted(losses_one) == sorted(losses_two) == [1, 2, 3]
     assert max(abs(losses_one[s] - losses_two[s]) for s in losses_one) < 1e-3, (losses_one, losses_two)
     _assert_adapter_changes_logprobs(two, real_base)
+
+
+@pytest.mark.parametrize(
+    ("method", "own_metrics", "chart"),
+    [
+        ("simpo", {"nll_loss"}, "NLL of the chosen answers"),
+        ("cpo", {"nll_loss"}, "NLL of the chosen answers"),
+        ("orpo", {"log_odds_ratio", "log_odds_chosen", "nll_loss"}, "Log odds ratio (ORPO)"),
+    ],
+)
+def test_a_reference_free_method_trains_on_a_real_worker(logged_in_admin, real_base, method, own_metrics, chart):
+    project = voted_compare_project(8, name=f"E2E {method}")
+
+    run = _launch_and_train(logged_in_admin, project, real_base, method)
+
+    assert (run.method, run.step, run.total_steps) == (method, 3, 3)
+    train_keys = set().union(*RunMetric.objects.filter(run=run, split="train").values_list("values", flat=True))
+    assert {"loss", "rewards/accuracies", "rewards/margins"} | own_metrics <= train_keys
+    eval_keys = set().union(*RunMetric.objects.filter(run=run, split="eval").values_list("values", flat=True))
+    assert "rewards/accuracies" in {key.removeprefix("eval_") for key in eval_keys}
+    page = logged_in_admin.get(f"/runs/{run.pk}/").content.decode()
+    assert "Succeeded" in page and chart in page
+    _assert_adapter_changes_logprobs(run, real_base)

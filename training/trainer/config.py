@@ -10,9 +10,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Method = Literal["dpo", "kto"]
+Method = Literal["dpo", "kto", "simpo", "cpo", "orpo"]
 
-METHODS: tuple[str, ...] = ("dpo", "kto")
+METHODS: tuple[str, ...] = ("dpo", "kto", "simpo", "cpo", "orpo")
+# Methods that train on preference pairs (prompt, chosen, rejected); KTO trains on thumbs.
+PAIR_METHODS: tuple[str, ...] = ("dpo", "simpo", "cpo", "orpo")
+# Methods without a reference model (TRL's CPO and ORPO trainers): half the forward passes of DPO.
+REFERENCE_FREE_METHODS: tuple[str, ...] = ("simpo", "cpo", "orpo")
 QUANTIZATIONS: tuple[str, ...] = ("none", "4bit")
 MAX_PROCESSES = 64
 
@@ -36,6 +40,16 @@ DPO_LOSS_TYPES: tuple[str, ...] = (
 )
 # KTOConfig.loss_type choices in TRL 1.16.
 KTO_LOSS_TYPES: tuple[str, ...] = ("kto", "apo_zero_unpaired")
+# CPOConfig.loss_type choices for the CPO method (SimPO is its own method: loss "simpo", no NLL term).
+CPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "hinge", "ipo")
+LOSS_TYPES: dict[str, tuple[str, ...]] = {
+    "dpo": DPO_LOSS_TYPES, "kto": KTO_LOSS_TYPES, "cpo": CPO_LOSS_TYPES, "simpo": ("simpo",), "orpo": ("orpo",),
+}
+DEFAULT_LOSS_TYPES: dict[str, str] = {"dpo": "sigmoid", "kto": "kto", "cpo": "sigmoid", "simpo": "simpo", "orpo": "orpo"}
+# beta when left empty. SimPO's reward is beta times the length-normalised log-probability, and its paper works
+# at beta 2 to 2.5 (Meng et al. 2024); for the others beta scales a log-ratio (DPO, KTO, CPO) or, in ORPO, the
+# odds-ratio term against the NLL (lambda in Hong et al. 2024), and 0.1 is each paper's and TRL's default.
+AUTO_BETA: dict[str, float] = {"dpo": 0.1, "kto": 0.1, "cpo": 0.1, "simpo": 2.0, "orpo": 0.1}
 
 # Names PEFT would wrap with LoRA that must never be adapted: TRL computes log-probabilities from
 # lm_head.weight directly, so an adapter there is silently untrained (TRL raises on it).
@@ -141,8 +155,8 @@ class TrainSettings:
     """
 
     method: str = "dpo"
-    loss_type: str | None = None  # None: "sigmoid" for DPO, "kto" for KTO
-    beta: float = 0.1
+    loss_type: str | None = None  # None: DEFAULT_LOSS_TYPES[method]
+    beta: float | None = None  # None: AUTO_BETA[method]
     learning_rate: float | None = None
     num_train_epochs: float | None = None
     max_steps: int = -1
@@ -162,6 +176,9 @@ class TrainSettings:
     sft_weight: float | None = None  # None: AUTO_SFT_WEIGHT for DPO, 0 for KTO
     eval_steps: int | None = None
     keep_best: bool = True
+    simpo_gamma: float = 0.5  # SimPO: the target reward margin (TRL's default)
+    cpo_alpha: float = 1.0  # CPO: weight of the chosen answers' NLL term beside the preference loss
+    ld_alpha: float | None = None  # DPO: length-desensitised DPO's weight on tokens past the shorter answer
     num_processes: int = 1  # data-parallel processes (GPUs), each with per_device_batch_size rows a step
     quantization: str = "none"  # "4bit": QLoRA, NF4 base weights with double quantisation (CUDA only)
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -170,20 +187,31 @@ class TrainSettings:
     def resolved_loss_type(self) -> str:
         if self.loss_type is not None:
             return self.loss_type
-        return "kto" if self.method == "kto" else "sigmoid"
+        return DEFAULT_LOSS_TYPES.get(self.method, "sigmoid")
 
     def validate(self) -> TrainSettings:
         """Raise SettingsError for impossible or unsupported values; return self for chaining."""
         if self.method not in METHODS:
             raise SettingsError(f"Unknown method {self.method!r}; choose one of: {', '.join(METHODS)}.")
-        allowed = DPO_LOSS_TYPES if self.method == "dpo" else KTO_LOSS_TYPES
+        allowed = LOSS_TYPES[self.method]
         if self.resolved_loss_type not in allowed:
             raise SettingsError(
                 f"Loss type {self.resolved_loss_type!r} is not available for {self.method.upper()}; "
                 f"choose one of: {', '.join(allowed)}."
             )
-        if not _is_number(self.beta) or self.beta <= 0:
+        if self.beta is not None and (not _is_number(self.beta) or self.beta <= 0):
             raise SettingsError(f"beta must be a positive number, got {self.beta!r}.")
+        if not _is_number(self.simpo_gamma) or not 0 <= self.simpo_gamma <= 10:
+            raise SettingsError(f"SimPO's target margin (gamma) must be between 0 and 10, got {self.simpo_gamma!r}.")
+        if not _is_number(self.cpo_alpha) or not 0 <= self.cpo_alpha <= 10:
+            raise SettingsError(f"CPO's NLL weight (alpha) must be between 0 and 10, got {self.cpo_alpha!r}.")
+        if self.ld_alpha is not None:
+            if not _is_number(self.ld_alpha) or not 0 <= self.ld_alpha <= 1:
+                raise SettingsError(
+                    f"The length-desensitisation weight (ld_alpha) must be between 0 and 1, got {self.ld_alpha!r}."
+                )
+            if self.method != "dpo":
+                raise SettingsError("ld_alpha (length-desensitised DPO) only applies to DPO runs; leave it empty.")
         if self.learning_rate is not None:
             if not _is_number(self.learning_rate) or self.learning_rate <= 0:
                 raise SettingsError(f"Learning rate must be a positive number, got {self.learning_rate!r}.")
@@ -218,8 +246,10 @@ class TrainSettings:
             raise SettingsError(
                 f"Label smoothing (the assumed share of flipped votes) must be in [0, 0.5), got {self.label_smoothing!r}."
             )
-        if self.label_smoothing and self.method != "dpo":
-            raise SettingsError("Label smoothing only applies to DPO runs; leave it at 0 for KTO.")
+        if self.label_smoothing and self.method not in ("dpo", "cpo"):
+            raise SettingsError(
+                f"Label smoothing only applies to DPO and CPO runs; leave it at 0 for {self.method.upper()}."
+            )
         if self.resolved_loss_type == "robust" and self.label_smoothing == 0:
             raise SettingsError(
                 "The robust DPO loss needs the share of flipped votes it should correct for: set label smoothing "
@@ -228,7 +258,10 @@ class TrainSettings:
         if self.sft_weight is not None and (not _is_number(self.sft_weight) or not 0 <= self.sft_weight <= 10):
             raise SettingsError(f"The SFT weight must be between 0 and 10, got {self.sft_weight!r}.")
         if self.sft_weight and self.method != "dpo":
-            raise SettingsError("The SFT weight only applies to DPO runs; leave it at 0 for KTO.")
+            raise SettingsError(
+                f"The SFT weight only applies to DPO runs; leave it at 0 for {self.method.upper()}"
+                + (" (CPO and ORPO have their own NLL term)." if self.method in ("cpo", "orpo") else ".")
+            )
         if self.eval_steps is not None and (not _is_int(self.eval_steps) or self.eval_steps <= 0):
             raise SettingsError(f"eval_steps must be a positive integer (or empty for automatic), got {self.eval_steps!r}.")
         if not _is_int(self.num_processes) or not 1 <= self.num_processes <= MAX_PROCESSES:
@@ -239,6 +272,8 @@ class TrainSettings:
             raise SettingsError(
                 f"Quantization {self.quantization!r} is not offered; choose one of: {', '.join(QUANTIZATIONS)}."
             )
+        if self.group_by_length and self.method in REFERENCE_FREE_METHODS:
+            raise SettingsError(f"group_by_length is offered for DPO runs only; leave it off for {self.method.upper()}.")
         for name in ("precompute_ref_log_probs", "group_by_length", "keep_best"):
             if not isinstance(getattr(self, name), bool):
                 raise SettingsError(f"{name} must be true or false, got {getattr(self, name)!r}.")
@@ -329,6 +364,13 @@ class TrainSettings:
         """
         resolved = dataclasses.replace(self, lora=dataclasses.replace(self.lora))
         notes: list[str] = []
+        if resolved.beta is None:
+            resolved.beta = AUTO_BETA[resolved.method]
+            if resolved.method == "simpo":
+                notes.append(
+                    f"beta {resolved.beta:g}: SimPO scales the length-normalised log-probability, and its paper trains "
+                    "at beta 2 to 2.5."
+                )
         if resolved.learning_rate is None:
             rate = AUTO_LORA_LEARNING_RATE * math.sqrt(AUTO_FULL_RANK_REFERENCE / resolved.lora.r)
             resolved.learning_rate = float(f"{min(rate, 2e-3):.2g}")

@@ -26,9 +26,9 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
-from .config import SettingsError, TrainSettings
+from .config import REFERENCE_FREE_METHODS, SettingsError, TrainSettings
 from .device import DeviceSettings, choose_device
-from .rows import DPO_KEYS, KTO_KEYS, kto_class_weights, split_rows, validate_rows
+from .rows import DPO_KEYS, KTO_KEYS, kto_class_weights, rows_format, split_rows, validate_rows
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class TrainResult:
 # while the margin, and with it how far generation has moved, keeps growing).
 SELECTION_KEY = "eval_selection_score"
 _TIE_BREAK_WEIGHT = 0.01
+NEVER_KEPT = -1e9  # the selection score of a checkpoint no optimizer step has changed yet
 
 
 def dpo_selection_score(accuracy: float, loss: float | None) -> float:
@@ -122,6 +123,9 @@ class _ProgressCallback(TrainerCallback):
         self.cancelled = False
         self.history: list[ProgressEvent] = []
         self._last_score: float | None = None
+        # transformers' linear warm-up gives the first optimizer step a learning rate of 0: a checkpoint taken
+        # before any step with a positive rate is the untouched adapter, and must never be the one kept.
+        self._updated = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - transformers' signature
         if not logs:
@@ -137,6 +141,7 @@ class _ProgressCallback(TrainerCallback):
             kind = "summary"
         else:
             kind = "train"
+            self._updated = self._updated or metrics.get("learning_rate", 0.0) > 0
         event = ProgressEvent(
             step=int(state.global_step), total_steps=int(state.max_steps), metrics=metrics, kind=kind, epoch=epoch
         )
@@ -146,12 +151,24 @@ class _ProgressCallback(TrainerCallback):
             self.progress(event)
 
     def _validation_extras(self, metrics: dict[str, float], model: Any) -> dict[str, float]:
+        extras = self._scored(metrics, model)
+        if not self._updated and SELECTION_KEY in extras:
+            extras[SELECTION_KEY] = NEVER_KEPT
+        return extras
+
+    def _scored(self, metrics: dict[str, float], model: Any) -> dict[str, float]:
         if self.method == "kto":
             if self.kto_validation is None or model is None:
                 return {}
             ranking, gap = self.kto_validation.score(model)
             return {"eval_ranking_accuracy": ranking, "eval_reward_gap": gap,
                     SELECTION_KEY: ranking + _TIE_BREAK_WEIGHT * math.tanh(gap)}
+        if self.method in REFERENCE_FREE_METHODS:
+            # Their "reward" is the model's own (length-normalised) log-probability, not a change from a reference:
+            # the untouched base can already rank validation pairs well, and a checkpoint taken before the first
+            # real update would win on accuracy. The validation loss is what their training lowers.
+            loss = metrics.get("eval_loss")
+            return {SELECTION_KEY: -loss} if loss is not None and math.isfinite(loss) else {}
         accuracy = metrics.get("eval_rewards/accuracies")
         if accuracy is None:
             return {}
@@ -361,7 +378,6 @@ def _trl_config(
         warmup_steps=settings.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
         beta=settings.beta,
         max_length=settings.max_length,
-        precompute_ref_log_probs=settings.precompute_ref_log_probs,
         seed=settings.seed,
         data_seed=settings.seed,
         logging_strategy="steps",
@@ -386,13 +402,32 @@ def _trl_config(
         return DPOConfig(
             **losses,
             label_smoothing=settings.label_smoothing,
+            ld_alpha=settings.ld_alpha,
+            precompute_ref_log_probs=settings.precompute_ref_log_probs,
             **common,
             **device.training_kwargs(DPOConfig),
         )
+    if settings.method in ("simpo", "cpo"):
+        from trl.experimental.cpo import CPOConfig
+
+        return CPOConfig(
+            loss_type=settings.resolved_loss_type,
+            # SimPO is CPO's loss without its NLL term (Meng et al. 2024); CPO keeps cpo_alpha of it.
+            cpo_alpha=0.0 if settings.method == "simpo" else settings.cpo_alpha,
+            simpo_gamma=settings.simpo_gamma,
+            label_smoothing=settings.label_smoothing,
+            **common,
+            **device.training_kwargs(CPOConfig),
+        )
+    if settings.method == "orpo":
+        from trl.experimental.orpo import ORPOConfig
+
+        return ORPOConfig(**common, **device.training_kwargs(ORPOConfig))
     assert kto_weights is not None
     return KTOConfig(
         **device.training_kwargs(KTOConfig),
         loss_type=settings.resolved_loss_type,
+        precompute_ref_log_probs=settings.precompute_ref_log_probs,
         desirable_weight=kto_weights[0],
         undesirable_weight=kto_weights[1],
         # The KL estimate pairs each example with its neighbour in a fixed-order batch; `train` shuffles the
@@ -400,6 +435,20 @@ def _trl_config(
         train_sampling_strategy="sequential",
         **common,
     )
+
+
+def _trainer_class(settings: TrainSettings) -> type:
+    if settings.method == "dpo":
+        return _LengthGroupedDPOTrainer if settings.group_by_length else DPOTrainer
+    if settings.method == "kto":
+        return KTOTrainer
+    if settings.method in ("simpo", "cpo"):
+        from trl.experimental.cpo import CPOTrainer
+
+        return CPOTrainer
+    from trl.experimental.orpo import ORPOTrainer
+
+    return ORPOTrainer
 
 
 def _to_dataset(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> Dataset:
@@ -480,18 +529,17 @@ def train(
     peft_config = _lora_config(model, settings)
     args = _trl_config(settings, device, checkpoints_dir, has_validation=bool(validation_rows), kto_weights=kto_weights)
 
-    keys = DPO_KEYS if settings.method == "dpo" else KTO_KEYS
+    keys = DPO_KEYS if rows_format(settings.method) == "dpo" else KTO_KEYS
     train_dataset = _to_dataset(train_rows, keys)
     eval_dataset = _to_dataset(validation_rows, keys) if validation_rows else None
-    if settings.method == "dpo":
-        trainer_cls = _LengthGroupedDPOTrainer if settings.group_by_length else DPOTrainer
-    else:
-        trainer_cls = KTOTrainer
+    trainer_cls = _trainer_class(settings)
     # Passing the plain base model plus peft_config (not a PeftModel) makes TRL wrap it itself and use
-    # the adapter-disabled base as the reference: one model in memory, no "ref" adapter copy.
+    # the adapter-disabled base as the reference: one model in memory, no "ref" adapter copy. CPO and ORPO
+    # have no reference model at all.
+    reference = {} if settings.method in REFERENCE_FREE_METHODS else {"ref_model": None}
     trainer = trainer_cls(
         model=model,
-        ref_model=None,
+        **reference,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
@@ -595,7 +643,9 @@ def _outcome(
         "evaluations": len({e.step for e in evals}),
     }
     if at_kept is not None:
-        outcome["best_metric"] = "ranking_accuracy" if settings.method == "kto" else "rewards/accuracies"
+        outcome["best_metric"] = {"kto": "ranking_accuracy"}.get(
+            settings.method, "loss" if settings.method in REFERENCE_FREE_METHODS else "rewards/accuracies"
+        )
         outcome["validation"] = {k.removeprefix("eval_"): v for k, v in at_kept.metrics.items() if k.startswith("eval_")}
     return outcome
 

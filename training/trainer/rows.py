@@ -93,14 +93,21 @@ def validate_kto_rows(rows: list[dict[str, Any]]) -> None:
         )
 
 
+def rows_format(method: str) -> str:
+    """The rows a method trains on: "dpo" (preference pairs: DPO, SimPO, CPO, ORPO) or "kto" (thumbs)."""
+    if method == "kto":
+        return "kto"
+    if method in ("dpo", "simpo", "cpo", "orpo"):
+        return "dpo"
+    raise RowsError(f"Unknown method {method!r}; expected one of dpo, kto, simpo, cpo, orpo.")
+
+
 def validate_rows(rows: list[dict[str, Any]], method: str) -> None:
-    """Validate rows for `method` ("dpo" or "kto"); raises RowsError."""
-    if method == "dpo":
+    """Validate rows for `method` (pairs for DPO, SimPO, CPO and ORPO; thumbs for KTO); raises RowsError."""
+    if rows_format(method) == "dpo":
         validate_dpo_rows(rows)
-    elif method == "kto":
-        validate_kto_rows(rows)
     else:
-        raise RowsError(f"Unknown method {method!r}; expected 'dpo' or 'kto'.")
+        validate_kto_rows(rows)
 
 
 def rows_hash(rows: list[dict[str, Any]]) -> str:

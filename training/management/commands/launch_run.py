@@ -6,7 +6,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from labeling.models import Project
-from training.models import BaseModel
+from training.models import BaseModel, TuningRun
 from training.services import NOISE_HANDLING, LaunchError, run_launch
 
 
@@ -25,7 +25,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True, help="Project name.")
-        parser.add_argument("--method", choices=["dpo", "kto"], required=True)
+        parser.add_argument("--method", choices=list(TuningRun.Method.values), required=True)
         parser.add_argument("--base-model", default="SmolLM2-135M-Instruct", help="Base model name in the registry.")
         parser.add_argument("--name", default="")
         parser.add_argument("--no-review", action="store_true", help="Leave out blind-battle (review) votes.")
