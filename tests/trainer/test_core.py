@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from tests.trainer.conftest import make_dpo_rows, make_kto_rows
-from training.trainer.core import NEVER_KEPT
 from training.trainer import (
     RowsError,
     SettingsError,
@@ -19,6 +18,7 @@ from training.trainer import (
     sequence_logprob,
     train,
 )
+from training.trainer.core import NEVER_KEPT
 
 DPO_KEYS = {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen"}
 
