@@ -598,7 +598,24 @@ def run_settings_rows(*, run: TuningRun) -> list[tuple[str, str]]:
     from training.trainer.config import TrainSettings  # the Django-free core; imported here to keep module import light
 
     order = [field.name for field in dataclasses.fields(TrainSettings)]
-    return setting_rows(run.settings if isinstance(run.settings, dict) else {}, order)
+    settings = dict(run.settings) if isinstance(run.settings, dict) else {}
+    # A method's own knobs only on its runs: a DPO run has no SimPO margin to read.
+    for key, methods in _METHOD_ONLY_SETTINGS.items():
+        if run.method not in methods:
+            settings.pop(key, None)
+    if settings.get("ld_alpha") is None:
+        settings.pop("ld_alpha", None)
+    return setting_rows(settings, order)
+
+
+_METHOD_ONLY_SETTINGS = {
+    "simpo_gamma": ("simpo",),
+    "cpo_alpha": ("cpo",),
+    "ld_alpha": ("dpo",),
+    "precompute_ref_log_probs": ("dpo", "kto"),
+    "desirable_weight": ("kto",),
+    "undesirable_weight": ("kto",),
+}
 
 
 

@@ -111,6 +111,7 @@ SETTINGS = {
     "method": "dpo", "loss_type": None, "beta": 0.1, "learning_rate": 5e-05, "num_train_epochs": 3.0, "max_steps": -1,
     "per_device_batch_size": 4, "gradient_accumulation_steps": 1, "validation_fraction": 0.1, "seed": 42,
     "desirable_weight": None, "precompute_ref_log_probs": False, "group_by_length": True, "save_steps": 50,
+    "simpo_gamma": 0.5, "cpo_alpha": 1.0, "ld_alpha": None,
     "warmup_ratio": -0.06400000000000006 + 0.1,
     "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
 }
@@ -261,6 +262,8 @@ def test_the_page_shows_no_python_reprs(admin_client):
     assert "<th>precompute ref log probs</th><td>no</td>" in settings and "<th>group by length</th><td>yes</td>" in settings
     assert "<th>loss type</th><td>default for the method</td>" in settings
     assert "<th>max steps</th><td>no limit (the epochs decide)</td>" in settings
+    # Another method's own knobs are not listed on a DPO run.
+    assert "simpo gamma" not in settings and "cpo alpha" not in settings and "desirable weight" not in settings
     # In the order TrainSettings declares them, whatever order the JSON column keeps.
     assert settings.index("<th>method</th>") < settings.index("<th>beta</th>") < settings.index("<th>lora r</th>")
     assert "\u22120.064" in html  # the validation margin, with a real minus sign
