@@ -10,8 +10,9 @@ from typing import Any
 
 from django import forms
 
+from labeling.models import Project
 from training.model_inspection import local_model_shape
-from training.models import BaseModel, TuningRun
+from training.models import BaseModel, ModelVersion, TuningRun
 from training.services import NOISE_HANDLING, DatasetPreview
 from training.trainer.config import (
     AUTO_MAX_EPOCHS,
@@ -33,7 +34,7 @@ _LORA = LoraSettings()
 
 # Shown first: what a run is, on which model, and for how long. Everything else has a default that suits a
 # small model and sits under "Advanced".
-ESSENTIAL_FIELDS = ("name", "method", "base_model", "num_train_epochs", "max_steps", "learning_rate")
+ESSENTIAL_FIELDS = ("name", "method", "base_model", "start_from", "num_train_epochs", "max_steps", "learning_rate")
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,12 @@ class RunLaunchForm(forms.Form):
         help_text="When tasks have two or more votes, split pairs can be dropped and the robust loss set from the flip "
         "rate estimated from how often annotators agree. What was done is recorded in the run's lineage.",
     )
+    start_from = forms.TypedChoiceField(
+        coerce=int, empty_value=None, required=False, label="Start from",
+        help_text="The base model, or a version trained in this project: its adapter is merged in first, so this run "
+        "learns on top of it and is measured against it (SFT on the chosen answers, then DPO on the pairs). The new "
+        "version holds both updates, and its lineage names the version it started from.",
+    )
     include_review = forms.BooleanField(
         required=False, initial=True, label="Include review (blind battle) votes on train prompts",
         help_text="Iterative DPO: battles between a tuned model's answers to train prompts become new pairs.",
@@ -181,11 +188,16 @@ class RunLaunchForm(forms.Form):
         "held-out win rate is marked as contaminated.",
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, project: Project | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["base_model"].widget.choices = [
             (m.pk, m.name) for m in BaseModel.objects.filter(status=BaseModel.Status.READY)
         ]
+        self.fields["start_from"].choices = [("", "the base model")] + [
+            (version.pk, f"{version.name} ({version.run.method.upper()})")
+            for version in ModelVersion.objects.filter(run__project=project, run__status=TuningRun.Status.SUCCEEDED)
+            .select_related("run").order_by("-run__finished_at")
+        ] if project is not None else [("", "the base model")]
         for name, field in self.fields.items():
             field.default_text = _default_text(field, self.get_initial_for_field(field, name))
 

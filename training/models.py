@@ -38,6 +38,10 @@ class ModelVersion(models.Model):
     name = models.CharField(max_length=200, unique=True)
     base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="versions")
     adapter_path = models.CharField(max_length=500, blank=True, help_text="Empty for the base model itself.")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children",
+        help_text="The version its run started from (SFT, then DPO); its adapter already holds the parent's update.",
+    )
     saw_heldout = models.BooleanField(
         default=False,
         help_text="Trained on votes about held-out prompts (an admin opted in): its held-out win rate is contaminated.",
@@ -80,6 +84,7 @@ class TuningRun(models.Model):
         SIMPO = "simpo", "SimPO (pairs, no reference model)"
         CPO = "cpo", "CPO (pairs, no reference model)"
         ORPO = "orpo", "ORPO (pairs, no reference model)"
+        SFT = "sft", "SFT (imitate chosen and thumbs-up answers)"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -115,6 +120,10 @@ class TuningRun(models.Model):
     model_version = models.OneToOneField(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="run"
     )
+    start_from = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="continued_by",
+        help_text="A trained version this run starts from instead of the bare base model.",
+    )
     created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -130,7 +139,8 @@ class TuningRun(models.Model):
                 name="tuningrun_status_valid",
             ),
             models.CheckConstraint(
-                condition=models.Q(method__in=["dpo", "kto", "simpo", "cpo", "orpo"]), name="tuningrun_method_valid"
+                condition=models.Q(method__in=["dpo", "kto", "simpo", "cpo", "orpo", "sft"]),
+                name="tuningrun_method_valid",
             ),
         ]
 
@@ -143,8 +153,8 @@ class TuningRun(models.Model):
 
     @property
     def rows_format(self) -> str:
-        """The rows it trains on: "dpo" (pairs, for DPO, SimPO, CPO, ORPO) or "kto" (thumbs)."""
-        return "kto" if self.method == self.Method.KTO else "dpo"
+        """The rows it trains on: "dpo" (pairs, for DPO, SimPO, CPO, ORPO), "kto" (thumbs) or "sft"."""
+        return {self.Method.KTO: "kto", self.Method.SFT: "sft"}.get(self.method, "dpo")
 
     @property
     def gpus(self) -> int:

@@ -694,6 +694,7 @@ def alpha_reading(alpha: float | None) -> str:
 
 _LINEAGE_LABELS = {
     "project": "project",
+    "started_from": "started from",
     "guideline_version": "guideline version now",
     "annotators": "annotators (votes)",
     "guideline_versions_voted": "guideline versions voted under",

@@ -30,7 +30,15 @@ from labeling import quality, selectors
 from labeling.models import Project
 from training.models import BaseModel, DatasetSnapshot, ModelVersion, RunMetric, TuningRun, Worker
 from training.trainer.config import SettingsError, TrainSettings
-from training.trainer.rows import RowsError, count_kto_labels, rows_format, rows_hash, split_rows, validate_rows
+from training.trainer.rows import (
+    RowsError,
+    count_kto_labels,
+    rows_format,
+    rows_hash,
+    sft_rows_from,
+    split_rows,
+    validate_rows,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -43,6 +51,7 @@ Status = TuningRun.Status
 # Below this many rows a run learns nothing worth the GPU time; the message says how many are missing.
 MIN_DPO_ROWS = 4
 MIN_KTO_ROWS = 4
+MIN_SFT_ROWS = 4
 # The worker writes a heartbeat at least this often while training, even inside a long step.
 HEARTBEAT_SECONDS = 10
 
@@ -85,6 +94,14 @@ def dataset_preview(
     """The rows a run of ``method`` launched now would train on (pairs, or thumbs for KTO), with the export summary
     (what was left out and why)."""
     fmt = rows_format(method)
+    if fmt == "sft":
+        # What annotators preferred, to imitate: chosen answers of a compare project, thumbs-up answers of a rate one.
+        source = "kto" if project.mode == Project.Mode.RATE else "dpo"
+        rows, summary = selectors.project_export(
+            project=project, fmt=source, include_review=include_review, include_heldout=include_heldout,
+            min_agreement=min_agreement,
+        )
+        return DatasetPreview(rows=sft_rows_from(rows), summary=summary.as_dict())
     rows, summary = selectors.project_export(
         project=project, fmt=fmt, include_review=include_review, include_heldout=include_heldout,
         min_agreement=min_agreement,
@@ -101,6 +118,11 @@ def _check_dataset(preview: DatasetPreview, method: str, train_settings: TrainSe
             f"{MIN_DPO_ROWS}. "
             "Pairs count once they have all their votes and a clear winner (ties, both-bad and disagreements are "
             "left out)."
+        )
+    if method == "sft" and len(rows) < MIN_SFT_ROWS:
+        raise LaunchError(
+            f"Too little data: {len(rows)} answer(s) to imitate are ready (chosen answers of decided pairs, or "
+            f"thumbs-up answers), and an SFT run needs at least {MIN_SFT_ROWS}."
         )
     if method == "kto":
         if len(rows) < MIN_KTO_ROWS:
@@ -155,7 +177,7 @@ def _noise_plan(project: Project, method: str, handling: str) -> tuple[float, di
         return 0.0, {}, {"noise_handling": "none"}
     if rows_format(method) != "dpo":
         raise LaunchError(
-            "Noise handling applies to DPO runs and the other pair methods (compare votes), not to KTO.",
+            "Noise handling applies to DPO runs and the other pair methods (compare votes), not to KTO or SFT.",
             field="noise_handling",
         )
     if method != "dpo" and handling in ("robust", "both"):
@@ -196,6 +218,7 @@ def run_launch(
     include_review: bool = True,
     include_heldout: bool = False,
     noise_handling: str = "none",
+    start_from_version_id: int | None = None,
 ) -> TuningRun:
     """Validate, freeze the dataset, create a queued run and enqueue its training once the row is committed.
 
@@ -218,7 +241,13 @@ def run_launch(
             "server. Run `python manage.py prepare_base_model`, or fix the path.",
             field="base_model",
         )
-    min_agreement, overrides, noise_lineage = _noise_plan(project, method, noise_handling)
+    start_from = _start_from(project, base_model, start_from_version_id)
+    min_agreement, overrides, extra_lineage = _noise_plan(project, method, noise_handling)
+    if start_from is not None:
+        overrides["init_adapter"] = start_from.adapter_path
+        extra_lineage["started_from"] = {
+            "version": start_from.name, "run": start_from.run.pk, "method": start_from.run.method.upper()
+        }
     try:
         train_settings = TrainSettings.from_dict({**settings_data, **overrides, "method": method})
     except SettingsError as exc:
@@ -243,7 +272,7 @@ def run_launch(
             rows_hash=rows_hash(preview.rows),
             row_count=len(preview.rows),
             summary=preview.summary,
-            lineage=_lineage(project, preview, include_review, include_heldout, noise_lineage),
+            lineage=_lineage(project, preview, include_review, include_heldout, extra_lineage),
             includes_heldout=include_heldout,
         )
         run = TuningRun.objects.create(
@@ -258,9 +287,28 @@ def run_launch(
             created_by=created_by,
             output_dir=_new_output_dir(),
             outcome={"choices": choices} if choices else {},
+            start_from=start_from,
         )
         _enqueue_on_commit(run.pk)
     return run
+
+
+def _start_from(project: Project, base_model: BaseModel, version_id: int | None) -> ModelVersion | None:
+    """The trained version a run continues from (SFT, then DPO), checked; None to start from the base model."""
+    if not version_id:
+        return None
+    version = ModelVersion.objects.select_related("run").filter(pk=version_id, run__project=project).first()
+    if version is None or not version.adapter_path:
+        raise LaunchError("Start from a version trained in this project (or from the base model).", field="start_from")
+    if version.base_model_id != base_model.pk:
+        raise LaunchError(
+            f"{version.name} was trained on {version.base_model.name}, not {base_model.name}: a run continues from a "
+            "version of its own base model.",
+            field="start_from",
+        )
+    if not Path(version.adapter_path, "adapter_config.json").is_file():
+        raise LaunchError(f"The adapter of {version.name} is not on this server any more.", field="start_from")
+    return version
 
 
 def _model_path_usable(path: str) -> bool:
@@ -360,7 +408,7 @@ def run_execute(*, run_id: int, worker_stopping: Callable[[], bool] | None = Non
     from training.trainer.core import latest_checkpoint
     from training.trainer.process import run_supervised
 
-    run = TuningRun.objects.select_related("base_model", "snapshot").get(pk=run_id)
+    run = TuningRun.objects.select_related("base_model", "snapshot", "start_from").get(pk=run_id)
     output_dir = Path(run.output_dir or _new_output_dir())
     output_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = latest_checkpoint(output_dir)
@@ -406,7 +454,8 @@ def run_execute(*, run_id: int, worker_stopping: Callable[[], bool] | None = Non
     with transaction.atomic():
         version = ModelVersion.objects.create(
             name=f"{run.name} (run {run.pk})"[:200], base_model=run.base_model, adapter_path=str(result["adapter_dir"]),
-            saw_heldout=run.snapshot.includes_heldout,
+            saw_heldout=run.snapshot.includes_heldout or bool(run.start_from and run.start_from.saw_heldout),
+            parent=run.start_from,
         )
         finished = TuningRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
             status=Status.SUCCEEDED,

@@ -33,7 +33,7 @@ def runs(request: HttpRequest, project_id: int) -> HttpResponse:
 def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_admin(request.user, project_id)
     initial = {"method": "kto" if project.mode == "rate" else "dpo"}
-    form = RunLaunchForm(request.POST or None, initial=initial)
+    form = RunLaunchForm(request.POST or None, initial=initial, project=project)
     status = 200
     if request.method == "POST":
         if form.is_valid():
@@ -48,6 +48,7 @@ def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
                     include_review=form.cleaned_data["include_review"],
                     include_heldout=form.cleaned_data["include_heldout"],
                     noise_handling=form.cleaned_data["noise_handling"],
+                    start_from_version_id=form.cleaned_data["start_from"],
                 )
             except services.LaunchError as error:
                 form.add_error(error.field if error.field in form.fields else None, error.message)
@@ -56,7 +57,7 @@ def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
                 return redirect("training:run_detail", run_id=run.pk)
         status = 400
     previews = {
-        fmt: services.dataset_preview(project=project, method=fmt, **form.data_choices()) for fmt in ("dpo", "kto")
+        fmt: services.dataset_preview(project=project, method=fmt, **form.data_choices()) for fmt in ("dpo", "kto", "sft")
     }
     estimate = form.step_estimate(previews)
     workers = selectors.workers_summary()

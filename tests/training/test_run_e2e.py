@@ -166,3 +166,37 @@ def test_a_reference_free_method_trains_on_a_real_worker(logged_in_admin, real_b
     page = logged_in_admin.get(f"/runs/{run.pk}/").content.decode()
     assert "Succeeded" in page and chart in page
     _assert_adapter_changes_logprobs(run, real_base)
+
+
+def test_sft_then_dpo_is_a_chain_of_two_runs_on_a_real_worker(logged_in_admin, real_base):
+    import json
+    from pathlib import Path
+
+    project = voted_compare_project(8, name="E2E chain")
+    sft = _launch_and_train(logged_in_admin, project, real_base, "sft")
+    sft_keys = set().union(*RunMetric.objects.filter(run=sft, split="train").values_list("values", flat=True))
+    assert {"loss", "mean_token_accuracy"} <= sft_keys
+    assert "Answers to imitate (SFT): 8 rows" in logged_in_admin.get(f"/projects/{project.pk}/runs/new/").content.decode()
+
+    purge_queues("default", "gpu")
+    response = logged_in_admin.post(
+        f"/projects/{project.pk}/runs/new/",
+        {**SMALL_RUN, "method": "dpo", "base_model": str(real_base.pk), "start_from": str(sft.model_version.pk)},
+    )
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    dpo = TuningRun.objects.get(project=project, method="dpo")
+    with celery_worker("e2e-chain"):
+        wait_for(lambda: TuningRun.objects.filter(pk=dpo.pk, status__in=["succeeded", "failed"]).exists(),
+                 timeout=480, what="the DPO run on top of SFT")
+    dpo.refresh_from_db()
+
+    assert dpo.status == "succeeded", dpo.error
+    assert dpo.start_from == sft.model_version and dpo.model_version.parent == sft.model_version
+    assert dpo.settings["init_adapter"] == sft.model_version.adapter_path
+    assert dpo.snapshot.lineage["started_from"] == {"version": sft.model_version.name, "run": sft.pk, "method": "SFT"}
+    page = logged_in_admin.get(f"/runs/{dpo.pk}/").content.decode()
+    assert sft.model_version.name in page
+    # One adapter holds both updates: rank 8 (SFT) + 8 (DPO) over the original base.
+    config = json.loads(Path(dpo.model_version.adapter_path, "adapter_config.json").read_text())
+    assert config["r"] == 16
+    _assert_adapter_changes_logprobs(dpo, real_base)

@@ -505,3 +505,63 @@ def test_a_config_transformers_cannot_read_is_left_to_the_worker(admin_client, t
     response, callbacks = _launch(admin_client, project, base.pk, django_capture_on_commit_callbacks)
 
     assert response.status_code == 302 and len(callbacks) == 1
+
+
+def _trained_version(project, base, name: str, adapter_dir) -> ModelVersion:  # noqa: F821
+    from tests.factories import make_run
+    from training.models import ModelVersion
+
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    (adapter_dir / "adapter_config.json").write_text("{}")
+    run = make_run(project, status="succeeded", method="sft")
+    version = ModelVersion.objects.create(name=name, base_model=base, adapter_path=str(adapter_dir))
+    TuningRun.objects.filter(pk=run.pk).update(model_version=version, base_model=base)
+    return version
+
+
+def test_an_sft_run_trains_on_the_chosen_answers(admin_client, tiny_base, django_capture_on_commit_callbacks):
+    project = voted_compare_project(6)
+
+    response, _ = _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, method="sft")
+
+    run = TuningRun.objects.get()
+    assert response.status_code == 302 and run.method == "sft"
+    assert all(set(row) == {"prompt", "completion"} for row in run.snapshot.rows) and run.snapshot.row_count == 6
+
+
+def test_a_run_starts_from_a_version_of_this_project_and_its_base_only(
+    admin_client, tiny_base, tmp_path, django_capture_on_commit_callbacks
+):
+    from tests.factories import ProjectFactory
+    from training.models import BaseModel
+
+    project = voted_compare_project(6)
+    elsewhere = _trained_version(ProjectFactory(), tiny_base, "Other project's SFT", tmp_path / "other")
+    other_base = BaseModel.objects.create(name="another base", path=tiny_base.path)
+    wrong_base = _trained_version(project, other_base, "SFT on another base", tmp_path / "wrong")
+    gone = _trained_version(project, tiny_base, "SFT whose adapter was deleted", tmp_path / "gone")
+    (tmp_path / "gone" / "adapter_config.json").unlink()
+    snapshots_before = DatasetSnapshot.objects.count()
+
+    page = admin_client.get(f"/projects/{project.pk}/runs/new/").content.decode()
+    assert "SFT on another base (SFT)" in page and "Other project&#x27;s SFT" not in page
+    refused = {
+        version.name: _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks,
+                              start_from=str(version.pk))
+        for version in (elsewhere, wrong_base, gone)
+    }
+
+    assert "Select a valid choice" in refused[elsewhere.name][0].content.decode()
+    assert "was trained on another base, not tiny-random" in refused[wrong_base.name][0].content.decode()
+    assert "The adapter of SFT whose adapter was deleted is not on this server any more" in refused[gone.name][0].content.decode()
+    assert all(response.status_code == 400 for response, _ in refused.values())
+    assert not TuningRun.objects.filter(project=project).exclude(status="succeeded").exists()
+
+    assert DatasetSnapshot.objects.count() == snapshots_before, "a refused launch froze nothing"
+    ok = _trained_version(project, tiny_base, "Good SFT", tmp_path / "good")
+    response, callbacks = _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks,
+                                  start_from=str(ok.pk))
+    run = TuningRun.objects.get(project=project, status="queued")
+    assert response.status_code == 302 and len(callbacks) == 1
+    assert run.start_from == ok and run.settings["init_adapter"] == ok.adapter_path
+    assert run.snapshot.lineage["started_from"]["version"] == "Good SFT"

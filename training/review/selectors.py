@@ -755,7 +755,7 @@ def leaderboard(*, project: Project, rounds: int = LEADERBOARD_ROUNDS, seed: int
         for version, score in ((a, outcome), (b, 1.0 - outcome)):
             tally = counts.setdefault(version, [0, 0, 0])
             tally[0 if score == WIN else 1 if score == TIE else 2] += 1
-    versions = ModelVersion.objects.in_bulk([int(k) for k in fitted])
+    versions = ModelVersion.objects.select_related("parent").in_bulk([int(k) for k in fitted])
     rows = [
         LeaderboardRow(
             version=versions[int(key)], rating=rating, low=low, high=high,

@@ -10,13 +10,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Method = Literal["dpo", "kto", "simpo", "cpo", "orpo"]
+Method = Literal["dpo", "kto", "simpo", "cpo", "orpo", "sft"]
 
-METHODS: tuple[str, ...] = ("dpo", "kto", "simpo", "cpo", "orpo")
+METHODS: tuple[str, ...] = ("dpo", "kto", "simpo", "cpo", "orpo", "sft")
 # Methods that train on preference pairs (prompt, chosen, rejected); KTO trains on thumbs.
 PAIR_METHODS: tuple[str, ...] = ("dpo", "simpo", "cpo", "orpo")
 # Methods without a reference model (TRL's CPO and ORPO trainers): half the forward passes of DPO.
 REFERENCE_FREE_METHODS: tuple[str, ...] = ("simpo", "cpo", "orpo")
+# Methods whose kept checkpoint is the one with the lowest validation loss (no implicit reward to rank by).
+LOSS_SELECTED_METHODS: tuple[str, ...] = (*REFERENCE_FREE_METHODS, "sft")
 QUANTIZATIONS: tuple[str, ...] = ("none", "4bit")
 MAX_PROCESSES = 64
 
@@ -44,12 +46,15 @@ KTO_LOSS_TYPES: tuple[str, ...] = ("kto", "apo_zero_unpaired")
 CPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "hinge", "ipo")
 LOSS_TYPES: dict[str, tuple[str, ...]] = {
     "dpo": DPO_LOSS_TYPES, "kto": KTO_LOSS_TYPES, "cpo": CPO_LOSS_TYPES, "simpo": ("simpo",), "orpo": ("orpo",),
+    "sft": ("nll",),
 }
-DEFAULT_LOSS_TYPES: dict[str, str] = {"dpo": "sigmoid", "kto": "kto", "cpo": "sigmoid", "simpo": "simpo", "orpo": "orpo"}
+DEFAULT_LOSS_TYPES: dict[str, str] = {
+    "dpo": "sigmoid", "kto": "kto", "cpo": "sigmoid", "simpo": "simpo", "orpo": "orpo", "sft": "nll",
+}
 # beta when left empty. SimPO's reward is beta times the length-normalised log-probability, and its paper works
 # at beta 2 to 2.5 (Meng et al. 2024); for the others beta scales a log-ratio (DPO, KTO, CPO) or, in ORPO, the
 # odds-ratio term against the NLL (lambda in Hong et al. 2024), and 0.1 is each paper's and TRL's default.
-AUTO_BETA: dict[str, float] = {"dpo": 0.1, "kto": 0.1, "cpo": 0.1, "simpo": 2.0, "orpo": 0.1}
+AUTO_BETA: dict[str, float] = {"dpo": 0.1, "kto": 0.1, "cpo": 0.1, "simpo": 2.0, "orpo": 0.1, "sft": 0.1}
 
 # Names PEFT would wrap with LoRA that must never be adapted: TRL computes log-probabilities from
 # lm_head.weight directly, so an adapter there is silently untrained (TRL raises on it).
@@ -181,6 +186,9 @@ class TrainSettings:
     ld_alpha: float | None = None  # DPO: length-desensitised DPO's weight on tokens past the shorter answer
     num_processes: int = 1  # data-parallel processes (GPUs), each with per_device_batch_size rows a step
     quantization: str = "none"  # "4bit": QLoRA, NF4 base weights with double quantisation (CUDA only)
+    # A trained version's adapter folder to start from: merged into the base first, so this run's reference is
+    # that version (SFT, then DPO), and the saved adapter carries both.
+    init_adapter: str | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
 
     @property
@@ -272,7 +280,15 @@ class TrainSettings:
             raise SettingsError(
                 f"Quantization {self.quantization!r} is not offered; choose one of: {', '.join(QUANTIZATIONS)}."
             )
-        if self.group_by_length and self.method in REFERENCE_FREE_METHODS:
+        if self.init_adapter is not None:
+            if not isinstance(self.init_adapter, str) or not self.init_adapter.strip():
+                raise SettingsError("init_adapter must be the folder of a trained adapter, or empty.")
+            if self.quantization != "none":
+                raise SettingsError(
+                    "A run that starts from a trained version cannot use 4-bit base weights: the version's adapter is "
+                    "merged into the base first, and a 4-bit base cannot take it exactly."
+                )
+        if self.group_by_length and self.method in LOSS_SELECTED_METHODS:
             raise SettingsError(f"group_by_length is offered for DPO runs only; leave it off for {self.method.upper()}.")
         for name in ("precompute_ref_log_probs", "group_by_length", "keep_best"):
             if not isinstance(getattr(self, name), bool):

@@ -12,6 +12,8 @@ import math
 import os
 import random
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,9 +28,9 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
-from .config import REFERENCE_FREE_METHODS, SettingsError, TrainSettings
+from .config import LOSS_SELECTED_METHODS, SettingsError, TrainSettings
 from .device import DeviceSettings, choose_device
-from .rows import DPO_KEYS, KTO_KEYS, kto_class_weights, rows_format, split_rows, validate_rows
+from .rows import DPO_KEYS, KTO_KEYS, SFT_KEYS, kto_class_weights, rows_format, split_rows, validate_rows
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +165,7 @@ class _ProgressCallback(TrainerCallback):
             ranking, gap = self.kto_validation.score(model)
             return {"eval_ranking_accuracy": ranking, "eval_reward_gap": gap,
                     SELECTION_KEY: ranking + _TIE_BREAK_WEIGHT * math.tanh(gap)}
-        if self.method in REFERENCE_FREE_METHODS:
+        if self.method in LOSS_SELECTED_METHODS:
             # Their "reward" is the model's own (length-normalised) log-probability, not a change from a reference:
             # the untouched base can already rank validation pairs well, and a checkpoint taken before the first
             # real update would win on accuracy. The validation loss is what their training lowers.
@@ -376,7 +378,6 @@ def _trl_config(
         per_device_eval_batch_size=settings.per_device_batch_size,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         warmup_steps=settings.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
-        beta=settings.beta,
         max_length=settings.max_length,
         seed=settings.seed,
         data_seed=settings.seed,
@@ -401,6 +402,7 @@ def _trl_config(
             losses = {"loss_type": [settings.resolved_loss_type, "sft"], "loss_weights": [1.0, settings.sft_weight]}
         return DPOConfig(
             **losses,
+            beta=settings.beta,
             label_smoothing=settings.label_smoothing,
             ld_alpha=settings.ld_alpha,
             precompute_ref_log_probs=settings.precompute_ref_log_probs,
@@ -411,6 +413,7 @@ def _trl_config(
         from trl.experimental.cpo import CPOConfig
 
         return CPOConfig(
+            beta=settings.beta,
             loss_type=settings.resolved_loss_type,
             # SimPO is CPO's loss without its NLL term (Meng et al. 2024); CPO keeps cpo_alpha of it.
             cpo_alpha=0.0 if settings.method == "simpo" else settings.cpo_alpha,
@@ -422,10 +425,16 @@ def _trl_config(
     if settings.method == "orpo":
         from trl.experimental.orpo import ORPOConfig
 
-        return ORPOConfig(**common, **device.training_kwargs(ORPOConfig))
+        return ORPOConfig(beta=settings.beta, **common, **device.training_kwargs(ORPOConfig))
+    if settings.method == "sft":
+        from trl import SFTConfig
+
+        # Prompt-completion rows: the loss is on the answer's tokens only (completion_only_loss).
+        return SFTConfig(completion_only_loss=True, **common, **device.training_kwargs(SFTConfig))
     assert kto_weights is not None
     return KTOConfig(
         **device.training_kwargs(KTOConfig),
+        beta=settings.beta,
         loss_type=settings.resolved_loss_type,
         precompute_ref_log_probs=settings.precompute_ref_log_probs,
         desirable_weight=kto_weights[0],
@@ -437,6 +446,39 @@ def _trl_config(
     )
 
 
+def _merged(model: torch.nn.Module, adapter_dir: str) -> torch.nn.Module:
+    """The base with a trained version's adapter merged in: what this run starts from and is measured against."""
+    from peft import PeftModel
+
+    if not Path(adapter_dir, "adapter_config.json").is_file():
+        raise SettingsError(f"The version to start from has no adapter at {adapter_dir}: it may have been deleted.")
+    return PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+
+
+def chain_adapters(base_path: str, first: str, second: str, *, out: str, dtype: torch.dtype = torch.float32) -> None:
+    """Write to `out` one LoRA adapter equal to `first` then `second` on the base at `base_path`.
+
+    `second` was trained on the base with `first` merged in. LoRA updates add up, so W + B1·A1·s1 + B2·A2·s2 is
+    one adapter of rank r1 + r2 (PEFT's "cat" combination): the chained version then loads, generates, battles
+    and exports like any other, from the original base.
+    """
+    from peft import PeftModel
+
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    model = PeftModel.from_pretrained(base, first, adapter_name="first")
+    model.load_adapter(second, adapter_name="second")
+    model.add_weighted_adapter(["first", "second"], [1.0, 1.0], adapter_name="chain", combination_type="cat")
+    model.set_adapter("chain")
+    model.delete_adapter("first")
+    model.delete_adapter("second")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(out).parent) as tmp:
+        model.save_pretrained(tmp, selected_adapters=["chain"], safe_serialization=True)
+        saved = Path(tmp) / "chain" if (Path(tmp) / "chain").is_dir() else Path(tmp)
+        for name in ("adapter_model.safetensors", "adapter_config.json"):
+            shutil.copy(saved / name, Path(out) / name)
+
+
 def _trainer_class(settings: TrainSettings) -> type:
     if settings.method == "dpo":
         return _LengthGroupedDPOTrainer if settings.group_by_length else DPOTrainer
@@ -446,6 +488,10 @@ def _trainer_class(settings: TrainSettings) -> type:
         from trl.experimental.cpo import CPOTrainer
 
         return CPOTrainer
+    if settings.method == "sft":
+        from trl import SFTTrainer
+
+        return SFTTrainer
     from trl.experimental.orpo import ORPOTrainer
 
     return ORPOTrainer
@@ -526,17 +572,19 @@ def train(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = _load_base_model(model_path, settings, device)
+    if settings.init_adapter:
+        model = _merged(model, settings.init_adapter)
     peft_config = _lora_config(model, settings)
     args = _trl_config(settings, device, checkpoints_dir, has_validation=bool(validation_rows), kto_weights=kto_weights)
 
-    keys = DPO_KEYS if rows_format(settings.method) == "dpo" else KTO_KEYS
+    keys = {"dpo": DPO_KEYS, "kto": KTO_KEYS, "sft": SFT_KEYS}[rows_format(settings.method)]
     train_dataset = _to_dataset(train_rows, keys)
     eval_dataset = _to_dataset(validation_rows, keys) if validation_rows else None
     trainer_cls = _trainer_class(settings)
     # Passing the plain base model plus peft_config (not a PeftModel) makes TRL wrap it itself and use
     # the adapter-disabled base as the reference: one model in memory, no "ref" adapter copy. CPO and ORPO
     # have no reference model at all.
-    reference = {} if settings.method in REFERENCE_FREE_METHODS else {"ref_model": None}
+    reference = {} if settings.method in LOSS_SELECTED_METHODS else {"ref_model": None}
     trainer = trainer_cls(
         model=model,
         **reference,
@@ -598,6 +646,8 @@ def train(
     adapter_dir = out / ADAPTER_DIRNAME
     if trainer.is_world_process_zero():
         trainer.model.save_pretrained(str(adapter_dir), safe_serialization=True)
+        if settings.init_adapter:
+            chain_adapters(model_path, settings.init_adapter, str(adapter_dir), out=str(adapter_dir), dtype=device.dtype)
         tokenizer.save_pretrained(str(adapter_dir))
     return TrainResult(
         adapter_dir=str(adapter_dir),
@@ -644,7 +694,7 @@ def _outcome(
     }
     if at_kept is not None:
         outcome["best_metric"] = {"kto": "ranking_accuracy"}.get(
-            settings.method, "loss" if settings.method in REFERENCE_FREE_METHODS else "rewards/accuracies"
+            settings.method, "loss" if settings.method in LOSS_SELECTED_METHODS else "rewards/accuracies"
         )
         outcome["validation"] = {k.removeprefix("eval_"): v for k, v in at_kept.metrics.items() if k.startswith("eval_")}
     return outcome

@@ -17,6 +17,7 @@ from typing import Any
 ROLES = ("system", "user", "assistant")
 DPO_KEYS = ("prompt", "chosen", "rejected")
 KTO_KEYS = ("prompt", "completion", "label")
+SFT_KEYS = ("prompt", "completion")
 
 # TRL's recommended band for (desirable_weight * n_desirable) / (undesirable_weight * n_undesirable),
 # Eq. (8) of the KTO paper. We aim inside it rather than at an edge so that TRL's own check, which
@@ -93,19 +94,51 @@ def validate_kto_rows(rows: list[dict[str, Any]]) -> None:
         )
 
 
+def validate_sft_rows(rows: list[dict[str, Any]]) -> None:
+    """Raise RowsError unless `rows` are prompt-completion rows (an answer to imitate per prompt)."""
+    if not isinstance(rows, list):
+        raise RowsError(f"SFT rows must be a list, got {type(rows).__name__}.")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise RowsError(f"Row {i} must be an object, got {type(row).__name__}.")
+        missing = [k for k in SFT_KEYS if k not in row]
+        if missing:
+            raise RowsError(f"Row {i} is not an SFT row: missing {', '.join(missing)} (has {', '.join(sorted(row))}).")
+        _check_messages(row["prompt"], where=f"Row {i} prompt", last_role="user")
+        _check_completion(row["completion"], where=f"Row {i} completion")
+
+
+def sft_rows_from(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Supervised rows from preference data: each pair's chosen answer, each thumbs-up answer (thumbs-down
+    answers are left out: SFT imitates, it has no way to learn what not to say)."""
+    made = []
+    for row in rows:
+        if "chosen" in row:
+            made.append({"prompt": row["prompt"], "completion": row["chosen"]})
+        elif row.get("label") is True:
+            made.append({"prompt": row["prompt"], "completion": row["completion"]})
+    return made
+
+
 def rows_format(method: str) -> str:
-    """The rows a method trains on: "dpo" (preference pairs: DPO, SimPO, CPO, ORPO) or "kto" (thumbs)."""
+    """The rows a method trains on: "dpo" (preference pairs: DPO, SimPO, CPO, ORPO), "kto" (thumbs) or "sft"
+    (an answer to imitate per prompt)."""
     if method == "kto":
         return "kto"
+    if method == "sft":
+        return "sft"
     if method in ("dpo", "simpo", "cpo", "orpo"):
         return "dpo"
-    raise RowsError(f"Unknown method {method!r}; expected one of dpo, kto, simpo, cpo, orpo.")
+    raise RowsError(f"Unknown method {method!r}; expected one of dpo, kto, simpo, cpo, orpo, sft.")
 
 
 def validate_rows(rows: list[dict[str, Any]], method: str) -> None:
     """Validate rows for `method` (pairs for DPO, SimPO, CPO and ORPO; thumbs for KTO); raises RowsError."""
-    if rows_format(method) == "dpo":
+    fmt = rows_format(method)
+    if fmt == "dpo":
         validate_dpo_rows(rows)
+    elif fmt == "sft":
+        validate_sft_rows(rows)
     else:
         validate_kto_rows(rows)
 
