@@ -45,7 +45,7 @@ def test_a_local_model_registered_from_the_page_shows_its_layers_and_memory(admi
     page = admin_client.get("/models/").content.decode()
     assert "Registered Tiny test model: checked and ready to tune." in page
     assert "LoRA can target: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj" in page
-    assert 'data-testid="model-memory"' in page and "QLoRA, 4-bit" in page
+    assert 'data-testid="model-memory"' in page and "in 4-bit NF4 (QLoRA)" in page
     # The launch form offers it, and checks its settings against its layers.
     assert "Tiny test model" in admin_client.get(f"/projects/{ProjectFactory().pk}/runs/new/").content.decode()
 

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from training.base_models import convert_bundled_model
+from training.model_inspection import inspect_model_folder
 from training.models import BaseModel
 
 BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -46,8 +47,15 @@ class Command(BaseCommand):
 
         if options["files_only"]:
             return
+        facts = inspect_model_folder(str(path))
         base_model, created = BaseModel.objects.update_or_create(
-            name=BASE_MODEL_NAME, defaults={"path": str(path), "description": BASE_MODEL_DESCRIPTION}
+            name=BASE_MODEL_NAME,
+            defaults={
+                "path": str(path), "description": BASE_MODEL_DESCRIPTION, "status": BaseModel.Status.READY,
+                "architecture": facts.architecture, "parameters": facts.parameters,
+                "quantizable_parameters": facts.quantizable_parameters, "context_length": facts.context_length,
+                "linear_layers": list(facts.linear_layers),
+            },
         )
         verb = "Registered" if created else "Updated"
         self.stdout.write(self.style.SUCCESS(f"{verb} base model {base_model.name!r} (id {base_model.pk}) at {path}."))
