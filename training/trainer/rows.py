@@ -53,17 +53,23 @@ def _check_completion(value: Any, *, where: str) -> None:
         raise RowsError(f"{where} is empty: an empty completion teaches nothing.")
 
 
-def validate_dpo_rows(rows: list[dict[str, Any]]) -> None:
-    """Raise RowsError unless `rows` is a list of at least 2 well-formed DPO rows."""
+def _rows_with_keys(rows: Any, keys: tuple[str, ...], kind: str) -> list[tuple[int, dict[str, Any]]]:
+    """(index, row) for each row, once every row is an object with `keys` and a user prompt; RowsError if not."""
     if not isinstance(rows, list):
-        raise RowsError(f"DPO rows must be a list, got {type(rows).__name__}.")
+        raise RowsError(f"{kind} rows must be a list, got {type(rows).__name__}.")
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise RowsError(f"Row {i} must be an object, got {type(row).__name__}.")
-        missing = [k for k in DPO_KEYS if k not in row]
+        missing = [k for k in keys if k not in row]
         if missing:
-            raise RowsError(f"Row {i} is not a DPO row: missing {', '.join(missing)} (has {', '.join(sorted(row))}).")
+            raise RowsError(f"Row {i} is not {'an' if kind[0] in 'AEIOSU' else 'a'} {kind} row: missing {', '.join(missing)} (has {', '.join(sorted(row))}).")
         _check_messages(row["prompt"], where=f"Row {i} prompt", last_role="user")
+    return list(enumerate(rows))
+
+
+def validate_dpo_rows(rows: list[dict[str, Any]]) -> None:
+    """Raise RowsError unless `rows` is a list of at least 2 well-formed DPO rows."""
+    for i, row in _rows_with_keys(rows, DPO_KEYS, "DPO"):
         _check_completion(row["chosen"], where=f"Row {i} chosen")
         _check_completion(row["rejected"], where=f"Row {i} rejected")
         if row["chosen"] == row["rejected"]:
@@ -74,15 +80,7 @@ def validate_dpo_rows(rows: list[dict[str, Any]]) -> None:
 
 def validate_kto_rows(rows: list[dict[str, Any]]) -> None:
     """Raise RowsError unless `rows` are well-formed KTO rows with both labels present."""
-    if not isinstance(rows, list):
-        raise RowsError(f"KTO rows must be a list, got {type(rows).__name__}.")
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise RowsError(f"Row {i} must be an object, got {type(row).__name__}.")
-        missing = [k for k in KTO_KEYS if k not in row]
-        if missing:
-            raise RowsError(f"Row {i} is not a KTO row: missing {', '.join(missing)} (has {', '.join(sorted(row))}).")
-        _check_messages(row["prompt"], where=f"Row {i} prompt", last_role="user")
+    for i, row in _rows_with_keys(rows, KTO_KEYS, "KTO"):
         _check_completion(row["completion"], where=f"Row {i} completion")
         if not isinstance(row["label"], bool):
             raise RowsError(f"Row {i} label must be true or false, got {row['label']!r}.")
@@ -96,15 +94,7 @@ def validate_kto_rows(rows: list[dict[str, Any]]) -> None:
 
 def validate_sft_rows(rows: list[dict[str, Any]]) -> None:
     """Raise RowsError unless `rows` are prompt-completion rows (an answer to imitate per prompt)."""
-    if not isinstance(rows, list):
-        raise RowsError(f"SFT rows must be a list, got {type(rows).__name__}.")
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise RowsError(f"Row {i} must be an object, got {type(row).__name__}.")
-        missing = [k for k in SFT_KEYS if k not in row]
-        if missing:
-            raise RowsError(f"Row {i} is not an SFT row: missing {', '.join(missing)} (has {', '.join(sorted(row))}).")
-        _check_messages(row["prompt"], where=f"Row {i} prompt", last_role="user")
+    for i, row in _rows_with_keys(rows, SFT_KEYS, "SFT"):
         _check_completion(row["completion"], where=f"Row {i} completion")
 
 
