@@ -169,15 +169,14 @@ def test_the_sft_weight_becomes_a_combined_trl_loss(tmp_path):
     assert plain.loss_type == ["sigmoid"] and not plain.loss_weights
 
 
-def test_equal_validation_accuracy_is_broken_by_the_lower_loss_not_the_larger_margin():
+def test_equal_validation_accuracy_ties_so_the_earlier_checkpoint_is_kept():
     from training.trainer.core import dpo_selection_score
 
-    # The alignment bench's run: a drifting early checkpoint (loss 1.90) and a later, steadier one (loss 1.74)
+    # The alignment bench's run: steps 22 and 66 both at 0.875; the later one, with the lower loss, had drifted.
     early, later = dpo_selection_score(0.875, 1.901), dpo_selection_score(0.875, 1.740)
-    assert later > early
-    # Accuracy always comes first, whatever the loss
-    assert dpo_selection_score(0.8125, 0.01) < early
-    # A missing or broken loss only loses the tie
+    assert later == early == 0.875, "a tie, which transformers resolves to the earlier checkpoint"
+    # Accuracy decides otherwise, whatever the loss
+    assert dpo_selection_score(0.8125, 0.01) < early < dpo_selection_score(0.9375, 3.0)
     assert dpo_selection_score(0.875, None) == dpo_selection_score(0.875, float("nan")) == 0.875
 
 
