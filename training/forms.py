@@ -15,6 +15,7 @@ from training.model_inspection import local_model_shape
 from training.models import BaseModel, ModelVersion, TuningRun
 from training.services import NOISE_HANDLING, DatasetPreview
 from training.trainer.config import (
+    AUTO_CENTER_REWARDS,
     AUTO_MAX_EPOCHS,
     AUTO_SFT_WEIGHT,
     AUTO_TARGET_STEPS,
@@ -74,7 +75,7 @@ class RunLaunchForm(forms.Form):
     )
     beta = forms.FloatField(
         required=False,
-        help_text="Empty: 0.1, or 2.0 for SimPO. DPO, KTO, CPO: how far the tuned model may move from the base model "
+        help_text="Leave empty for a reward model. Empty: 0.1, or 2.0 for SimPO. DPO, KTO, CPO: how far the tuned model may move from the base model "
         "(higher keeps it closer). SimPO: the scale of its length-normalised reward (its paper uses 2 to 2.5). ORPO: "
         "the weight of the odds-ratio term against the chosen answers' likelihood (lambda).",
     )
@@ -166,6 +167,12 @@ class RunLaunchForm(forms.Form):
         required=False, min_value=0, max_value=1, label="Length desensitisation (DPO)",
         help_text="DPO only, empty for plain DPO: LD-DPO weighs the tokens past the shorter answer's length by this "
         "(0 to 1), so a preference is not learned as a preference for length (Liu et al. 2024). 1 is plain DPO.",
+    )
+    center_rewards = forms.FloatField(
+        required=False, min_value=0, max_value=1, label="Reward centring (reward model)",
+        help_text=f"Reward model only. Empty: {AUTO_CENTER_REWARDS:g}, TRL's recommendation. A penalty on the squared "
+        "mean score that keeps scores near zero: a pair loss only fixes differences, and without it scores drift, so "
+        "the distributions on the review page would not line up between reward models.",
     )
     noise_handling = forms.ChoiceField(
         choices=list(NOISE_HANDLING.items()), initial="none", required=False, label="Annotator noise",
@@ -331,7 +338,7 @@ class RunLaunchForm(forms.Form):
                 "label_smoothing", "sft_weight", "num_processes", "quantization", "ld_alpha",
             )
         }
-        for name in ("simpo_gamma", "cpo_alpha"):
+        for name in ("simpo_gamma", "cpo_alpha", "center_rewards"):
             if data.get(name) is not None:
                 settings[name] = data[name]
         settings["loss_type"] = data["loss_type"] or None

@@ -85,6 +85,7 @@ class TuningRun(models.Model):
         CPO = "cpo", "CPO (pairs, no reference model)"
         ORPO = "orpo", "ORPO (pairs, no reference model)"
         SFT = "sft", "SFT (imitate chosen and thumbs-up answers)"
+        REWARD = "reward", "Reward model (scores answers; writes nothing)"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -139,7 +140,7 @@ class TuningRun(models.Model):
                 name="tuningrun_status_valid",
             ),
             models.CheckConstraint(
-                condition=models.Q(method__in=["dpo", "kto", "simpo", "cpo", "orpo", "sft"]),
+                condition=models.Q(method__in=["dpo", "kto", "simpo", "cpo", "orpo", "sft", "reward"]),
                 name="tuningrun_method_valid",
             ),
         ]
@@ -253,6 +254,7 @@ class GenerationJob(models.Model):
     class Purpose(models.TextChoices):
         CANDIDATES = "candidates", "Candidates for labeling"
         REVIEW = "review", "Review outputs"
+        SCORES = "scores", "Reward-model scores"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -308,7 +310,7 @@ class GenerationJob(models.Model):
                 name="generationjob_status_valid",
             ),
             models.CheckConstraint(
-                condition=models.Q(purpose__in=["candidates", "review"]), name="generationjob_purpose_valid"
+                condition=models.Q(purpose__in=["candidates", "review", "scores"]), name="generationjob_purpose_valid"
             ),
         ]
 
@@ -325,6 +327,25 @@ class GenerationJob(models.Model):
             return 100
         done = self.completions_created + self.completions_skipped
         return min(100, round(100 * done / self.completions_total)) if self.completions_total else 0
+
+
+class RewardScore(models.Model):
+    """What a reward model (a succeeded reward run) scored one completion, prompt included. Scores compare only
+    within one reward model: each model has its own scale."""
+
+    reward_run = models.ForeignKey(TuningRun, on_delete=models.CASCADE, related_name="reward_scores")
+    completion = models.ForeignKey("labeling.Completion", on_delete=models.CASCADE, related_name="reward_scores")
+    score = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["reward_run", "completion"], name="rewardscore_once_per_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.score:.3f} by run {self.reward_run_id} for completion {self.completion_id}"
 
 
 class Battle(models.Model):

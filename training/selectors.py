@@ -24,16 +24,19 @@ Series = dict[str, dict[str, list[list[float]]]]  # split → metric key (no eva
 VALIDATION_FIGURES: dict[str, tuple[tuple[str, str], ...]] = {
     "dpo": (("rewards/accuracies", "implicit-reward accuracy"), ("rewards/margins", "reward margin"), ("loss", "loss")),
     "kto": (("ranking_accuracy", "ranks held-out thumbs correctly"), ("loss", "loss"), ("kl", "KL")),
+    "reward": (("accuracy", "pairwise accuracy"), ("margin", "score margin"), ("loss", "loss")),
 }
 TRAIN_FIGURES: dict[str, tuple[tuple[str, str], ...]] = {
     "dpo": (("rewards/accuracies", "accuracy"), ("rewards/margins", "margin"), ("loss", "loss")),
     "kto": (("loss", "loss"), ("kl", "KL"), ("rewards/margins", "margin")),
+    "reward": (("accuracy", "accuracy"), ("margin", "margin"), ("loss", "loss")),
 }
-SHARE_KEYS = frozenset({"rewards/accuracies", "ranking_accuracy"})
+SHARE_KEYS = frozenset({"rewards/accuracies", "ranking_accuracy", "accuracy"})
 METRIC_NAMES = {
     "rewards/accuracies": "reward accuracy",
     "rewards/margins": "reward margin",
     "ranking_accuracy": "ranking accuracy",
+    "accuracy": "pairwise accuracy",
     "loss": "loss",
     "kl": "KL",
 }
@@ -177,7 +180,7 @@ def _outcome_metrics(outcome: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 
 def _noun(method: str, count: int | None) -> str:
-    singular, plural = ("pair", "pairs") if method == "dpo" else ("rated answer", "rated answers")
+    singular, plural = ("pair", "pairs") if method in ("dpo", "reward") else ("rated answer", "rated answers")
     return singular if count == 1 else plural
 
 
@@ -291,6 +294,10 @@ VERDICT_TITLES = {
     "ok": "Learning",
 }
 
+REWARD_NEXT = (
+    "Next: it scores every version's held-out outputs (their reward spread is on each review page), and the project "
+    "can serve annotators first the pairs it is least sure about."
+)
 NEAR_CHANCE_ACCURACY = 0.6
 TINY_MARGIN = 0.1
 OVERFIT_ACCURACY_GAP = 0.25
@@ -362,7 +369,9 @@ def run_verdict(
     over = _over_fitted(method, validation, outcome, series)
     if over:
         saved = (
-            f"The saved adapter is the kept checkpoint (step {kept}), from before validation got worse. "
+            "A reward model keeps its last step, so its validation pairs stay an unbiased test. "
+            if method == "reward"
+            else f"The saved adapter is the kept checkpoint (step {kept}), from before validation got worse. "
             if kept is not None
             else "Keep the best-validation checkpoint rather than the last. "
         )
@@ -385,7 +394,8 @@ def run_verdict(
     return Verdict(
         "ok",
         sentence(_ok_sentence(method, validation, noun)),
-        "Next: review base and tuned outputs side by side, then send them to annotators as blind battles.",
+        REWARD_NEXT if method == "reward"
+        else "Next: review base and tuned outputs side by side, then send them to annotators as blind battles.",
         tuple(also),
     )
 
@@ -429,6 +439,11 @@ def _over_fitted(method: str, validation: Mapping[str, Any], outcome: Mapping[st
 
 def _under_fitted(method: str, validation: Mapping[str, Any]) -> str:
     margin = _number(validation, "rewards/margins")
+    if method == "reward":
+        accuracy = _number(validation, "accuracy")
+        if accuracy is not None and accuracy <= NEAR_CHANCE_ACCURACY:
+            return f"The reward model scores the chosen answer higher on only {format_share(accuracy)} of validation pairs"
+        return ""
     if method == "dpo":
         accuracy = _number(validation, "rewards/accuracies")
         if accuracy is not None and accuracy <= NEAR_CHANCE_ACCURACY:
@@ -453,6 +468,8 @@ def _ok_sentence(method: str, validation: Mapping[str, Any], noun: str) -> str:
             parts.append(f"{'with' if parts else 'separates validation ' + noun + ' with'} a reward margin of {format_number(margin)}")
         if parts:
             return f"The tuned model {' '.join(parts)}, with no sign of over-fitting."
+    elif method == "reward" and (accuracy := _number(validation, "accuracy")) is not None:
+        return f"The reward model scores the chosen answer higher on {format_share(accuracy)} of validation {noun}, with no sign of over-fitting."
     elif (ranking := _number(validation, "ranking_accuracy")) is not None:
         return f"The tuned model ranks {format_share(ranking)} of held-out (thumbs-up, thumbs-down) pairs correctly, with no sign of over-fitting."
     return f"Validation loss is {format_number(_number(validation, 'loss'))}, with no sign of over-fitting."
@@ -525,9 +542,9 @@ class Chart:
 CHARTS = (
     Chart(
         "Validation accuracy",
-        ("rewards/accuracies", "ranking_accuracy"),
+        ("rewards/accuracies", "ranking_accuracy", "accuracy"),
         ("eval",),
-        "Share of held-out pairs the tuned model orders correctly; 0.5 is a coin flip.",
+        "Share of held-out pairs the tuned model (or the reward model) orders correctly; 0.5 is a coin flip.",
         share=True,
     ),
     Chart("Loss", ("loss",)),
@@ -542,6 +559,14 @@ CHARTS = (
     Chart("KL to the base model", ("kl",)),
     Chart("NLL of the chosen answers (CPO, ORPO)", ("nll_loss",), note="Lower: the chosen answers are more likely."),
     Chart("Log odds ratio (ORPO)", ("log_odds_ratio", "log_odds_chosen")),
+    Chart(
+        "Reward model: pair accuracy, training batches and validation", ("accuracy",), share=True,
+        note="A training batch is a few pairs: noisy.",
+    ),
+    Chart(
+        "Reward model scores (lowest, mean, highest) and the chosen-minus-rejected margin",
+        ("min_reward", "mean_reward", "max_reward", "margin"),
+    ),
 )
 
 # What each method's trainer logs (TRL 1.x, plus the trainer's own ranking accuracy for KTO), so a running
@@ -555,6 +580,7 @@ METHOD_KEYS = {
 # TRL's CPO trainer (SimPO, CPO) and ORPO trainer log the pair metrics too, plus their NLL term.
 METHOD_KEYS["simpo"] = METHOD_KEYS["cpo"] = METHOD_KEYS["dpo"] | {"nll_loss"}
 METHOD_KEYS["orpo"] = METHOD_KEYS["dpo"] | {"nll_loss", "log_odds_ratio", "log_odds_chosen"}
+METHOD_KEYS["reward"] = frozenset({"loss", "accuracy", "margin", "min_reward", "mean_reward", "max_reward"})
 
 
 @dataclass(frozen=True)

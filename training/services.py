@@ -228,7 +228,7 @@ def run_launch(
     Raises LaunchError with the message to show; in that case nothing was written and nothing queued.
     """
     if method not in TuningRun.Method.values:
-        raise LaunchError(f"Unknown method {method!r}: choose DPO, KTO, SimPO, CPO or ORPO.", field="method")
+        raise LaunchError(f"Unknown method {method!r}: choose DPO, KTO, SimPO, CPO, ORPO, SFT or a reward model.", field="method")
     base_model = BaseModel.objects.filter(pk=base_model_id).first() if base_model_id else None
     if base_model is None:
         raise LaunchError("Choose a base model from the registry (unknown base model).", field="base_model")
@@ -451,6 +451,8 @@ def run_execute(*, run_id: int, worker_stopping: Callable[[], bool] | None = Non
     if result["cancelled"]:
         _finish(run_id, Status.CANCELLED, error="Cancelled by an admin.")
         return TuningRun.objects.get(pk=run_id)
+    if run.method == TuningRun.Method.REWARD:
+        return _reward_model_finish(run, result)
     with transaction.atomic():
         version = ModelVersion.objects.create(
             name=f"{run.name} (run {run.pk})"[:200], base_model=run.base_model, adapter_path=str(result["adapter_dir"]),
@@ -470,6 +472,25 @@ def run_execute(*, run_id: int, worker_stopping: Callable[[], bool] | None = Non
             # Reaped or changed underneath us: keep what the database says, drop the orphan version.
             version.delete()
     return TuningRun.objects.get(pk=run_id)
+
+
+def _reward_model_finish(run: TuningRun, result: dict[str, Any]) -> TuningRun:
+    """A reward model writes nothing, so it makes no model version: it becomes the project's scorer, and a job
+    scores the project's answers with it (review outputs for their reward spread, open pairs for labeling order)."""
+    from training.review.rewards import reward_scoring_job_create
+
+    with transaction.atomic():
+        finished = TuningRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(
+            status=Status.SUCCEEDED,
+            outcome={**run.outcome, **result["outcome"]},
+            step=result["steps"],
+            total_steps=result["total_steps"] or result["steps"],
+            finished_at=timezone.now(),
+            heartbeat_at=timezone.now(),
+        )
+        if finished == 1:
+            reward_scoring_job_create(project=run.project, reward_run=TuningRun.objects.get(pk=run.pk))
+    return TuningRun.objects.get(pk=run.pk)
 
 
 def _hand_back(run_id: int) -> None:

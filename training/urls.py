@@ -22,5 +22,6 @@ urlpatterns = [
     path("runs/<int:run_id>/battles/create/", review_views.run_battles_create, name="run_battles_create"),
     path("projects/<int:project_id>/leaderboard/", review_views.leaderboard, name="leaderboard"),
     path("projects/<int:project_id>/battles/create/", review_views.project_battles_create, name="project_battles_create"),
+    path("projects/<int:project_id>/rewards/score/", review_views.project_rewards_score, name="project_rewards_score"),
     path("projects/<int:project_id>/candidates/", review_views.project_candidates, name="project_candidates"),
 ]

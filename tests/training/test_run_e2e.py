@@ -200,3 +200,38 @@ def test_sft_then_dpo_is_a_chain_of_two_runs_on_a_real_worker(logged_in_admin, r
     config = json.loads(Path(dpo.model_version.adapter_path, "adapter_config.json").read_text())
     assert config["r"] == 16
     _assert_adapter_changes_logprobs(dpo, real_base)
+
+
+def test_a_reward_model_trains_on_a_real_worker_then_scores_the_projects_answers(logged_in_admin, real_base):
+    from labeling.models import Completion
+    from training.models import GenerationJob, RewardScore
+
+    project = voted_compare_project(8, name="E2E reward")
+    purge_queues("default", "gpu")
+    response = logged_in_admin.post(
+        f"/projects/{project.pk}/runs/new/", {**SMALL_RUN, "method": "reward", "beta": "", "base_model": str(real_base.pk)}
+    )
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    run = TuningRun.objects.get(project=project)
+    # Its success queues a job that scores every answer of the project: the same worker takes it next.
+    with celery_worker("e2e-reward"):
+        wait_for(lambda: GenerationJob.objects.filter(project=project, purpose="scores", status__in=["succeeded", "failed"]).exists()
+                 or TuningRun.objects.filter(pk=run.pk, status__in=["failed", "cancelled"]).exists(),
+                 timeout=480, what="the reward run and its scoring job")
+    run.refresh_from_db()
+
+    assert run.status == "succeeded", run.error
+    assert (run.method, run.step, run.total_steps, run.model_version) == ("reward", 3, 3, None)
+    train_keys = set().union(*RunMetric.objects.filter(run=run, split="train").values_list("values", flat=True))
+    assert {"loss", "accuracy", "margin", "mean_reward", "min_reward", "max_reward"} <= train_keys
+    held_out = run.outcome["reward_model"]
+    assert held_out["pairs"] == run.validation_rows == 2 and held_out["interval"] is not None
+    page = logged_in_admin.get(f"/runs/{run.pk}/").content.decode()
+    assert 'data-testid="reward-heldout"' in page and "held-out pairwise accuracy" in page
+    assert "Reward model scores (lowest, mean, highest)" in page and "Review</a>" not in page
+    job = GenerationJob.objects.get(project=project, purpose="scores", run=run)
+    assert job.status == "succeeded", job.error
+    answers = Completion.objects.filter(prompt__project=project).count()
+    assert RewardScore.objects.filter(reward_run=run).count() == answers == job.completions_created
+    # The adapter moved the score head: not every answer scores the same.
+    assert len(set(RewardScore.objects.filter(reward_run=run).values_list("score", flat=True))) > 1

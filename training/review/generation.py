@@ -194,6 +194,8 @@ def generation_job_execute(*, job_id: int, batch_size: int = 8) -> GenerationJob
     Completions already stored with the same prompt, version and settings are skipped, so running a job twice,
     or a second job over the same prompts, adds nothing twice."""
     job = GenerationJob.objects.select_related("project").get(pk=job_id)
+    if job.purpose == GenerationJob.Purpose.SCORES:
+        return _scoring_job_execute(job)
     versions = list(job.model_versions.select_related("base_model").order_by("id"))
     settings = GenerationSettings.from_dict(job.settings)
     try:
@@ -219,7 +221,27 @@ def generation_job_execute(*, job_id: int, batch_size: int = 8) -> GenerationJob
         status=JobStatus.SUCCEEDED, completions_created=created, completions_skipped=skipped, tasks_created=tasks,
         notes=[*progress.notes(), *added], finished_at=timezone.now(),
     )
+    if created:
+        # New answers get the project's reward-model scores (if it has a reward model) in a job of their own.
+        from training.review.rewards import reward_scoring_job_create
+
+        reward_scoring_job_create(project=job.project)
     return GenerationJob.objects.get(pk=job_id)
+
+
+def _scoring_job_execute(job: GenerationJob) -> GenerationJob:
+    from training.review.rewards import reward_scoring_execute, scoring_job_finish
+
+    try:
+        scored, skipped = reward_scoring_execute(job=job)
+    except Exception as exc:  # noqa: BLE001 - any failure ends the job with its reason recorded
+        logger.exception("Scoring job %s failed", job.pk)
+        GenerationJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+            status=JobStatus.FAILED, error=_describe(exc), finished_at=timezone.now()
+        )
+        return GenerationJob.objects.get(pk=job.pk)
+    scoring_job_finish(job_id=job.pk, scored=scored, skipped=skipped)
+    return GenerationJob.objects.get(pk=job.pk)
 
 
 @dataclass

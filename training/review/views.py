@@ -17,6 +17,7 @@ from training.models import Battle, GenerationJob, ModelVersion, TuningRun
 from training.review import battles as review_battles
 from training.review import figures
 from training.review import generation as review_generation
+from training.review import rewards as review_rewards
 from training.review import selectors as review_selectors
 from training.review import versions as review_versions
 from training.review.comparisons import comparison_key, describe_settings
@@ -82,12 +83,33 @@ def run_review(request: HttpRequest, run_id: int) -> HttpResponse:
         )
         query = request.GET.copy()
         query.pop("page", None)
+        every_row = rows if not (search or differ) else review_selectors.side_by_side(
+            project=project, base=base, tuned=tuned, settings=view.settings
+        )
+        rewards = review_rewards.reward_comparison(project=project, rows=every_row, base=base, tuned=tuned)
+        if rewards is not None:
+            context.update(rewards=rewards, reward_sides=[("base", rewards.base), ("tuned", rewards.tuned)])
         context.update(
             base=base, tuned=tuned, filters=filters, view=view, results=view.results, thumbs=view.thumbs,
             page=Paginator(rows, ROWS_PER_PAGE).get_page(request.GET.get("page")), query=query.urlencode(),
             lengths=review_selectors.output_lengths(rows), **_labels(base, tuned),
         )
     return render(request, "training/review.html", context)
+
+
+@require_POST
+def project_rewards_score(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = project_for_admin(request.user, project_id)
+    job = review_rewards.reward_scoring_job_create(project=project, created_by=request.user)
+    if job is None:
+        messages.info(request, "Nothing to score: the project has no reward model, or it has scored every answer.")
+    else:
+        messages.success(
+            request, f"Scoring {job.completions_total} answer{'s' if job.completions_total != 1 else ''} with the "
+            f"reward model {job.run.name!r} (job {job.pk}); this page shows the scores once it is done.",
+        )
+    target = request.POST.get("next", "")
+    return redirect(target if target.startswith("/") and not target.startswith("//") else reverse("labeling:dashboard", args=[project.pk]))
 
 
 @require_POST

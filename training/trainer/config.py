@@ -10,15 +10,20 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Method = Literal["dpo", "kto", "simpo", "cpo", "orpo", "sft"]
+Method = Literal["dpo", "kto", "simpo", "cpo", "orpo", "sft", "reward"]
 
-METHODS: tuple[str, ...] = ("dpo", "kto", "simpo", "cpo", "orpo", "sft")
+METHODS: tuple[str, ...] = ("dpo", "kto", "simpo", "cpo", "orpo", "sft", "reward")
 # Methods that train on preference pairs (prompt, chosen, rejected); KTO trains on thumbs.
 PAIR_METHODS: tuple[str, ...] = ("dpo", "simpo", "cpo", "orpo")
 # Methods without a reference model (TRL's CPO and ORPO trainers): half the forward passes of DPO.
 REFERENCE_FREE_METHODS: tuple[str, ...] = ("simpo", "cpo", "orpo")
 # Methods whose kept checkpoint is the one with the lowest validation loss (no implicit reward to rank by).
 LOSS_SELECTED_METHODS: tuple[str, ...] = (*REFERENCE_FREE_METHODS, "sft")
+# A reward model (TRL's RewardTrainer): the base with a scalar head, trained on the same pairs to score answers.
+# It writes nothing; it ranks candidates, scores review outputs and says which pairs are worth labeling next.
+REWARD_METHOD = "reward"
+# Methods with nothing to choose about the loss's temperature.
+BETA_FREE_METHODS: tuple[str, ...] = ("sft", REWARD_METHOD)
 QUANTIZATIONS: tuple[str, ...] = ("none", "4bit")
 MAX_PROCESSES = 64
 
@@ -46,10 +51,11 @@ KTO_LOSS_TYPES: tuple[str, ...] = ("kto", "apo_zero_unpaired")
 CPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "hinge", "ipo")
 LOSS_TYPES: dict[str, tuple[str, ...]] = {
     "dpo": DPO_LOSS_TYPES, "kto": KTO_LOSS_TYPES, "cpo": CPO_LOSS_TYPES, "simpo": ("simpo",), "orpo": ("orpo",),
-    "sft": ("nll",),
+    "sft": ("nll",), "reward": ("bradley_terry",),
 }
 DEFAULT_LOSS_TYPES: dict[str, str] = {
     "dpo": "sigmoid", "kto": "kto", "cpo": "sigmoid", "simpo": "simpo", "orpo": "orpo", "sft": "nll",
+    "reward": "bradley_terry",
 }
 # beta when left empty. SimPO's reward is beta times the length-normalised log-probability, and its paper works
 # at beta 2 to 2.5 (Meng et al. 2024); for the others beta scales a log-ratio (DPO, KTO, CPO) or, in ORPO, the
@@ -68,6 +74,9 @@ AUTO_TARGET_STEPS = 90
 AUTO_MAX_EPOCHS = 4
 AUTO_EVALUATIONS = 8
 AUTO_SFT_WEIGHT = 1.0
+# TRL's recommended centring for a reward model's scores (Eisenstein et al. 2023): a small penalty on the mean
+# squared reward keeps scores near zero, so two reward models, or two runs, can be read on one scale.
+AUTO_CENTER_REWARDS = 0.01
 
 
 class SettingsError(ValueError):
@@ -184,6 +193,7 @@ class TrainSettings:
     simpo_gamma: float = 0.5  # SimPO: the target reward margin (TRL's default)
     cpo_alpha: float = 1.0  # CPO: weight of the chosen answers' NLL term beside the preference loss
     ld_alpha: float | None = None  # DPO: length-desensitised DPO's weight on tokens past the shorter answer
+    center_rewards: float | None = None  # reward model: weight of the penalty on the squared mean score
     num_processes: int = 1  # data-parallel processes (GPUs), each with per_device_batch_size rows a step
     quantization: str = "none"  # "4bit": QLoRA, NF4 base weights with double quantisation (CUDA only)
     # A trained version's adapter folder to start from: merged into the base first, so this run's reference is
@@ -209,6 +219,15 @@ class TrainSettings:
             )
         if self.beta is not None and (not _is_number(self.beta) or self.beta <= 0):
             raise SettingsError(f"beta must be a positive number, got {self.beta!r}.")
+        if self.beta is not None and self.method == REWARD_METHOD:
+            raise SettingsError("beta does not apply to a reward model (its loss has no temperature); leave it empty.")
+        if self.center_rewards is not None:
+            if not _is_number(self.center_rewards) or not 0 <= self.center_rewards <= 1:
+                raise SettingsError(
+                    f"The reward centring weight must be between 0 and 1, got {self.center_rewards!r}."
+                )
+            if self.method != REWARD_METHOD:
+                raise SettingsError("Reward centring only applies to reward-model runs; leave it empty.")
         if not _is_number(self.simpo_gamma) or not 0 <= self.simpo_gamma <= 10:
             raise SettingsError(f"SimPO's target margin (gamma) must be between 0 and 10, got {self.simpo_gamma!r}.")
         if not _is_number(self.cpo_alpha) or not 0 <= self.cpo_alpha <= 10:
@@ -283,12 +302,17 @@ class TrainSettings:
         if self.init_adapter is not None:
             if not isinstance(self.init_adapter, str) or not self.init_adapter.strip():
                 raise SettingsError("init_adapter must be the folder of a trained adapter, or empty.")
+            if self.method == REWARD_METHOD:
+                raise SettingsError(
+                    "A reward model starts from the base model: it replaces the output layer with a score, so a "
+                    "version's adapter for writing answers has nothing to continue."
+                )
             if self.quantization != "none":
                 raise SettingsError(
                     "A run that starts from a trained version cannot use 4-bit base weights: the version's adapter is "
                     "merged into the base first, and a 4-bit base cannot take it exactly."
                 )
-        if self.group_by_length and self.method in LOSS_SELECTED_METHODS:
+        if self.group_by_length and self.method in (*LOSS_SELECTED_METHODS, REWARD_METHOD):
             raise SettingsError(f"group_by_length is offered for DPO runs only; leave it off for {self.method.upper()}.")
         for name in ("precompute_ref_log_probs", "group_by_length", "keep_best"):
             if not isinstance(getattr(self, name), bool):
@@ -380,7 +404,9 @@ class TrainSettings:
         """
         resolved = dataclasses.replace(self, lora=dataclasses.replace(self.lora))
         notes: list[str] = []
-        if resolved.beta is None:
+        if resolved.method == REWARD_METHOD:
+            notes.extend(_resolve_reward(resolved))
+        elif resolved.beta is None:
             resolved.beta = AUTO_BETA[resolved.method]
             if resolved.method == "simpo":
                 notes.append(
@@ -424,3 +450,19 @@ class TrainSettings:
         if resolved.eval_steps is None:
             resolved.eval_steps = max(1, math.ceil(resolved.total_steps(train_rows) / AUTO_EVALUATIONS))
         return resolved.validate(), notes
+
+
+def _resolve_reward(resolved: TrainSettings) -> list[str]:
+    """A reward model's automatic choices (in place), with their reasons."""
+    notes = []
+    if resolved.center_rewards is None:
+        resolved.center_rewards = AUTO_CENTER_REWARDS
+    if resolved.keep_best:
+        # Picking a checkpoint by validation accuracy would make that accuracy optimistic; the reward model's
+        # held-out accuracy is the number its users act on, so it must come from pairs nothing was chosen by.
+        resolved.keep_best = False
+        notes.append(
+            "The last step is kept, not the best on validation: the validation pairs then stay an unbiased test of "
+            "the reward model's pairwise accuracy."
+        )
+    return notes

@@ -28,8 +28,9 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
-from .config import LOSS_SELECTED_METHODS, SettingsError, TrainSettings
+from .config import LOSS_SELECTED_METHODS, REWARD_METHOD, SettingsError, TrainSettings
 from .device import DeviceSettings, choose_device
+from .reward import SCORE_HEAD, pairwise_accuracy, score_pairs
 from .rows import DPO_KEYS, KTO_KEYS, SFT_KEYS, kto_class_weights, rows_format, split_rows, validate_rows
 
 logger = logging.getLogger(__name__)
@@ -168,6 +169,9 @@ class _ProgressCallback(TrainerCallback):
             ranking, gap = self.kto_validation.score(model)
             return {"eval_ranking_accuracy": ranking, "eval_reward_gap": gap,
                     SELECTION_KEY: ranking + _TIE_BREAK_WEIGHT * math.tanh(gap)}
+        if self.method == REWARD_METHOD:
+            accuracy = metrics.get("eval_accuracy")
+            return {SELECTION_KEY: accuracy} if accuracy is not None else {}
         if self.method in LOSS_SELECTED_METHODS:
             # Their "reward" is the model's own (length-normalised) log-probability, not a change from a reference:
             # the untouched base can already rank validation pairs well, and a checkpoint taken before the first
@@ -309,9 +313,19 @@ def latest_checkpoint(output_dir: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def _model_class(settings: TrainSettings) -> type:
+    if settings.method == REWARD_METHOD:
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification
+    return AutoModelForCausalLM
+
+
 def _load_base_model(model_path: str, settings: TrainSettings, device: DeviceSettings) -> torch.nn.Module:
+    # A reward model is the base with a new one-number head (`score`) in place of the vocabulary head.
+    head = {"num_labels": 1} if settings.method == REWARD_METHOD else {}
     if settings.quantization == "none":
-        return AutoModelForCausalLM.from_pretrained(model_path, dtype=device.dtype)
+        return _model_class(settings).from_pretrained(model_path, dtype=device.dtype, **head)
     if device.device != "cuda":
         raise SettingsError(
             "QLoRA (4-bit base weights) needs a CUDA GPU: bitsandbytes' 4-bit kernels do not train on this worker's "
@@ -333,8 +347,8 @@ def _load_base_model(model_path: str, settings: TrainSettings, device: DeviceSet
     )
     # Each data-parallel process holds its own quantised copy on its own GPU.
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    return AutoModelForCausalLM.from_pretrained(
-        model_path, quantization_config=quantization, dtype=torch.bfloat16, device_map={"": local_rank}
+    return _model_class(settings).from_pretrained(
+        model_path, quantization_config=quantization, dtype=torch.bfloat16, device_map={"": local_rank}, **head
     )
 
 
@@ -350,13 +364,16 @@ def _lora_config(model: torch.nn.Module, settings: TrainSettings) -> LoraConfig:
             f"LoRA target module(s) {', '.join(missing)} do not exist in this model; its linear layers are: "
             f"{', '.join(sorted(leaf_names - {'lm_head'}))}."
         )
+    reward = settings.method == REWARD_METHOD
     return LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules),
         bias="none",
-        task_type="CAUSAL_LM",
+        task_type="SEQ_CLS" if reward else "CAUSAL_LM",
+        # The score head is new and random: it is trained in full and saved with the adapter.
+        modules_to_save=[SCORE_HEAD] if reward else None,
     )
 
 
@@ -429,6 +446,12 @@ def _trl_config(
         from trl.experimental.orpo import ORPOConfig
 
         return ORPOConfig(beta=settings.beta, **common, **device.training_kwargs(ORPOConfig))
+    if settings.method == REWARD_METHOD:
+        from trl import RewardConfig
+
+        return RewardConfig(
+            center_rewards_coefficient=settings.center_rewards or None, **common, **device.training_kwargs(RewardConfig)
+        )
     if settings.method == "sft":
         from trl import SFTConfig
 
@@ -495,6 +518,10 @@ def _trainer_class(settings: TrainSettings) -> type:
         from trl import SFTTrainer
 
         return SFTTrainer
+    if settings.method == REWARD_METHOD:
+        from trl import RewardTrainer
+
+        return RewardTrainer
     from trl.experimental.orpo import ORPOTrainer
 
     return ORPOTrainer
@@ -587,7 +614,7 @@ def train(
     # Passing the plain base model plus peft_config (not a PeftModel) makes TRL wrap it itself and use
     # the adapter-disabled base as the reference: one model in memory, no "ref" adapter copy. CPO and ORPO
     # have no reference model at all.
-    reference = {} if settings.method in LOSS_SELECTED_METHODS else {"ref_model": None}
+    reference = {} if settings.method in (*LOSS_SELECTED_METHODS, REWARD_METHOD) else {"ref_model": None}
     trainer = trainer_cls(
         model=model,
         **reference,
@@ -646,6 +673,13 @@ def train(
         else:
             eval_metrics = {k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, (int, float))}
 
+    reward_heldout = None
+    if settings.method == REWARD_METHOD and validation_rows:
+        # Exactly, pair by pair: TRL's eval_accuracy averages per-batch means, which a short last batch skews.
+        reward_heldout = pairwise_accuracy(
+            score_pairs(trainer.model, tokenizer, validation_rows, batch_size=settings.per_device_batch_size,
+                        max_length=settings.max_length)
+        ).as_dict()
     adapter_dir = out / ADAPTER_DIRNAME
     if trainer.is_world_process_zero():
         trainer.model.save_pretrained(str(adapter_dir), safe_serialization=True)
@@ -668,7 +702,7 @@ def train(
         history=callback.history,
         outcome=_outcome(
             settings, callback.history, kept_step=kept_step, steps=int(state.global_step),
-            train_rows=len(train_rows), validation_rows=len(validation_rows),
+            train_rows=len(train_rows), validation_rows=len(validation_rows), reward_heldout=reward_heldout,
         ),
         settings=settings,
     )
@@ -682,8 +716,10 @@ def _outcome(
     steps: int,
     train_rows: int,
     validation_rows: int,
+    reward_heldout: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What the run page leads with: validation metrics at the kept checkpoint, and the last training batch."""
+    """What the run page leads with: validation metrics at the kept checkpoint, and the last training batch (and
+    for a reward model, its pairwise accuracy on the validation pairs)."""
     evals = [e for e in history if e.kind == "eval"]
     at_kept = next((e for e in reversed(evals) if e.step == kept_step), None)
     last_train = next((e for e in reversed(history) if e.kind == "train"), None)
@@ -695,11 +731,14 @@ def _outcome(
         "final_train": dict(last_train.metrics) if last_train else {},
         "evaluations": len({e.step for e in evals}),
     }
-    if at_kept is not None:
-        outcome["best_metric"] = {"kto": "ranking_accuracy"}.get(
+    if at_kept is not None and settings.keep_best:
+        outcome["best_metric"] = {"kto": "ranking_accuracy", REWARD_METHOD: "accuracy"}.get(
             settings.method, "loss" if settings.method in LOSS_SELECTED_METHODS else "rewards/accuracies"
         )
+    if at_kept is not None:
         outcome["validation"] = {k.removeprefix("eval_"): v for k, v in at_kept.metrics.items() if k.startswith("eval_")}
+    if reward_heldout is not None:
+        outcome["reward_model"] = reward_heldout
     return outcome
 
 

@@ -111,15 +111,15 @@ def sft_rows_from(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def rows_format(method: str) -> str:
-    """The rows a method trains on: "dpo" (preference pairs: DPO, SimPO, CPO, ORPO), "kto" (thumbs) or "sft"
-    (an answer to imitate per prompt)."""
+    """The rows a method trains on: "dpo" (preference pairs: DPO, SimPO, CPO, ORPO and the reward model), "kto"
+    (thumbs) or "sft" (an answer to imitate per prompt)."""
     if method == "kto":
         return "kto"
     if method == "sft":
         return "sft"
-    if method in ("dpo", "simpo", "cpo", "orpo"):
+    if method in ("dpo", "simpo", "cpo", "orpo", "reward"):
         return "dpo"
-    raise RowsError(f"Unknown method {method!r}; expected one of dpo, kto, simpo, cpo, orpo, sft.")
+    raise RowsError(f"Unknown method {method!r}; expected one of dpo, kto, simpo, cpo, orpo, sft, reward.")
 
 
 def validate_rows(rows: list[dict[str, Any]], method: str) -> None:

@@ -1,0 +1,173 @@
+"""Reward-model scores: the project's current reward model, the jobs that score its completions, and the score
+distributions the review page shows. Scoring jobs are GenerationJobs of purpose "scores", so they share the
+generation jobs' queue, claim, progress bar and reaper."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from labeling.models import Completion, Project
+from training.models import GenerationJob, ModelVersion, RewardScore, TuningRun
+from training.trainer.reward import ScoreDistribution, score_distributions, spread_collapsed
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+logger = logging.getLogger(__name__)
+
+JobStatus = GenerationJob.Status
+SCORE_BATCH = 16
+
+
+def project_reward_model(*, project: Project) -> TuningRun | None:
+    """The project's newest succeeded reward-model run: the one that scores, ranks and orders."""
+    return (
+        TuningRun.objects.filter(project=project, method=TuningRun.Method.REWARD, status=TuningRun.Status.SUCCEEDED)
+        .select_related("base_model")
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+
+
+def reward_adapter_dir(run: TuningRun) -> str:
+    from training.trainer.core import ADAPTER_DIRNAME
+
+    return str(Path(run.output_dir) / ADAPTER_DIRNAME)
+
+
+def unscored_completions(*, project: Project, reward_run: TuningRun) -> QuerySet[Completion]:
+    return Completion.objects.filter(prompt__project=project).exclude(reward_scores__reward_run=reward_run)
+
+
+def reward_scoring_job_create(
+    *, project: Project, reward_run: TuningRun | None = None, created_by: User | None = None
+) -> GenerationJob | None:
+    """Queue a job that scores every completion of the project the reward model has not scored yet (review outputs,
+    candidates, imported answers); None when there is no reward model or nothing to score. A job already queued or
+    running for the same reward model is returned instead of a second one."""
+    from training.review.generation import _enqueue_on_commit
+
+    reward_run = reward_run or project_reward_model(project=project)
+    if reward_run is None:
+        return None
+    with transaction.atomic():
+        active = GenerationJob.objects.select_for_update().filter(
+            project=project, run=reward_run, purpose=GenerationJob.Purpose.SCORES,
+            status__in=[JobStatus.QUEUED, JobStatus.RUNNING],
+        ).first()
+        if active is not None:
+            return active
+        pending = unscored_completions(project=project, reward_run=reward_run)
+        prompt_ids = sorted(set(pending.values_list("prompt_id", flat=True)))
+        if not prompt_ids:
+            return None
+        job = GenerationJob.objects.create(
+            project=project, run=reward_run, prompt_ids=prompt_ids, settings={}, purpose=GenerationJob.Purpose.SCORES,
+            prompt_count=len(prompt_ids), completions_total=pending.count(), created_by=created_by,
+        )
+        _enqueue_on_commit(job.pk)
+    return job
+
+
+def reward_scoring_execute(*, job: GenerationJob) -> tuple[int, int]:
+    """Score a claimed scoring job's completions in batches, storing each batch as it is done (a job that dies
+    keeps what it scored, and a new one skips it). Returns (scored, skipped as already there)."""
+    from training.trainer.device import choose_device
+    from training.trainer.reward import load_reward_model, score_conversations
+
+    reward_run = TuningRun.objects.select_related("base_model").get(pk=job.run_id)
+    pending = list(
+        unscored_completions(project=job.project, reward_run=reward_run)
+        .filter(prompt_id__in=job.prompt_ids).select_related("prompt").order_by("id")
+    )
+    skipped = max(0, job.completions_total - len(pending))
+    if not pending:
+        return 0, skipped
+    model, tokenizer = load_reward_model(
+        reward_adapter_dir(reward_run), reward_run.base_model.path, device=choose_device().device
+    )
+    max_length = int((reward_run.settings or {}).get("max_length") or 1024)
+    scored = 0
+    for start in range(0, len(pending), SCORE_BATCH):
+        batch = pending[start : start + SCORE_BATCH]
+        conversations = [[*c.prompt.messages, {"role": "assistant", "content": c.text}] for c in batch]
+        scores = score_conversations(model, tokenizer, conversations, batch_size=SCORE_BATCH, max_length=max_length)
+        RewardScore.objects.bulk_create(
+            [RewardScore(reward_run=reward_run, completion=c, score=s) for c, s in zip(batch, scores, strict=True)],
+            ignore_conflicts=True,
+        )
+        scored += len(batch)
+        GenerationJob.objects.filter(pk=job.pk).update(completions_created=scored, completions_skipped=skipped)
+    return scored, skipped
+
+
+def scores_by_completion(*, reward_run: TuningRun, completion_ids: Iterable[int]) -> dict[int, float]:
+    return dict(
+        RewardScore.objects.filter(reward_run=reward_run, completion_id__in=list(completion_ids))
+        .values_list("completion_id", "score")
+    )
+
+
+@dataclass(frozen=True)
+class RewardComparison:
+    """Base and tuned held-out outputs as one reward model scores them: each side's distribution and their paired
+    difference (tuned minus base on the same prompt and sample)."""
+
+    reward_run: TuningRun
+    base: ScoreDistribution
+    tuned: ScoreDistribution
+    paired: ScoreDistribution  # the distribution of per-row differences
+    unscored: int
+
+    @property
+    def collapsed(self) -> bool:
+        return spread_collapsed(self.base, self.tuned)
+
+    @property
+    def accuracy(self) -> dict | None:
+        held = (self.reward_run.outcome or {}).get("reward_model")
+        return held if isinstance(held, dict) and held.get("pairs") else None
+
+
+def reward_comparison(
+    *, project: Project, rows: list, base: ModelVersion, tuned: ModelVersion
+) -> RewardComparison | None:
+    """Reward scores of the side-by-side rows (both outputs present); None without a reward model."""
+    reward_run = project_reward_model(project=project)
+    if reward_run is None:
+        return None
+    both = [row for row in rows if row.base is not None and row.tuned is not None]
+    ids = [c.pk for row in both for c in (row.base, row.tuned)]
+    found = scores_by_completion(reward_run=reward_run, completion_ids=ids)
+    scored = [row for row in both if row.base.pk in found and row.tuned.pk in found]
+    base_scores = [found[row.base.pk] for row in scored]
+    tuned_scores = [found[row.tuned.pk] for row in scored]
+    sides = score_distributions({"base": base_scores, "tuned": tuned_scores})
+    paired = score_distributions({"difference": [t - b for b, t in zip(base_scores, tuned_scores, strict=True)]})
+    return RewardComparison(
+        reward_run=reward_run, base=sides["base"], tuned=sides["tuned"], paired=paired["difference"],
+        unscored=len(both) - len(scored),
+    )
+
+
+def scoring_jobs(*, project: Project, limit: int = 5) -> list[GenerationJob]:
+    return list(
+        GenerationJob.objects.filter(project=project, purpose=GenerationJob.Purpose.SCORES)
+        .select_related("run").order_by("-id")[:limit]
+    )
+
+
+def scoring_job_finish(*, job_id: int, scored: int, skipped: int) -> None:
+    GenerationJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
+        status=JobStatus.SUCCEEDED, completions_created=scored, completions_skipped=skipped,
+        notes=[f"Scored {scored} answer{'s' if scored != 1 else ''} with the reward model"
+               + (f"; {skipped} already had a score." if skipped else ".")],
+        finished_at=timezone.now(),
+    )
