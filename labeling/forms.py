@@ -18,9 +18,14 @@ class ProjectForm(forms.ModelForm):
         help_text="Annotators who may work this project. Admins can always open it.",
     )
 
+    label_order = forms.ChoiceField(
+        choices=Project.LabelOrder.choices, required=False, initial=Project.LabelOrder.IN_ORDER,
+        label="Label order (compare projects)", help_text=Project._meta.get_field("label_order").help_text,
+    )
+
     class Meta:
         model = Project
-        fields = ["name", "description", "mode", "overlap", "guidelines", "members"]
+        fields = ["name", "description", "mode", "overlap", "guidelines", "label_order", "members"]
         widgets = {"guidelines": forms.Textarea(attrs={"rows": 10}), "description": forms.Textarea(attrs={"rows": 2})}
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
@@ -28,6 +33,9 @@ class ProjectForm(forms.ModelForm):
         if self.instance.pk:
             # Tasks already exist in the project's mode; switching it would orphan them.
             self.fields["mode"].disabled = True
+
+    def clean_label_order(self) -> str:
+        return self.cleaned_data.get("label_order") or self.instance.label_order or Project.LabelOrder.IN_ORDER
 
 
 # ---------------------------------------------------------------- import and export (views/transfer.py)

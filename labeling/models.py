@@ -25,7 +25,17 @@ class Project(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(50)],
         help_text="Votes wanted per task, from distinct annotators (1 to 50).",
     )
+    class LabelOrder(models.TextChoices):
+        IN_ORDER = "in_order", "In order: pairs with votes first, then the oldest"
+        UNCERTAIN_FIRST = "uncertain_first", "Uncertain first: the pairs the reward model is least sure about"
+
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="labeling_projects", blank=True)
+    label_order = models.CharField(
+        max_length=16, choices=LabelOrder.choices, default=LabelOrder.IN_ORDER,
+        help_text="Which open pair an annotator gets next. Uncertain first needs a reward model trained in this project: "
+        "pairs whose two answers it scores closest come first (a vote there teaches the most), pairs it has not "
+        "scored come last. Pairs other annotators started are still finished first.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -33,6 +43,9 @@ class Project(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(overlap__gte=1) & Q(overlap__lte=50), name="project_overlap_1_to_50"),
             models.CheckConstraint(condition=Q(mode__in=["compare", "rate"]), name="project_mode_valid"),
+            models.CheckConstraint(
+                condition=Q(label_order__in=["in_order", "uncertain_first"]), name="project_label_order_valid"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Abs, Coalesce
 from django.utils import timezone
 
 from labeling.errors import Conflict, InvalidInput, NotFound
@@ -119,7 +119,7 @@ def task_lease_next(*, project: Project, annotator: User, purpose: str | None = 
         if purpose is not None and kind is _PAIR:
             candidates = candidates.filter(purpose=purpose)
         locked_ids = list(
-            candidates.order_by("-vote_count", "id")
+            _in_label_order(project, kind, candidates)
             .select_for_update(skip_locked=True, of=("self",))
             .values_list("pk", flat=True)[:_CANDIDATES_PER_PASS]
         )
@@ -146,6 +146,25 @@ def task_lease_next(*, project: Project, annotator: User, purpose: str | None = 
             )
             return task
     return None
+
+
+def _in_label_order(project: Project, kind: _Kind, candidates):  # noqa: ANN001, ANN202 - a queryset in, one out
+    """Open tasks in the order annotators get them: started tasks first (so finished pairs accumulate), then by the
+    project's label order: the oldest first, or for compare projects with a reward model the pairs whose two answers
+    it scores closest (least sure), unscored pairs after them."""
+    if kind is _PAIR and project.label_order == Project.LabelOrder.UNCERTAIN_FIRST:
+        from training.models import RewardScore
+        from training.review.rewards import project_reward_model
+
+        reward_run = project_reward_model(project=project)
+        if reward_run is not None:
+            scores = RewardScore.objects.filter(reward_run=reward_run)
+            score_a = Subquery(scores.filter(completion_id=OuterRef("completion_a_id")).values("score")[:1])
+            score_b = Subquery(scores.filter(completion_id=OuterRef("completion_b_id")).values("score")[:1])
+            return candidates.annotate(reward_gap=Abs(score_a - score_b)).order_by(
+                "-vote_count", F("reward_gap").asc(nulls_last=True), "id"
+            )
+    return candidates.order_by("-vote_count", "id")
 
 
 def task_skip(*, project: Project, annotator: User, kind: str, task_id: int) -> None:
@@ -356,9 +375,13 @@ def client_key_new() -> str:
 
 
 def project_create(
-    *, name: str, mode: str, overlap: int, guidelines: str = "", description: str = "", members: list | None = None
+    *, name: str, mode: str, overlap: int, guidelines: str = "", description: str = "", members: list | None = None,
+    label_order: str = Project.LabelOrder.IN_ORDER,
 ) -> Project:
-    project = Project(name=name.strip(), mode=mode, overlap=overlap, guidelines=guidelines, description=description)
+    project = Project(
+        name=name.strip(), mode=mode, overlap=overlap, guidelines=guidelines, description=description,
+        label_order=label_order,
+    )
     project.full_clean()
     with transaction.atomic():
         project.save()
@@ -375,6 +398,7 @@ def project_update(
     guidelines: str,
     description: str,
     members: list,
+    label_order: str | None = None,
 ) -> Project:
     """Edit a project. Changing the guidelines bumps ``guideline_version``, which each new vote records.
 
@@ -388,6 +412,8 @@ def project_update(
         project.name = name.strip()
         project.guidelines = guidelines
         project.description = description
+        if label_order is not None:
+            project.label_order = label_order
         if overlap != project.overlap:
             project.overlap = overlap
             for task_model in (PairTask, RateTask):

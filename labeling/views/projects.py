@@ -37,6 +37,7 @@ def project_new(request: HttpRequest) -> HttpResponse:
             guidelines=form.cleaned_data["guidelines"],
             description=form.cleaned_data["description"],
             members=list(form.cleaned_data["members"]),
+            label_order=form.cleaned_data["label_order"],
         )
         messages.success(request, f"Created {project.name}. Import prompts to give annotators work.")
         return redirect("labeling:import", project_id=project.pk)
@@ -55,6 +56,7 @@ def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
             guidelines=form.cleaned_data["guidelines"],
             description=form.cleaned_data["description"],
             members=list(form.cleaned_data["members"]),
+            label_order=form.cleaned_data["label_order"],
         )
         messages.success(request, "Saved.")
         return redirect("labeling:dashboard", project_id=project.pk)
