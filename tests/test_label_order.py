@@ -85,3 +85,16 @@ def test_the_settings_page_sets_the_order_and_refuses_an_unknown_one(admin_clien
     assert response.status_code == 400 and "Select a valid choice. loudest_first is not one of the available choices." in response.content.decode()
     project.refresh_from_db()
     assert project.label_order == "uncertain_first"
+
+
+def test_the_dashboard_says_which_order_annotators_get(admin_client):
+    project, tasks, _ = _scored_project("uncertain_first", [3.0, 0.1, None])
+    page = admin_client.get(f"/projects/{project.pk}/dashboard/").content.decode()
+    assert "least sure about: 2 of 3 open pairs are scored" in page
+
+    TuningRun.objects.filter(project=project).update(status="failed")
+    page = admin_client.get(f"/projects/{project.pk}/dashboard/").content.decode()
+    assert "no reward model has been trained in this project yet, so pairs come in order" in page
+
+    Project.objects.filter(pk=project.pk).update(label_order="in_order")
+    assert 'data-testid="label-order"' not in admin_client.get(f"/projects/{project.pk}/dashboard/").content.decode()

@@ -14,6 +14,7 @@ from labeling.errors import InvalidInput, LabelingError
 from labeling.models import PairTask, PairVote
 from labeling.permissions import project_for_admin
 from labeling.services import adjudicate_pair
+from training.review import rewards as review_rewards
 from training.review import selectors as review_selectors
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
         "generation_jobs": generation_jobs,
         # Generated candidates are paired as compare tasks, so the notice is for compare projects only.
         "waiting_for_candidates": waiting,
+        "label_order_note": review_rewards.label_order_note(project=project),
     }
     return render(request, "labeling/dashboard.html", context)
 

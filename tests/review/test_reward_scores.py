@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from labeling.models import Completion
+from labeling.models import Completion, PairTask
 from tests.factories import make_run
 from tests.review.conftest import review_setup
 from tests.trainer.conftest import make_dpo_rows
@@ -139,3 +139,91 @@ def test_a_scoring_job_whose_reward_model_is_gone_fails_with_the_reason_and_stor
 def test_annotators_cannot_start_scoring(annotator_client, setup):
     assert annotator_client.post(f"/projects/{setup.project.pk}/rewards/score/").status_code == 403
     assert GenerationJob.objects.count() == 0
+
+
+# ---------------------------------------------------------------- best-of-N candidates
+
+
+def test_best_against_worst_pairs_the_candidates_the_reward_model_ranks_highest_and_lowest(
+    tiny_model_dir, reward_output_dir
+):
+    from tests.review.test_candidate_generation import _stored
+    from training.trainer.review import GenerationSettings
+
+    s = review_setup(prompts=1, base_path=str(tiny_model_dir), with_outputs=False)
+    reward_run = _reward_run(s.project, reward_output_dir)
+    settings = GenerationSettings(temperature=0.7, n=4)
+    worst, unscored, best, middle = _stored(s, s.heldout[0], settings, [(f"Answer number {k}.", "stop") for k in range(4)])
+    for completion, score in ((worst, -100.0), (best, 100.0), (middle, 0.5)):
+        RewardScore.objects.create(reward_run=reward_run, completion=completion, score=score)
+
+    made = review_generation.candidate_pairs_create(
+        project=s.project, prompt_ids=[s.heldout[0].pk], versions=[s.base], settings=settings,
+        pairing="reward_extremes", scorer=review_rewards.RewardScorer(reward_run),
+    )
+
+    task = PairTask.objects.get()
+    assert made.created == 1 and {task.completion_a_id, task.completion_b_id} == {best.pk, worst.pk}
+    # The candidate it had no score for was scored by the model, and kept for the labeling order.
+    assert RewardScore.objects.filter(reward_run=reward_run).count() == 4
+    assert -100 < RewardScore.objects.get(completion=unscored).score < 100
+
+
+def test_a_candidate_job_draws_n_and_keeps_the_best_and_worst_as_a_pair(tiny_model_dir, reward_output_dir):
+    s = review_setup(prompts=2, base_path=str(tiny_model_dir), with_outputs=False)
+    reward_run = _reward_run(s.project, reward_output_dir)
+    job = review_generation.generation_job_create(
+        project=s.project, purpose="candidates", split="heldout", enqueue=False, versions=[s.base],
+        settings_data={"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 6, "seed": 1, "n": 3},
+        pairing="reward_extremes", skip_truncated=False,
+    )
+    assert review_generation.generation_job_claim(job_id=job.pk, worker="test")
+
+    done = review_generation.generation_job_execute(job_id=job.pk)
+
+    assert done.status == "succeeded", done.error
+    assert (done.completions_created, done.tasks_created) == (6, 2)
+    scores = dict(RewardScore.objects.filter(reward_run=reward_run).values_list("completion_id", "score"))
+    assert len(scores) == 6
+    for task in PairTask.objects.all():
+        mine = [scores[c.pk] for c in Completion.objects.filter(prompt=task.prompt)]
+        assert sorted([scores[task.completion_a_id], scores[task.completion_b_id]]) == [min(mine), max(mine)]
+
+
+def test_best_against_worst_is_refused_without_a_reward_model_or_with_one_answer_to_choose_from(tiny_model_dir, reward_output_dir):
+    from training.review.versions import ReviewError
+
+    s = review_setup(prompts=1, with_outputs=False)
+    arguments = dict(project=s.project, purpose="candidates", split="heldout", enqueue=False, versions=[s.base],
+                     pairing="reward_extremes")
+    with pytest.raises(ReviewError, match="Best against worst needs a reward model"):
+        review_generation.generation_job_create(settings_data={"temperature": 1.0, "n": 4}, **arguments)
+    _reward_run(s.project, reward_output_dir)
+    with pytest.raises(ReviewError, match="need at least two completions per prompt"):
+        review_generation.generation_job_create(settings_data={"temperature": 1.0, "n": 1}, **arguments)
+    assert not GenerationJob.objects.exists()
+
+
+def test_the_review_page_compares_tuned_with_base_best_of_n(admin_client, tiny_model_dir, reward_output_dir):
+    from tests.review.conftest import SETTINGS, add_output
+
+    setup = review_setup(prompts=4, base_path=str(tiny_model_dir), name="Best of N")
+    reward_run = _reward_run(setup.project, reward_output_dir)
+    for prompt in setup.heldout:
+        for k in (1, 2):
+            add_output(prompt, setup.base, f"Base sample {k} for {prompt.pk}.", {**SETTINGS, "sample": k})
+            add_output(prompt, setup.tuned, f"Tuned sample {k} for {prompt.pk}.", {**SETTINGS, "sample": k})
+    # Base samples score 0, 1, 2 on every prompt; the tuned first answer 3 on three prompts and 1 on the last.
+    for n, prompt in enumerate(setup.heldout):
+        for completion in Completion.objects.filter(prompt=prompt):
+            sample = completion.generation_settings["sample"]
+            tuned = completion.model_version_id == setup.tuned.pk
+            score = (1.0 if n == 3 else 3.0) if tuned and sample == 0 else float(sample) - (5 if tuned else 0)
+            RewardScore.objects.create(reward_run=reward_run, completion=completion, score=score)
+
+    page = admin_client.get(f"/runs/{setup.run.pk}/review/").content.decode()
+
+    assert 'data-testid="best-of-n"' in page and "Tuned against base best-of-3:" in page
+    assert "on 4 held-out prompts, the tuned model's first answer scores above the best of the base model's 3 answers" in page
+    assert "<b>75%</b>" in page and "mean score 2 (base best-of-3) against 2.5 (tuned)" in page
+    assert "Not yet distinguishable from sampling the base model 3 times." in page

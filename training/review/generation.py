@@ -31,6 +31,8 @@ from training.trainer.review import GenerationSettings, GenerationSettingsError
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
+    from training.review.rewards import RewardScorer
+
 logger = logging.getLogger(__name__)
 JobStatus = GenerationJob.Status
 GENERATE_TASK = "workers.generate"
@@ -46,6 +48,9 @@ PAIRINGS = [
      "one pair per prompt, the shortest complete answer against the longest, counted in words."),
     (pairing_core.MIXED_TEMPERATURES, "Two temperatures",
      "every other sample is drawn at the second temperature, and only a cool answer and a hot one are paired."),
+    (pairing_core.REWARD_EXTREMES, "Best against worst (reward model)",
+     "one pair per prompt: the answer the project's reward model scores highest against the one it scores lowest "
+     "(best-of-N and worst-of-N). Needs a reward model trained in this project."),
 ]
 PAIRING_CHOICES = [(value, label) for value, label, _ in PAIRINGS]
 
@@ -121,6 +126,14 @@ def generation_job_create(
         raise ReviewError("Battles are between exactly two model versions.")
     if pairing not in pairing_core.STRATEGIES:
         raise ReviewError(f"Unknown pairing {pairing!r}: use one of {', '.join(pairing_core.STRATEGIES)}.")
+    if pairing == pairing_core.REWARD_EXTREMES:
+        from training.review.rewards import project_reward_model
+
+        if project_reward_model(project=project) is None:
+            raise ReviewError(
+                "Best against worst needs a reward model to rank the candidates, and this project has none yet: "
+                "launch a run with the reward-model method first, or pick another pairing."
+            )
     if pairing == pairing_core.MIXED_TEMPERATURES and settings.alt_temperature is None:
         raise ReviewError("Pairing across two temperatures needs a second temperature.")
     ids = _resolve_prompts(project, prompt_ids, split)
@@ -330,11 +343,17 @@ def _generate_missing(
         waiting[p].add((v.pk, k))
     pair = job.purpose == GenerationJob.Purpose.CANDIDATES
 
+    scorer = None
+    if pair and job.pairing == pairing_core.REWARD_EXTREMES:
+        from training.review.rewards import RewardScorer
+
+        scorer = RewardScorer.for_project(job.project)
+
     def pair_ready(prompt_ids: list[int]) -> None:
         if pair and prompt_ids:
             progress.pairs.add(candidate_pairs_create(
                 project=job.project, prompt_ids=prompt_ids, versions=versions, settings=settings,
-                pairing=job.pairing, skip_truncated=job.skip_truncated,
+                pairing=job.pairing, skip_truncated=job.skip_truncated, scorer=scorer,
             ))
 
     with transaction.atomic():
@@ -395,7 +414,7 @@ def _describe(exc: BaseException) -> str:
 
 def candidate_pairs_create(
     *, project: Project, prompt_ids: Sequence[int], versions: Sequence[ModelVersion], settings: GenerationSettings,
-    pairing: str = pairing_core.ALL, skip_truncated: bool = True, seed: int = 0,
+    pairing: str = pairing_core.ALL, skip_truncated: bool = True, seed: int = 0, scorer: RewardScorer | None = None,
 ) -> CandidatePairs:
     """Labeling pair tasks among each prompt's generated candidates (these versions, these settings), chosen by
     ``pairing`` (``training.trainer.candidates.pair_candidates``), sides in random order. Answers cut off at the
@@ -422,10 +441,17 @@ def candidate_pairs_create(
         )
     }
     result = CandidatePairs()
+    scores: dict[int, float] = {}
+    if pairing == pairing_core.REWARD_EXTREMES:
+        if scorer is None:
+            raise ReviewError("Best against worst needs the project's reward model to score the candidates.")
+        scores = scorer.scores([c.key for found in candidates.values() for c in found])
     with transaction.atomic():
         for prompt_id in sorted(candidates):
+            by_text = {c.text: scores[c.key] for c in candidates[prompt_id] if c.key in scores}
             plan = pairing_core.pair_candidates(
-                candidates[prompt_id], pairing, skip_truncated=skip_truncated, max_pairs=MAX_CANDIDATE_PAIRS_PER_PROMPT
+                candidates[prompt_id], pairing, skip_truncated=skip_truncated, max_pairs=MAX_CANDIDATE_PAIRS_PER_PROMPT,
+                **({"score": by_text.__getitem__} if by_text else {}),
             )
             result.truncated += sum(1 for c in candidates[prompt_id] if c.truncated)
             result.truncated_left_out += plan.truncated_left_out

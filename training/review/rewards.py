@@ -20,6 +20,8 @@ from training.trainer.reward import ScoreDistribution, score_distributions, spre
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
+    from training.trainer.reward import PairwiseAccuracy
+
 logger = logging.getLogger(__name__)
 
 JobStatus = GenerationJob.Status
@@ -108,11 +110,72 @@ def reward_scoring_execute(*, job: GenerationJob) -> tuple[int, int]:
     return scored, skipped
 
 
+class RewardScorer:
+    """The project's reward model, loaded once on first use, scoring completions by id and storing the scores (so
+    a candidate job that ranks with it leaves its candidates scored for the labeling order too)."""
+
+    def __init__(self, reward_run: TuningRun) -> None:
+        self.reward_run = reward_run
+        self._loaded: tuple | None = None
+
+    @classmethod
+    def for_project(cls, project: Project) -> RewardScorer:
+        reward_run = project_reward_model(project=project)
+        if reward_run is None:
+            from training.review.versions import ReviewError
+
+            raise ReviewError("The project has no reward model to rank candidates with: train one first.")
+        return cls(reward_run)
+
+    def scores(self, completion_ids: list[int]) -> dict[int, float]:
+        from training.trainer.device import choose_device
+        from training.trainer.reward import load_reward_model, score_conversations
+
+        found = scores_by_completion(reward_run=self.reward_run, completion_ids=completion_ids)
+        missing = list(
+            Completion.objects.filter(pk__in=[i for i in completion_ids if i not in found]).select_related("prompt")
+            .order_by("id")
+        )
+        if missing:
+            if self._loaded is None:
+                self._loaded = load_reward_model(
+                    reward_adapter_dir(self.reward_run), self.reward_run.base_model.path, device=choose_device().device
+                )
+            model, tokenizer = self._loaded
+            conversations = [[*c.prompt.messages, {"role": "assistant", "content": c.text}] for c in missing]
+            values = score_conversations(model, tokenizer, conversations, batch_size=SCORE_BATCH)
+            RewardScore.objects.bulk_create(
+                [RewardScore(reward_run=self.reward_run, completion=c, score=v) for c, v in zip(missing, values, strict=True)],
+                ignore_conflicts=True,
+            )
+            found.update({c.pk: v for c, v in zip(missing, values, strict=True)})
+        return found
+
+
 def scores_by_completion(*, reward_run: TuningRun, completion_ids: Iterable[int]) -> dict[int, float]:
     return dict(
         RewardScore.objects.filter(reward_run=reward_run, completion_id__in=list(completion_ids))
         .values_list("completion_id", "score")
     )
+
+
+@dataclass(frozen=True)
+class BestOfN:
+    """Did tuning beat sampling more? Per held-out prompt, the tuned model's first sample against the best of the
+    base model's N samples as the reward model picks it, both scored by that reward model."""
+
+    n: int
+    prompts: int
+    tuned_wins: int
+    ties: int
+    base_best_mean: float
+    tuned_mean: float
+
+    @property
+    def win_share(self) -> PairwiseAccuracy:
+        from training.trainer.reward import PairwiseAccuracy
+
+        return PairwiseAccuracy(correct=self.tuned_wins, pairs=self.prompts, ties=self.ties)
 
 
 @dataclass(frozen=True)
@@ -125,6 +188,7 @@ class RewardComparison:
     tuned: ScoreDistribution
     paired: ScoreDistribution  # the distribution of per-row differences
     unscored: int
+    best_of_n: BestOfN | None = None
 
     @property
     def collapsed(self) -> bool:
@@ -153,7 +217,30 @@ def reward_comparison(
     paired = score_distributions({"difference": [t - b for b, t in zip(base_scores, tuned_scores, strict=True)]})
     return RewardComparison(
         reward_run=reward_run, base=sides["base"], tuned=sides["tuned"], paired=paired["difference"],
-        unscored=len(both) - len(scored),
+        unscored=len(both) - len(scored), best_of_n=_best_of_n(scored, found),
+    )
+
+
+def _best_of_n(rows: list, found: dict[int, float]) -> BestOfN | None:
+    """BestOfN over prompts with two or more scored base samples; None when the outputs have one sample a prompt."""
+    by_prompt: dict[int, list] = {}
+    for row in rows:
+        by_prompt.setdefault(row.prompt.pk, []).append(row)
+    best, tuned = [], []
+    n = 0
+    for prompt_rows in by_prompt.values():
+        if len(prompt_rows) < 2:
+            continue
+        n = max(n, len(prompt_rows))
+        best.append(max(found[row.base.pk] for row in prompt_rows))
+        first = min(prompt_rows, key=lambda row: row.sample or 0)
+        tuned.append(found[first.tuned.pk])
+    if not best:
+        return None
+    return BestOfN(
+        n=n, prompts=len(best), tuned_wins=sum(1 for b, t in zip(best, tuned, strict=True) if t > b),
+        ties=sum(1 for b, t in zip(best, tuned, strict=True) if t == b),
+        base_best_mean=sum(best) / len(best), tuned_mean=sum(tuned) / len(tuned),
     )
 
 
@@ -170,4 +257,25 @@ def scoring_job_finish(*, job_id: int, scored: int, skipped: int) -> None:
         notes=[f"Scored {scored} answer{'s' if scored != 1 else ''} with the reward model"
                + (f"; {skipped} already had a score." if skipped else ".")],
         finished_at=timezone.now(),
+    )
+
+
+def label_order_note(*, project: Project) -> str:
+    """What the dashboard says about the order annotators get pairs in; empty for the default order."""
+    from labeling.models import PairTask, TaskStatus
+
+    if project.mode != Project.Mode.COMPARE or project.label_order != Project.LabelOrder.UNCERTAIN_FIRST:
+        return ""
+    reward_run = project_reward_model(project=project)
+    if reward_run is None:
+        return (
+            "Label order is uncertain first, but no reward model has been trained in this project yet, so pairs come in "
+            "order. Launch a run with the reward-model method; its scores then decide the order."
+        )
+    scored = RewardScore.objects.filter(reward_run=reward_run).values("completion_id")
+    open_tasks = PairTask.objects.filter(project=project, status=TaskStatus.OPEN)
+    both = open_tasks.filter(completion_a_id__in=scored, completion_b_id__in=scored).count()
+    return (
+        f"Annotators get first the open pairs the reward model {reward_run.name!r} is least sure about: {both} of "
+        f"{open_tasks.count()} open pairs are scored, and unscored pairs come after them."
     )

@@ -14,7 +14,9 @@ Strategies (``strategy``):
 - ``length_extremes``: one pair, the answer scoring lowest against the one scoring highest. The score is
   the word count unless a caller passes another (a reward model's score, say);
 - ``mixed_temperatures``: only answers sampled at different temperatures are paired (a cool answer against
-  a hot one), up to ``max_pairs``.
+  a hot one), up to ``max_pairs``;
+- ``reward_extremes``: best-of-N and worst-of-N as one pair: the answer a reward model scores highest against
+  the one it scores lowest (the caller passes the reward model's scores as ``score``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from dataclasses import dataclass, field
 ALL = "all"
 LENGTH_EXTREMES = "length_extremes"
 MIXED_TEMPERATURES = "mixed_temperatures"
-STRATEGIES = (ALL, LENGTH_EXTREMES, MIXED_TEMPERATURES)
+REWARD_EXTREMES = "reward_extremes"
+STRATEGIES = (ALL, LENGTH_EXTREMES, MIXED_TEMPERATURES, REWARD_EXTREMES)
+EXTREMES = (LENGTH_EXTREMES, REWARD_EXTREMES)
 DEFAULT_MAX_PAIRS = 6
 
 
@@ -83,7 +87,7 @@ def pair_candidates(
         usable.append(candidate)
     if len(usable) < 2:
         return result
-    if strategy == LENGTH_EXTREMES:
+    if strategy in EXTREMES:
         # sorted() is stable, so among equal scores the earlier candidate comes first.
         ranked = sorted(usable, key=lambda c: score(c.text))
         result.pairs = [(ranked[0], ranked[-1])]
