@@ -69,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "Generate candidates' 'Vary the style of the samples'")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="launch-form field to change from its default, e.g. --set learning_rate=1e-4")
+    parser.add_argument("--reward-model", action="store_true",
+                        help="also train a reward model on the votes (its held-out accuracy), score the review outputs "
+                        "with it, and print each side's reward spread and the tuned model against base best-of-N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temporary folder")
     parser.add_argument("--broker-url", default=None, help="default: the filesystem broker in a temporary folder")
@@ -271,15 +274,48 @@ def _review(run: Any, *, project: Any, annotators: Annotators, rule: Rule, args:
                 f"{job.completions_created} new, {job.tasks_created} review tasks")
     cast = annotators.work()
     stages.done(f"{label}: blind judging through the API", f"{sum(cast.values())} votes {cast}")
+    rewards = _reward_figures(project, base, tuned, job, log=log, stages=stages, label=label) if args.reward_model else None
     pairs = review_selectors.matched_pairs(project=project, first=tuned, second=base, settings=job.settings)
     paired, facts = _rule_win_rate(rule, pairs)
-    figures: dict[str, Any] = {"run": run, "job": job, "pairs": len(pairs), "paired": paired, **facts,
+    figures: dict[str, Any] = {"run": run, "job": job, "pairs": len(pairs), "paired": paired, **facts, "rewards": rewards,
                                "examples": [p.first.text[:160] for p in pairs[:: max(1, len(pairs) // 3)]]}
     if project.mode == "compare":
         figures["battles"] = review_selectors.battle_results(project=project, tuned=tuned, base=base, settings=job.settings)
     else:
         figures["thumbs"] = review_selectors.heldout_thumbs(project=project, base=base, tuned=tuned, settings=job.settings)
     return figures
+
+
+def _reward_figures(project: Any, base: Any, tuned: Any, job: Any, *, log: Path, stages: Stages, label: str) -> Any:  # noqa: ANN401
+    """The review outputs as the project's reward model scores them (the review page's figures), once the scoring
+    job that the review job queued has run."""
+    from training.models import GenerationJob
+    from training.review import rewards as review_rewards
+    from training.review import selectors as review_selectors
+
+    for scoring in GenerationJob.objects.filter(project=project, purpose="scores", status__in=["queued", "running"]):
+        _wait(scoring, what="reward scoring", timeout=3600, log=log)
+    rows = review_selectors.side_by_side(project=project, base=base, tuned=tuned, settings=job.settings)
+    found = review_rewards.reward_comparison(project=project, rows=rows, base=base, tuned=tuned)
+    stages.done(f"{label}: reward scores", f"{found.base.count if found else 0} matched pairs scored")
+    return found
+
+
+def _report_rewards(found: Any) -> None:  # noqa: ANN401
+    def spread(d: Any) -> str:  # noqa: ANN401
+        low, high = d.mean_interval or (float("nan"), float("nan"))
+        return f"mean {d.mean:.3f} (95% CI {low:.3f} to {high:.3f}), sd {d.std:.3f}, n {d.count}"
+
+    print(f"    reward model scores, base: {spread(found.base)}")
+    print(f"    reward model scores, tuned: {spread(found.tuned)}{'  SPREAD COLLAPSED' if found.collapsed else ''}")
+    low, high = found.paired.mean_interval or (float("nan"), float("nan"))
+    print(f"    tuned minus base, paired: {found.paired.mean:.3f} (95% CI {low:.3f} to {high:.3f})")
+    if found.best_of_n is not None:
+        bon, share = found.best_of_n, found.best_of_n.win_share
+        low, high = share.interval()
+        print(f"    TUNED vs BASE BEST-OF-{bon.n} (reward model's pick): tuned scores higher on {_percent(share.accuracy)} "
+              f"(95% CI {_percent(low)}–{_percent(high)}) of {bon.prompts} held-out prompts; mean score base best-of-{bon.n} "
+              f"{bon.base_best_mean:.3f}, tuned {bon.tuned_mean:.3f}")
 
 
 def _report(figures: dict[str, Any], label: str) -> None:
@@ -318,6 +354,8 @@ def _report(figures: dict[str, Any], label: str) -> None:
               f"tuned {_percent(t.tuned.rate)} up ({t.tuned.ups}/{t.tuned.ups + t.tuned.downs})")
     for text in figures["examples"][:3]:
         print(f"    e.g. {text!r}")
+    if figures.get("rewards") is not None:
+        _report_rewards(figures["rewards"])
 
 
 def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
@@ -392,6 +430,17 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
         stages.done("annotators vote through the JSON API", f"{sum(cast.values())} votes {cast}")
 
         form_data = _launch_form_defaults(args.set)
+        if args.reward_model:
+            reward_run = _launch(project, base_model, admin, "reward", {**form_data, "beta": None}, "none",
+                                 f"bench {rule.name} reward model")
+            reward_run = _wait(reward_run, what="reward model training", timeout=6 * 3600, log=log)
+            if reward_run.status != "succeeded":
+                raise RuntimeError(f"The reward model run ended {reward_run.status}: {reward_run.error}")
+            held = reward_run.outcome.get("reward_model") or {}
+            stages.done("reward model: train", f"{reward_run.outcome.get('steps')} steps, {reward_run.train_rows} rows; "
+                        f"held-out pairwise accuracy {_percent(held.get('accuracy'))} "
+                        f"(95% CI {_percent((held.get('interval') or [None, None])[0])}–"
+                        f"{_percent((held.get('interval') or [None, None])[1])}) on {held.get('pairs')} pairs")
         plans = [("plain" if args.compare_noise_handling else "run", args.noise_handling)]
         if args.compare_noise_handling:
             plans.append((f"noise-aware ({args.compare_noise_handling})", args.compare_noise_handling))

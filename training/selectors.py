@@ -542,9 +542,9 @@ class Chart:
 CHARTS = (
     Chart(
         "Validation accuracy",
-        ("rewards/accuracies", "ranking_accuracy", "accuracy"),
+        ("rewards/accuracies", "ranking_accuracy"),
         ("eval",),
-        "Share of held-out pairs the tuned model (or the reward model) orders correctly; 0.5 is a coin flip.",
+        "Share of held-out pairs the tuned model orders correctly; 0.5 is a coin flip.",
         share=True,
     ),
     Chart("Loss", ("loss",)),

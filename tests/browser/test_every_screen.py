@@ -23,7 +23,7 @@ from labeling.importing import project_import
 from labeling.management.commands.load_demo import COMPARE_GUIDELINES, DEMO_DIR, RATE_GUIDELINES
 from labeling.models import Completion, PairTask, Project, Prompt
 from tests.factories import PASSWORD, AdminFactory, ProjectFactory, UserFactory, make_pair_vote, make_rating, make_run
-from training.models import BaseModel, GenerationJob, ModelVersion, RunMetric, TuningRun
+from training.models import BaseModel, GenerationJob, ModelVersion, RewardScore, RunMetric, TuningRun
 from training.review.battles import battles_create
 from training.review.versions import base_version_get_or_create
 
@@ -131,6 +131,7 @@ class World:
     compare: Project
     thumbs: Project
     run: TuningRun
+    reward: TuningRun
 
 
 HELDOUT_OUTPUTS = {
@@ -256,6 +257,41 @@ def _review(project: Project, run: TuningRun, admin, voters) -> None:  # noqa: A
             make_pair_vote(task, voter, "tie" if n == 2 and voter == voters[1] else tuned_choice)
 
 
+def _reward_model(project: Project, run: TuningRun, admin) -> TuningRun:  # noqa: ANN001
+    """A reward model trained in the project, its metrics, and its scores of the held-out outputs (made up, with the
+    tuned outputs spread narrower than the base's; four pairs are too few for the page to call that a collapse)."""
+    reward = make_run(project, status="succeeded", method="reward")
+    now = timezone.now()
+    TuningRun.objects.filter(pk=reward.pk).update(
+        name="helpful-reward-r1", settings={**RUN_SETTINGS, "method": "reward", "center_rewards": 0.01}, step=14,
+        total_steps=14, train_rows=22, validation_rows=8, attempt=1, created_by=admin, started_at=now - timedelta(minutes=50),
+        finished_at=now - timedelta(minutes=45), output_dir="var/runs/run-3",
+        outcome={
+            "kept_step": 14, "steps": 14, "train_rows": 22, "validation_rows": 8,
+            "validation": {"accuracy": 0.875, "margin": 1.9, "loss": 0.31},
+            "final_train": {"accuracy": 1.0, "margin": 2.4, "loss": 0.12},
+            "reward_model": {"correct": 7, "pairs": 8, "ties": 0, "accuracy": 0.875, "interval": [0.529, 0.978]},
+        },
+    )
+    metrics = []
+    for step in range(1, 15):
+        progress = step / 14
+        metrics.append(RunMetric(run=reward, step=step, values={
+            "loss": round(0.69 - 0.5 * progress, 3), "accuracy": round(0.5 + 0.5 * progress, 3),
+            "margin": round(2.4 * progress, 3), "min_reward": round(-2 * progress, 3), "mean_reward": 0.05,
+            "max_reward": round(2 * progress, 3),
+        }))
+    for step, accuracy in ((7, 0.75), (14, 0.875)):
+        metrics.append(RunMetric(run=reward, step=step, split="eval", values={"eval_accuracy": accuracy, "eval_loss": 0.4}))
+    RunMetric.objects.bulk_create(metrics)
+    for n, completion in enumerate(Completion.objects.filter(prompt__project=project, model_version__isnull=False)):
+        tuned = completion.model_version_id == run.model_version_id
+        RewardScore.objects.create(reward_run=reward, completion=completion,
+                                   score=(1.2 + 0.05 * (n % 3)) if tuned else (-1.5 + 0.9 * (n % 4)))
+    reward.refresh_from_db()
+    return reward
+
+
 @pytest.fixture
 def world(db) -> World:
     admin = AdminFactory(username="admin")
@@ -269,6 +305,7 @@ def world(db) -> World:
     _votes(compare, maria, jonas)
     run = _tuned_run(compare, admin)
     _review(compare, run, admin, [maria, jonas])
+    reward = _reward_model(compare, run, admin)
 
     thumbs = ProjectFactory(name="Thumbs: short answers", mode="rate", overlap=1, guidelines=RATE_GUIDELINES,
                             description="Single answers to rate thumbs up or down.")
@@ -276,7 +313,7 @@ def world(db) -> World:
     _demo_file(thumbs, "rate.jsonl")
     for n, task in enumerate(thumbs.rate_tasks.order_by("pk")[:8]):
         make_rating(task, maria, "down" if n in (2, 5) else "up", time_spent_ms=6_000)
-    return World(admin=admin, annotator=priya, compare=compare, thumbs=thumbs, run=run)
+    return World(admin=admin, annotator=priya, compare=compare, thumbs=thumbs, run=run, reward=reward)
 
 
 # ---------------------------------------------------------------- annotator screens
@@ -367,7 +404,20 @@ def test_the_review_page(screen, live_server, world):
     _log_in(screen, live_server, world.admin.username)
     _visit(screen, live_server, f"/runs/{world.run.pk}/review/")
     assert screen.page.locator("[data-testid=side-by-side] tr[data-prompt]").count() == 4
+    assert screen.page.locator("[data-testid=reward-table] .histogram").count() == 2
+    assert screen.page.locator("[data-testid=reward-difference]").is_visible()
     _check(screen, "review")
+
+
+def test_the_reward_model_page(screen, live_server, world):
+    _log_in(screen, live_server, world.admin.username)
+    _visit(screen, live_server, f"/runs/{world.reward.pk}/")
+    screen.page.wait_for_function(
+        "() => [...document.querySelectorAll('#charts figure:not([hidden]) canvas')].every(c => Chart.getChart(c))"
+    )
+    assert "88% held-out pairwise accuracy" in screen.page.locator("[data-testid=reward-heldout]").inner_text()
+    screen.page.wait_for_timeout(1_200)
+    _check(screen, "reward-run")
 
 
 def test_the_battles_page(screen, live_server, world):

@@ -233,5 +233,13 @@ def test_a_reward_model_trains_on_a_real_worker_then_scores_the_projects_answers
     assert job.status == "succeeded", job.error
     answers = Completion.objects.filter(prompt__project=project).count()
     assert RewardScore.objects.filter(reward_run=run).count() == answers == job.completions_created
-    # The adapter moved the score head: not every answer scores the same.
     assert len(set(RewardScore.objects.filter(reward_run=run).values_list("score", flat=True))) > 1
+    # Training changed the model: LoRA's B matrices start at zero, so any non-zero one was trained.
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(run.output_dir) / "adapter" / "adapter_model.safetensors"))
+    lora_b = [tensor for name, tensor in weights.items() if "lora_B" in name]
+    assert lora_b and max(float(t.abs().max()) for t in lora_b) > 0
+    assert any("score" in name for name in weights), "the score head is saved with the adapter"
