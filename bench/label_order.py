@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--annotator-noise", type=float, default=0.0)
+    parser.add_argument("--test-per-subject", type=int, default=12, help="test pairs drawn per unseen subject")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -139,7 +140,7 @@ def main() -> None:
     model_path = str(convert_bundled_model(Path(args.model)))
     train_subjects, test_subjects = SUBJECTS[:30], SUBJECTS[30:]
     pool = make_pairs(args.rule, train_subjects, 6, seed=args.seed, noise=args.annotator_noise)
-    test = make_pairs(args.rule, test_subjects, 8, seed=args.seed + 100, noise=0.0)
+    test = make_pairs(args.rule, test_subjects, args.test_per_subject, seed=args.seed + 100, noise=0.0)
     rng = random.Random(args.seed)
     rng.shuffle(pool)
     seed_rows, pool = pool[: args.start], pool[args.start :]

@@ -160,3 +160,18 @@ def test_the_bundled_model_learns_a_constructed_rule_well_above_chance_on_held_o
     assert held_out["pairs"] == 12
     # A coin flip gets 6 of 12; its interval must clear chance, not just its point estimate.
     assert held_out["accuracy"] >= 0.9 and held_out["interval"][0] > 0.6, held_out
+
+
+def test_the_same_seed_and_rows_train_the_same_reward_model_whatever_ran_before(tiny_model_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    saved = []
+    for attempt in range(2):
+        torch.rand(5 + attempt)  # whatever else the process drew before moves the global generator
+        result = train(model_path=str(tiny_model_dir), rows=make_dpo_rows(8), settings=_settings(max_steps=1),
+                       output_dir=str(tmp_path / str(attempt)))
+        saved.append(load_file(str(Path(result.adapter_dir) / "adapter_model.safetensors")))
+
+    assert saved[0].keys() == saved[1].keys()
+    assert all(torch.equal(saved[0][name], saved[1][name]) for name in saved[0])

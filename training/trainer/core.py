@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 from peft import LoraConfig
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
@@ -598,6 +598,10 @@ def train(
         )
 
     device = device or choose_device()
+    # Seed before anything random is made: a reward model's new score head, and the LoRA weights PEFT creates when
+    # the trainer wraps the model, are drawn before transformers' Trainer seeds itself. Without this two runs with
+    # the same seed and rows differed (held-out accuracy 82.5% and 75% for one reward model's settings).
+    set_seed(settings.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
