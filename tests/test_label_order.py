@@ -98,3 +98,16 @@ def test_the_dashboard_says_which_order_annotators_get(admin_client):
 
     Project.objects.filter(pk=project.pk).update(label_order="in_order")
     assert 'data-testid="label-order"' not in admin_client.get(f"/projects/{project.pk}/dashboard/").content.decode()
+
+
+def test_the_dashboard_warns_when_the_reward_model_is_not_clearly_above_chance(admin_client):
+    project, _, _ = _scored_project("uncertain_first", [3.0, 0.1])
+    weak = {"correct": 3, "pairs": 8, "ties": 0, "accuracy": 0.375, "interval": [0.137, 0.694]}
+    TuningRun.objects.filter(project=project).update(outcome={"reward_model": weak})
+
+    page = admin_client.get(f"/projects/{project.pk}/dashboard/").content.decode()
+
+    assert "Its held-out accuracy, 38% (14%–69%), is not clearly above chance" in page
+    strong = {**weak, "correct": 8, "accuracy": 1.0, "interval": [0.676, 1.0]}
+    TuningRun.objects.filter(project=project).update(outcome={"reward_model": strong})
+    assert "not clearly above chance" not in admin_client.get(f"/projects/{project.pk}/dashboard/").content.decode()

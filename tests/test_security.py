@@ -44,6 +44,7 @@ ADMIN_URLS = {
     "training:leaderboard",
     "training:project_battles_create",
     "training:project_candidates",
+    "training:project_rewards_score",
     "training:base_models",
     "training:version_download",
 }

@@ -386,7 +386,7 @@ def test_the_disagreements(screen, live_server, world):
 def test_the_runs_list(screen, live_server, world):
     _log_in(screen, live_server, world.admin.username)
     _visit(screen, live_server, f"/projects/{world.compare.pk}/runs/")
-    assert screen.page.locator("[data-testid=runs-table] tbody tr").count() == 2
+    assert screen.page.locator("[data-testid=runs-table] tbody tr").count() == 3  # the failed and tuned DPO runs, and the reward model
     _check(screen, "runs")
 
 

@@ -147,7 +147,7 @@ def test_the_launch_page_shows_the_data_ready(admin_client, tiny_base):
 
     html = admin_client.get(f"/projects/{project.pk}/runs/new/").content.decode()
 
-    assert "Pairs (DPO, SimPO, CPO, ORPO): 5 rows" in html
+    assert "Pairs (DPO, SimPO, CPO, ORPO, reward model): 5 rows" in html
     assert "tiny-random" in html
     # In words, not the summary's keys
     dpo = html.split('data-testid="data-dpo">', 1)[1].split("</p>", 1)[0]

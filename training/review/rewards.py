@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from labeling.models import Completion, Project
 from training.models import GenerationJob, ModelVersion, RewardScore, TuningRun
+from training.templatetags.numbers import format_share
 from training.trainer.reward import ScoreDistribution, score_distributions, spread_collapsed
 
 if TYPE_CHECKING:
@@ -275,7 +276,18 @@ def label_order_note(*, project: Project) -> str:
     scored = RewardScore.objects.filter(reward_run=reward_run).values("completion_id")
     open_tasks = PairTask.objects.filter(project=project, status=TaskStatus.OPEN)
     both = open_tasks.filter(completion_a_id__in=scored, completion_b_id__in=scored).count()
-    return (
+    note = (
         f"Annotators get first the open pairs the reward model {reward_run.name!r} is least sure about: {both} of "
         f"{open_tasks.count()} open pairs are scored, and unscored pairs come after them."
     )
+    held = (reward_run.outcome or {}).get("reward_model") or {}
+    accuracy, interval = held.get("accuracy"), held.get("interval")
+    if isinstance(accuracy, int | float) and isinstance(interval, list) and len(interval) == 2 and interval[0] <= 0.5:
+        # bench/label_order.py: a reward model trained on 8 votes ranked 36% of test pairs right, and the pairs it
+        # was "least sure about" taught less than random ones (61.9% against 74.3% at 16 votes).
+        note += (
+            f" Its held-out accuracy, {format_share(accuracy)} ({format_share(interval[0])}–{format_share(interval[1])}), "
+            "is not clearly above chance, so its least-sure pairs may not be the informative ones: collect a round "
+            "of votes in order first, then train a new reward model."
+        )
+    return note
