@@ -459,19 +459,23 @@ def run_execute(*, run_id: int, worker_stopping: Callable[[], bool] | None = Non
             saw_heldout=run.snapshot.includes_heldout or bool(run.start_from and run.start_from.saw_heldout),
             parent=run.start_from,
         )
-        finished = TuningRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
-            status=Status.SUCCEEDED,
-            model_version=version,
-            outcome={**run.outcome, **result["outcome"]},
-            step=result["steps"],
-            total_steps=result["total_steps"] or result["steps"],
-            finished_at=timezone.now(),
-            heartbeat_at=timezone.now(),
-        )
-        if finished != 1:
+        if _mark_succeeded(run, result, model_version=version) != 1:
             # Reaped or changed underneath us: keep what the database says, drop the orphan version.
             version.delete()
     return TuningRun.objects.get(pk=run_id)
+
+
+def _mark_succeeded(run: TuningRun, result: dict[str, Any], **fields: Any) -> int:
+    """Record a finished run's outcome if it is still ours (running); the number of rows updated, 0 or 1."""
+    return TuningRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(
+        status=Status.SUCCEEDED,
+        outcome={**run.outcome, **result["outcome"]},
+        step=result["steps"],
+        total_steps=result["total_steps"] or result["steps"],
+        finished_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+        **fields,
+    )
 
 
 def _reward_model_finish(run: TuningRun, result: dict[str, Any]) -> TuningRun:
@@ -480,15 +484,7 @@ def _reward_model_finish(run: TuningRun, result: dict[str, Any]) -> TuningRun:
     from training.review.rewards import reward_scoring_job_create
 
     with transaction.atomic():
-        finished = TuningRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(
-            status=Status.SUCCEEDED,
-            outcome={**run.outcome, **result["outcome"]},
-            step=result["steps"],
-            total_steps=result["total_steps"] or result["steps"],
-            finished_at=timezone.now(),
-            heartbeat_at=timezone.now(),
-        )
-        if finished == 1:
+        if _mark_succeeded(run, result) == 1:
             reward_scoring_job_create(project=run.project, reward_run=TuningRun.objects.get(pk=run.pk))
     return TuningRun.objects.get(pk=run.pk)
 

@@ -82,30 +82,17 @@ def reward_scoring_job_create(
 def reward_scoring_execute(*, job: GenerationJob) -> tuple[int, int]:
     """Score a claimed scoring job's completions in batches, storing each batch as it is done (a job that dies
     keeps what it scored, and a new one skips it). Returns (scored, skipped as already there)."""
-    from training.trainer.device import choose_device
-    from training.trainer.reward import load_reward_model, score_conversations
-
     reward_run = TuningRun.objects.select_related("base_model").get(pk=job.run_id)
     pending = list(
         unscored_completions(project=job.project, reward_run=reward_run)
-        .filter(prompt_id__in=job.prompt_ids).select_related("prompt").order_by("id")
+        .filter(prompt_id__in=job.prompt_ids).order_by("id").values_list("pk", flat=True)
     )
     skipped = max(0, job.completions_total - len(pending))
-    if not pending:
-        return 0, skipped
-    model, tokenizer = load_reward_model(
-        reward_adapter_dir(reward_run), reward_run.base_model.path, device=choose_device().device
-    )
-    max_length = int((reward_run.settings or {}).get("max_length") or 1024)
+    scorer = RewardScorer(reward_run)
     scored = 0
     for start in range(0, len(pending), SCORE_BATCH):
         batch = pending[start : start + SCORE_BATCH]
-        conversations = [[*c.prompt.messages, {"role": "assistant", "content": c.text}] for c in batch]
-        scores = score_conversations(model, tokenizer, conversations, batch_size=SCORE_BATCH, max_length=max_length)
-        RewardScore.objects.bulk_create(
-            [RewardScore(reward_run=reward_run, completion=c, score=s) for c, s in zip(batch, scores, strict=True)],
-            ignore_conflicts=True,
-        )
+        scorer.scores(batch)
         scored += len(batch)
         GenerationJob.objects.filter(pk=job.pk).update(completions_created=scored, completions_skipped=skipped)
     return scored, skipped
@@ -144,7 +131,9 @@ class RewardScorer:
                 )
             model, tokenizer = self._loaded
             conversations = [[*c.prompt.messages, {"role": "assistant", "content": c.text}] for c in missing]
-            values = score_conversations(model, tokenizer, conversations, batch_size=SCORE_BATCH)
+            # The length the reward model was trained at: longer inputs keep their end, where the score is read.
+            max_length = int((self.reward_run.settings or {}).get("max_length") or 1024)
+            values = score_conversations(model, tokenizer, conversations, batch_size=SCORE_BATCH, max_length=max_length)
             RewardScore.objects.bulk_create(
                 [RewardScore(reward_run=self.reward_run, completion=c, score=v) for c, v in zip(missing, values, strict=True)],
                 ignore_conflicts=True,
