@@ -71,13 +71,23 @@ def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) 
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> list[int]:
+    """The ids `generate_outputs` feeds the model for one chat prompt (its row without the left padding)."""
+    # The chat template already has the special tokens it needs.
+    return list(tokenizer(_render(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+
 def end_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
     """Token ids that end an answer: the tokenizer's EOS and the model's generation_config EOS (an int or a list).
 
     For SmolLM2 the end-of-turn token ``<|im_end|>`` is at once EOS and the pad token."""
+    return generation_end_ids(tokenizer, getattr(model, "generation_config", None))
+
+
+def generation_end_ids(tokenizer: PreTrainedTokenizerBase, generation_config: Any) -> frozenset[int]:
+    """`end_token_ids` from a tokenizer and a GenerationConfig (or None), for a backend that holds no torch model."""
     ids: set[int] = set()
-    config = getattr(model, "generation_config", None)
-    for value in (tokenizer.eos_token_id, getattr(config, "eos_token_id", None)):
+    for value in (tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
         if value is None:
             continue
         ids.update(int(v) for v in (value if isinstance(value, list | tuple) else [value]))

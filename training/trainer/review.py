@@ -19,7 +19,6 @@ compute statistics without loading them.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import random
@@ -46,6 +45,12 @@ WIN, TIE, LOSS = 1.0, 0.5, 0.0
 _Z95 = 1.959963984540054
 ELO_SCALE = 400.0
 ELO_ANCHOR = 1000.0
+
+
+# A stored completion's generation settings name the engine that wrote it under this key ("transformers" or "vllm").
+# Outputs stored before engines were recorded have no such key: they were all written by transformers.
+BACKEND_KEY = "backend"
+PROVENANCE_KEYS = frozenset({BACKEND_KEY})
 
 
 class GenerationSettingsError(ValueError):
@@ -142,12 +147,15 @@ class GenerationSettings:
             del data["style_hints"]
         return data
 
-    def for_sample(self, index: int) -> dict[str, Any]:
-        """What one stored completion records: the sampling settings and which of the n samples it is.
+    def for_sample(self, index: int, *, backend: str | None = None) -> dict[str, Any]:
+        """What one stored completion records: the sampling settings and which of the n samples it is, and with
+        ``backend`` the engine that made it (under BACKEND_KEY).
 
         ``n`` itself is left out so that asking for more samples later reuses the ones already made. The
         temperature is the one this sample was drawn at, so with ``alt_temperature`` the stored settings say
-        which temperature made it, and a sample is reused by any job that would draw it the same way."""
+        which temperature made it, and a sample is reused by any job that would draw it the same way. The
+        backend is a record of where an output came from, not a setting: outputs that differ only in it are
+        the same comparison and are reused (see ``without_provenance``)."""
         recorded = {
             "temperature": self.temperature_for(index),
             "top_p": self.top_p,
@@ -157,7 +165,14 @@ class GenerationSettings:
         }
         if self.style_hints:
             recorded["style"] = self.style_for(index)[0]
+        if backend is not None:
+            recorded[BACKEND_KEY] = backend
         return recorded
+
+
+def without_provenance(recorded: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored completion's generation settings without what only says where it came from (the backend)."""
+    return {key: value for key, value in (recorded or {}).items() if key not in PROVENANCE_KEYS}
 
 
 # ---------------------------------------------------------------- generation
@@ -178,13 +193,16 @@ def generate_for_versions(
     samples: Sequence[int] | None = None,
     on_batch_done: BatchDone | None = None,
     on_version_done: Callable[[str, list[list[str]]], None] | None = None,
+    backend: str = "transformers",
 ) -> dict[str, list[list[str]]]:
     """Completions for every prompt from every model version: ``result[name][i]`` is the list of
     ``settings.n`` samples for ``prompts[i]`` ("" for a sample left out by ``samples``).
 
     ``adapters`` maps a version name to its LoRA adapter folder, or None for the base model itself. The
-    base is loaded once; adapters are loaded onto it side by side and switched on (``set_adapter``) or off
-    (``disable_adapter``) per version, so adding a version costs an adapter, not a model.
+    base is loaded once and every adapter over it, so adding a version costs an adapter, not a model.
+    ``backend`` picks the engine ("transformers", "vllm" or "auto"; see ``training.trainer.generation_backends``):
+    transformers switches adapters on and off over the loaded base, vLLM names each request's adapter. A backend
+    that cannot run here raises GenerationBackendError before anything is loaded.
 
     Work goes a batch of prompts at a time, and for each batch every version and every sample, so a prompt
     has all its completions early in the job rather than at its end. ``on_batch_done`` is called after each
@@ -192,48 +210,36 @@ def generate_for_versions(
     is seeded ``settings.seed + k`` for every batch. ``samples`` limits which of the n samples are made (all by
     default). ``on_version_done`` is the older, coarser hook: called per version once everything is made.
     """
-    from .generation import adapter_disabled, generate_outputs, load_for_generation
+    from .generation_backends import SampleRequest, open_backend
 
     settings.validate()
     sample_indices = list(range(settings.n)) if samples is None else sorted(set(samples))
     if any(not 0 <= k < settings.n for k in sample_indices):
         raise ValueError(f"samples must be among 0..{settings.n - 1}, got {list(samples or [])}.")
-    model, tokenizer = load_for_generation(base_model_path, device=device)
-    tuned = [(name, path) for name, path in adapters.items() if path]
-    if tuned:
-        from peft import PeftModel
-
-        first_name, first_path = tuned[0]
-        model = PeftModel.from_pretrained(model, first_path, adapter_name=first_name)
-        for name, path in tuned[1:]:
-            model.load_adapter(path, adapter_name=name)
-        model.eval()
     results: dict[str, list[list[str]]] = {name: [[""] * settings.n for _ in prompts] for name in adapters}
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
-        indices = list(range(start, start + len(chunk)))
-        for name, path in adapters.items():
-            if path:
-                model.set_adapter(name)
-                context = contextlib.nullcontext()
-            else:
-                context = adapter_disabled(model)
-            with context:
-                for k in sample_indices:
-                    outputs = generate_outputs(
-                        model,
-                        tokenizer,
-                        [settings.messages_for(prompt, k) for prompt in chunk],
-                        max_new_tokens=settings.max_new_tokens,
-                        temperature=settings.temperature_for(k),
-                        top_p=settings.top_p,
-                        seed=settings.seed + k,
-                        batch_size=batch_size,
-                    )
-                    for i, output in zip(indices, outputs, strict=True):
-                        results[name][i][k] = output.text
-                    if on_batch_done is not None:
-                        on_batch_done(name, indices, k, [o.text for o in outputs], [o.finish_reason for o in outputs])
+    with open_backend(
+        backend, base_model_path, adapters, device=device, seed=settings.seed, batch_size=batch_size
+    ) as engine:
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start : start + batch_size])
+            indices = list(range(start, start + len(chunk)))
+            plan = [(name, k) for name in adapters for k in sample_indices]
+            requests = [
+                SampleRequest(
+                    version=name,
+                    prompts=[settings.messages_for(prompt, k) for prompt in chunk],
+                    max_new_tokens=settings.max_new_tokens,
+                    temperature=settings.temperature_for(k),
+                    top_p=settings.top_p,
+                    seed=settings.seed + k,
+                )
+                for name, k in plan
+            ]
+            for (name, k), outputs in zip(plan, engine.run(requests), strict=True):
+                for i, output in zip(indices, outputs, strict=True):
+                    results[name][i][k] = output.text
+                if on_batch_done is not None:
+                    on_batch_done(name, indices, k, [o.text for o in outputs], [o.finish_reason for o in outputs])
     if on_version_done is not None:
         for name in adapters:
             on_version_done(name, results[name])
