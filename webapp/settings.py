@@ -12,6 +12,8 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
+from training.trainer.generation_backends import BACKENDS as GENERATION_BACKENDS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -45,6 +47,13 @@ def env_int(name: str, default: int) -> int:
 
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(name, default).strip().lower() or default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
 
 
 VAR_DIR = Path(env_str("PREFTUNE_VAR_DIR", str(BASE_DIR / "var")))
@@ -156,6 +165,9 @@ PREFTUNE_ARTIFACTS_DIR = Path(env_str("PREFTUNE_ARTIFACTS_DIR", str(VAR_DIR / "a
 PREFTUNE_MODELS_DIR = Path(env_str("PREFTUNE_MODELS_DIR", str(VAR_DIR / "models")))
 # Prompts a gpu worker generates for at once: larger is faster until memory runs out (GPUs take 64 and more).
 PREFTUNE_GENERATION_BATCH_SIZE = env_int("PREFTUNE_GENERATION_BATCH_SIZE", 16)
+# The engine a gpu worker generates with: vLLM (CUDA, requirements-vllm.txt), transformers, or auto (vLLM where it
+# can run, else transformers). Asked for by name where it cannot run, a job fails saying why.
+PREFTUNE_GENERATION_BACKEND = env_choice("PREFTUNE_GENERATION_BACKEND", "auto", GENERATION_BACKENDS)
 
 # Celery: JSON only, late acks so a task whose worker dies is redelivered.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")

@@ -78,7 +78,9 @@ def generate(self, job_id: int) -> str:  # noqa: ANN001
     """Run one generation job. A redelivered message finds the job no longer queued and does nothing."""
     if not review_generation.generation_job_claim(job_id=job_id, worker=self.request.hostname or "unknown"):
         return "not claimed: another worker has it, or it already ran"
-    job = review_generation.generation_job_execute(job_id=job_id, batch_size=settings.PREFTUNE_GENERATION_BATCH_SIZE)
+    job = review_generation.generation_job_execute(
+        job_id=job_id, batch_size=settings.PREFTUNE_GENERATION_BATCH_SIZE, backend=settings.PREFTUNE_GENERATION_BACKEND
+    )
     return job.status
 
 

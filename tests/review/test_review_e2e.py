@@ -20,6 +20,7 @@ from tests.factories import PASSWORD, AdminFactory, ProjectFactory, UserFactory,
 from tests.worker_process import celery_worker, purge_queues, wait_for
 from training.models import BaseModel, Battle, GenerationJob, ModelVersion, TuningRun
 from training.review.selectors import battle_results
+from training.trainer.generation_backends import resolve_backend
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -119,7 +120,11 @@ def test_base_and_tuned_outputs_battles_and_the_win_rate(client, bundled_model_d
     assert {c.prompt.split for c in outputs} == {"heldout"}
     base = ModelVersion.objects.get(base_model_id=run.base_model_id, adapter_path="")
     assert {c.model_version_id for c in outputs} == {base.pk, tuned.pk}
-    assert all(c.generation_settings == {"temperature": 0.0, "top_p": 0.9, "max_new_tokens": 16, "seed": 0, "sample": 0} for c in outputs)
+    engine = resolve_backend(settings.PREFTUNE_GENERATION_BACKEND)  # the worker's engine: transformers without CUDA
+    assert all(
+        c.generation_settings == {"temperature": 0.0, "top_p": 0.9, "max_new_tokens": 16, "seed": 0, "sample": 0, "backend": engine}
+        for c in outputs
+    )
     assert all(c.text.strip() for c in outputs), "the real model says something for every prompt"
     assert {c.finish_reason for c in outputs} <= {"stop", "length"}
     # The worker measured the move before battling, and battled only the pairs that differ.

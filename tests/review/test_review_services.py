@@ -4,6 +4,7 @@ from __future__ import annotations
 from unittest import mock
 
 import pytest
+from django.conf import settings
 
 from labeling.models import Completion, PairTask, Prompt
 from tests.factories import ProjectFactory, UserFactory, make_pair_vote
@@ -13,6 +14,7 @@ from training.review import battles as review_battles
 from training.review import generation as review_generation
 from training.review import versions as review_versions
 from training.review.versions import ReviewError
+from training.trainer.generation_backends import resolve_backend
 
 pytestmark = pytest.mark.django_db
 FAST = {"temperature": 0.0, "max_new_tokens": 4, "seed": 0}
@@ -86,7 +88,9 @@ def test_a_job_generates_base_and_tuned_outputs_once_and_battles_them(tiny_model
     assert (job.completions_created, job.completions_skipped, job.tasks_created) == (6, 0, 3)
     generated = Completion.objects.filter(source="generated")
     assert {c.model_version_id for c in generated} == {s.base.pk, s.tuned.pk}
-    assert all(c.generation_settings == {**FAST, "top_p": 0.9, "sample": 0} for c in generated)
+    # The settings it was made with, and the engine that made it (transformers here, unless vLLM can run).
+    engine = resolve_backend(settings.PREFTUNE_GENERATION_BACKEND)
+    assert all(c.generation_settings == {**FAST, "top_p": 0.9, "sample": 0, "backend": engine} for c in generated)
     assert {c.prompt.split for c in generated} == {"heldout"}
     assert PairTask.objects.filter(purpose="review").count() == 3
 

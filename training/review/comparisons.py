@@ -1,8 +1,9 @@
 """What makes two outputs comparable: a *comparison* is a fixed, named set of generation settings.
 
 A stored completion's ``generation_settings`` is ``GenerationSettings.for_sample(k)``: the sampling settings
-plus which of the n samples it is. Two versions' outputs are MATCHED when those dicts are identical, sample
-index included: the base's sample k against the tuned model's sample k on the same prompt, same seed. The
+plus which of the n samples it is (and which engine wrote it). Two versions' outputs are MATCHED when those dicts
+are identical apart from the engine, sample index included: the base's sample k against the tuned model's sample k
+on the same prompt, same seed. The
 settings without the sample index name the comparison (``PairTask.matched_settings``, ``Battle.settings``);
 nothing else is ever paired, battled or counted in a win rate.
 """
@@ -13,11 +14,14 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from training.trainer.review import PROVENANCE_KEYS
+
 SAMPLE = "sample"
 # GenerationJob.settings also holds n (how many samples were asked for) and perhaps a second temperature for odd
 # samples; a completion records its sample index and the temperature it was drawn at instead. Without these, a
-# job's settings name the comparison of its sample 0.
-_NOT_A_SETTING = {SAMPLE, "n", "alt_temperature"}
+# job's settings name the comparison of its sample 0. A completion also records which engine wrote it: where it
+# came from, not how it was sampled, so outputs of the same settings from either engine are one comparison.
+_NOT_A_SETTING = {SAMPLE, "n", "alt_temperature", *PROVENANCE_KEYS}
 
 
 def _plain(value: Any) -> Any:  # noqa: ANN401

@@ -1,10 +1,11 @@
 """Generation jobs: candidates for labeling, or base and tuned review outputs, made by a gpu worker.
 
 A job's life: ``generation_job_create`` fixes the prompts and settings and queues it (enqueued on commit) → the
-gpu worker claims it (queued → running) and calls ``generation_job_execute``, which loads the base model once,
-switches each version's adapter on and off over it, and stores only the completions that do not exist yet →
-succeeded or failed, with the reason. Completions are stored batch by batch as they are made, with why each
-ended (``finish_reason``), and the job's counts move as they are. A candidate job pairs a prompt's candidates
+gpu worker claims it (queued → running) and calls ``generation_job_execute``, which loads the base model once
+with every version's adapter (on the engine the worker's PREFTUNE_GENERATION_BACKEND picks: vLLM on CUDA where it
+is installed, else transformers), and stores only the completions that do not exist yet → succeeded or failed,
+with the reason. Completions are stored batch by batch as they are made, with why each ended (``finish_reason``)
+and which engine wrote them, and the job's counts move as they are. A candidate job pairs a prompt's candidates
 as labeling tasks as soon as all of them are in (by the job's ``pairing``, see ``training.trainer.candidates``),
 so annotators can start while it runs, and writes into ``notes`` what it left out of pairs and why. Review jobs
 hand over to ``training.review.evaluation`` (battles, or held-out thumbs in a rate project) when all is stored.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from celery import current_app
+from django.conf import settings as django_settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -26,7 +28,8 @@ from labeling.models import Completion, PairTask, Project, Prompt, RateTask
 from training.models import GenerationJob, ModelVersion, TuningRun
 from training.review.versions import ReviewError
 from training.trainer import candidates as pairing_core
-from training.trainer.review import GenerationSettings, GenerationSettingsError
+from training.trainer.generation_backends import resolve_backend
+from training.trainer.review import GenerationSettings, GenerationSettingsError, without_provenance
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -198,21 +201,27 @@ def _existing_keys(prompt_ids: list[int], versions: list[ModelVersion]) -> set[t
 
 
 def _settings_key(settings: dict[str, Any]) -> str:
-    return repr(sorted(settings.items()))
+    # Which engine wrote an output is not part of what it is: a job on either engine reuses the other's outputs.
+    return repr(sorted(without_provenance(settings).items()))
 
 
-def generation_job_execute(*, job_id: int, batch_size: int = 8) -> GenerationJob:
+def generation_job_execute(*, job_id: int, batch_size: int = 8, backend: str | None = None) -> GenerationJob:
     """Generate what a claimed (running) job still lacks and record the outcome; never raises for a generation
     failure: the reason is stored on the job (completions stored before it stay, and a new job skips them).
     Completions already stored with the same prompt, version and settings are skipped, so running a job twice,
-    or a second job over the same prompts, adds nothing twice."""
+    or a second job over the same prompts, adds nothing twice.
+
+    ``backend`` ("auto", "transformers" or "vllm"; default: the PREFTUNE_GENERATION_BACKEND setting) picks the
+    engine; each completion records the one that wrote it. One that cannot run on this worker fails the job with
+    the reason before any model is loaded."""
     job = GenerationJob.objects.select_related("project").get(pk=job_id)
     if job.purpose == GenerationJob.Purpose.SCORES:
         return _scoring_job_execute(job)
     versions = list(job.model_versions.select_related("base_model").order_by("id"))
     settings = GenerationSettings.from_dict(job.settings)
     try:
-        progress = _generate_missing(job, versions, settings, batch_size)
+        engine = resolve_backend(backend or django_settings.PREFTUNE_GENERATION_BACKEND)
+        progress = _generate_missing(job, versions, settings, batch_size, engine)
         created, skipped = progress.created, progress.skipped
         tasks = 0
         if job.purpose == GenerationJob.Purpose.CANDIDATES:
@@ -320,10 +329,11 @@ class _Progress:
 
 
 def _generate_missing(
-    job: GenerationJob, versions: list[ModelVersion], settings: GenerationSettings, batch_size: int
+    job: GenerationJob, versions: list[ModelVersion], settings: GenerationSettings, batch_size: int, backend: str
 ) -> _Progress:
-    """Make and store the job's missing completions batch by batch, updating the job's counts as they come;
-    for a candidate job, pair each prompt as soon as all its candidates are stored."""
+    """Make and store the job's missing completions batch by batch with ``backend`` (a resolved name, recorded on
+    each completion), updating the job's counts as they come; for a candidate job, pair each prompt as soon as all
+    its candidates are stored."""
     from training.trainer.review import generate_for_versions
 
     progress = _Progress(job=job, settings=settings)
@@ -386,7 +396,7 @@ def _generate_missing(
                 source=Completion.Source.GENERATED,
                 model_name=version.name,
                 model_version=version,
-                generation_settings=settings.for_sample(k),
+                generation_settings=settings.for_sample(k, backend=backend),
                 finish_reason=reason,
             ))
         with transaction.atomic():
@@ -404,6 +414,7 @@ def _generate_missing(
         batch_size=batch_size,
         samples=need_samples,
         on_batch_done=store,
+        backend=backend,
     )
     return progress
 

@@ -2,11 +2,13 @@
 
     manage.py generate_completions --run 7 --max-new-tokens 128 --create-battles
     manage.py generate_completions --project 3 --versions 4,5 --purpose candidates --n 2 --split train
+    manage.py generate_completions --run 7 --inline --backend vllm
 """
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from labeling.models import Project
@@ -14,6 +16,7 @@ from training.models import GenerationJob, ModelVersion, TuningRun
 from training.review import generation as review_generation
 from training.review import versions as review_versions
 from training.templatetags.numbers import format_number
+from training.trainer.generation_backends import BACKENDS, GenerationBackendError, resolve_backend
 
 
 def _ids(raw: str | None) -> list[int] | None:
@@ -46,8 +49,24 @@ class Command(BaseCommand):
             "held-out thumbs tasks (rate project).",
         )
         parser.add_argument("--inline", action="store_true", help="Generate in this process instead of on a gpu worker.")
+        parser.add_argument(
+            "--backend", choices=BACKENDS,
+            help="With --inline: the engine to generate with (default: PREFTUNE_GENERATION_BACKEND). A queued job "
+            "uses its worker's setting.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        backend = options["backend"]
+        if backend and not options["inline"]:
+            raise CommandError("--backend picks the engine of an --inline job; a queued job uses its gpu worker's "
+                               "PREFTUNE_GENERATION_BACKEND.")
+        if options["inline"]:
+            backend = backend or settings.PREFTUNE_GENERATION_BACKEND
+            try:
+                # Refused here, before a job exists, rather than failing the job after it is made.
+                resolve_backend(backend)
+            except GenerationBackendError as error:
+                raise CommandError(str(error)) from error
         run = None
         if options["run"]:
             run = TuningRun.objects.select_related("project", "base_model", "model_version").filter(pk=options["run"]).first()
@@ -82,7 +101,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Queued generation job {job.pk}: {job.prompt_count} prompts × {len(versions)} versions.")
             return
         review_generation.generation_job_claim(job_id=job.pk, worker="manage.py generate_completions")
-        job = review_generation.generation_job_execute(job_id=job.pk)
+        job = review_generation.generation_job_execute(job_id=job.pk, backend=backend)
         if job.status != GenerationJob.Status.SUCCEEDED:
             raise CommandError(f"Generation job {job.pk} failed: {job.error}")
         self.stdout.write(
