@@ -6,6 +6,7 @@ tested on a GPU in tests/trainer/test_vllm_cuda.py."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass, field
 
 import pytest
@@ -87,6 +88,17 @@ def test_vllm_not_installed_is_the_reason_given_on_a_cuda_machine(monkeypatch):
 
     assert "vllm package is not installed" in backends.vllm_unavailable_reason()
     assert resolve_backend("auto") == "transformers"
+
+
+def test_vllm_is_kept_in_the_worker_process_unless_the_environment_says_otherwise(monkeypatch):
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    monkeypatch.setenv("VLLM_NO_USAGE_STATS", "0")
+
+    backends.prepare_vllm_environment()
+
+    # Celery's prefork workers are daemonic and may not start the engine-core child vLLM starts by default.
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert os.environ["VLLM_NO_USAGE_STATS"] == "0", "a value already set is left as it is"
 
 
 def test_an_unknown_backend_is_refused():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -39,6 +40,15 @@ class GenerationBackendError(RuntimeError):
     """A generation backend that cannot be used here; the message says why and what to do instead."""
 
 
+def prepare_vllm_environment() -> None:
+    """Settings vLLM reads from the environment, set (unless already set) before vllm is first imported."""
+    # Celery's prefork pool runs tasks in daemonic processes, which may not start children, and vLLM starts its
+    # engine core in a child process by default: keep it in this process.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # A worker may have no way out to the internet; vLLM's usage report is not ours to send anyway.
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+
+
 def vllm_unavailable_reason(*, device: str | None = None) -> str | None:
     """Why vLLM cannot generate in this process, or None when it can (CUDA visible and ``import vllm`` works).
 
@@ -51,6 +61,7 @@ def vllm_unavailable_reason(*, device: str | None = None) -> str | None:
         return "no CUDA GPU is visible to this process, and vLLM runs on CUDA GPUs only"
     if importlib.util.find_spec("vllm") is None:
         return "the vllm package is not installed (pip install -r requirements-vllm.txt)"
+    prepare_vllm_environment()
     try:
         import vllm  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - a broken install fails with any error type; its message is the reason

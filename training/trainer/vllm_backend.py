@@ -21,14 +21,14 @@ same text for the same seed.
 
 from __future__ import annotations
 
+import gc
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .generation import FINISH_LENGTH, FINISH_STOP, GeneratedText, generation_end_ids, prompt_token_ids
-from .generation_backends import VLLM, GenerationBackendError, SampleRequest
+from .generation_backends import VLLM, GenerationBackendError, SampleRequest, prepare_vllm_environment
 
 # The LoRA ranks vLLM's kernels are built for: its max_lora_rank must be one of these.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -159,10 +159,8 @@ class VllmBackend:
 
         Precondition: `resolve_backend` said vLLM can run here. The engine holds ``gpu_memory_utilization`` of the
         GPU until `close`."""
-        # Celery's prefork pool runs tasks in daemonic processes, which may not start children, and vLLM starts its
-        # engine core in a child process by default; keep it in this process. Read when the engine is made.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+        prepare_vllm_environment()
+        import torch
         from transformers import AutoTokenizer
         from vllm import LLM, SamplingParams
         from vllm.lora.request import LoRARequest
@@ -184,6 +182,10 @@ class VllmBackend:
             )
         # bf16 as on the transformers path on CUDA; vLLM's LoRA kernels take fp16 where a GPU has no bf16.
         dtype = "bfloat16" if choose_device().bf16 else "float16"
+        # vLLM refuses to start unless the share of the GPU it is to take is free: hand back what this worker's
+        # earlier jobs left in torch's cache.
+        gc.collect()
+        torch.cuda.empty_cache()
         llm = LLM(
             model=base_model_path, tokenizer=base_model_path, dtype=dtype, seed=seed,
             gpu_memory_utilization=gpu_memory_utilization, **engine_kwargs,
@@ -224,8 +226,6 @@ class VllmBackend:
         try:
             from vllm.distributed import cleanup_dist_env_and_memory
         except ImportError:  # a stand-in engine in tests, or a vllm without the helper: the collector frees it
-            import gc
-
             gc.collect()
             return
         # Frees the engine's GPU memory (weights and KV cache) for the training or scoring that comes next.
