@@ -24,6 +24,7 @@ from training.trainer.config import (
     FORBIDDEN_LORA_TARGETS,
     KTO_LOSS_TYPES,
     MAX_PROCESSES,
+    SHARDINGS,
     LoraSettings,
     SettingsError,
     TrainSettings,
@@ -32,6 +33,11 @@ from training.trainer.rows import RowsError, rows_format, split_rows
 
 _DEFAULTS = TrainSettings()
 _LORA = LoraSettings()
+
+_SHARDING_LABELS = {
+    "none": "none: a whole copy on every GPU (data parallel)",
+    "fsdp": "fsdp: the GPUs share the weights (FSDP full shard, like ZeRO-3)",
+}
 
 # Shown first: what a run is, on which model, and for how long. Everything else has a default that suits a
 # small model and sits under "Advanced".
@@ -147,6 +153,14 @@ class RunLaunchForm(forms.Form):
         "takes batch size × accumulation × GPUs rows. A run on N > 1 GPUs waits for a worker that listens on queue "
         "gpuN (see the README); on a CPU worker N processes share the CPU.",
     )
+    sharding = forms.ChoiceField(
+        choices=[(value, _SHARDING_LABELS[value]) for value in SHARDINGS],
+        initial=_DEFAULTS.sharding, required=False, label="Sharding",
+        help_text="For a model whose bf16 weights do not fit one GPU: with fsdp each of the N GPUs holds 1/N of the "
+        "weights and gathers one layer at a time while it runs, so the weights per GPU shrink N-fold (see the "
+        "estimate below). Needs 2 or more CUDA GPUs and bf16 base weights (not 4-bit); when the model fits one GPU, "
+        "none is faster. The steps and batch are the same either way.",
+    )
     quantization = forms.ChoiceField(
         choices=[("none", "none (bf16 base weights)"), ("4bit", "4-bit NF4 base weights (QLoRA)")],
         initial=_DEFAULTS.quantization, required=False, label="Base weights",
@@ -224,15 +238,30 @@ class RunLaunchForm(forms.Form):
     def clean_quantization(self) -> str:
         return self.cleaned_data.get("quantization") or "none"
 
+    def clean_sharding(self) -> str:
+        return self.cleaned_data.get("sharding") or "none"
+
     def memory_note(self) -> str:
-        """The chosen base model's weights per GPU in bf16 and in 4-bit, for the page; empty when unknown."""
+        """The chosen base model's weights per GPU in bf16 and in 4-bit, and sharded over the chosen GPUs when the
+        form asks for sharding, for the page; empty when unknown."""
         base_model = BaseModel.objects.filter(pk=self.base_model_value()).first()
         shape = local_model_shape(base_model.path) if base_model is not None else None
         if shape is None or not shape.parameters:
             return ""
+        gpus = self._value("num_processes") or 1
+        sharding = self._value("sharding") or "none"
+        if sharding == "fsdp" and gpus > 1:
+            split = (
+                f"sharded (FSDP) over {gpus} GPUs they take {_gib(shape.weight_gib_per_gpu(gpus=gpus, sharding=sharding))} "
+                f"per GPU in bf16 (a whole copy is {_gib(shape.weight_gib('none'))}), plus the one layer being gathered."
+            )
+        else:
+            split = (
+                f"their bf16 weights take {_gib(shape.weight_gib('none'))} per GPU, {_gib(shape.weight_gib('4bit'))} in "
+                "4-bit (QLoRA); sharding (fsdp) over N GPUs divides the bf16 figure by N."
+            )
         return (
-            f"{base_model.name}: {shape.parameters / 1e6:,.0f}M parameters; its weights take "
-            f"{_gib(shape.weight_gib('none'))} per GPU in bf16, {_gib(shape.weight_gib('4bit'))} in 4-bit (QLoRA). "
+            f"{base_model.name}: {shape.parameters / 1e6:,.0f}M parameters; {split} "
             "Activations, the adapter and its optimizer state come on top."
         )
 
@@ -335,7 +364,7 @@ class RunLaunchForm(forms.Form):
                 "beta", "learning_rate", "num_train_epochs", "max_steps", "per_device_batch_size",
                 "gradient_accumulation_steps", "max_length", "validation_fraction", "seed",
                 "desirable_weight", "undesirable_weight", "precompute_ref_log_probs", "group_by_length",
-                "label_smoothing", "sft_weight", "num_processes", "quantization", "ld_alpha",
+                "label_smoothing", "sft_weight", "num_processes", "quantization", "sharding", "ld_alpha",
             )
         }
         for name in ("simpo_gamma", "cpo_alpha", "center_rewards"):

@@ -32,6 +32,13 @@ class ModelShape:
             return (packed + (self.parameters - self.quantizable_parameters) * 2) / 2**30
         return self.parameters * 2 / 2**30
 
+    def weight_gib_per_gpu(self, *, gpus: int, sharding: str) -> float:
+        """GiB of bf16 base weights on each of ``gpus`` GPUs. Data parallel ("none") keeps a whole copy on every GPU;
+        full sharding ("fsdp") keeps 1/gpus of every weight (embeddings, decoder layers and head alike) and, while a
+        decoder layer runs, gathers that one layer in full on top."""
+        whole = self.weight_gib("none")
+        return whole / gpus if sharding == "fsdp" and gpus > 1 else whole
+
 
 def local_model_shape(path: str) -> ModelShape | None:
     """The shape of the model in the local folder ``path``; None for a hub id, a folder without a config.json,
@@ -153,10 +160,14 @@ def inspect_model_folder(path: str) -> ModelFacts:
 
 
 def memory_estimates(shape: ModelShape, gpu_counts: tuple[int, ...] = (1, 2, 4, 8)) -> list[dict[str, object]]:
-    """Base-weight memory per GPU, GiB, for LoRA (bf16) and QLoRA (4-bit), by GPU count.
+    """Base-weight memory per GPU, GiB, for LoRA (bf16) and QLoRA (4-bit), by GPU count, data parallel and sharded.
 
     Data parallel (DDP) keeps a whole copy on every GPU, so the weights per GPU do not shrink with more GPUs:
-    more GPUs buy speed, not room. Activations, the adapter and its optimizer state come on top.
+    more GPUs buy speed, not room. Full sharding (FSDP, bf16 only: the trainer refuses it with 4-bit weights) divides
+    them by the GPU count. Activations, the adapter and its optimizer state come on top.
     """
     lora, qlora = shape.weight_gib("none"), shape.weight_gib("4bit")
-    return [{"gpus": n, "lora_ddp": lora, "qlora_ddp": qlora} for n in gpu_counts]
+    return [
+        {"gpus": n, "lora_ddp": lora, "qlora_ddp": qlora, "lora_fsdp": shape.weight_gib_per_gpu(gpus=n, sharding="fsdp")}
+        for n in gpu_counts
+    ]

@@ -174,6 +174,11 @@ class TuningRun(models.Model):
         return isinstance(self.settings, dict) and self.settings.get("quantization") == "4bit"
 
     @property
+    def sharded(self) -> bool:
+        """Whether its processes share the model's weights (FSDP full shard) rather than each holding a copy."""
+        return isinstance(self.settings, dict) and self.settings.get("sharding") == "fsdp"
+
+    @property
     def percent(self) -> int:
         if self.status == self.Status.SUCCEEDED:
             return 100

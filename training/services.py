@@ -420,6 +420,7 @@ def run_execute(*, run_id: int, worker_stopping: Callable[[], bool] | None = Non
         model_path=run.base_model.path, rows_path=str(rows_path), rows_hash=run.snapshot.rows_hash,
         settings=run.settings, output_dir=str(output_dir), events_path=str(output_dir / "events.jsonl"),
         resume_from_checkpoint=checkpoint, num_processes=num_processes,
+        sharding=str(run.settings.get("sharding") or "none"),
     )
     try:
         with _Heartbeat(run_id):

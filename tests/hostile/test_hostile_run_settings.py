@@ -98,6 +98,14 @@ ABSURD = [
     pytest.param({"per_device_batch_size": str(10**9)}, "far too large", id="batch-absurd"),
     pytest.param({"max_length": str(10**9)}, "far too large", id="max-length-absurd"),
     pytest.param({"num_train_epochs": "1e300"}, "far too large", id="epochs-absurd"),
+    pytest.param({"sharding": "zero3"}, "Select a valid choice. zero3 is not one of the available choices.", id="sharding-unknown"),
+    pytest.param({"sharding": "FSDP"}, "Select a valid choice. FSDP is not one of the available choices.", id="sharding-case"),
+    pytest.param({"sharding": "fsdp " * 1000}, "is not one of the available choices.", id="sharding-long"),
+    pytest.param({"sharding": "fsdp"}, "Sharding splits the model's weights across GPUs, so it needs at least 2 GPUs", id="sharding-one-gpu"),
+    pytest.param({"sharding": "fsdp", "num_processes": "1"}, "needs at least 2 GPUs", id="sharding-one-gpu-explicit"),
+    pytest.param({"sharding": "fsdp", "num_processes": "0"}, "Ensure this value is greater than or equal to 1.", id="sharding-zero-gpus"),
+    pytest.param({"sharding": "fsdp", "num_processes": "2", "quantization": "4bit"},
+                 "Sharding (FSDP) cannot be combined with 4-bit base weights (QLoRA)", id="sharding-qlora"),
 ]
 
 
@@ -170,11 +178,12 @@ def test_a_model_folder_whose_config_is_a_directory_is_refused(admin_client, pro
     rows.assert_unchanged()
 
 
-def test_a_sound_form_still_launches(admin_client, base, project, django_capture_on_commit_callbacks):
+@pytest.mark.parametrize("changes", [{}, {"sharding": "fsdp", "num_processes": "2"}], ids=["default", "sharded"])
+def test_a_sound_form_still_launches(admin_client, base, project, django_capture_on_commit_callbacks, changes):
     # The control case: the form above differs from an accepted one only in the field under test.
     make_pair_vote(make_pair_task(project, 50), project.members.first(), "a")
 
-    response, callbacks = _launch(admin_client, project, django_capture_on_commit_callbacks, base_model=str(base.pk))
+    response, callbacks = _launch(admin_client, project, django_capture_on_commit_callbacks, base_model=str(base.pk), **changes)
 
     assert response.status_code == 302
     assert len(callbacks) == 1

@@ -187,3 +187,28 @@ def test_simpo_gets_its_own_beta_and_loss_and_each_pair_method_its_defaults():
     assert TrainSettings(method="orpo").validate().resolve(100)[0].beta == 0.1
     assert TrainSettings(method="cpo", loss_type="hinge").validate().resolved_loss_type == "hinge"
     assert TrainSettings(method="simpo", beta=2.5).validate().resolve(100)[0].beta == 2.5, "a chosen beta stays"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"sharding": "zero3"}, "Sharding 'zero3' is not offered; choose one of: none, fsdp"),
+        ({"sharding": ["fsdp"]}, "Sharding ['fsdp'] is not offered"),
+        ({"sharding": "fsdp"}, "Sharding splits the model's weights across GPUs, so it needs at least 2 GPUs"),
+        ({"sharding": "fsdp", "num_processes": 1}, "needs at least 2 GPUs"),
+        ({"sharding": "fsdp", "num_processes": 4, "quantization": "4bit"},
+         "Sharding (FSDP) cannot be combined with 4-bit base weights (QLoRA)"),
+    ],
+)
+def test_sharding_needs_several_gpus_and_full_precision_weights(data, message):
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        TrainSettings.from_dict(data)
+
+
+def test_sharding_is_off_by_default_and_is_recorded_with_the_settings():
+    assert TrainSettings().sharding == "none"
+    sharded = TrainSettings.from_dict({"sharding": "fsdp", "num_processes": 4})
+    assert sharded.to_dict()["sharding"] == "fsdp"
+    assert TrainSettings.from_dict(sharded.to_dict()) == sharded
+    resolved, _ = sharded.resolve(100)
+    assert resolved.sharding == "fsdp" and resolved.global_batch_size == 4 * 4, "sharding does not change the batch"

@@ -73,3 +73,30 @@ def test_generation_runs_on_the_gpu_with_an_adapter(tiny_model, tmp_path):
 
     assert next(model.parameters()).device.type == "cuda"
     assert len(outputs) == 4 and all(o.finish_reason in ("stop", "length") for o in outputs)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="sharding needs two GPUs")
+def test_two_gpus_shard_the_model_with_fsdp_and_train_an_adapter(tiny_model, tmp_path):
+    import json
+
+    from training.trainer.child import RunSpec
+    from training.trainer.process import run_supervised
+    from training.trainer.rows import rows_hash
+
+    rows = _rows(16)
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    spec = RunSpec(
+        model_path=str(tiny_model), rows_path=str(tmp_path / "rows.json"), rows_hash=rows_hash(rows),
+        settings={"max_steps": 4, "per_device_batch_size": 2, "learning_rate": 5e-3, "validation_fraction": 0.25,
+                  "max_length": 64, "save_steps": 2, "num_processes": 2, "sharding": "fsdp"},
+        output_dir=str(tmp_path), events_path=str(tmp_path / "events.jsonl"), num_processes=2, sharding="fsdp",
+    )
+
+    # accelerate launch --use_fsdp, as a GPU worker starts it.
+    ended = run_supervised(spec, on_progress=lambda e: None, should_cancel=lambda: False, still_ours=lambda: True,
+                           cuda=True)
+
+    assert ended.result is not None, ended.error
+    assert ended.result["steps"] == 4 and ended.result["world_size"] == 2
+    assert (tmp_path / "checkpoints" / "checkpoint-4" / "pytorch_model_fsdp.bin").is_file()
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()

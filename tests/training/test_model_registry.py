@@ -64,6 +64,35 @@ def test_the_memory_estimate_follows_the_size_and_the_gpu_count(db):
     assert by_gpus[4]["lora_ddp"] == by_gpus[1]["lora_ddp"], "data parallel keeps a whole copy on each GPU"
 
 
+def test_the_memory_estimate_divides_the_weights_by_the_gpu_count_when_sharded(db):
+    from training import selectors
+    from training.model_inspection import ModelShape
+
+    BaseModel.objects.create(
+        name="7B", path="/m/7b", parameters=7_000_000_000, quantizable_parameters=6_500_000_000, context_length=4096
+    )
+
+    (row,) = selectors.base_models_table()
+    by_gpus = {m["gpus"]: m for m in row.memory}
+    whole = 7e9 * 2 / 2**30  # 13.04 GiB of bf16 weights
+    assert by_gpus[1]["lora_fsdp"] == pytest.approx(whole), "one GPU has nothing to share with"
+    assert by_gpus[4]["lora_fsdp"] == pytest.approx(whole / 4) == pytest.approx(3.26, abs=0.01)
+    assert by_gpus[8]["lora_fsdp"] == pytest.approx(whole / 8)
+    shape = ModelShape(linear_names=frozenset(), max_positions=None, parameters=7_000_000_000)
+    assert shape.weight_gib_per_gpu(gpus=4, sharding="none") == pytest.approx(whole), "data parallel: a copy each"
+
+
+def test_the_models_page_shows_the_sharded_weights_per_gpu(admin_client):
+    BaseModel.objects.create(
+        name="7B", path="/m/7b", parameters=7_000_000_000, quantizable_parameters=6_500_000_000, context_length=4096
+    )
+
+    page = admin_client.get("/models/").content.decode()
+
+    assert 'data-testid="model-memory-sharded"' in page
+    assert "<b>6.52 GiB</b> per GPU on 2, <b>3.26 GiB</b> on 4, <b>1.63 GiB</b> on 8" in page
+
+
 def test_a_folder_that_does_not_exist_is_refused(admin_client):
     response = _register(admin_client, "/no/such/model")
 

@@ -565,3 +565,54 @@ def test_a_run_starts_from_a_version_of_this_project_and_its_base_only(
     assert response.status_code == 302 and len(callbacks) == 1
     assert run.start_from == ok and run.settings["init_adapter"] == ok.adapter_path
     assert run.snapshot.lineage["started_from"]["version"] == "Good SFT"
+
+
+def test_a_sharded_run_is_recorded_and_shown_as_such(admin_client, tiny_base, django_capture_on_commit_callbacks):
+    project = voted_compare_project(6)
+
+    response, callbacks = _launch(
+        admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, num_processes="2", sharding="fsdp"
+    )
+
+    run = TuningRun.objects.get()
+    assert response.status_code == 302 and len(callbacks) == 1
+    assert (run.settings["sharding"], run.settings["num_processes"], run.queue) == ("fsdp", 2, "gpu2")
+    assert "2 GPUs, sharded (FSDP)" in admin_client.get(f"/runs/{run.pk}/").content.decode()
+
+
+def test_a_run_without_sharding_records_none(admin_client, tiny_base, django_capture_on_commit_callbacks):
+    _launch(admin_client, voted_compare_project(6), tiny_base.pk, django_capture_on_commit_callbacks, num_processes="2")
+
+    run = TuningRun.objects.get()
+    assert run.settings["sharding"] == "none" and not run.sharded
+    assert "sharded" not in admin_client.get(f"/runs/{run.pk}/").content.decode()
+
+
+def test_the_launch_page_offers_sharding_next_to_the_gpus(admin_client, tiny_base):
+    page = admin_client.get(f"/projects/{voted_compare_project(6).pk}/runs/new/").content.decode()
+
+    gpus, sharding = page.index('name="num_processes"'), page.index('name="sharding"')
+    assert gpus < sharding and page.index('name="quantization"') > sharding
+    assert "fsdp: the GPUs share the weights (FSDP full shard, like ZeRO-3)" in page
+    assert "For a model whose bf16 weights do not fit one GPU" in page
+
+
+def test_the_memory_estimate_divides_the_weights_among_the_gpus_when_sharded(tiny_base, monkeypatch):
+    from training import forms
+    from training.model_inspection import ModelShape
+
+    # The shape of a 7B model in place of the tiny one's (whose weights round to 0.00 GiB either way).
+    seven_b = ModelShape(linear_names=frozenset({"q_proj", "v_proj"}), max_positions=4096,
+                         parameters=7_000_000_000, quantizable_parameters=6_500_000_000)
+    monkeypatch.setattr(forms, "local_model_shape", lambda path: seven_b)
+    project = voted_compare_project(6)
+    data = {**FORM, "base_model": str(tiny_base.pk)}
+
+    sharded = forms.RunLaunchForm({**data, "num_processes": "4", "sharding": "fsdp"}, project=project)
+    copies = forms.RunLaunchForm({**data, "num_processes": "4"}, project=project)
+
+    assert sharded.is_valid() and copies.is_valid()
+    assert ("sharded (FSDP) over 4 GPUs they take 3.26 GiB per GPU in bf16 (a whole copy is 13 GiB), plus the one "
+            "layer being gathered") in sharded.memory_note()
+    assert "their bf16 weights take 13 GiB per GPU, 4.05 GiB in 4-bit (QLoRA)" in copies.memory_note()
+    assert "sharding (fsdp) over N GPUs divides the bf16 figure by N" in copies.memory_note()

@@ -6,8 +6,11 @@ worker tails, rank 0 only:
 
     {"type": "progress", "step": 3, "total_steps": 40, "kind": "train", "metrics": {...}, "epoch": 0.1}
     {"type": "result", ...TrainResult without its history...}
+    {"type": "refused", "reason": "SettingsError: ..."}
 
-A failure is a non-zero exit with the traceback on stderr; the worker records its last lines. SIGTERM asks
+A failure is a non-zero exit with the traceback on stderr; the worker records its last lines. Input the run cannot
+train on is refused: one line on stderr, exit status EXIT_REFUSED, and the reason as an event too, since a
+multi-process launcher exits with its own status and buries the line under its report. SIGTERM asks
 for a stop after the current optimizer step (the result then says cancelled). No Django here.
 """
 
@@ -50,6 +53,7 @@ class RunSpec:
     events_path: str
     resume_from_checkpoint: str | None = None
     num_processes: int = 1
+    sharding: str = "none"  # "fsdp": the processes shard the model (see sharding.py); the launch command follows it
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=1))
@@ -113,9 +117,13 @@ def _to_json(value: Any) -> Any:
     return value
 
 
-def _refuse(exc: Exception) -> int:
+def _refuse(exc: Exception, spec: RunSpec) -> int:
     # Input the run cannot train on: one line, no traceback, so the run page shows just the reason.
-    print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    reason = f"{type(exc).__name__}: {exc}"
+    print(reason, file=sys.stderr)
+    if _is_rank_zero():
+        with open(spec.events_path, "a", encoding="utf-8") as events:
+            events.write(json.dumps({"type": "refused", "reason": reason}) + "\n")
     return EXIT_REFUSED
 
 
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = load_checked_rows(spec)
         settings = TrainSettings.from_dict(spec.settings)
     except (SnapshotMismatch, SettingsError, RowsError) as exc:
-        return _refuse(exc)
+        return _refuse(exc, spec)
 
     events = open(spec.events_path, "a", buffering=1, encoding="utf-8") if _is_rank_zero() else None  # noqa: SIM115
 
@@ -166,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             resume_from_checkpoint=spec.resume_from_checkpoint,
         )
     except (SettingsError, RowsError) as exc:
-        return _refuse(exc)
+        return _refuse(exc, spec)
     summary = dataclasses.asdict(result)
     summary.pop("history", None)
     summary["settings"] = result.settings.to_dict() if result.settings else None

@@ -25,6 +25,10 @@ REWARD_METHOD = "reward"
 # Methods with nothing to choose about the loss's temperature.
 BETA_FREE_METHODS: tuple[str, ...] = ("sft", REWARD_METHOD)
 QUANTIZATIONS: tuple[str, ...] = ("none", "4bit")
+# How several processes share the model. "none": data parallel (DDP), a whole copy of the weights on every GPU.
+# "fsdp": PyTorch FSDP2 full sharding (ZeRO-3's equivalent) through accelerate: each GPU keeps 1/N of the weights,
+# gradients and optimizer state and gathers one decoder layer at a time, so a model too big for one GPU trains.
+SHARDINGS: tuple[str, ...] = ("none", "fsdp")
 MAX_PROCESSES = 64
 
 # DPO loss types accepted by TRL 1.16's DPOConfig (read from trl/trainer/dpo_config.py). "exo_pair"
@@ -196,6 +200,7 @@ class TrainSettings:
     center_rewards: float | None = None  # reward model: weight of the penalty on the squared mean score
     num_processes: int = 1  # data-parallel processes (GPUs), each with per_device_batch_size rows a step
     quantization: str = "none"  # "4bit": QLoRA, NF4 base weights with double quantisation (CUDA only)
+    sharding: str = "none"  # "fsdp": the processes shard the weights (FSDP full shard) instead of each holding a copy
     # A trained version's adapter folder to start from: merged into the base first, so this run's reference is
     # that version (SFT, then DPO), and the saved adapter carries both.
     init_adapter: str | None = None
@@ -299,6 +304,7 @@ class TrainSettings:
             raise SettingsError(
                 f"Quantization {self.quantization!r} is not offered; choose one of: {', '.join(QUANTIZATIONS)}."
             )
+        self._check_sharding()
         if self.init_adapter is not None:
             if not isinstance(self.init_adapter, str) or not self.init_adapter.strip():
                 raise SettingsError("init_adapter must be the folder of a trained adapter, or empty.")
@@ -340,6 +346,28 @@ class TrainSettings:
             raise SettingsError("lora must be a LoraSettings.")
         self.lora.validate()
         return self
+
+    def _check_sharding(self) -> None:
+        if self.sharding not in SHARDINGS:
+            raise SettingsError(
+                f"Sharding {self.sharding!r} is not offered; choose one of: {', '.join(SHARDINGS)} "
+                "(none: every GPU holds the whole model; fsdp: the GPUs share it)."
+            )
+        if self.sharding == "none":
+            return
+        if self.num_processes < 2:
+            raise SettingsError(
+                "Sharding splits the model's weights across GPUs, so it needs at least 2 GPUs; with 1 GPU choose "
+                "no sharding (and 4-bit base weights if the model does not fit)."
+            )
+        if self.quantization != "none":
+            # The trainer loads 4-bit weights packed in uint8 on each process's own GPU; accelerate's FSDP2 leaves
+            # such weights out of the sharding, so every GPU would still hold the whole 4-bit model, as with DDP.
+            raise SettingsError(
+                "Sharding (FSDP) cannot be combined with 4-bit base weights (QLoRA) here: the 4-bit weights would not "
+                "be sharded, so each GPU would still hold the whole model. Choose one: 4-bit base weights with no "
+                "sharding, or bf16 base weights sharded across the GPUs."
+            )
 
     def _check_upper_bounds(self) -> None:
         # Values past these cannot finish (or crash NumPy's seeding) and would only tie up a GPU worker.

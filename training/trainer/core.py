@@ -32,6 +32,7 @@ from .config import LOSS_SELECTED_METHODS, REWARD_METHOD, SettingsError, TrainSe
 from .device import DeviceSettings, choose_device
 from .reward import SCORE_HEAD, pairwise_accuracy, score_pairs
 from .rows import DPO_KEYS, KTO_KEYS, SFT_KEYS, kto_class_weights, rows_format, split_rows, validate_rows
+from .sharding import decoder_layer_classes, fsdp_training_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +285,8 @@ def checkpoint_complete(path: str | os.PathLike[str]) -> bool:
     folder = Path(path)
     if not any((folder / name).is_file() for name in ("adapter_model.safetensors", "model.safetensors")):
         return False
-    if not (folder / "optimizer.pt").is_file():
+    # optimizer.bin: a sharded (FSDP) run's optimizer state, gathered whole by accelerate.
+    if not any((folder / name).is_file() for name in ("optimizer.pt", "optimizer.bin")):
         return False
     try:
         state = json.loads((folder / "trainer_state.json").read_text())
@@ -384,7 +386,14 @@ def _trl_config(
     *,
     has_validation: bool,
     kto_weights: tuple[float, float] | None,
+    fsdp_layers: list[str] | None = None,
 ) -> DPOConfig | KTOConfig:
+    """The TRL config for `settings.method`; `fsdp_layers` (the decoder layer class names) shards the model (FSDP)."""
+
+    def hardware(config_cls: type) -> dict[str, Any]:
+        kwargs = device.training_kwargs(config_cls)
+        return fsdp_training_kwargs(kwargs, fsdp_layers) if fsdp_layers else kwargs
+
     keep_best = settings.keep_best and has_validation
     eval_steps = settings.eval_steps or settings.save_steps
     # Keeping the best checkpoint needs one saved at every evaluation; otherwise save for crash recovery only.
@@ -427,7 +436,7 @@ def _trl_config(
             ld_alpha=settings.ld_alpha,
             precompute_ref_log_probs=settings.precompute_ref_log_probs,
             **common,
-            **device.training_kwargs(DPOConfig),
+            **hardware(DPOConfig),
         )
     if settings.method in ("simpo", "cpo"):
         from trl.experimental.cpo import CPOConfig
@@ -440,26 +449,26 @@ def _trl_config(
             simpo_gamma=settings.simpo_gamma,
             label_smoothing=settings.label_smoothing,
             **common,
-            **device.training_kwargs(CPOConfig),
+            **hardware(CPOConfig),
         )
     if settings.method == "orpo":
         from trl.experimental.orpo import ORPOConfig
 
-        return ORPOConfig(beta=settings.beta, **common, **device.training_kwargs(ORPOConfig))
+        return ORPOConfig(beta=settings.beta, **common, **hardware(ORPOConfig))
     if settings.method == REWARD_METHOD:
         from trl import RewardConfig
 
         return RewardConfig(
-            center_rewards_coefficient=settings.center_rewards or None, **common, **device.training_kwargs(RewardConfig)
+            center_rewards_coefficient=settings.center_rewards or None, **common, **hardware(RewardConfig)
         )
     if settings.method == "sft":
         from trl import SFTConfig
 
         # Prompt-completion rows: the loss is on the answer's tokens only (completion_only_loss).
-        return SFTConfig(completion_only_loss=True, **common, **device.training_kwargs(SFTConfig))
+        return SFTConfig(completion_only_loss=True, **common, **hardware(SFTConfig))
     assert kto_weights is not None
     return KTOConfig(
-        **device.training_kwargs(KTOConfig),
+        **hardware(KTOConfig),
         beta=settings.beta,
         loss_type=settings.resolved_loss_type,
         precompute_ref_log_probs=settings.precompute_ref_log_probs,
@@ -609,7 +618,11 @@ def train(
     if settings.init_adapter:
         model = _merged(model, settings.init_adapter)
     peft_config = _lora_config(model, settings)
-    args = _trl_config(settings, device, checkpoints_dir, has_validation=bool(validation_rows), kto_weights=kto_weights)
+    fsdp_layers = decoder_layer_classes(model) if settings.sharding == "fsdp" else None
+    args = _trl_config(
+        settings, device, checkpoints_dir, has_validation=bool(validation_rows), kto_weights=kto_weights,
+        fsdp_layers=fsdp_layers,
+    )
 
     keys = {"dpo": DPO_KEYS, "kto": KTO_KEYS, "sft": SFT_KEYS}[rows_format(settings.method)]
     train_dataset = _to_dataset(train_rows, keys)
@@ -629,6 +642,14 @@ def train(
         peft_config=peft_config,
         callbacks=[callback],
     )
+    if fsdp_layers and not trainer.is_fsdp_enabled:
+        # accelerate (1.15) shards only across accelerators: on CPU processes it drops the FSDP plugin without a word
+        # and trains a whole copy in each process, which is not what the run asked for.
+        raise SettingsError(
+            f"Sharding (FSDP) needs CUDA GPUs: accelerate shards a model only across GPUs, and these "
+            f"{settings.num_processes} processes run on {device.device.upper()}, where each would hold the whole "
+            "model. Launch the run on a GPU worker, or without sharding."
+        )
     # disable_tqdm swaps the progress bar for a PrinterCallback that prints every log dict to stdout;
     # our callback already carries them, so keep worker logs clean.
     trainer.remove_callback(PrinterCallback)
@@ -685,8 +706,10 @@ def train(
                         max_length=settings.max_length)
         ).as_dict()
     adapter_dir = out / ADAPTER_DIRNAME
+    # A sharded model's weights are pieces on each rank; every rank takes part in gathering the adapter.
+    gathered = _gathered_trainable_weights(trainer.model) if trainer.is_fsdp_enabled else None
     if trainer.is_world_process_zero():
-        trainer.model.save_pretrained(str(adapter_dir), safe_serialization=True)
+        trainer.model.save_pretrained(str(adapter_dir), state_dict=gathered, safe_serialization=True)
         if settings.init_adapter:
             chain_adapters(model_path, settings.init_adapter, str(adapter_dir), out=str(adapter_dir), dtype=device.dtype)
         tokenizer.save_pretrained(str(adapter_dir))
@@ -710,6 +733,15 @@ def train(
         ),
         settings=settings,
     )
+
+
+def _gathered_trainable_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable weights (the adapter) of an FSDP-sharded model, whole and on the CPU on rank 0, empty on the
+    others. Collective: every rank must call it. The frozen base is left out, so rank 0 never holds it whole."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    return get_model_state_dict(model, options=options)
 
 
 def _outcome(

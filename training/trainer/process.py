@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .child import EXIT_REFUSED, WORKER_PID_ENV, RunSpec
+from .sharding import fsdp_launch_flags
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOG_TAIL_LINES = 12
@@ -45,18 +46,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def trainer_command(spec_path: Path, num_processes: int, *, cuda: bool) -> list[str]:
-    """`python -m training.trainer SPEC`, or the same under a data-parallel launcher for several processes.
+def trainer_command(spec_path: Path, num_processes: int, *, cuda: bool, sharding: str = "none") -> list[str]:
+    """`python -m training.trainer SPEC`, or the same under a launcher for several processes.
 
-    On CUDA: `accelerate launch --multi_gpu` (DDP over NCCL). On CPU, accelerate can only start several
-    processes through MPI, so torch's own launcher starts them and the Trainer joins them over gloo.
+    On CUDA: `accelerate launch --multi_gpu` (DDP over NCCL), or `--use_fsdp` with the options of `sharding.py`
+    when `sharding` is "fsdp" (the Trainer builds the same FSDP config from the run's settings). On CPU, accelerate
+    can only start several processes through MPI, so torch's own launcher starts them and the Trainer joins them
+    over gloo; accelerate does not shard on CPU, and the trainer refuses a sharded run there.
     """
     module = ["-m", "training.trainer", str(spec_path)]
     if num_processes <= 1:
         return [sys.executable, *module]
     port = str(_free_port())
     if cuda:
-        launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes)]
+        mode = fsdp_launch_flags() if sharding == "fsdp" else ["--multi_gpu"]
+        launch = ["-m", "accelerate.commands.launch", *mode, "--num_processes", str(num_processes)]
         return [sys.executable, *launch, "--num_machines", "1", "--main_process_port", port, *module]
     launch = ["-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(num_processes)]
     return [sys.executable, *launch, "--master_addr", "127.0.0.1", "--master_port", port, *module]
@@ -84,7 +88,7 @@ class TrainerProcess:
             log.flush()
             # Its own session, so a stop reaches every process of a multi-process launch.
             self.popen = subprocess.Popen(
-                trainer_command(spec_path, spec.num_processes, cuda=cuda),
+                trainer_command(spec_path, spec.num_processes, cuda=cuda, sharding=spec.sharding),
                 cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -176,6 +180,7 @@ def run_supervised(
     if on_start is not None:
         on_start(child.pid)
     result: dict[str, Any] | None = None
+    refused = ""
     cancel_sent_at: float | None = None
     yield_sent_at: float | None = None
     next_check = 0.0
@@ -186,10 +191,14 @@ def run_supervised(
                     on_progress(event)
                 elif event.get("type") == "result":
                     result = event
+                elif event.get("type") == "refused":
+                    refused = str(event.get("reason") or "")
             if child.popen.poll() is not None:
                 for event in child.events():
                     if event.get("type") == "result":
                         result = event
+                    elif event.get("type") == "refused":
+                        refused = str(event.get("reason") or "")
                 break
             now = time.monotonic()
             if now >= next_check:
@@ -225,4 +234,4 @@ def run_supervised(
             child.stop(grace=5.0)
     if result is not None and child.popen.returncode == 0:
         return ChildOutcome(result=result, returncode=0, yielded=bool(result.get("paused")))
-    return ChildOutcome(error=child.failure_reason(), returncode=child.popen.returncode)
+    return ChildOutcome(error=refused or child.failure_reason(), returncode=child.popen.returncode)
