@@ -18,6 +18,11 @@ The rules, in one place:
   the same answer) carries no preference: it gives no DPO row and is counted as identical.
 - ``min_agreement`` (DPO): a pair whose winning side got less than this share of its votes is left out
   and counted as low-agreement (1.0 keeps only unanimous pairs); adjudicated pairs are always kept.
+- DPO: a pair whose chosen answer was cut off at the generation token limit (and not replaced by an edit) is
+  left out and counted as ``cut_off_chosen``, unless ``keep_cut_off_chosen``. Between two cut-off answers
+  the one a reader prefers is often only the denser one (a list, numbers, symbols fill the same token budget
+  with fewer words), and training on it teaches the model to write answers that never end: on the alignment
+  bench 38 of 127 length-rule rows were such pairs, and the tuned model's answers looped as lists and symbols.
 
 TRL's conversational format: the prompt is the list of chat messages, and each answer is a list
 holding one assistant message.
@@ -48,6 +53,8 @@ class PairData:
     votes: Sequence[VoteData] = ()
     adjudicated: str = ""
     complete: bool = True
+    cut_off_a: bool = False  # the answer hit the token limit when it was generated
+    cut_off_b: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,8 +78,9 @@ class ExportSummary:
     both-bad pairs do give two False rows and are still counted here); ``conflicting`` counts KTO
     texts left out for having both labels; ``incomplete`` counts open tasks; ``edited`` counts rows
     whose chosen text is an annotator's edit; ``identical`` counts pairs of two identical texts;
-    ``low_agreement`` pairs below ``min_agreement``; ``heldout`` the complete tasks on held-out
-    prompts left out of training (see ``labeling.selectors.project_export``).
+    ``low_agreement`` pairs below ``min_agreement``; ``cut_off_chosen`` pairs whose chosen answer was cut off
+    at the token limit; ``heldout`` the complete tasks on held-out prompts left out of training (see
+    ``labeling.selectors.project_export``).
     """
 
     considered: int = 0
@@ -85,6 +93,7 @@ class ExportSummary:
     edited: int = 0
     identical: int = 0
     low_agreement: int = 0
+    cut_off_chosen: int = 0
     heldout: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -154,7 +163,9 @@ def vote_share(votes: Sequence[VoteData], outcome: str) -> float:
     return sum(1 for vote in votes if vote.choice == outcome) / len(votes) if votes else 1.0
 
 
-def dpo_rows(pairs: Sequence[PairData], *, min_agreement: float = 0.0) -> tuple[list[dict], ExportSummary]:
+def dpo_rows(
+    pairs: Sequence[PairData], *, min_agreement: float = 0.0, keep_cut_off_chosen: bool = False
+) -> tuple[list[dict], ExportSummary]:
     """One {"prompt", "chosen", "rejected"} row per pair won by a or b, in the order given."""
     summary = ExportSummary()
     rows: list[dict] = []
@@ -172,6 +183,9 @@ def dpo_rows(pairs: Sequence[PairData], *, min_agreement: float = 0.0) -> tuple[
         rejected = pair.text_b if outcome == "a" else pair.text_a
         if chosen.strip() == rejected.strip():
             summary.identical += 1
+            continue
+        if not edited and not keep_cut_off_chosen and (pair.cut_off_a if outcome == "a" else pair.cut_off_b):
+            summary.cut_off_chosen += 1
             continue
         summary.edited += edited
         rows.append({"prompt": pair.messages, "chosen": _assistant(chosen), "rejected": _assistant(rejected)})

@@ -90,6 +90,8 @@ def _pair_data(tasks: QuerySet[PairTask]) -> list[PairData]:
             votes=[VoteData(choice=vote.choice, edited_text=vote.edited_text) for vote in task.votes.all()],
             adjudicated=task.adjudicated_choice,
             complete=task.status == TaskStatus.COMPLETE,
+            cut_off_a=task.completion_a.is_truncated,
+            cut_off_b=task.completion_b.is_truncated,
         )
         for task in tasks
     ]

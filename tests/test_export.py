@@ -91,6 +91,44 @@ def test_it_builds_dpo_rows_from_known_votes():
     )
 
 
+def test_a_pair_whose_chosen_answer_was_cut_off_is_left_out_and_counted():
+    # given: a cut-off answer beating a finished one, two cut-off answers, a finished winner over a cut-off
+    # loser, and a cut-off winner an annotator edited (the edit is what would be trained on)
+    pairs = [
+        PairData(1, 1, Q1, "cut off and dense", "finished", votes("a"), cut_off_a=True),
+        PairData(2, 2, Q2, "cut one", "cut two", votes("b"), cut_off_a=True, cut_off_b=True),
+        PairData(3, 3, Q3, "finished winner", "cut loser", votes("a"), cut_off_b=True),
+        PairData(4, 3, Q3, "cut winner", "other", [VoteData("a", "cut winner, finished by hand.")], cut_off_a=True),
+    ]
+
+    # when
+    rows, summary = dpo_rows(pairs)
+    kept, kept_summary = dpo_rows(pairs, keep_cut_off_chosen=True)
+
+    # then
+    assert [row["chosen"] for row in rows] == [assistant("finished winner"), assistant("cut winner, finished by hand.")]
+    assert (summary.rows, summary.cut_off_chosen, summary.considered, summary.edited) == (2, 2, 4, 1)
+    assert len(kept) == 4 and kept_summary.cut_off_chosen == 0
+
+
+def test_the_export_reads_which_answers_were_cut_off_from_the_completions(db):
+    # given: two decided pairs, one won by an answer that hit the token limit
+    project = ProjectFactory(mode=Project.Mode.COMPARE, overlap=1)
+    annotator = UserFactory()
+    finished, cut = make_pair_task(project, 1), make_pair_task(project, 2)
+    cut.completion_a.finish_reason = "length"
+    cut.completion_a.save(update_fields=["finish_reason"])
+    for task in (finished, cut):
+        make_pair_vote(task, annotator, "a")
+
+    # when
+    rows, summary = project_export(project=project, fmt="dpo")
+
+    # then
+    assert [row["chosen"] for row in rows] == [assistant(finished.completion_a.text)]
+    assert summary.cut_off_chosen == 1
+
+
 def test_it_builds_kto_rows_from_known_votes_and_ratings():
     # given a ranking x > y > z decomposed into pairs, so y is both chosen and rejected
     ranking = [

@@ -661,6 +661,8 @@ _LEFT_OUT = (
     ("identical", "pair of identical answers", "pairs of identical answers"),
     ("heldout", "task on held-out prompts (not opted in)", "tasks on held-out prompts (not opted in)"),
     ("low_agreement", "pair whose annotators disagreed (dropped)", "pairs whose annotators disagreed (dropped)"),
+    ("cut_off_chosen", "pair whose chosen answer was cut off at the token limit",
+     "pairs whose chosen answer was cut off at the token limit"),
     ("incomplete", "unfinished task", "unfinished tasks"),
 )
 _USED_KEYS = frozenset({"rows", "considered", "edited"})

@@ -13,7 +13,7 @@ def test_it_has_documented_defaults():
     s = TrainSettings().validate()
     assert (s.method, s.resolved_loss_type, s.beta, s.learning_rate, s.num_train_epochs) == ("dpo", "sigmoid", None, None, None)
     assert s.resolve(100)[0].beta == 0.1, "beta left empty is each method's usual value"
-    assert (s.per_device_batch_size, s.max_length, s.seed, s.validation_fraction) == (4, 512, 42, 0.1)
+    assert (s.per_device_batch_size, s.max_length, s.seed, s.validation_fraction) == (4, 512, 42, 0.2)
     assert s.lora == LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     assert TrainSettings(method="kto").resolved_loss_type == "kto"
 

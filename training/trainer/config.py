@@ -182,7 +182,11 @@ class TrainSettings:
     gradient_accumulation_steps: int = 1
     max_length: int = 512
     seed: int = 42
-    validation_fraction: float = 0.1
+    # A fifth, not the usual tenth: the kept checkpoint is picked on these rows, and with a preference set of a
+    # hundred-odd pairs a tenth is a dozen, where one pair is 8 points of accuracy and most checkpoints tie. On
+    # the alignment bench (length rule, 200 votes) 13 validation pairs kept a checkpoint that won 69.4% of
+    # held-out comparisons; 25 kept one that won 86.1%.
+    validation_fraction: float = 0.2
     desirable_weight: float | None = None
     undesirable_weight: float | None = None
     precompute_ref_log_probs: bool = True
