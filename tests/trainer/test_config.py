@@ -212,3 +212,29 @@ def test_sharding_is_off_by_default_and_is_recorded_with_the_settings():
     assert TrainSettings.from_dict(sharded.to_dict()) == sharded
     resolved, _ = sharded.resolve(100)
     assert resolved.sharding == "fsdp" and resolved.global_batch_size == 4 * 4, "sharding does not change the batch"
+
+
+@pytest.mark.parametrize(
+    ("rows", "batch", "processes", "expected"),
+    [(25, 4, 1, 1), (24, 4, 1, 4), (27, 4, 1, 3), (26, 4, 1, 2), (3, 4, 1, 3), (12, 4, 2, 3), (13, 4, 2, 1), (0, 4, 1, 4)],
+)
+def test_validation_batches_are_equal_so_a_mean_of_batch_means_is_the_exact_share(rows, batch, processes, expected):
+    from training.trainer.core import even_eval_batch_size
+
+    size = even_eval_batch_size(rows, batch, processes)
+
+    assert size == expected
+    if rows and rows % processes == 0:  # otherwise no split is even, and 1 wastes least
+        assert rows % (size * processes) == 0
+
+
+def test_the_trl_config_evaluates_in_equal_batches(tmp_path):
+    from training.trainer.core import _trl_config
+    from training.trainer.device import choose_device
+
+    settings = TrainSettings().resolve(100)[0]
+    args = _trl_config(
+        settings, choose_device(force_cpu=True), tmp_path, has_validation=True, kto_weights=None, validation_count=25
+    )
+
+    assert (args.per_device_train_batch_size, args.per_device_eval_batch_size) == (4, 1)

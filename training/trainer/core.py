@@ -379,6 +379,22 @@ def _lora_config(model: torch.nn.Module, settings: TrainSettings) -> LoraConfig:
     )
 
 
+def even_eval_batch_size(validation_rows: int, batch_size: int, processes: int = 1) -> int:
+    """The largest evaluation batch, at most `batch_size` per process, that splits `validation_rows` into equal
+    batches (1 if none does).
+
+    TRL logs a validation metric as the mean of its per-batch means, so a short last batch weighs each of its
+    rows more: 25 rows in batches of 4 counted the 25th row four times and printed 0.893 for 22 of 25 right.
+    Equal batches make the logged accuracy, and the checkpoint kept by it, the exact share of rows.
+    """
+    if validation_rows <= 0:
+        return batch_size
+    for size in range(batch_size, 0, -1):
+        if validation_rows % (size * processes) == 0:
+            return size
+    return 1
+
+
 def _trl_config(
     settings: TrainSettings,
     device: DeviceSettings,
@@ -387,8 +403,10 @@ def _trl_config(
     has_validation: bool,
     kto_weights: tuple[float, float] | None,
     fsdp_layers: list[str] | None = None,
+    validation_count: int = 0,
 ) -> DPOConfig | KTOConfig:
-    """The TRL config for `settings.method`; `fsdp_layers` (the decoder layer class names) shards the model (FSDP)."""
+    """The TRL config for `settings.method`; `fsdp_layers` (the decoder layer class names) shards the model (FSDP);
+    `validation_count` rows of validation set the evaluation batch (see `even_eval_batch_size`)."""
 
     def hardware(config_cls: type) -> dict[str, Any]:
         kwargs = device.training_kwargs(config_cls)
@@ -404,7 +422,9 @@ def _trl_config(
         num_train_epochs=settings.num_train_epochs,
         max_steps=settings.max_steps,
         per_device_train_batch_size=settings.per_device_batch_size,
-        per_device_eval_batch_size=settings.per_device_batch_size,
+        per_device_eval_batch_size=even_eval_batch_size(
+            validation_count, settings.per_device_batch_size, settings.num_processes
+        ),
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         warmup_steps=settings.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
         max_length=settings.max_length,
@@ -621,7 +641,7 @@ def train(
     fsdp_layers = decoder_layer_classes(model) if settings.sharding == "fsdp" else None
     args = _trl_config(
         settings, device, checkpoints_dir, has_validation=bool(validation_rows), kto_weights=kto_weights,
-        fsdp_layers=fsdp_layers,
+        fsdp_layers=fsdp_layers, validation_count=len(validation_rows),
     )
 
     keys = {"dpo": DPO_KEYS, "kto": KTO_KEYS, "sft": SFT_KEYS}[rows_format(settings.method)]
