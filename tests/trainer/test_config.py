@@ -238,3 +238,15 @@ def test_the_trl_config_evaluates_in_equal_batches(tmp_path):
     )
 
     assert (args.per_device_train_batch_size, args.per_device_eval_batch_size) == (4, 1)
+
+
+def test_a_dpo_run_keeps_no_checkpoint_from_inside_its_first_pass_over_the_rows():
+    from training.trainer.core import first_keepable_step
+
+    two_epochs = TrainSettings(num_train_epochs=2).resolve(74)[0]  # 19 steps a pass at batch 4
+    short = TrainSettings(max_steps=5).resolve(74)[0]
+    kto = TrainSettings(method="kto", num_train_epochs=2).resolve(74)[0]
+
+    assert first_keepable_step(two_epochs, 74) == 19
+    assert first_keepable_step(short, 74) == 5, "a run shorter than a pass may keep its last step"
+    assert first_keepable_step(kto, 74) == 0

@@ -128,6 +128,8 @@ class _ProgressCallback(TrainerCallback):
         self.kto_validation = kto_validation
         self.evaluate_last_step = evaluate_last_step
         self.cancelled = False
+        # Checkpoints before this step are evaluated and charted but never kept (see first_keepable_step).
+        self.first_keepable_step = 0
         self.history: list[ProgressEvent] = []
         self._last_score: float | None = None
         # transformers' linear warm-up gives the first optimizer step a learning rate of 0: a checkpoint taken
@@ -142,7 +144,7 @@ class _ProgressCallback(TrainerCallback):
         metrics.pop("total_flos", None)
         if any(k.startswith("eval_") for k in metrics):
             kind = "eval"
-            metrics.update(self._validation_extras(metrics, kwargs.get("model")))
+            metrics.update(self._validation_extras(metrics, kwargs.get("model"), int(state.global_step)))
             self._last_score = metrics.get(SELECTION_KEY)
         elif "train_runtime" in metrics:
             kind = "summary"
@@ -157,9 +159,9 @@ class _ProgressCallback(TrainerCallback):
             # Errors from the progress sink propagate: a run whose progress cannot be recorded should fail loudly.
             self.progress(event)
 
-    def _validation_extras(self, metrics: dict[str, float], model: Any) -> dict[str, float]:
+    def _validation_extras(self, metrics: dict[str, float], model: Any, step: int) -> dict[str, float]:
         extras = self._scored(metrics, model)
-        if not self._updated and SELECTION_KEY in extras:
+        if SELECTION_KEY in extras and (not self._updated or step < self.first_keepable_step):
             extras[SELECTION_KEY] = NEVER_KEPT
         return extras
 
@@ -377,6 +379,21 @@ def _lora_config(model: torch.nn.Module, settings: TrainSettings) -> LoraConfig:
         # The score head is new and random: it is trained in full and saved with the adapter.
         modules_to_save=[SCORE_HEAD] if reward else None,
     )
+
+
+def first_keepable_step(settings: TrainSettings, train_rows: int) -> int:
+    """The first step whose checkpoint a DPO run may keep: the end of the first pass over the training rows (or
+    the last step, if the run is shorter). Precondition: `settings` resolved.
+
+    Within the first pass the model has seen only part of the data, and on a validation split of a dozen or two
+    pairs the easy ones are ranked right after a few steps: accuracy saturates early and ties, and the earliest
+    tie is a checkpoint that has barely moved. On the alignment bench (length rule, 200 votes) the checkpoints
+    kept at steps 10 and 11, inside the first epoch, won 72.8% and 69.4% of held-out comparisons (KL 0.04 and
+    0.03 per token); those at steps 20 and 22, just after it, won 86.1% and 82.8%.
+    """
+    if settings.method != "dpo":
+        return 0
+    return min(settings.steps_per_epoch(train_rows), settings.total_steps(train_rows))
 
 
 def even_eval_batch_size(validation_rows: int, batch_size: int, processes: int = 1) -> int:
@@ -674,6 +691,7 @@ def train(
     # our callback already carries them, so keep worker logs clean.
     trainer.remove_callback(PrinterCallback)
     callback.evaluate_last_step = bool(validation_rows)
+    callback.first_keepable_step = first_keepable_step(settings, len(train_rows))
     if settings.method == "kto" and validation_rows:
         callback.kto_validation = _KtoValidation(validation_rows, tokenizer, settings.beta)
     if len(trainer.train_dataset) == 0:
