@@ -77,7 +77,10 @@ AUTO_FULL_RANK_REFERENCE = 16
 AUTO_TARGET_STEPS = 90
 AUTO_MAX_EPOCHS = 4
 AUTO_EVALUATIONS = 8
-AUTO_SFT_WEIGHT = 1.0
+# Twice the preference loss: on the alignment bench (length rule, 200 votes) weight 1 left 10 to 12 of 90 tuned
+# answers looping as lists ("1. All sleep is the same. 2. ...") against the base's 1, even at a KL of 0.04 per
+# token; weight 2 left 2, won 84.4% of held-out comparisons and kept validation accuracy at 0.944.
+AUTO_SFT_WEIGHT = 2.0
 # TRL's recommended centring for a reward model's scores (Eisenstein et al. 2023): a small penalty on the mean
 # squared reward keeps scores near zero, so two reward models, or two runs, can be read on one scale.
 AUTO_CENTER_REWARDS = 0.01
