@@ -428,14 +428,14 @@ def test_the_launch_page_puts_the_essentials_first_and_the_rest_under_advanced(a
 
 
 def test_the_launch_page_estimates_rows_and_steps_from_the_defaults(admin_client, tiny_base):
-    # Given 20 ready pairs: the default 10% validation split leaves 18 for training, in batches of 4 (5 steps an
+    # Given 20 ready pairs: the default 20% validation split leaves 16 for training, in batches of 4 (4 steps an
     # epoch), and empty epochs mean enough passes for about 90 steps, at most 4
     project = voted_compare_project(20)
 
     response = admin_client.get(f"/projects/{project.pk}/runs/new/")
 
     html = response.content.decode()
-    assert "≈ 18 training rows → 20 optimizer steps" in html
+    assert "≈ 16 training rows → 16 optimizer steps" in html
     assert "4 epochs, chosen automatically" in html
 
 
@@ -469,10 +469,10 @@ def test_the_launch_page_estimates_the_time_from_finished_runs_of_the_model(admi
 
     html = admin_client.get(f"/projects/{project.pk}/runs/new/").content.decode()
 
-    # Then 20 steps at the median 3 s a step: about a minute
-    assert "≈ 18 training rows → 20 optimizer steps" in html
+    # Then 16 steps at the median 3 s a step: 48 s (2 s or 10 s a step would say about 30 s or 3 min)
+    assert "≈ 16 training rows → 16 optimizer steps" in html
     time_text = html.split('data-testid="launch-time">', 1)[1].split("</b>", 1)[0]
-    assert time_text == "about 1 min"
+    assert time_text == "about 50 s"
     assert "the last 3 finished DPO runs of this base model" in html
 
 
