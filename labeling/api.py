@@ -162,7 +162,8 @@ def project_export(request: HttpRequest, project_id: int) -> HttpResponse:
     fmt = request.GET.get("format", "dpo")
     if fmt not in ("dpo", "kto"):
         raise InvalidInput("format must be dpo or kto.")
-    rows, summary = selectors.project_export(project=project, fmt=fmt)
+    keep_cut_off_chosen = request.GET.get("keep_cut_off_chosen") in ("1", "true")
+    rows, summary = selectors.project_export(project=project, fmt=fmt, keep_cut_off_chosen=keep_cut_off_chosen)
     response = HttpResponse(selectors.export_jsonl(rows), content_type="application/x-ndjson")
     for name, value in summary.as_dict().items():
         response[f"X-Export-{name.replace('_', '-').title()}"] = str(value)

@@ -64,6 +64,7 @@ class ImportForm(forms.Form):
 class ExportForm(forms.Form):
     format = forms.ChoiceField(choices=[("dpo", "DPO pairs"), ("kto", "KTO labels")])
     include_review = forms.BooleanField(required=False, label="Include blind review battles")
+    keep_cut_off_chosen = forms.BooleanField(required=False, label="Keep pairs whose chosen answer was cut off")
 
 
 # ---------------------------------------------------------------- end of import and export

@@ -23,6 +23,7 @@ def project_export(
     include_review: bool = False,
     include_heldout: bool = False,
     min_agreement: float = 0.0,
+    keep_cut_off_chosen: bool = False,
 ) -> tuple[list[dict], ExportSummary]:
     """The training rows of ``project`` in TRL's conversational ``fmt`` ("dpo" or "kto"), and what was left out.
 
@@ -30,7 +31,8 @@ def project_export(
     adds the review battles to the labeling pairs. KTO also uses the project's thumbs ratings.
     Votes on held-out prompts are evaluation, not training data: they are left out (and counted in
     ``summary.heldout``) unless ``include_heldout``. ``min_agreement`` (DPO) drops pairs whose winner got a
-    smaller share of the votes (see ``labeling.exporting``).
+    smaller share of the votes, and pairs whose chosen answer was cut off at the token limit are left out unless
+    ``keep_cut_off_chosen`` (see ``labeling.exporting``).
     At most eight queries whatever the project's size; open tasks are only counted, never loaded.
     """
     if fmt not in EXPORT_FORMATS:
@@ -53,7 +55,7 @@ def project_export(
         rate_tasks = rate_tasks.exclude(heldout_rates) if fmt == "kto" else rate_tasks
     pairs = _pair_data(pair_tasks.filter(_USED))
     if fmt == "dpo":
-        rows, summary = dpo_rows(pairs, min_agreement=min_agreement)
+        rows, summary = dpo_rows(pairs, min_agreement=min_agreement, keep_cut_off_chosen=keep_cut_off_chosen)
     else:
         rate_counts = RateTask.objects.filter(project=project).aggregate(
             open=Count("pk", filter=~Q(status=TaskStatus.COMPLETE) & (Q() if include_heldout else ~heldout_rates)),

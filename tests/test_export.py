@@ -129,6 +129,55 @@ def test_the_export_reads_which_answers_were_cut_off_from_the_completions(db):
     assert summary.cut_off_chosen == 1
 
 
+@pytest.fixture
+def cut_off_project(db):
+    """Three decided pairs; the winner of the second hit the token limit."""
+    project = ProjectFactory(mode=Project.Mode.COMPARE, overlap=1)
+    annotator = UserFactory()
+    tasks = [make_pair_task(project, n) for n in range(3)]
+    tasks[1].completion_a.finish_reason = "length"
+    tasks[1].completion_a.save(update_fields=["finish_reason"])
+    for task in tasks:
+        make_pair_vote(task, annotator, "a")
+    return project
+
+
+def test_the_export_page_counts_cut_off_winners_and_can_keep_them(admin_client, cut_off_project):
+    url = f"/projects/{cut_off_project.pk}/export/"
+
+    default = admin_client.get(url).content.decode()
+    kept = admin_client.get(url + "?keep_cut_off_chosen=1").content.decode()
+
+    assert 'data-testid="export-cut-off">1<' in default and "Download DPO (2 rows)" in default
+    assert 'data-testid="export-cut-off"' not in kept and "Download DPO (3 rows)" in kept
+    assert 'name="keep_cut_off_chosen" value="1" checked' in kept
+
+
+def test_the_download_the_api_and_the_command_keep_cut_off_winners_only_when_asked(
+    admin_client, admin_user, client, cut_off_project
+):
+    from labeling.services import api_token_create
+
+    page = f"/projects/{cut_off_project.pk}/export/?format=dpo"
+    api = f"/api/projects/{cut_off_project.pk}/export?format=dpo"
+    auth = {"HTTP_AUTHORIZATION": f"Token {api_token_create(user=admin_user)}"}
+
+    downloads = [admin_client.get(page), admin_client.get(page + "&keep_cut_off_chosen=1")]
+    api_calls = [client.get(api, **auth), client.get(api + "&keep_cut_off_chosen=1", **auth)]
+    printed = []
+    for extra in ([], ["--keep-cut-off-chosen"]):
+        out = StringIO()
+        call_command(
+            "export_preferences", "--project", cut_off_project.name, "--format", "dpo", *extra, stdout=out, stderr=StringIO()
+        )
+        printed.append(out.getvalue())
+
+    assert [len(r.content.splitlines()) for r in downloads] == [2, 3]
+    assert [len(r.content.splitlines()) for r in api_calls] == [2, 3]
+    assert [len(text.splitlines()) for text in printed] == [2, 3]
+    assert downloads[0]["X-Export-Cut-Off-Chosen"] == "1" and api_calls[1]["X-Export-Cut-Off-Chosen"] == "0"
+
+
 def test_it_builds_kto_rows_from_known_votes_and_ratings():
     # given a ranking x > y > z decomposed into pairs, so y is both chosen and rejected
     ranking = [

@@ -206,6 +206,13 @@ class RunLaunchForm(forms.Form):
         required=False, initial=True, label="Include review (blind battle) votes on train prompts",
         help_text="Iterative DPO: battles between a tuned model's answers to train prompts become new pairs.",
     )
+    keep_cut_off_chosen = forms.BooleanField(
+        required=False, initial=False, label="Keep pairs whose chosen answer was cut off",
+        help_text="Off by default: a chosen answer that hit the token limit teaches the model to stop mid-sentence, and "
+        "between two cut-off answers the shorter one is often only the denser one. Turn on when most answers are cut "
+        "off (a low generation token limit) and the pairs left would be too few. An answer an annotator edited is "
+        "always kept. Pairs only: thumbs (KTO) are not affected.",
+    )
     include_heldout = forms.BooleanField(
         required=False, initial=False, label="Also train on votes about held-out prompts",
         help_text="Off by default: held-out votes measure the model. A version trained on them is flagged, and its "
@@ -304,8 +311,9 @@ class RunLaunchForm(forms.Form):
             )
 
     def data_choices(self) -> dict[str, bool]:
-        """Which votes the run would train on (include_review, include_heldout), for the dataset preview."""
-        return {name: bool(self._value(name)) for name in ("include_review", "include_heldout")}
+        """Which votes the run would train on (include_review, include_heldout, keep_cut_off_chosen), for the dataset
+        preview."""
+        return {name: bool(self._value(name)) for name in ("include_review", "include_heldout", "keep_cut_off_chosen")}
 
     def step_estimate(self, previews: dict[str, DatasetPreview]) -> StepEstimate | None:
         """Training rows and optimizer steps for the form's values (its defaults before a submit), using the

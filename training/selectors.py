@@ -730,6 +730,7 @@ _LINEAGE_LABELS = {
     "agreement_alpha_ratings": "agreement α, thumbs",
     "includes_review_votes": "includes votes on review pairs",
     "review_tasks_used": "review tasks used",
+    "keeps_cut_off_chosen": "keeps pairs whose chosen answer was cut off",
     "includes_heldout": "includes votes on held-out prompts",
 }
 

@@ -89,25 +89,42 @@ FLIP_RATE_RANGE = (0.01, 0.4)
 
 def dataset_preview(
     *, project: Project, method: str, include_review: bool = True, include_heldout: bool = False,
-    min_agreement: float = 0.0,
+    min_agreement: float = 0.0, keep_cut_off_chosen: bool = False,
 ) -> DatasetPreview:
     """The rows a run of ``method`` launched now would train on (pairs, or thumbs for KTO), with the export summary
-    (what was left out and why)."""
+    (what was left out and why). ``keep_cut_off_chosen`` keeps pairs whose chosen answer hit the token limit."""
     fmt = rows_format(method)
     if fmt == "sft":
         # What annotators preferred, to imitate: chosen answers of a compare project, thumbs-up answers of a rate one.
         source = "kto" if project.mode == Project.Mode.RATE else "dpo"
         rows, summary = selectors.project_export(
             project=project, fmt=source, include_review=include_review, include_heldout=include_heldout,
-            min_agreement=min_agreement,
+            min_agreement=min_agreement, keep_cut_off_chosen=keep_cut_off_chosen,
         )
         return DatasetPreview(rows=sft_rows_from(rows), summary=summary.as_dict())
     rows, summary = selectors.project_export(
         project=project, fmt=fmt, include_review=include_review, include_heldout=include_heldout,
-        min_agreement=min_agreement,
+        min_agreement=min_agreement, keep_cut_off_chosen=keep_cut_off_chosen,
     )
     desirable, undesirable = count_kto_labels(rows) if fmt == "kto" else (0, 0)
     return DatasetPreview(rows=rows, summary=summary.as_dict(), desirable=desirable, undesirable=undesirable)
+
+
+def _cut_off_hint(preview: DatasetPreview) -> str:
+    cut_off = preview.summary.get("cut_off_chosen", 0)
+    if not cut_off:
+        return ""
+    return (
+        f" {cut_off} more decided pair(s) were left out because the chosen answer was cut off at the token limit; "
+        "'Keep pairs whose chosen answer was cut off' (under Advanced; --keep-cut-off-chosen for launch_run) "
+        "trains on them."
+    )
+
+
+def _trains_on_pairs(project: Project, method: str) -> bool:
+    """Whether the run's rows come from decided pairs (where the cut-off rule applies), not from thumbs."""
+    fmt = rows_format(method)
+    return fmt == "dpo" or (fmt == "sft" and project.mode != Project.Mode.RATE)
 
 
 def _check_dataset(preview: DatasetPreview, method: str, train_settings: TrainSettings) -> None:
@@ -117,12 +134,12 @@ def _check_dataset(preview: DatasetPreview, method: str, train_settings: TrainSe
             f"Too little data: {len(rows)} preference pair(s) are ready, and a {method.upper()} run needs at least "
             f"{MIN_DPO_ROWS}. "
             "Pairs count once they have all their votes and a clear winner (ties, both-bad and disagreements are "
-            "left out)."
+            "left out)." + _cut_off_hint(preview)
         )
     if method == "sft" and len(rows) < MIN_SFT_ROWS:
         raise LaunchError(
             f"Too little data: {len(rows)} answer(s) to imitate are ready (chosen answers of decided pairs, or "
-            f"thumbs-up answers), and an SFT run needs at least {MIN_SFT_ROWS}."
+            f"thumbs-up answers), and an SFT run needs at least {MIN_SFT_ROWS}." + _cut_off_hint(preview)
         )
     if method == "kto":
         if len(rows) < MIN_KTO_ROWS:
@@ -219,11 +236,13 @@ def run_launch(
     include_heldout: bool = False,
     noise_handling: str = "none",
     start_from_version_id: int | None = None,
+    keep_cut_off_chosen: bool = False,
 ) -> TuningRun:
     """Validate, freeze the dataset, create a queued run and enqueue its training once the row is committed.
 
     Votes on held-out prompts stay out of the snapshot unless ``include_heldout`` (then the trained version is
-    flagged as having seen them). ``noise_handling`` is a NOISE_HANDLING key. Settings left empty (learning rate,
+    flagged as having seen them). ``noise_handling`` is a NOISE_HANDLING key. Pairs whose chosen answer was cut off
+    at the token limit are left out unless ``keep_cut_off_chosen``. Settings left empty (learning rate,
     epochs) are chosen from the data here, so the run's settings say what it trains with.
     Raises LaunchError with the message to show; in that case nothing was written and nothing queued.
     """
@@ -243,6 +262,8 @@ def run_launch(
         )
     start_from = _start_from(project, base_model, start_from_version_id)
     min_agreement, overrides, extra_lineage = _noise_plan(project, method, noise_handling)
+    if _trains_on_pairs(project, method):
+        extra_lineage["keeps_cut_off_chosen"] = keep_cut_off_chosen
     if start_from is not None:
         overrides["init_adapter"] = start_from.adapter_path
         extra_lineage["started_from"] = {
@@ -254,7 +275,7 @@ def run_launch(
         raise LaunchError(str(exc)) from exc
     preview = dataset_preview(
         project=project, method=method, include_review=include_review, include_heldout=include_heldout,
-        min_agreement=min_agreement,
+        min_agreement=min_agreement, keep_cut_off_chosen=keep_cut_off_chosen,
     )
     _check_dataset(preview, method, train_settings)
     train_rows, validation_rows = split_rows(

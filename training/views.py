@@ -49,6 +49,7 @@ def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
                     include_heldout=form.cleaned_data["include_heldout"],
                     noise_handling=form.cleaned_data["noise_handling"],
                     start_from_version_id=form.cleaned_data["start_from"],
+                    keep_cut_off_chosen=form.cleaned_data["keep_cut_off_chosen"],
                 )
             except services.LaunchError as error:
                 form.add_error(error.field if error.field in form.fields else None, error.message)

@@ -87,11 +87,9 @@ def export_download(request: HttpRequest, project_id: int) -> HttpResponse:
     """The export page without ``?format``; with ``?format=dpo|kto`` the JSON Lines file itself."""
     project = project_for_admin(request.user, project_id)
     if "format" not in request.GET:
-        include_review = request.GET.get("include_review") in ("1", "on", "true")
-        summaries = [
-            (fmt, project_export(project=project, fmt=fmt, include_review=include_review)[1]) for fmt in EXPORT_FORMATS
-        ]
-        context = {"project": project, "summaries": summaries, "include_review": include_review}
+        choices = {name: request.GET.get(name) in ("1", "on", "true") for name in ("include_review", "keep_cut_off_chosen")}
+        summaries = [(fmt, project_export(project=project, fmt=fmt, **choices)[1]) for fmt in EXPORT_FORMATS]
+        context = {"project": project, "summaries": summaries, **choices}
         return render(request, "labeling/export.html", context)
     form = ExportForm(request.GET)
     if not form.is_valid():
@@ -99,7 +97,10 @@ def export_download(request: HttpRequest, project_id: int) -> HttpResponse:
             "Unknown export format: use ?format=dpo or ?format=kto.", status=400, content_type="text/plain"
         )
     fmt = form.cleaned_data["format"]
-    rows, summary = project_export(project=project, fmt=fmt, include_review=form.cleaned_data["include_review"])
+    rows, summary = project_export(
+        project=project, fmt=fmt, include_review=form.cleaned_data["include_review"],
+        keep_cut_off_chosen=form.cleaned_data["keep_cut_off_chosen"],
+    )
     response = HttpResponse(export_jsonl(rows), content_type="application/jsonl; charset=utf-8")
     filename = f"{slugify(project.name) or 'project'}-{fmt}-{timezone.now():%Y%m%d-%H%M}.jsonl"
     response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)

@@ -1,6 +1,8 @@
 """Launching a run from the dashboard form: every refusal has a clear message and queues nothing."""
 from __future__ import annotations
 
+from io import StringIO
+
 import pytest
 
 from tests.factories import make_pair_task, make_pair_vote
@@ -616,3 +618,84 @@ def test_the_memory_estimate_divides_the_weights_among_the_gpus_when_sharded(tin
             "layer being gathered") in sharded.memory_note()
     assert "their bf16 weights take 13 GiB per GPU, 4.05 GiB in 4-bit (QLoRA)" in copies.memory_note()
     assert "sharding (fsdp) over N GPUs divides the bf16 figure by N" in copies.memory_note()
+
+
+def _cut_off_winners(project, count: int) -> None:
+    """Mark the winning answer of the project's first ``count`` decided pairs as cut off at the token limit."""
+    from labeling.models import PairTask
+
+    for task in PairTask.objects.filter(project=project).order_by("pk")[:count]:
+        vote = task.votes.get()
+        winner = task.completion_a if vote.choice == "a" else task.completion_b
+        winner.finish_reason = "length"
+        winner.save(update_fields=["finish_reason"])
+
+
+def test_pairs_with_a_cut_off_winner_are_left_out_and_the_refusal_says_how_to_keep_them(
+    admin_client, tiny_base, django_capture_on_commit_callbacks
+):
+    # Given 6 decided pairs, 3 of them won by an answer that hit the token limit
+    project = voted_compare_project(6)
+    _cut_off_winners(project, 3)
+
+    response, callbacks = _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks)
+
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "Too little data: 3 preference pair(s) are ready" in html
+    assert "3 more decided pair(s) were left out because the chosen answer was cut off at the token limit" in html
+    assert "3 pairs whose chosen answer was cut off at the token limit" in html  # the data-ready preview
+    _nothing_queued(callbacks)
+
+
+def test_the_opt_in_keeps_pairs_with_a_cut_off_winner_and_records_it(
+    admin_client, tiny_base, django_capture_on_commit_callbacks
+):
+    project = voted_compare_project(6)
+    _cut_off_winners(project, 3)
+
+    response, callbacks = _launch(
+        admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, keep_cut_off_chosen="on"
+    )
+
+    run = TuningRun.objects.get()
+    assert response.status_code == 302 and len(callbacks) == 1
+    assert run.snapshot.row_count == 6 and run.snapshot.summary.get("cut_off_chosen", 0) == 0
+    assert run.snapshot.lineage["keeps_cut_off_chosen"] is True
+    lineage = admin_client.get(f"/runs/{run.pk}/").content.decode().split('data-testid="lineage"', 1)[1]
+    assert "keeps pairs whose chosen answer was cut off</th><td>yes" in lineage.split("</table>", 1)[0]
+
+
+def test_a_default_run_records_that_it_left_cut_off_winners_out(
+    admin_client, tiny_base, django_capture_on_commit_callbacks
+):
+    project = voted_compare_project(8)
+    _cut_off_winners(project, 2)
+
+    _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks)
+
+    run = TuningRun.objects.get()
+    assert run.snapshot.row_count == 6 and run.snapshot.summary["cut_off_chosen"] == 2
+    assert run.snapshot.lineage["keeps_cut_off_chosen"] is False
+
+
+def test_thumbs_runs_record_nothing_about_cut_off_pairs(admin_client, tiny_base, django_capture_on_commit_callbacks):
+    project = rated_project(up=4, down=4)
+
+    _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, method="kto")
+
+    assert "keeps_cut_off_chosen" not in TuningRun.objects.get().snapshot.lineage
+
+
+def test_the_launch_command_keeps_cut_off_winners_when_asked(tiny_base, django_capture_on_commit_callbacks):
+    from django.core.management import call_command
+
+    project = voted_compare_project(6, name="Scripted")
+    _cut_off_winners(project, 3)
+
+    with django_capture_on_commit_callbacks():
+        call_command("launch_run", "--project", "Scripted", "--method", "dpo", "--base-model", "tiny-random",
+                     "--keep-cut-off-chosen", "--set", "max_steps=2", stdout=StringIO())
+
+    run = TuningRun.objects.get(project=project)
+    assert run.snapshot.row_count == 6 and run.snapshot.lineage["keeps_cut_off_chosen"] is True

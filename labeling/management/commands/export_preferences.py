@@ -23,12 +23,19 @@ class Command(BaseCommand):
             help="Which pair tasks to use: labeling pairs (default), blind review battles, or all.",
         )
 
+        parser.add_argument(
+            "--keep-cut-off-chosen", action="store_true",
+            help="Keep DPO pairs whose chosen answer was cut off at the token limit (left out by default).",
+        )
+
     def handle(self, *args, **options) -> None:  # noqa: ANN002, ANN003
         project = Project.objects.filter(name=options["project"]).first()
         if project is None:
             raise CommandError(f"No project named {options['project']!r}.")
         purpose = None if options["purpose"] == "all" else options["purpose"]
-        rows, summary = project_export(project=project, fmt=options["fmt"], purpose=purpose)
+        rows, summary = project_export(
+            project=project, fmt=options["fmt"], purpose=purpose, keep_cut_off_chosen=options["keep_cut_off_chosen"]
+        )
         data = export_jsonl(rows)
         if options["out"] is None:
             self.stdout.write(data.decode("utf-8"), ending="")

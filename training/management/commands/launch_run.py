@@ -33,6 +33,10 @@ class Command(BaseCommand):
             "--include-heldout", action="store_true",
             help="Also train on votes about held-out prompts (the version is then flagged as contaminated).",
         )
+        parser.add_argument(
+            "--keep-cut-off-chosen", action="store_true",
+            help="Keep pairs whose chosen answer was cut off at the token limit (left out by default).",
+        )
         parser.add_argument("--noise", choices=list(NOISE_HANDLING), default="none", help="How to handle annotator noise.")
         parser.add_argument(
             "--set", action="append", default=[], metavar="KEY=VALUE",
@@ -58,6 +62,7 @@ class Command(BaseCommand):
                 include_review=not options["no_review"],
                 include_heldout=options["include_heldout"],
                 noise_handling=options["noise"],
+                keep_cut_off_chosen=options["keep_cut_off_chosen"],
             )
         except LaunchError as error:
             raise CommandError(error.message) from error
