@@ -2,6 +2,9 @@
 # Run the test suite against real PostgreSQL and Redis, as CI does. Extra arguments go to pytest:
 #   scripts/test.sh -k vote -x
 #
+# The suite runs in PYTEST_WORKERS processes (pytest-xdist; default 2, one a core; 0 runs it in this process),
+# each with its own test database and Redis database, and ends with the 20 slowest tests and its wall time.
+#
 # Set DATABASE_URL / CELERY_BROKER_URL to use other servers; otherwise the local ones on
 # 127.0.0.1:5432 and 127.0.0.1:6379 are used, and started if they are installed but down.
 #
@@ -79,6 +82,17 @@ export PLAYWRIGHT_CHROMIUM="${PLAYWRIGHT_CHROMIUM:-/usr/bin/chromium}"
 # the tests register it in their own test database.
 "$PY" manage.py prepare_base_model --files-only
 
+workers="${PYTEST_WORKERS:-2}"
+parallel=()
+if [ "$workers" != "0" ]; then
+    # worksteal: a worker that runs out of tests takes half of what the other has left, so one long test near
+    # the end does not leave a core idle behind a queue of short ones.
+    parallel=(-n "$workers" --dist worksteal)
+fi
+# Loaded before Django's settings, it gives each xdist worker its own Redis database (tests/xdist_isolation.py).
+parallel+=(-p tests.xdist_isolation)
+started=$(date +%s)
 status=0
-"$PY" -m pytest "$@" || status=$?
+"$PY" -m pytest "${parallel[@]}" --durations=20 "$@" || status=$?
+echo "scripts/test.sh: the suite took $(($(date +%s) - started)) s (pytest exit $status)."
 exit "$status"

@@ -45,7 +45,11 @@ def celery_worker(
     """Start a worker named ``name@<host>``, wait until it is ready, and stop it (SIGTERM, then SIGKILL) after."""
     if not settings.CELERY_BROKER_URL.startswith("redis://"):
         raise RuntimeError("Integration tests need the Redis broker (the test command sets CELERY_BROKER_URL).")
-    log_path = log_path or Path(settings.VAR_DIR) / f"test-worker-{name}.log"
+    # Under pytest-xdist two test processes may start a worker of the same name: the host part keeps their
+    # hostnames (and so their shutdown markers) and their logs apart; `name@` still starts every hostname.
+    xdist = os.environ.get("PYTEST_XDIST_WORKER", "")
+    host = f"%h-{xdist}" if xdist else "%h"
+    log_path = log_path or Path(settings.VAR_DIR) / f"test-worker-{name}{'-' + xdist if xdist else ''}.log"
     env = {
         **os.environ,
         "DATABASE_URL": database_url_for_workers(),
@@ -59,7 +63,7 @@ def celery_worker(
     process = subprocess.Popen(
         [
             sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queues, "--concurrency", "1",
-            "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+            "--hostname", f"{name}@{host}", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
         ],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )

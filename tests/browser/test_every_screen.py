@@ -9,6 +9,10 @@ must fit, and what scrolls inside it by design does not count.
 
 The data is demo-like on purpose (labeling/demo's prompts, a tuned run with metrics, outputs, battles), so the
 1280 px screenshots of the compare screen, run page, review page and launch form can go into docs/.
+
+The demo world and a live server on it are built once for the module (building the world takes longer than
+looking at a screen): the screens only read it, and the two tests that add rows add ones no other test counts.
+The database is emptied after the module, as a transactional test would leave it.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from labeling.importing import project_import
@@ -27,7 +32,7 @@ from training.models import BaseModel, GenerationJob, ModelVersion, RewardScore,
 from training.review.battles import battles_create
 from training.review.versions import base_version_get_or_create
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser]
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 VIEWPORTS = {1280: 900, 390: 844}
@@ -85,17 +90,17 @@ def screen(request, browser):
     context.close()
 
 
-def _log_in(screen: Screen, live_server, username: str) -> None:
+def _log_in(screen: Screen, server, username: str) -> None:
     page = screen.page
-    page.goto(f"{live_server.url}/accounts/login/")
+    page.goto(f"{server.url}/accounts/login/")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/")
+    page.wait_for_url(f"{server.url}/")
 
 
-def _visit(screen: Screen, live_server, path: str, *, ready: str | None = None) -> None:
-    screen.page.goto(f"{live_server.url}{path}")
+def _visit(screen: Screen, server, path: str, *, ready: str | None = None) -> None:
+    screen.page.goto(f"{server.url}{path}")
     # htmx fetches some parts on load (the dashboard's runs table); run_charts.js fetches the metrics.
     screen.page.wait_for_load_state("networkidle")
     if ready:
@@ -292,8 +297,33 @@ def _reward_model(project: Project, run: TuningRun, admin) -> TuningRun:  # noqa
     return reward
 
 
+@pytest.fixture(scope="module")
+def _demo(django_db_setup, django_db_blocker):  # noqa: ANN202
+    from pytest_django.live_server_helper import LiveServer
+
+    with django_db_blocker.unblock():
+        world = _build_world()
+        live = LiveServer("localhost")
+        try:
+            yield world, live
+        finally:
+            live.stop()
+            call_command("flush", interactive=False, verbosity=0)
+
+
 @pytest.fixture
-def world(db) -> World:
+def server(_demo, django_db_blocker):  # noqa: ANN001, ANN201
+    """The module's live server; the test may read and add rows (in autocommit, as the server sees them)."""
+    with django_db_blocker.unblock():
+        yield _demo[1]
+
+
+@pytest.fixture
+def world(_demo) -> World:
+    return _demo[0]
+
+
+def _build_world() -> World:
     admin = AdminFactory(username="admin")
     maria, jonas, priya = (UserFactory(username=name) for name in ("maria", "jonas", "priya"))
     compare = ProjectFactory(
@@ -319,35 +349,35 @@ def world(db) -> World:
 # ---------------------------------------------------------------- annotator screens
 
 
-def test_the_project_list(screen, live_server, world):
-    _log_in(screen, live_server, world.annotator.username)
+def test_the_project_list(screen, server, world):
+    _log_in(screen, server, world.annotator.username)
     _check(screen, "home")
 
 
-def test_the_compare_screen(screen, live_server, world):
-    _log_in(screen, live_server, world.annotator.username)
-    _visit(screen, live_server, f"/projects/{world.compare.pk}/", ready="body[data-keys-ready]")
+def test_the_compare_screen(screen, server, world):
+    _log_in(screen, server, world.annotator.username)
+    _visit(screen, server, f"/projects/{world.compare.pk}/", ready="body[data-keys-ready]")
     assert screen.page.locator("#card form.vote-form").count() == 1
     _check(screen, "compare")
 
 
-def test_the_thumbs_screen(screen, live_server, world):
-    _log_in(screen, live_server, world.annotator.username)
-    _visit(screen, live_server, f"/projects/{world.thumbs.pk}/", ready="body[data-keys-ready]")
+def test_the_thumbs_screen(screen, server, world):
+    _log_in(screen, server, world.annotator.username)
+    _visit(screen, server, f"/projects/{world.thumbs.pk}/", ready="body[data-keys-ready]")
     assert screen.page.locator("[data-testid=completion-text]").count() == 1
     _check(screen, "thumbs")
 
 
-def test_the_login_page(screen, live_server):
-    _visit(screen, live_server, "/accounts/login/")
+def test_the_login_page(screen, server):
+    _visit(screen, server, "/accounts/login/")
     _check(screen, "login")
 
 
-def test_a_403_page(screen, live_server, world):
+def test_a_403_page(screen, server, world):
     """An annotator opening an admin page. Chromium logs every 4xx document as a console error ("Failed to load
     resource"); that one message, for this page's own address, is what the screen is about, so it alone is expected."""
-    _log_in(screen, live_server, world.annotator.username)
-    url = f"{live_server.url}/projects/{world.compare.pk}/dashboard/"
+    _log_in(screen, server, world.annotator.username)
+    url = f"{server.url}/projects/{world.compare.pk}/dashboard/"
     screen.expected_errors.add(("Failed to load resource: the server responded with a status of 403 (Forbidden)", url))
     response = screen.page.goto(url)
     assert response.status == 403
@@ -358,9 +388,9 @@ def test_a_403_page(screen, live_server, world):
 # ---------------------------------------------------------------- admin screens
 
 
-def test_the_project_dashboard(screen, live_server, world):
-    _log_in(screen, live_server, world.admin.username)
-    _visit(screen, live_server, f"/projects/{world.compare.pk}/dashboard/", ready="[data-testid=runs-table]")
+def test_the_project_dashboard(screen, server, world):
+    _log_in(screen, server, world.admin.username)
+    _visit(screen, server, f"/projects/{world.compare.pk}/dashboard/", ready="[data-testid=runs-table]")
     _check(screen, "dashboard")
 
 
@@ -370,29 +400,29 @@ PLAIN_ADMIN_SCREENS = {"import": "import/", "export": "export/", "settings": "se
 
 
 @pytest.mark.parametrize("name", sorted(PLAIN_ADMIN_SCREENS))
-def test_a_plain_admin_screen(screen, live_server, world, name):
-    _log_in(screen, live_server, world.admin.username)
-    _visit(screen, live_server, f"/projects/{world.compare.pk}/{PLAIN_ADMIN_SCREENS[name]}")
+def test_a_plain_admin_screen(screen, server, world, name):
+    _log_in(screen, server, world.admin.username)
+    _visit(screen, server, f"/projects/{world.compare.pk}/{PLAIN_ADMIN_SCREENS[name]}")
     _check(screen, name)
 
 
-def test_the_disagreements(screen, live_server, world):
-    _log_in(screen, live_server, world.admin.username)
-    _visit(screen, live_server, f"/projects/{world.compare.pk}/disagreements/")
+def test_the_disagreements(screen, server, world):
+    _log_in(screen, server, world.admin.username)
+    _visit(screen, server, f"/projects/{world.compare.pk}/disagreements/")
     assert screen.page.locator("[data-testid=disagreement]").count() == 3
     _check(screen, "disagreements")
 
 
-def test_the_runs_list(screen, live_server, world):
-    _log_in(screen, live_server, world.admin.username)
-    _visit(screen, live_server, f"/projects/{world.compare.pk}/runs/")
+def test_the_runs_list(screen, server, world):
+    _log_in(screen, server, world.admin.username)
+    _visit(screen, server, f"/projects/{world.compare.pk}/runs/")
     assert screen.page.locator("[data-testid=runs-table] tbody tr").count() == 3  # the failed and tuned DPO runs, and the reward model
     _check(screen, "runs")
 
 
-def test_the_run_page(screen, live_server, world):
-    _log_in(screen, live_server, world.admin.username)
-    _visit(screen, live_server, f"/runs/{world.run.pk}/")
+def test_the_run_page(screen, server, world):
+    _log_in(screen, server, world.admin.username)
+    _visit(screen, server, f"/runs/{world.run.pk}/")
     screen.page.wait_for_function(
         "() => [...document.querySelectorAll('#charts figure:not([hidden]) canvas')].every(c => Chart.getChart(c))"
     )
@@ -400,18 +430,18 @@ def test_the_run_page(screen, live_server, world):
     _check(screen, "run")
 
 
-def test_the_review_page(screen, live_server, world):
-    _log_in(screen, live_server, world.admin.username)
-    _visit(screen, live_server, f"/runs/{world.run.pk}/review/")
+def test_the_review_page(screen, server, world):
+    _log_in(screen, server, world.admin.username)
+    _visit(screen, server, f"/runs/{world.run.pk}/review/")
     assert screen.page.locator("[data-testid=side-by-side] tr[data-prompt]").count() == 4
     assert screen.page.locator("[data-testid=reward-table] .histogram").count() == 2
     assert screen.page.locator("[data-testid=reward-difference]").is_visible()
     _check(screen, "review")
 
 
-def test_the_reward_model_page(screen, live_server, world):
-    _log_in(screen, live_server, world.admin.username)
-    _visit(screen, live_server, f"/runs/{world.reward.pk}/")
+def test_the_reward_model_page(screen, server, world):
+    _log_in(screen, server, world.admin.username)
+    _visit(screen, server, f"/runs/{world.reward.pk}/")
     screen.page.wait_for_function(
         "() => [...document.querySelectorAll('#charts figure:not([hidden]) canvas')].every(c => Chart.getChart(c))"
     )
@@ -420,23 +450,23 @@ def test_the_reward_model_page(screen, live_server, world):
     _check(screen, "reward-run")
 
 
-def test_the_battles_page(screen, live_server, world):
-    _log_in(screen, live_server, world.admin.username)
-    _visit(screen, live_server, f"/runs/{world.run.pk}/battles/")
+def test_the_battles_page(screen, server, world):
+    _log_in(screen, server, world.admin.username)
+    _visit(screen, server, f"/runs/{world.run.pk}/battles/")
     assert screen.page.locator("[data-testid=win-tie-loss]").inner_text() == "5 / 1 / 0"
     _check(screen, "battles")
 
 
-def test_the_leaderboard(screen, live_server, world):
-    _log_in(screen, live_server, world.admin.username)
-    _visit(screen, live_server, f"/projects/{world.compare.pk}/leaderboard/")
+def test_the_leaderboard(screen, server, world):
+    _log_in(screen, server, world.admin.username)
+    _visit(screen, server, f"/projects/{world.compare.pk}/leaderboard/")
     assert screen.page.locator("[data-testid=leaderboard] tr[data-version]").count() == 2
     _check(screen, "leaderboard")
 
 
-def test_the_django_admin_prompt_list(screen, live_server, world):
-    _log_in(screen, live_server, world.admin.username)
-    _visit(screen, live_server, "/admin/labeling/prompt/")
+def test_the_django_admin_prompt_list(screen, server, world):
+    _log_in(screen, server, world.admin.username)
+    _visit(screen, server, "/admin/labeling/prompt/")
     _check(screen, "admin-prompts")
 
 
@@ -455,37 +485,37 @@ EMPTY_ADMIN_SCREENS = {
 }
 
 
-def test_an_empty_project_s_screens(screen, live_server):
+def test_an_empty_project_s_screens(screen, server):
     """No prompts, runs, jobs or battles: each screen still fits and says what to do next (tests/test_empty_states.py
     checks the words)."""
     annotator = UserFactory(username="new-annotator")
-    project = ProjectFactory(name="Empty project")
+    project = ProjectFactory(name=f"Empty project ({screen.width} px)")
     project.members.add(annotator)
-    _log_in(screen, live_server, annotator.username)
+    _log_in(screen, server, annotator.username)
     problems = _problems(screen, "empty-home")
-    _visit(screen, live_server, f"/projects/{project.pk}/", ready="body[data-keys-ready]")
+    _visit(screen, server, f"/projects/{project.pk}/", ready="body[data-keys-ready]")
     problems += _problems(screen, "empty-compare")
 
     screen.page.context.clear_cookies()
-    _log_in(screen, live_server, AdminFactory(username="new-admin").username)
+    _log_in(screen, server, AdminFactory(username="new-admin").username)
     for name, path in EMPTY_ADMIN_SCREENS.items():
-        _visit(screen, live_server, path.format(pk=project.pk))
+        _visit(screen, server, path.format(pk=project.pk))
         problems += _problems(screen, f"empty-{name}")
     assert not problems, "\n".join(problems)
 
 
-def test_the_base_models_page(screen, live_server, world):
+def test_the_base_models_page(screen, server, world):
     # A measured model (a 1.7B-sized row with a failed download beside it): the memory table is the widest thing here.
-    BaseModel.objects.create(
-        name="A measured model", path="/models/measured", status="ready", architecture="LlamaForCausalLM",
+    BaseModel.objects.get_or_create(name="A measured model", defaults=dict(
+        path="/models/measured", status="ready", architecture="LlamaForCausalLM",
         parameters=1_711_376_384, quantizable_parameters=1_610_612_736, context_length=8192,
         linear_layers=["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"],
-    )
-    BaseModel.objects.create(
-        name="A failed download", path="/models/hub/x--y", hub_id="x/y", status="failed",
+    ))
+    BaseModel.objects.get_or_create(name="A failed download", defaults=dict(
+        path="/models/hub/x--y", hub_id="x/y", status="failed",
         error="The worker could not download x/y from the Hugging Face Hub (offline).",
-    )
-    _log_in(screen, live_server, world.admin.username)
-    _visit(screen, live_server, "/models/")
+    ))
+    _log_in(screen, server, world.admin.username)
+    _visit(screen, server, "/models/")
     assert screen.page.locator("[data-testid=model-memory]").count() >= 1
     _check(screen, "base-models")

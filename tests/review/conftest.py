@@ -18,13 +18,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    from training.base_models import tiny_random_model
-
-    return tiny_random_model(tmp_path_factory.mktemp("models") / "tiny")
-
-
-@pytest.fixture(scope="session")
 def tiny_adapter_dir(tiny_model_dir, tmp_path_factory) -> Path:
     from training.base_models import random_lora_adapter
 

@@ -1,15 +1,18 @@
-"""End to end on real parts: PostgreSQL, Redis, a Celery worker process and the real bundled model.
+"""End to end on real parts: PostgreSQL, Redis, a Celery worker process and a model on disk.
 
-A tuned version (two DPO steps on SmolLM2-135M) and its base generate outputs for the held-out prompts on a
-gpu-queue worker, which measures how far the tuned model moved (identical share, per-token KL over one loaded
-base) and battles the matched outputs; an annotator votes through the compare screen, and the results page
-shows the win rate and interval that the known votes give.
+A tuned version and its base generate outputs for the held-out prompts on a gpu-queue worker, which measures how
+far the tuned model moved (identical share, per-token KL over one loaded base) and battles the matched outputs;
+an annotator votes through the compare screen, and the results page shows the win rate and interval that the
+known votes give.
+
+This is wiring, not learning, so it runs on the tiny random-weight model (the bundled model's architecture and
+tokenizer) with a random adapter that moves its greedy answers; `tests/training/test_run_e2e.py` trains the real
+bundled model end to end, and `tests/trainer/test_alignment_direction.py` checks what a real adapter learns.
 """
 from __future__ import annotations
 
 import re
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -25,7 +28,6 @@ from training.trainer.generation_backends import resolve_backend
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.worker,
-    pytest.mark.slow,
     pytest.mark.postgres,
     pytest.mark.timeout(600),
 ]
@@ -35,40 +37,9 @@ HELDOUT = [
     "Describe the sea.", "Write a word about the moon.",
 ]
 # Who wins each battle, in the order the compare screen serves them: 2 wins, 1 tie, 1 loss for the tuned model.
-# A two-step adapter leaves some greedy answers unchanged, and identical answers are never battled (seen: 2 of
-# these 7 on CPU), so there are more prompts than votes; the first four battles served get these votes.
+# An adapter may leave some greedy answers unchanged, and identical answers are never battled, so there are more
+# prompts than votes; the first four battles served get these votes.
 OUTCOMES = ["tuned", "tuned", "tie", "base"]
-
-
-@pytest.fixture(scope="module")
-def bundled_model_dir() -> Path:
-    from training.base_models import convert_bundled_model
-
-    return convert_bundled_model(Path(settings.PREFTUNE_MODELS_DIR) / "smollm2-135m-instruct")
-
-
-@pytest.fixture(scope="module")
-def tuned_adapter_dir(bundled_model_dir, tmp_path_factory) -> str:
-    """Two real DPO steps on the bundled model: a genuine adapter, made as cheaply as possible. The learning rate
-    is high on purpose, so that most greedy answers move (identical ones are never battled)."""
-    from training.trainer import TrainSettings, train
-    from training.trainer.config import LoraSettings
-
-    rows = [
-        {
-            "prompt": [{"role": "user", "content": f"Write a word about {topic}."}],
-            "chosen": [{"role": "assistant", "content": f"{topic.capitalize()} is lovely."}],
-            "rejected": [{"role": "assistant", "content": "No."}],
-        }
-        for topic in ("rain", "tea", "snow", "bread")
-    ]
-    settings_ = TrainSettings(
-        max_steps=2, per_device_batch_size=2, learning_rate=1e-2, max_length=64, validation_fraction=0.0,
-        lora=LoraSettings(r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"]),
-    )
-    result = train(model_path=str(bundled_model_dir), rows=rows, settings=settings_, output_dir=str(tmp_path_factory.mktemp("e2e-run")))
-    assert result.adapter_dir is not None
-    return result.adapter_dir
 
 
 def _vote_through_the_compare_screen(client, project, tuned: ModelVersion, annotator) -> list[str]:
@@ -90,11 +61,12 @@ def _vote_through_the_compare_screen(client, project, tuned: ModelVersion, annot
     return served
 
 
-def test_base_and_tuned_outputs_battles_and_the_win_rate(client, bundled_model_dir, tuned_adapter_dir):
+def test_base_and_tuned_outputs_battles_and_the_win_rate(client, tiny_model_dir, tiny_adapter_dir):
     project = ProjectFactory(name="Review e2e", overlap=1)
-    run = make_run(project, status="succeeded", base_path=str(bundled_model_dir))
-    BaseModel.objects.filter(pk=run.base_model_id).update(path=str(bundled_model_dir), name="SmolLM2-135M-Instruct")
-    tuned = ModelVersion.objects.create(name="e2e tuned (run)", base_model_id=run.base_model_id, adapter_path=tuned_adapter_dir)
+    run = make_run(project, status="succeeded", base_path=str(tiny_model_dir))
+    BaseModel.objects.filter(pk=run.base_model_id).update(path=str(tiny_model_dir), name="tiny-random")
+    tuned = ModelVersion.objects.create(name="e2e tuned (run)", base_model_id=run.base_model_id,
+                                        adapter_path=str(tiny_adapter_dir))
     TuningRun.objects.filter(pk=run.pk).update(model_version=tuned)
     for text in HELDOUT:
         Prompt.objects.create(project=project, messages=[{"role": "user", "content": text}], split="heldout")
@@ -125,7 +97,9 @@ def test_base_and_tuned_outputs_battles_and_the_win_rate(client, bundled_model_d
         c.generation_settings == {"temperature": 0.0, "top_p": 0.9, "max_new_tokens": 16, "seed": 0, "sample": 0, "backend": engine}
         for c in outputs
     )
-    assert all(c.text.strip() for c in outputs), "the real model says something for every prompt"
+    # One output for every prompt from each version (the tiny model's base answers are often empty: that is fine
+    # here; tests/trainer/test_generation.py checks that the real model answers).
+    assert len({(c.prompt_id, c.model_version_id) for c in outputs}) == 2 * len(HELDOUT)
     assert {c.finish_reason for c in outputs} <= {"stop", "length"}
     # The worker measured the move before battling, and battled only the pairs that differ.
     texts = {(c.prompt_id, c.model_version_id): c.text for c in outputs}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,19 +73,3 @@ def dpo_rows() -> list[dict[str, Any]]:
 @pytest.fixture()
 def kto_rows() -> list[dict[str, Any]]:
     return make_kto_rows(8)
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.base_models import tiny_random_model
-
-    return tiny_random_model(tmp_path_factory.mktemp("models") / "tiny-llama")
-
-
-@pytest.fixture(scope="session")
-def bundled_model_dir() -> Path:
-    """The real SmolLM2-135M-Instruct, converted once (scripts/test.sh converts it before the suite)."""
-    from training.base_models import convert_bundled_model
-
-    models = os.environ.get("PREFTUNE_MODELS_DIR") or str(Path(__file__).resolve().parents[2] / "var" / "models")
-    return convert_bundled_model(Path(models) / "smollm2-135m-instruct")

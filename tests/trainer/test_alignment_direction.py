@@ -21,7 +21,8 @@ sys.path.insert(0, str(BENCH))
 from alignment_prompts import alignment_prompts  # noqa: E402
 from simulated_annotators import RULES, judge, word_count  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# About 200 s on a quiet 2-core machine: the limit is there to catch a hang, so it leaves room for a busy one.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _user(text: str) -> list[dict[str, str]]:

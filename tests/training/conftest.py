@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from tests.factories import ProjectFactory, UserFactory, make_pair_task, make_pair_vote, make_rate_task, make_rating
 from training.models import BaseModel
@@ -35,21 +33,6 @@ LAUNCH_FORM = {
     "include_review": "on",
     "noise_handling": "none",
 }
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    from training.base_models import tiny_random_model
-
-    return tiny_random_model(tmp_path_factory.mktemp("models") / "tiny")
-
-
-@pytest.fixture(scope="session")
-def bundled_model_dir() -> Path:
-    """The real SmolLM2-135M-Instruct, converted once (scripts/test.sh converts it before the suite)."""
-    from training.base_models import convert_bundled_model
-
-    return convert_bundled_model(Path(settings.PREFTUNE_MODELS_DIR) / "smollm2-135m-instruct")
 
 
 @pytest.fixture
