@@ -162,3 +162,15 @@ def test_a_yield_saves_a_checkpoint_at_the_current_step_then_stops(tiny_model_di
     assert 3 <= stopped_at < 100
     # save_steps is 100, so this checkpoint exists only because the yield asked for it.
     assert latest_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / f"checkpoint-{stopped_at}")
+
+
+def test_a_yield_sent_while_the_child_starts_hands_the_run_back_instead_of_killing_it(tiny_model_dir, tmp_path):
+    """A worker told to shut down just as it starts a run asks for the yield at once, long before the child has
+    imported torch and installed its handler: the signal must wait for the handler, not kill the child."""
+    ended = run_supervised(
+        _spec(tmp_path, tiny_model_dir, max_steps=200, save_steps=100),
+        on_progress=lambda e: None, should_cancel=_never, still_ours=_always, should_yield=_always,
+    )
+
+    assert ended.yielded, ended.error
+    assert "SIGUSR1" not in ended.error

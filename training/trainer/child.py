@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGUSR1, request_pause)
+    # The parent started us with SIGUSR1 blocked (see TrainerProcess): one sent before now is delivered here.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
     try:
         rows = load_checked_rows(spec)
         settings = TrainSettings.from_dict(spec.settings)

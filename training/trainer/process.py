@@ -86,12 +86,19 @@ class TrainerProcess:
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"--- trainer started {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
             log.flush()
-            # Its own session, so a stop reaches every process of a multi-process launch.
-            self.popen = subprocess.Popen(
-                trainer_command(spec_path, spec.num_processes, cuda=cuda, sharding=spec.sharding),
-                cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            # The child starts with SIGUSR1 (yield) blocked, and unblocks it once its handler is in place: a yield
+            # sent during its start-up (the worker told to shut down as the run began) then waits for the handler
+            # instead of killing the child, which would fail the run rather than hand it back.
+            previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+            try:
+                # Its own session, so a stop reaches every process of a multi-process launch.
+                self.popen = subprocess.Popen(
+                    trainer_command(spec_path, spec.num_processes, cuda=cuda, sharding=spec.sharding),
+                    cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
     @classmethod
     def start(cls, spec: RunSpec, *, cuda: bool = False) -> TrainerProcess:
