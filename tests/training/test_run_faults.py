@@ -111,7 +111,7 @@ def test_a_queued_run_is_cancelled_at_once_without_a_worker(client, admin):
 
 def test_a_worker_killed_mid_run_leaves_the_run_failed_and_a_retry_resumes(client, admin, tiny_base):
     project = voted_compare_project(8, name="Kill the worker")
-    run = _launch(project, tiny_base, admin, max_steps=40)
+    run = _launch(project, tiny_base, admin, max_steps=16)
 
     with celery_worker("doomed") as worker:
         wait_for(
@@ -135,7 +135,7 @@ def test_a_worker_killed_mid_run_leaves_the_run_failed_and_a_retry_resumes(clien
     assert run.status == "succeeded", run.error
     assert run.attempt == 2
     assert "checkpoint-" in run.resumed_from
-    assert (run.step, run.model_version is not None) == (40, True)
+    assert (run.step, run.model_version is not None) == (16, True)
 
 
 def test_a_silent_worker_is_reaped_by_its_stale_heartbeat():
@@ -190,7 +190,7 @@ def test_a_training_child_killed_by_the_os_fails_the_run_at_once_and_the_worker_
 
 def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_newest_complete_one(client, admin, tiny_base):
     project = voted_compare_project(8, name="Kill mid-checkpoint")
-    run = _launch(project, tiny_base, admin, max_steps=40)
+    run = _launch(project, tiny_base, admin, max_steps=16)
 
     with celery_worker("checkpoints"):
         wait_for(
@@ -202,7 +202,7 @@ def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_newest_complete_o
         wait_for(lambda: _status(run.pk) == "failed", timeout=30, what="the run to fail")
         complete = latest_checkpoint(run.output_dir)
         # What a kill part-way through writing the next checkpoint leaves: the adapter card and nothing else.
-        partial = Path(run.output_dir) / "checkpoints" / "checkpoint-39"
+        partial = Path(run.output_dir) / "checkpoints" / "checkpoint-15"
         partial.mkdir()
         (partial / "README.md").write_text("# adapter card, written first")
 
@@ -212,7 +212,7 @@ def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_newest_complete_o
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
     assert run.resumed_from == complete
-    assert (run.step, run.attempt) == (40, 2)
+    assert (run.step, run.attempt) == (16, 2)
 
 
 def test_the_reaper_failing_a_run_stops_its_training_child(admin, tiny_base):
@@ -248,7 +248,7 @@ def test_a_snapshot_changed_after_launch_is_refused_before_training(client, admi
 
 def test_a_worker_shut_down_mid_run_hands_the_run_back_to_resume_elsewhere(admin, tiny_base):
     project = voted_compare_project(8, name="Hand it back")
-    run = _launch(project, tiny_base, admin, max_steps=60, save_steps=100)
+    run = _launch(project, tiny_base, admin, max_steps=24, save_steps=100)
 
     with celery_worker("leaving") as worker:
         _training_child(run)
@@ -270,7 +270,7 @@ def test_a_worker_shut_down_mid_run_hands_the_run_back_to_resume_elsewhere(admin
 
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
-    assert (run.attempt, run.step, run.resumed_from) == (2, 60, checkpoint)
+    assert (run.attempt, run.step, run.resumed_from) == (2, 24, checkpoint)
 
 
 def test_a_worker_announces_its_queues_and_gpus_and_the_pages_say_who_takes_what(client, admin):
