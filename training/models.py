@@ -266,6 +266,7 @@ class GenerationJob(models.Model):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
 
     project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="generation_jobs")
     model_versions = models.ManyToManyField(ModelVersion, related_name="generation_jobs")
@@ -311,7 +312,7 @@ class GenerationJob(models.Model):
         ordering = ["-id"]
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(status__in=["queued", "running", "succeeded", "failed"]),
+                condition=models.Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]),
                 name="generationjob_status_valid",
             ),
             models.CheckConstraint(

@@ -24,4 +24,5 @@ urlpatterns = [
     path("projects/<int:project_id>/battles/create/", review_views.project_battles_create, name="project_battles_create"),
     path("projects/<int:project_id>/rewards/score/", review_views.project_rewards_score, name="project_rewards_score"),
     path("projects/<int:project_id>/candidates/", review_views.project_candidates, name="project_candidates"),
+    path("generation-jobs/<int:job_id>/cancel/", review_views.generation_job_cancel, name="generation_job_cancel"),
 ]

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from tests.factories import ProjectFactory, PromptFactory
+from tests.html_forms import form_defaults
 from training.models import BaseModel, GenerationJob, ModelVersion
 
 pytestmark = pytest.mark.django_db
@@ -46,6 +47,23 @@ def test_it_queues_a_candidates_job_from_the_bare_base_model(admin_client, proje
     assert response.status_code == 302
     assert (job.purpose, job.prompt_count, job.settings["n"]) == ("candidates", 3, 2)
     assert [v.name for v in job.model_versions.all()] == ["tiny (base)"]
+    assert len(callbacks) == 1
+
+
+def test_the_form_submits_as_it_is_shown_with_the_base_model_ticked(admin_client, project, base, django_capture_on_commit_callbacks):
+    from training.review.forms import CANDIDATE_MAX_NEW_TOKENS
+
+    ModelVersion.objects.create(name="tuned-v1", base_model=base, adapter_path="/x/adapter")
+    defaults = form_defaults(admin_client.get(f"/projects/{project.pk}/candidates/").content.decode(), "candidates")
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = admin_client.post(f"/projects/{project.pk}/candidates/", defaults)
+
+    assert defaults["versions"] == [f"base:{base.pk}"], "the base model is ticked, the tuned version is not"
+    assert response.status_code == 302, response.content.decode()[:2000]
+    job = GenerationJob.objects.get()
+    assert [v.name for v in job.model_versions.all()] == ["tiny (base)"]
+    assert (job.prompt_count, job.settings["n"], job.settings["max_new_tokens"]) == (3, 2, CANDIDATE_MAX_NEW_TOKENS)
     assert len(callbacks) == 1
 
 
@@ -126,7 +144,7 @@ def test_the_jobs_table_shows_progress_and_notes_and_polls_while_a_job_runs(admi
     assert 'http-equiv="refresh"' not in html, "htmx refreshes the table, not the whole page with its form"
 
     partial = admin_client.get(f"/projects/{project.pk}/candidates/", HTTP_HX_REQUEST="true").content.decode()
-    assert 'id="candidate-jobs"' in partial and "<form" not in partial and "50% · 5 of 10" in partial
+    assert 'id="candidate-jobs"' in partial and 'class="candidates"' not in partial and "50% · 5 of 10" in partial
 
     GenerationJob.objects.filter(pk=job.pk).update(status="succeeded", completions_created=9)
     done = admin_client.get(f"/projects/{project.pk}/candidates/", HTTP_HX_REQUEST="true").content.decode()
@@ -145,3 +163,46 @@ def test_annotators_cannot_poll_the_jobs_table(annotator_client, project):
     response = annotator_client.get(f"/projects/{project.pk}/candidates/", HTTP_HX_REQUEST="true")
 
     assert response.status_code in (403, 404)
+
+
+def test_a_queued_job_is_cancelled_at_once_and_its_message_never_runs(admin_client, project):
+    job = _job(project, status="queued")
+
+    response = admin_client.post(f"/generation-jobs/{job.pk}/cancel/", follow=True)
+
+    job.refresh_from_db()
+    assert (job.status, job.error) == ("cancelled", "Cancelled by an admin.") and job.finished_at is not None
+    assert f"Job {job.pk} cancelled before it started." in response.content.decode()
+    from training.review.generation import generation_job_claim
+
+    assert not generation_job_claim(job_id=job.pk, worker="late"), "a worker that gets the message later does nothing"
+
+
+def test_cancel_leaves_a_finished_job_as_it_was_and_the_table_offers_it_only_while_active(admin_client, project):
+    running = _job(project, status="running")
+    done = _job(project, status="succeeded")
+
+    html = admin_client.get(f"/projects/{project.pk}/candidates/").content.decode()
+    response = admin_client.post(f"/generation-jobs/{done.pk}/cancel/", follow=True)
+
+    assert f'action="/generation-jobs/{running.pk}/cancel/"' in html
+    assert f'action="/generation-jobs/{done.pk}/cancel/"' not in html
+    done.refresh_from_db()
+    assert done.status == "succeeded" and f"Job {done.pk} had already ended." in response.content.decode()
+
+
+def test_annotators_cannot_cancel_jobs(annotator_client, project):
+    job = _job(project, status="running")
+
+    assert annotator_client.post(f"/generation-jobs/{job.pk}/cancel/").status_code == 403
+    assert annotator_client.post("/generation-jobs/999999/cancel/").status_code == 403, "no ids leak"
+    job.refresh_from_db()
+    assert job.status == "running"
+
+
+def test_cancel_is_a_post(admin_client, project):
+    job = _job(project, status="running")
+
+    assert admin_client.get(f"/generation-jobs/{job.pk}/cancel/").status_code == 405
+    job.refresh_from_db()
+    assert job.status == "running"

@@ -137,6 +137,10 @@ class CandidatesForm(forms.Form):
     def __init__(self, *args: Any, choices: list[tuple[str, str]], **kwargs: Any) -> None:  # noqa: ANN401
         super().__init__(*args, **kwargs)
         self.fields["versions"].choices = choices
+        # The base model writes the first candidates (what the dashboard's empty state promises), so the defaults
+        # submit as they are; tuned versions are ticked by hand.
+        bases = [value for value, _ in choices if value.startswith("base:")]
+        self.fields["versions"].initial = bases[:1]
 
     def clean_pairing(self) -> str:
         return self.cleaned_data["pairing"] or PAIRING_CHOICES[0][0]

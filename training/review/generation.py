@@ -192,6 +192,31 @@ def generation_job_claim(*, job_id: int, worker: str) -> bool:
     ) == 1
 
 
+class GenerationCancelled(Exception):
+    """The job was cancelled while it ran: the worker stops after the batch it was writing."""
+
+
+def generation_job_cancel(*, job: GenerationJob) -> str:
+    """Cancel a queued or running job: a queued one never starts; a running one stops once its current batch is
+    stored (what it wrote stays, with its pairs, and a later job over the same prompts reuses it). Returns the
+    sentence for the page; a finished job is left as it is."""
+    done_text = "Cancelled by an admin."
+    if GenerationJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
+        status=JobStatus.CANCELLED, error=done_text, finished_at=timezone.now()
+    ):
+        return f"Job {job.pk} cancelled before it started."
+    if GenerationJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+        status=JobStatus.CANCELLED, error=done_text
+    ):
+        return f"Job {job.pk} cancelled: it stops once the batch it is writing is stored."
+    return f"Job {job.pk} had already ended."
+
+
+def _stop_if_cancelled(job_id: int) -> None:
+    if GenerationJob.objects.filter(pk=job_id, status=JobStatus.CANCELLED).exists():
+        raise GenerationCancelled
+
+
 def _existing_keys(prompt_ids: list[int], versions: list[ModelVersion]) -> set[tuple[int, int, str]]:
     """(prompt, version, settings) of generated completions already stored, settings as a canonical string."""
     rows = Completion.objects.filter(
@@ -230,6 +255,14 @@ def generation_job_execute(*, job_id: int, batch_size: int = 8, backend: str | N
             from training.review.evaluation import review_outputs_finish
 
             tasks = review_outputs_finish(job=job, versions=versions, settings=settings)
+    except GenerationCancelled:
+        job.refresh_from_db()
+        GenerationJob.objects.filter(pk=job_id, status=JobStatus.CANCELLED).update(
+            finished_at=timezone.now(),
+            notes=[*job.notes, f"Cancelled after {job.completions_created} of {job.completions_total} answers; "
+                   "what was written stays, and a new job over the same prompts reuses it."],
+        )
+        return GenerationJob.objects.get(pk=job_id)
     except Exception as exc:  # noqa: BLE001 - any failure ends the job with its reason recorded
         logger.exception("Generation job %s failed", job_id)
         GenerationJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
@@ -405,6 +438,7 @@ def _generate_missing(
             progress.truncated_created += sum(1 for row in rows if row.is_truncated)
             pair_ready(ready)
             progress.save()
+        _stop_if_cancelled(job.pk)
 
     generate_for_versions(
         need_versions[0].base_model.path,

@@ -239,6 +239,17 @@ def project_candidates(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(request, "training/candidates.html", context, status=status)
 
 
+@require_POST
+def generation_job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+    """Cancel a generation job from the jobs table; back to the project's candidates page."""
+    if not request.user.is_staff:  # before the lookup, so job ids do not leak
+        raise PermissionDenied("Only admins can cancel generation jobs.")
+    job = get_object_or_404(GenerationJob, pk=job_id)
+    project = project_for_admin(request.user, job.project_id)
+    messages.info(request, review_generation.generation_job_cancel(job=job))
+    return redirect("training:project_candidates", project_id=project.pk)
+
+
 def _candidate_jobs_context(project: Project) -> dict:
     jobs = review_selectors.generation_jobs(project=project)
     return {
