@@ -206,6 +206,32 @@ def test_the_review_page_names_the_settings_and_marks_cut_off_outputs(admin_clie
     assert "6 matched pairs on 2 held-out prompts" in text
     assert html.count('data-testid="tuned-cut-off"') == 2 and 'data-testid="base-cut-off"' not in html
     assert html.count("<tr data-prompt=") == 6
+    # The headline counts them, and a third of the tuned answers (a sixth of all) is not yet worth a warning.
+    assert "Finished? cut off at 256 tokens: 2 of 6 tuned outputs, 0 of the base's" in text
+    assert 'data-testid="cut-off-warning"' not in html
+
+
+def test_a_review_where_a_quarter_of_the_answers_are_cut_off_says_to_generate_again(admin_client):
+    s = review_setup(prompts=2, with_outputs=False)
+    for prompt in s.heldout:
+        for k in range(2):
+            add_output(prompt, s.base, f"base {prompt.pk}/{k}", _sample(WARM, k), finish_reason="length" if k else "stop")
+            add_output(prompt, s.tuned, f"tuned {prompt.pk}/{k}", _sample(WARM, k), finish_reason="stop")
+
+    html = admin_client.get(f"/runs/{s.run.pk}/review/").content.decode()
+
+    assert "cut off at 256 tokens: 0 of 4 tuned outputs, 2 of the base's" in _text(html)
+    assert 'data-testid="cut-off-warning"' in html and "Generate the review outputs again with a higher token limit" in html
+
+
+def test_review_outputs_default_to_the_candidates_token_limit(admin_client):
+    from training.review.forms import CANDIDATE_MAX_NEW_TOKENS, GenerationForm
+
+    s = review_setup(prompts=3, with_outputs=False, name="Limits")
+    html = admin_client.get(f"/runs/{s.run.pk}/review/").content.decode()
+
+    assert GenerationForm().fields["max_new_tokens"].initial == CANDIDATE_MAX_NEW_TOKENS == 384
+    assert re.search(r'name="max_new_tokens" value="384"', html)
 
 
 def test_the_admin_picks_which_comparison_to_view_and_battle(admin_client):

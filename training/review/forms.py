@@ -13,6 +13,17 @@ from training.trainer.review import GenerationSettings
 
 _DEFAULTS = GenerationSettings()
 
+# Candidates are paired for annotators, and an answer cut off at the token limit carries little signal, so the
+# default should let most answers end on their own. Measured once on the bundled SmolLM2-135M-Instruct (32 prompts:
+# 16 from labeling/demo/compare.jsonl, 16 from bench/alignment_prompts.py; temperature 0.7, top_p 0.9), the share
+# of answers that ended within the limit: 128 tokens → 47%, 256 → 56%, 384 → 72%. Most of the rest loop (one
+# sentence over and over) and never end: sampled again up to 768 tokens, 4 of those 9 ended (one at 388, 533 and
+# 706 tokens) and 5 still looped. So with this model no limit reaches ~85%, and past 384 tokens each step buys
+# little while costing the most: a batch runs as long as its longest answer, and a looping answer always runs to
+# the limit (32 prompts × 384 tokens took about 3 minutes on a shared 2-core CPU). The answers that are cut off
+# are marked, and left out of pairs by default.
+CANDIDATE_MAX_NEW_TOKENS = 384
+
 
 class GenerationForm(forms.Form):
     """GenerationSettings' fields; GenerationSettings itself validates them in the service (temperature 0 with
@@ -23,7 +34,12 @@ class GenerationForm(forms.Form):
     blind battles, which a thumbs project cannot vote on."""
 
     n = forms.IntegerField(initial=1, min_value=1, max_value=8, label="Samples per prompt")
-    max_new_tokens = forms.IntegerField(initial=_DEFAULTS.max_new_tokens, min_value=1, max_value=2048)
+    # The candidates' limit: a review that cut answers off shorter than the training data's compares unfinished
+    # answers (at 256 against candidates' 384, 137 of 180 review outputs were cut off).
+    max_new_tokens = forms.IntegerField(
+        initial=CANDIDATE_MAX_NEW_TOKENS, min_value=1, max_value=2048,
+        help_text="The same limit as the candidates' by default; answers still going at it are cut off and marked.",
+    )
     temperature = forms.FloatField(initial=_DEFAULTS.temperature, min_value=0, max_value=2, help_text="0 is greedy.")
     top_p = forms.FloatField(initial=_DEFAULTS.top_p, min_value=0, max_value=1)
     seed = forms.IntegerField(initial=_DEFAULTS.seed, min_value=0)
@@ -88,16 +104,6 @@ class VersionPairForm(forms.Form):
         return data
 
 
-# Candidates are paired for annotators, and an answer cut off at the token limit carries little signal, so the
-# default should let most answers end on their own. Measured once on the bundled SmolLM2-135M-Instruct (32 prompts:
-# 16 from labeling/demo/compare.jsonl, 16 from bench/alignment_prompts.py; temperature 0.7, top_p 0.9), the share
-# of answers that ended within the limit: 128 tokens → 47%, 256 → 56%, 384 → 72%. Most of the rest loop (one
-# sentence over and over) and never end: sampled again up to 768 tokens, 4 of those 9 ended (one at 388, 533 and
-# 706 tokens) and 5 still looped. So with this model no limit reaches ~85%, and past 384 tokens each step buys
-# little while costing the most: a batch runs as long as its longest answer, and a looping answer always runs to
-# the limit (32 prompts × 384 tokens took about 3 minutes on a shared 2-core CPU). The answers that are cut off
-# are marked, and left out of pairs by default.
-CANDIDATE_MAX_NEW_TOKENS = 384
 
 
 class CandidatesForm(forms.Form):

@@ -351,6 +351,10 @@ def comparison_movement(
     )
 
 
+# From a quarter of the matched answers cut off, the comparison judges unfinished answers more than finished ones.
+CUT_OFF_WARNING_SHARE = 0.25
+
+
 @dataclass(frozen=True)
 class DegenerationSummary:
     """Matched outputs that are not answers (loops, fragments, symbol soup), base against tuned."""
@@ -359,6 +363,17 @@ class DegenerationSummary:
     base: int
     tuned: int
     examples: list[tuple[str, str]]  # (reason, the start of a tuned output)
+    base_cut_off: int = 0  # still writing at the token limit: unfinished, so a vote on it judges where it stops
+    tuned_cut_off: int = 0
+    token_limit: int | None = None
+
+    @property
+    def cut_off_share(self) -> float:
+        return (self.base_cut_off + self.tuned_cut_off) / (2 * self.pairs) if self.pairs else 0.0
+
+    @property
+    def many_cut_off(self) -> bool:
+        return self.cut_off_share >= CUT_OFF_WARNING_SHARE
 
     @property
     def worse(self) -> bool:
@@ -392,7 +407,13 @@ def comparison_degeneration(
             if len(examples) < 3:
                 examples.append((reason, pair.first.text[:160]))
     base_count = sum(1 for pair in pairs if degeneration(pair.second.text) is not None)
-    return DegenerationSummary(pairs=len(pairs), base=base_count, tuned=tuned_count, examples=examples)
+    limit = comparison.settings.get("max_new_tokens")
+    return DegenerationSummary(
+        pairs=len(pairs), base=base_count, tuned=tuned_count, examples=examples,
+        base_cut_off=sum(1 for pair in pairs if pair.second.is_truncated),
+        tuned_cut_off=sum(1 for pair in pairs if pair.first.is_truncated),
+        token_limit=limit if isinstance(limit, int) else None,
+    )
 
 
 # ---------------------------------------------------------------- blind battles
