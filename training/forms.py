@@ -11,6 +11,7 @@ from typing import Any
 from django import forms
 
 from labeling.models import Project
+from training.data_needs import DataNeeds
 from training.model_inspection import local_model_shape
 from training.models import BaseModel, ModelVersion, TuningRun
 from training.services import NOISE_HANDLING, DatasetPreview
@@ -55,6 +56,20 @@ class StepEstimate:
     automatic_epochs: bool
     max_steps: bool
     drops_split_pairs: bool
+    validation_rows: int = 0
+    ready_rows: int = 0
+    validation_fraction: float = 0.0
+
+    @property
+    def needs(self) -> DataNeeds | None:
+        """What the validation split can resolve; None for SFT, whose validation gives a loss, not an accuracy."""
+        if self.method == "sft":
+            return None
+        noun = "rated answers" if self.method == "kto" else "pairs"
+        return DataNeeds(
+            ready=self.ready_rows, train=self.train_rows, validation=self.validation_rows,
+            validation_fraction=self.validation_fraction, noun=noun,
+        )
 
     @property
     def note(self) -> str:
@@ -332,16 +347,21 @@ class RunLaunchForm(forms.Form):
             settings = TrainSettings(
                 method=method, **{k: v for k, v in values.items() if k not in ("validation_fraction", "seed")}
             ).validate()
-            train, _ = split_rows(
+            train, validation = split_rows(
                 previews[fmt].rows, validation_fraction=values["validation_fraction"], seed=values["seed"], method=method
             )
-            resolved, _ = settings.resolve(len(train))
+            # No rows, no steps: an estimate for an empty project would promise a run that cannot start.
+            resolved, _ = settings.resolve(max(len(train), 1))
+            steps = resolved.total_steps(len(train)) if train else 0
         except (RowsError, SettingsError):
             return None
         return StepEstimate(
             method=method,
             train_rows=len(train),
-            steps=resolved.total_steps(len(train)),
+            validation_rows=len(validation),
+            ready_rows=len(previews[fmt].rows),
+            validation_fraction=float(values["validation_fraction"] or 0),
+            steps=steps,
             epochs=float(resolved.num_train_epochs or 1),
             automatic_epochs=settings.num_train_epochs is None,
             max_steps=settings.max_steps > 0,

@@ -6,6 +6,7 @@ trainer when a run ends) or, while it runs, from its ``RunMetric`` rows; the tem
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from statistics import mean
@@ -14,7 +15,9 @@ from typing import Any
 from django.db.models import QuerySet
 from django.db.models.fields.json import KeyTransform
 
+from labeling.agreement import wilson_interval
 from labeling.models import Project
+from training.data_needs import ROWS_TO_TELL
 from training.models import BaseModel, RunMetric, TuningRun, Worker
 from training.templatetags.numbers import format_number, format_setting, format_share, setting_rows
 
@@ -291,6 +294,7 @@ VERDICT_TITLES = {
     "under_fitted": "Under-fitted",
     "over_fitted": "Over-fitted",
     "displacement": "Likelihood displacement",
+    "too_few": "Too few to tell",
     "ok": "Learning",
 }
 
@@ -304,7 +308,6 @@ OVERFIT_ACCURACY_GAP = 0.25
 OVERFIT_LOSS_RISE = 0.10
 OVERFIT_LOSS_RISE_FLOOR = 0.02
 RECENT_TRAIN_BATCHES = 5
-SMALL_VALIDATION = 20
 
 
 def _number(values: Mapping[str, Any], key: str) -> float | None:
@@ -319,6 +322,7 @@ def run_verdict(
     series: Series,
     validation_rows: int | None = None,
     still_training: bool = False,
+    validation_fraction: float | None = None,
 ) -> Verdict | None:
     """Under-fitted, over-fitted, likelihood displacement, or ok; None without validation data (and no displacement).
 
@@ -342,7 +346,8 @@ def run_verdict(
     3. Likelihood displacement (see ``likelihood_displacement``).
     4. Ok.
 
-    ``also`` notes a validation set under 20 rows, where each row moves accuracy by 5 points or more.
+    Before all of them: with validation figures on fewer than ``ROWS_TO_TELL`` rows (24, see
+    ``training.data_needs``), "too few to tell", with the figure's interval and how much more data gives a verdict.
     """
     outcome = outcome or {}
     method = method if method in VALIDATION_FIGURES else "dpo"
@@ -352,15 +357,12 @@ def run_verdict(
     rows = outcome.get("validation_rows", validation_rows)
     noun = _noun(method, rows)
     also: list[str] = []
-    if isinstance(rows, int) and 0 < rows < SMALL_VALIDATION:
-        also.append(
-            f"Only {rows} validation {noun}: one more or fewer right moves accuracy by {format_number(100 / rows)} "
-            "points, so read these numbers as rough."
-        )
     if not any(_number(validation, key) is not None for key, _ in VALIDATION_FIGURES[method]):
         if displacement:
             return Verdict("displacement", f"{displacement_note}.", _DISPLACEMENT_ADVICE, tuple(also))
         return None
+    if isinstance(rows, int) and 0 < rows < ROWS_TO_TELL:
+        return _too_few_verdict(method, validation, rows, noun, validation_fraction, displacement_note)
     kept = outcome.get("kept_step")
 
     def sentence(text: str) -> str:
@@ -400,13 +402,47 @@ def run_verdict(
     )
 
 
+def _too_few_verdict(
+    method: str, validation: Mapping[str, Any], rows: int, noun: str, validation_fraction: float | None,
+    displacement_note: str,
+) -> Verdict:
+    """Below ``ROWS_TO_TELL`` validation rows no figure can separate learning from chance, so no verdict is given:
+    over- and under-fitted would flip from one evaluation to the next on one row more or less right."""
+    key, _ = VALIDATION_FIGURES[method][0]
+    accuracy = _number(validation, key)
+    if accuracy is not None:
+        low, high = wilson_interval(round(accuracy * rows), rows)
+        measured = (
+            f"{rows} validation {noun} put accuracy at {format_share(accuracy)}, but its 95% interval runs from "
+            f"{format_share(low)} to {format_share(high)}"
+        )
+    else:
+        measured = f"Only {rows} validation {noun}"
+    if validation_fraction:
+        needed = (
+            f"about {math.ceil(ROWS_TO_TELL / validation_fraction - 1e-9)} {noun} in all at this run's validation "
+            f"share of {format_share(validation_fraction)}. Label more, then launch again."
+        )
+    else:
+        needed = "label more, then launch again with a validation share that holds that many."
+    return Verdict(
+        "too_few",
+        f"{measured}: too few to tell learning from a coin flip, so no verdict is given.",
+        f"A verdict needs at least {ROWS_TO_TELL} validation {noun}: {needed} The held-out review still shows whether "
+        "the answers changed.",
+        (displacement_note,) if displacement_note else (),
+    )
+
+
 def verdict_for_run(*, run: TuningRun, series: Series) -> Verdict | None:
+    fraction = run.settings.get("validation_fraction") if isinstance(run.settings, dict) else None
     return run_verdict(
         method=run.method,
         outcome=run.outcome if isinstance(run.outcome, dict) else {},
         series=series,
         validation_rows=run.validation_rows,
         still_training=run.is_active,
+        validation_fraction=fraction if isinstance(fraction, int | float) and not isinstance(fraction, bool) else None,
     )
 
 

@@ -62,7 +62,7 @@ def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
     }
     estimate = form.step_estimate(previews)
     workers = selectors.workers_summary()
-    time_estimate = estimate and selectors.run_time_estimate(
+    time_estimate = estimate and estimate.steps and selectors.run_time_estimate(
         base_model_id=form.base_model_value(), method=estimate.method, steps=estimate.steps
     )
     data_ready = [

@@ -441,6 +441,48 @@ def test_the_launch_page_estimates_rows_and_steps_from_the_defaults(admin_client
     assert "4 epochs, chosen automatically" in html
 
 
+def test_an_empty_project_gets_no_step_estimate_and_a_warning_with_how_much_to_label(admin_client, tiny_base):
+    project = voted_compare_project(0)
+
+    html = admin_client.get(f"/projects/{project.pk}/runs/new/").content.decode()
+
+    estimate = html[html.index('data-testid="launch-estimate"'):]
+    estimate = estimate[: estimate.index("</p>")]
+    assert "No training rows yet" in estimate and "optimizer step" not in estimate
+    assert 'data-testid="launch-time"' not in html
+    assert "No validation pairs, so the run page cannot say whether the run learned. Label about 120 more decided pairs" in html
+
+
+def test_the_launch_form_warns_below_what_validation_can_resolve_and_not_above(admin_client, tiny_base):
+    # At the default 20% split, 115 pairs validate on 23 (±18 points at 70%), 120 on 24, the fewest that can tell.
+    few = voted_compare_project(115, name="Nearly")
+    enough = voted_compare_project(120, name="Enough")
+
+    few_html = admin_client.get(f"/projects/{few.pk}/runs/new/").content.decode()
+    enough_html = admin_client.get(f"/projects/{enough.pk}/runs/new/").content.decode()
+
+    assert "115 ready: 92 to train, 23 to validate. 23 validation pairs measure accuracy to ±18 points" in few_html
+    assert 'data-testid="launch-data-warning"' in few_html
+    assert "Too few to tell: 23 validation pairs measure accuracy to ±18 points (95% interval at 70%)" in few_html
+    assert "Label about 5 more decided pairs (120 ready at a validation share of 20% give 24 validation pairs" in few_html
+    assert "120 ready: 96 to train, 24 to validate." in enough_html
+    assert 'data-testid="launch-data-warning"' not in enough_html and "Too few to tell" not in enough_html
+
+
+def test_the_warning_follows_a_submitted_validation_share(admin_client, tiny_base, django_capture_on_commit_callbacks):
+    # 60 pairs validate on 12 at the default share (too few) and on 30 at half (enough); one bad field keeps the
+    # form on the page with the posted values
+    project = voted_compare_project(60)
+
+    response, _ = _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks,
+                          validation_fraction="0.5", lora_target_modules="nonexistent_proj")
+
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "60 ready: 30 to train, 30 to validate. 30 validation pairs measure accuracy to ±16 points" in html
+    assert 'data-testid="launch-data-warning"' not in html
+
+
 def test_the_launch_page_says_the_time_is_unknown_before_any_run_has_finished(admin_client, tiny_base):
     project = voted_compare_project(20)
 

@@ -89,7 +89,7 @@ def test_the_runs_list_leads_with_validation_and_the_verdict(admin_client):
     html = admin_client.get(f"/projects/{project.pk}/runs/", HTTP_HX_REQUEST="true").content.decode()
 
     validation = html.index("validation: implicit-reward accuracy <b>55%</b> · reward margin <b>0.3</b> · loss <b>0.68</b>")
-    assert "(20 pairs, step 120)" in html
+    assert "(40 pairs, step 120)" in html
     assert validation < html.index("training batch: accuracy 50% · loss 0.69")
     assert 'data-testid="run-verdict-kind"' in html and "Under-fitted" in html and run.name in html
 
@@ -120,10 +120,10 @@ SETTINGS = {
 def _finished_run(project, *, validation, method="dpo", final_train=None, status="succeeded"):
     run = make_run(project, status=status, method=method)
     run.settings = {**SETTINGS, "method": method}
-    run.train_rows, run.validation_rows, run.step, run.total_steps = 180, 20, 150, 150
+    run.train_rows, run.validation_rows, run.step, run.total_steps = 180, 40, 150, 150
     run.outcome = {
         "kept_step": 120, "best_metric": "rewards/accuracies" if method == "dpo" else "loss", "validation": validation,
-        "validation_rows": 20, "train_rows": 180, "steps": 150,
+        "validation_rows": 40, "train_rows": 180, "steps": 150,
         "final_train": final_train or {"rewards/accuracies": 1.0, "rewards/margins": 2.5, "loss": 0.05, "kl": 0.2},
     }
     run.save()
@@ -138,7 +138,7 @@ def test_the_run_page_leads_with_validation_and_says_what_it_was_measured_on(adm
     validation = html.index('data-testid="validation-headline"')
     assert "<b>93%</b> implicit-reward accuracy" in html and "<b>1.2</b> reward margin" in html
     assert (
-        "Measured on 20 validation pairs at step 120, the kept checkpoint (the step with the best validation reward "
+        "Measured on 40 validation pairs at step 120, the kept checkpoint (the step with the best validation reward "
         "accuracy)." in html
     )
     train = html.index("Last training batch (4 pairs), step 150: accuracy 100% · margin 2.5 · loss 0.05 — a single batch, noisy.")
@@ -189,7 +189,7 @@ def test_an_over_fitted_kto_run_shows_ranking_accuracy_and_its_verdict(admin_cli
 
     html = admin_client.get(f"/runs/{run.pk}/").content.decode()
 
-    assert "<b>81%</b> ranks held-out thumbs correctly" in html and "Measured on 20 validation rated answers at step 120" in html
+    assert "<b>81%</b> ranks held-out thumbs correctly" in html and "Measured on 40 validation rated answers at step 120" in html
     assert 'data-kind="over_fitted"' in html and "Validation loss rose from its best, 0.4 at step 100, to 0.47 at step 150" in html
 
 

@@ -15,7 +15,7 @@ def _series(train=None, eval=None):  # noqa: A002 - the split's name
     return {"train": points(train), "eval": points(eval)}
 
 
-def _outcome(validation, *, final_train=None, kept_step=120, rows=20, best="rewards/accuracies"):
+def _outcome(validation, *, final_train=None, kept_step=120, rows=40, best="rewards/accuracies"):
     return {
         "kept_step": kept_step, "best_metric": best, "validation": validation, "validation_rows": rows,
         "train_rows": 180, "steps": 150, "final_train": final_train or {},
@@ -185,17 +185,42 @@ def test_a_running_run_is_judged_on_its_latest_evaluation_and_says_so():
     assert verdict.kind == "under_fitted" and verdict.message.startswith("So far, on validation pairs") and "52%" in verdict.message
 
 
-def test_a_small_validation_set_is_flagged_as_rough():
-    verdict = run_verdict(method="dpo", outcome=_outcome({"rewards/accuracies": 0.9, "rewards/margins": 1.0}, rows=8), series=_series())
+def test_too_few_validation_pairs_give_no_verdict_but_the_interval_and_how_much_more_data():
+    # The newcomer's run: 3 validation pairs, one right. Over- and under-fitted flipped on it from one evaluation
+    # to the next; neither can be told on 3 pairs.
+    verdict = run_verdict(
+        method="dpo", outcome=_outcome({"rewards/accuracies": 1 / 3, "rewards/margins": 0.01}, rows=3),
+        series=_series(train={"rewards/accuracies": [1.0] * 5}), validation_fraction=0.2,
+    )
 
-    assert verdict.kind == "ok" and any("Only 8 validation pairs" in note and "12.5 points" in note for note in verdict.also)
+    assert verdict.kind == "too_few" and verdict.title == "Too few to tell"
+    assert verdict.message == (
+        "3 validation pairs put accuracy at 33%, but its 95% interval runs from 6% to 79%: too few to tell learning "
+        "from a coin flip, so no verdict is given."
+    )
+    assert "at least 24 validation pairs: about 120 pairs in all at this run's validation share of 20%" in verdict.advice
+
+
+def test_the_verdict_starts_at_24_validation_rows():
+    from training.data_needs import ROWS_TO_TELL, accuracy_interval
+
+    good = {"rewards/accuracies": 0.9, "rewards/margins": 1.0}
+    below = run_verdict(method="dpo", outcome=_outcome(good, rows=23), series=_series())
+    at = run_verdict(method="dpo", outcome=_outcome(good, rows=24), series=_series())
+
+    assert ROWS_TO_TELL == 24 and accuracy_interval(24)[0] > 0.5 and accuracy_interval(22)[0] <= 0.5
+    assert (below.kind, at.kind) == ("too_few", "ok")
+    kto = run_verdict(method="kto", outcome=_outcome({"ranking_accuracy": 0.8, "loss": 0.3}, rows=10, best="loss"),
+                      series=_series())
+    assert kto.kind == "too_few" and kto.message.startswith("10 validation rated answers put accuracy at 80%")
+    assert "launch again with a validation share that holds that many" in kto.advice
 
 
 # ---------------------------------------------------------------- headline
 
 
 def _run(**fields):
-    defaults = {"method": "dpo", "status": "succeeded", "validation_rows": 20, "outcome": {},
+    defaults = {"method": "dpo", "status": "succeeded", "validation_rows": 40, "outcome": {},
                 "settings": {"per_device_batch_size": 2, "gradient_accumulation_steps": 2, "save_steps": 50}}
     return TuningRun(**{**defaults, **fields})
 
@@ -210,7 +235,7 @@ def test_the_headline_leads_with_the_kept_checkpoints_validation_numbers():
         ("implicit-reward accuracy", "93%"), ("reward margin", "1.2"), ("loss", "0.31")
     ]
     assert headline.measured_on == (
-        "20 validation pairs at step 120, the kept checkpoint (the step with the best validation reward accuracy)"
+        "40 validation pairs at step 120, the kept checkpoint (the step with the best validation reward accuracy)"
     )
     assert headline.train_label == "Last training batch (4 pairs), step 150"
     assert [(f.label, f.text) for f in headline.train] == [("accuracy", "100%"), ("margin", "3"), ("loss", "0.05")]
@@ -234,7 +259,7 @@ def test_a_running_headline_uses_the_latest_evaluation():
     headline = run_headline(run=_run(status="running"), series=series)
 
     assert [f.text for f in headline.validation] == ["75%", "0.4"]
-    assert headline.measured_on == "20 validation pairs at step 20, the latest evaluation; the run is still training"
+    assert headline.measured_on == "40 validation pairs at step 20, the latest evaluation; the run is still training"
     assert headline.train_label == "Last training batch (4 pairs), step 30" and headline.train[0].text == "0.5"
 
 
