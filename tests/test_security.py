@@ -36,6 +36,7 @@ ADMIN_URLS = {
     "training:run_status",
     "training:run_metrics",
     "training:run_cancel",
+    "training:generation_job_cancel",
     "training:run_retry",
     "training:run_review",
     "training:run_review_generate",
@@ -73,6 +74,11 @@ def _url(name: str, project, pair: PairTask) -> str:
         run = make_run(project)
         version = ModelVersion.objects.create(name=f"v{run.pk}", base_model=run.base_model, adapter_path="/nonexistent/adapter")
         return reverse(name, kwargs={"version_id": version.pk, "kind": "adapter"})
+    if name == "training:generation_job_cancel":
+        from training.models import GenerationJob
+
+        job = GenerationJob.objects.create(project=project, prompt_ids=[], settings={}, purpose="candidates")
+        return reverse(name, kwargs={"job_id": job.pk})
     if name in ("labeling:home", "labeling:project_new", "api:projects", "login", "logout", "training:base_models"):
         return reverse(name)
     kwargs["project_id"] = project.pk
