@@ -136,6 +136,13 @@ def _winner_text(pair: PairData, outcome: str) -> tuple[str, bool]:
     return (pair.text_a if outcome == "a" else pair.text_b), False
 
 
+def _rewrite(pair: PairData, outcome: str) -> str:
+    """On a tie or both-bad outcome, the earliest answer written by a voter for that outcome; else ""."""
+    if outcome not in ("tie", "both_bad"):
+        return ""
+    return next((vote.edited_text for vote in pair.votes if vote.choice == outcome and vote.edited_text.strip()), "")
+
+
 def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
@@ -173,6 +180,15 @@ def dpo_rows(
         if not _used(pair, summary):
             continue
         outcome = pair_outcome([vote.choice for vote in pair.votes], pair.adjudicated)
+        rewrite = _rewrite(pair, outcome)
+        if rewrite:
+            # Neither answer did what the guideline asks and an annotator wrote one that does: it is preferred
+            # to both, so it teaches what the model rarely says on its own.
+            for shown in dict.fromkeys((pair.text_a, pair.text_b)):
+                if shown.strip() != rewrite.strip():
+                    rows.append({"prompt": pair.messages, "chosen": _assistant(rewrite), "rejected": _assistant(shown)})
+                    summary.edited += 1
+            continue
         if outcome not in ("a", "b"):
             _count_no_preference(outcome, summary)
             continue

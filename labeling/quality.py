@@ -34,10 +34,13 @@ class Progress(TypedDict):
     votes_wanted: int  # sum of every task's overlap: what "done" means
     percent_complete: float  # complete tasks / all tasks, 0–100
     percent_votes: float  # judgements collected / wanted, 0–100 (moves before tasks complete)
+    rewrites: int  # compare votes whose picked answer the annotator rewrote
+    written: int  # compare votes on a tie or both-bad with an answer written in place of both
 
 
 def project_progress(*, project: Project) -> Progress:
-    """Task and judgement counts for ``project``, over pair and rate tasks of every purpose (two queries)."""
+    """Task and judgement counts for ``project``, over pair and rate tasks of every purpose, and how many compare
+    votes came with an answer the annotator wrote (three queries)."""
     totals: Counter[str] = Counter()
     for task_model in (PairTask, RateTask):
         row = task_model.objects.filter(project=project).aggregate(
@@ -52,6 +55,9 @@ def project_progress(*, project: Project) -> Progress:
         totals["wanted"] += row["wanted"]
         totals[f"{prefix}_collected"] += row["collected"]
     collected = totals["pair_collected"] + totals["rate_collected"]
+    edits = PairVote.objects.filter(task__project=project).exclude(edited_text="").aggregate(
+        rewrites=Count("pk", filter=Q(choice__in=["a", "b"])), written=Count("pk", filter=Q(choice__in=["tie", "both_bad"]))
+    )
     return Progress(
         tasks_total=totals["total"],
         tasks_complete=totals["complete"],
@@ -61,6 +67,8 @@ def project_progress(*, project: Project) -> Progress:
         votes_wanted=totals["wanted"],
         percent_complete=_percent(totals["complete"], totals["total"]),
         percent_votes=_percent(collected, totals["wanted"]),
+        rewrites=edits["rewrites"],
+        written=edits["written"],
     )
 
 

@@ -303,8 +303,6 @@ def pair_vote_record(
     edited_text = (edited_text or "").strip()
     if len(edited_text) > _MAX_EDIT_CHARS:
         raise InvalidInput(f"The edited answer is too long (at most {_MAX_EDIT_CHARS} characters).")
-    if edited_text and pick not in ("left", "right"):
-        raise InvalidInput("Pick the better answer before editing it: an edit replaces the chosen side.")
 
     def create(task: PairTask, lease: TaskLease | None, now: datetime) -> PairVote:
         a_side = task.a_side_for(annotator.pk)
@@ -312,10 +310,12 @@ def pair_vote_record(
             choice = PairVote.Choice.A if pick == a_side else PairVote.Choice.B
         else:
             choice = pick
-        # Only an edit needs the original text (to drop an "edit" that changed nothing): skip the read otherwise.
-        original = ""
+        # Only an edit needs the original texts (to drop an "edit" that changed nothing): skip the read otherwise.
+        # On a tie or both-bad the edit is the answer neither side gave, so it must differ from both.
+        originals: set[str] = set()
         if edited_text:
-            original = task.completion_a.text if choice == "a" else task.completion_b.text
+            sides = {"a": [task.completion_a], "b": [task.completion_b]}.get(choice, [task.completion_a, task.completion_b])
+            originals = {completion.text.strip() for completion in sides}
         return PairVote.objects.create(
             task=task,
             annotator=annotator,
@@ -323,7 +323,7 @@ def pair_vote_record(
             a_side=a_side,
             strength=strength,
             rationale=rationale,
-            edited_text=edited_text if edited_text != original.strip() else "",
+            edited_text=edited_text if edited_text not in originals else "",
             time_spent_ms=_validated_time_spent(time_spent_ms, lease, now),
             client_key=key,
             guideline_version=task.project.guideline_version,

@@ -75,12 +75,12 @@ def test_bad_input_shows_the_same_card_with_the_message(annotator_client, projec
 
     response = annotator_client.post(
         f"/projects/{project.pk}/pairs/{task.pk}/vote/",
-        {"pick": "tie", "client_key": key, "edited_text": "my rewrite"},
+        {"pick": "tie", "client_key": key, "edited_text": "my rewrite " * 5000},
         HTTP_HX_REQUEST="true",
     )
 
     assert response.status_code == 400
-    assert "Pick the better answer before editing it" in response.content.decode()
+    assert "The edited answer is too long (at most 50000 characters)." in response.content.decode()
     assert f"/pairs/{task.pk}/vote/" in response.content.decode()
     assert not PairVote.objects.exists()
 

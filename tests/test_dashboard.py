@@ -85,6 +85,18 @@ def test_it_shows_progress_for_known_votes(admin_client, voted):
     assert 'style="width: 80.0%"' in html
 
 
+def test_it_counts_the_answers_annotators_wrote(admin_client, voted):
+    from labeling.models import PairVote
+
+    votes = PairVote.objects.filter(task__project=voted.project)
+    votes.filter(task=voted.tasks[0], annotator=voted.users["ann"]).update(edited_text="A rewrite of A.")
+    votes.filter(task=voted.tasks[2], annotator=voted.users["cat"]).update(edited_text="What neither said.")
+
+    html = admin_client.get(url(voted.project, "dashboard")).content.decode()
+
+    assert '<b data-testid="written-answers">2</b> answers written (1 rewrites of a pick, 1 in place of both)' in html
+
+
 def test_it_shows_agreement_for_known_votes(admin_client, voted):
     response = admin_client.get(url(voted.project, "dashboard"))
 

@@ -91,6 +91,30 @@ def test_it_builds_dpo_rows_from_known_votes():
     )
 
 
+def test_an_answer_written_on_a_tie_or_both_bad_is_preferred_to_both_shown_answers():
+    # given: both answers missed the guideline; on the tie one voter wrote the answer it should have been, on the
+    # both-bad pair the first rewrite counts, and a rewrite by the losing side of a decided pair is ignored
+    pairs = [
+        PairData(1, 1, Q1, "plain one", "plain two", [VoteData("tie"), VoteData("tie", "Hello! A polite answer."), VoteData("a")]),
+        PairData(2, 2, Q2, "bad one", "bad two", [VoteData("both_bad", "A good answer."), VoteData("both_bad", "Later.")]),
+        PairData(3, 3, Q3, "t1", "t2", [VoteData("tie"), VoteData("tie")]),
+        PairData(4, 3, Q3, "won", "lost", [VoteData("a"), VoteData("a"), VoteData("tie", "ignored")]),
+    ]
+
+    # when
+    rows, summary = dpo_rows(pairs)
+
+    # then
+    assert rows == [
+        {"prompt": Q1, "chosen": assistant("Hello! A polite answer."), "rejected": assistant("plain one")},
+        {"prompt": Q1, "chosen": assistant("Hello! A polite answer."), "rejected": assistant("plain two")},
+        {"prompt": Q2, "chosen": assistant("A good answer."), "rejected": assistant("bad one")},
+        {"prompt": Q2, "chosen": assistant("A good answer."), "rejected": assistant("bad two")},
+        {"prompt": Q3, "chosen": assistant("won"), "rejected": assistant("lost")},
+    ]
+    assert (summary.rows, summary.edited, summary.ties, summary.both_bad, summary.considered) == (5, 4, 1, 0, 4)
+
+
 def test_a_pair_whose_chosen_answer_was_cut_off_is_left_out_and_counted():
     # given: a cut-off answer beating a finished one, two cut-off answers, a finished winner over a cut-off
     # loser, and a cut-off winner an annotator edited (the edit is what would be trained on)

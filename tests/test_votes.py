@@ -130,7 +130,7 @@ def test_a_key_reused_for_another_task_is_refused(project, annotator):
         ({"pick": "left", "client_key": ""}, "no idempotency key"),
         ({"pick": "left", "client_key": "bad key!"}, "idempotency key must be"),
         ({"pick": "left", "strength": 7}, "Strength must be"),
-        ({"pick": "tie", "edited_text": "better"}, "Pick the better answer"),
+        ({"pick": "tie", "edited_text": "b" * 50_001}, "edited answer is too long"),
         ({"pick": "left", "rationale": "x" * 5001}, "rationale is too long"),
         ({"pick": "left", "time_spent_ms": -5}, "cannot be negative"),
     ],
@@ -162,6 +162,26 @@ def test_an_edit_is_kept_only_when_it_changes_the_text(project, annotator):
     )
 
     assert vote.edited_text == "A much better answer."
+
+
+def test_an_answer_written_on_a_tie_is_kept_as_the_better_answer(project, annotator):
+    task = _leased_pair(project, annotator)
+
+    vote, _ = services.pair_vote_record(
+        task_id=task.pk, annotator=annotator, pick="tie", client_key="k", edited_text="  What it should have said.  "
+    )
+
+    assert (vote.choice, vote.edited_text) == ("tie", "What it should have said.")
+
+
+def test_a_both_bad_rewrite_that_copies_a_shown_answer_is_no_rewrite(project, annotator):
+    task = _leased_pair(project, annotator)
+
+    vote, _ = services.pair_vote_record(
+        task_id=task.pk, annotator=annotator, pick="both_bad", client_key="k", edited_text=task.completion_b.text + "\n"
+    )
+
+    assert (vote.choice, vote.edited_text) == ("both_bad", "")
 
 
 def test_it_records_ratings_once_per_key(annotator):

@@ -324,6 +324,17 @@ class GenerationJob(models.Model):
         return f"Generation {self.pk} ({self.purpose}, {self.status})"
 
     @property
+    def seconds_left(self) -> float | None:
+        """At the pace so far: the seconds a running job needs for the answers it has still to write."""
+        if self.status != self.Status.RUNNING or self.started_at is None or not self.completions_created:
+            return None
+        from django.utils import timezone
+
+        elapsed = (timezone.now() - self.started_at).total_seconds()
+        left = self.completions_total - self.completions_skipped - self.completions_created
+        return max(0.0, elapsed / self.completions_created * left)
+
+    @property
     def is_active(self) -> bool:
         return self.status in (self.Status.QUEUED, self.Status.RUNNING)
 

@@ -60,7 +60,7 @@ VOTE_PAYLOADS = [
     pytest.param({"pick": "left", "client_key": "k1", "time_spent_ms": "10"}, 400, "'time_spent_ms' has the wrong type", id="time-string"),
     pytest.param({"pick": "left", "client_key": "k1", "rationale": "x" * 5001}, 400, "rationale is too long", id="rationale-long"),
     pytest.param({"pick": "left", "client_key": "k1", "rationale": {"a": 1}}, 400, "'rationale' has the wrong type", id="rationale-object"),
-    pytest.param({"pick": "tie", "client_key": "k1", "edited_text": "better"}, 400, "Pick the better answer before editing", id="edit-on-tie"),
+    pytest.param({"pick": "tie", "client_key": "k1", "edited_text": ["better"]}, 400, "'edited_text' has the wrong type", id="edit-on-tie-list"),
     pytest.param({"pick": "left", "client_key": "k1", "edited_text": "x" * 50_001}, 400, "edited answer is too long", id="edit-long"),
     pytest.param({"pick": "left", "client_key": "k1", "edited_text": 5}, 400, "'edited_text' has the wrong type", id="edit-int"),
 ]

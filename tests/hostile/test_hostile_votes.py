@@ -37,8 +37,8 @@ PAIR_FORMS = [
     pytest.param({"pick": "left", "client_key": "k1", "time_spent_ms": "-5"}, "cannot be negative", id="time-negative"),
     pytest.param({"pick": "left", "client_key": "k1", "time_spent_ms": "1e3"}, "Time spent must be a whole number", id="time-exp"),
     pytest.param({"pick": "left", "client_key": "k1", "rationale": "r" * 5001}, "rationale is too long", id="rationale-long"),
-    pytest.param({"pick": "both_bad", "client_key": "k1", "edited_text": "mine"}, "Pick the better answer before editing",
-                 id="edit-on-both-bad"),
+    pytest.param({"pick": "both_bad", "client_key": "k1", "edited_text": "m" * 50_001}, "edited answer is too long",
+                 id="edit-on-both-bad-too-long"),
 ]
 
 

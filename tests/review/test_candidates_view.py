@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import re
+from html import unescape
 
 import pytest
 
+from labeling.models import Completion
 from tests.factories import ProjectFactory, PromptFactory
 from tests.html_forms import form_defaults
 from training.models import BaseModel, GenerationJob, ModelVersion
+from training.review.versions import base_version_get_or_create
 
 pytestmark = pytest.mark.django_db
 
@@ -63,7 +66,7 @@ def test_the_form_submits_as_it_is_shown_with_the_base_model_ticked(admin_client
     assert response.status_code == 302, response.content.decode()[:2000]
     job = GenerationJob.objects.get()
     assert [v.name for v in job.model_versions.all()] == ["tiny (base)"]
-    assert (job.prompt_count, job.settings["n"], job.settings["max_new_tokens"]) == (3, 2, CANDIDATE_MAX_NEW_TOKENS)
+    assert (job.prompt_count, job.settings["n"], job.settings["max_new_tokens"]) == (3, 3, CANDIDATE_MAX_NEW_TOKENS)
     assert len(callbacks) == 1
 
 
@@ -206,3 +209,60 @@ def test_cancel_is_a_post(admin_client, project):
     assert admin_client.get(f"/generation-jobs/{job.pk}/cancel/").status_code == 405
     job.refresh_from_db()
     assert job.status == "running"
+
+
+def _finished_job(project, base, *, answers: int, seconds: float, limit: int = 384) -> GenerationJob:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    version = base_version_get_or_create(base_model=base)
+    finished = timezone.now()
+    job = _job(project, status="succeeded", completions_created=answers, settings={"max_new_tokens": limit},
+               started_at=finished - timedelta(seconds=seconds), finished_at=finished)
+    job.model_versions.add(version)
+    return job
+
+
+def test_before_any_answer_the_form_says_how_many_pairs_at_most_and_that_the_time_is_unknown(admin_client, project, base):
+    html = admin_client.get(f"/projects/{project.pk}/candidates/").content.decode()
+    text = unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)))
+
+    # 3 prompts × 3 answers, all against all: 3 pairs a prompt if every answer finishes.
+    assert "3 prompts → 9 answers → up to 9 pairs if every answer finishes" in text
+    assert "known once this base model has written 20 at that limit" in text
+    assert "The time is known after this base model's first generation job; the jobs table then shows an ETA." in text
+
+
+def test_the_form_expects_pairs_and_time_from_what_this_installation_measured(admin_client, project, base):
+    # Given 24 earlier base answers at 384 tokens, 18 of them finished (75%), and a job that wrote 20 answers in 60 s
+    version = base_version_get_or_create(base_model=base)
+    prompt = project.prompts.first()
+    for i in range(24):
+        Completion.objects.create(
+            prompt=prompt, text=f"answer {i}", source="generated", model_version=version, model_name=version.name,
+            generation_settings={"max_new_tokens": 384, "sample": i}, finish_reason="stop" if i < 18 else "length",
+        )
+    _finished_job(project, base, answers=20, seconds=60)
+
+    html = admin_client.get(f"/projects/{project.pk}/candidates/").content.decode()
+    text = unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)))
+
+    # Then 3 prompts × 3 answers at 75%: 3 × 3 × 0.75² ≈ 5 pairs, a pair for 84% of prompts; 9 answers × 3 s ≈ 30 s
+    assert "3 prompts → 9 answers → about 5 pairs, 84% of the prompts with at least one" in text
+    assert "18 of 24 earlier answers of this base model at 384 tokens finished" in text
+    assert "about 30 s (at the pace of job" in text and "20 answers of up to 384 tokens in about 1 min" in text
+
+
+def test_a_running_job_shows_the_time_left_at_its_pace(admin_client, project):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    _job(project, status="running", started_at=timezone.now() - timedelta(seconds=60), completions_total=40,
+         completions_skipped=10, completions_created=10)
+
+    html = admin_client.get(f"/projects/{project.pk}/candidates/", HTTP_HX_REQUEST="true").content.decode()
+
+    # 10 answers in a minute, 20 to go
+    assert 'data-testid="job-eta">about 2 min left' in html

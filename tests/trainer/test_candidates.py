@@ -6,9 +6,11 @@ import pytest
 
 from training.trainer.candidates import (
     ALL,
+    DEFAULT_MAX_PAIRS,
     LENGTH_EXTREMES,
     MIXED_TEMPERATURES,
     Candidate,
+    expected_pairs,
     pair_candidates,
     word_count,
 )
@@ -103,3 +105,37 @@ def test_the_same_candidates_always_give_the_same_pairs():
 def test_it_refuses_what_it_cannot_do(strategy, max_pairs, message):
     with pytest.raises(ValueError, match=message):
         pair_candidates([Candidate(1, "a"), Candidate(2, "b")], strategy, max_pairs=max_pairs)
+
+
+def test_expected_pairs_follow_the_binomial_count_of_finished_answers():
+    p = 0.72
+    two, two_chance = expected_pairs(2, p)
+    three, three_chance = expected_pairs(3, p)
+
+    assert two == pytest.approx(p * p) and two_chance == pytest.approx(p * p)
+    assert three == pytest.approx(3 * p * p) and three_chance == pytest.approx(3 * p * p * (1 - p) + p**3)
+    assert expected_pairs(3, p, skip_truncated=False) == (pytest.approx(3.0), pytest.approx(1.0))
+    # Shortest against longest always leaves cut-off answers out, and makes one pair at most.
+    assert expected_pairs(3, p, LENGTH_EXTREMES, skip_truncated=False) == (pytest.approx(three_chance),) * 2
+    assert expected_pairs(8, 1.0)[0] == DEFAULT_MAX_PAIRS
+
+
+@pytest.mark.parametrize("strategy", [ALL, LENGTH_EXTREMES, MIXED_TEMPERATURES])
+@pytest.mark.parametrize("answers", [2, 3, 5])
+def test_expected_pairs_match_what_pairing_makes_from_random_finished_answers(strategy, answers):
+    import random
+
+    rng = random.Random(answers)
+    draws, made, with_pair = 4000, 0, 0
+    for _ in range(draws):
+        candidates = [
+            Candidate(key=i, text=f"answer {i} " * (i + 1), truncated=rng.random() >= 0.7, temperature=(0.3, 1.1)[i % 2])
+            for i in range(answers)
+        ]
+        pairs = len(pair_candidates(candidates, strategy).pairs)
+        made += pairs
+        with_pair += pairs > 0
+
+    expected, chance = expected_pairs(answers, 0.7, strategy)
+    assert made / draws == pytest.approx(expected, abs=0.08)
+    assert with_pair / draws == pytest.approx(chance, abs=0.03)

@@ -111,7 +111,13 @@ class CandidatesForm(forms.Form):
 
     versions = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, label="Model versions")
     split = forms.ChoiceField(choices=[("train", "Train prompts"), ("heldout", "Held-out prompts")], initial="train")
-    n = forms.IntegerField(initial=2, min_value=1, max_value=8, label="Completions per prompt and version")
+    # Three, not two: at the bundled model's 72% finished share two answers give a pair for half the prompts
+    # (0.72²) and three for four in five (training.trainer.candidates.expected_pairs).
+    n = forms.IntegerField(
+        initial=3, min_value=1, max_value=8, label="Completions per prompt and version",
+        help_text="With answers left out when cut off, each extra answer makes a pair likelier: at 72% finished, "
+        "2 answers give half the prompts a pair, 3 four in five, 4 nine in ten.",
+    )
     # Not required: a client that leaves it out (a script, an older form) gets all against all, as before.
     pairing = forms.ChoiceField(
         choices=PAIRING_CHOICES, initial=PAIRING_CHOICES[0][0], required=False, label="Pairs",
@@ -150,6 +156,24 @@ class CandidatesForm(forms.Form):
 
     def clean_pairing(self) -> str:
         return self.cleaned_data["pairing"] or PAIRING_CHOICES[0][0]
+
+    def expectation_values(self) -> dict[str, Any] | None:
+        """The values ``candidate_expectation`` needs, from the submitted form (or its initial values before a
+        submit); None while one of them is missing or invalid."""
+        names = ("versions", "split", "n", "max_new_tokens", "pairing", "skip_truncated")
+        if self.is_bound:
+            if any(name in self.errors for name in names):
+                return None
+            values = {name: self.cleaned_data.get(name) for name in names}
+        else:
+            values = {name: self.get_initial_for_field(self.fields[name], name) for name in names}
+        if not values["versions"] or not values["n"] or not values["max_new_tokens"]:
+            return None
+        return {
+            "choices": list(values["versions"]), "split": values["split"], "n": values["n"],
+            "token_limit": values["max_new_tokens"], "pairing": values["pairing"] or PAIRING_CHOICES[0][0],
+            "skip_truncated": bool(values["skip_truncated"]),
+        }
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

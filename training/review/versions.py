@@ -47,6 +47,18 @@ def version_choices() -> list[tuple[str, str]]:
     return choices
 
 
+def base_model_of_choice(value: str) -> int | None:
+    """The base model id behind a ``version_choices`` value, or None for an unknown one."""
+    kind, _, raw_id = value.partition(":")
+    if not raw_id.isdigit():
+        return None
+    if kind == "base":
+        return BaseModel.objects.filter(pk=raw_id).values_list("pk", flat=True).first()
+    if kind == "version":
+        return ModelVersion.objects.filter(pk=raw_id).values_list("base_model_id", flat=True).first()
+    return None
+
+
 def versions_from_choices(values: Sequence[str]) -> list[ModelVersion]:
     """Resolve ``version_choices`` values; a bare base model gets (or gets created) its own version."""
     versions: list[ModelVersion] = []

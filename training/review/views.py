@@ -235,8 +235,21 @@ def project_candidates(request: HttpRequest, project_id: int) -> HttpResponse:
                 )
                 return redirect("training:project_candidates", project_id=project.pk)
         status = 400
-    context = {"project": project, "form": form, **_candidate_jobs_context(project)}
+    context = {
+        "project": project, "form": form, "expectation": _candidate_expectation(project, form),
+        **_candidate_jobs_context(project),
+    }
     return render(request, "training/candidates.html", context, status=status)
+
+
+def _candidate_expectation(project: Project, form: CandidatesForm) -> review_selectors.CandidateExpectation | None:
+    values = form.expectation_values()
+    if values is None:
+        return None
+    choices = values.pop("choices")
+    return review_selectors.candidate_expectation(
+        project=project, base_model_id=review_versions.base_model_of_choice(choices[0]), versions=len(choices), **values
+    )
 
 
 @require_POST

@@ -22,6 +22,7 @@ Strategies (``strategy``):
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
@@ -97,3 +98,39 @@ def pair_candidates(
         pairs = ((a, b) for a, b in pairs if a.temperature != b.temperature)
     result.pairs = list(itertools.islice(pairs, max_pairs))
     return result
+
+
+def _binomial(n: int, k: int, p: float) -> float:
+    return math.comb(n, k) * p**k * (1 - p) ** (n - k)
+
+
+def expected_pairs(
+    answers: int,
+    complete_share: float,
+    strategy: str = ALL,
+    *,
+    skip_truncated: bool = True,
+    max_pairs: int = DEFAULT_MAX_PAIRS,
+) -> tuple[float, float]:
+    """(expected pairs, chance of at least one pair) for one prompt with ``answers`` candidates, each finished
+    independently with probability ``complete_share``, as ``pair_candidates`` would pair them (twins aside). With
+    two temperatures, every other answer is drawn at the second one, so the first temperature has the odd one."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown pairing {strategy!r}: use one of {', '.join(STRATEGIES)}.")
+    p = complete_share if (skip_truncated or strategy == LENGTH_EXTREMES) else 1.0
+    expected = at_least_one = 0.0
+    if strategy == MIXED_TEMPERATURES:
+        cool, hot = (answers + 1) // 2, answers // 2
+        for kc in range(cool + 1):
+            for kh in range(hot + 1):
+                chance = _binomial(cool, kc, p) * _binomial(hot, kh, p)
+                pairs = min(max_pairs, kc * kh)
+                expected += chance * pairs
+                at_least_one += chance if pairs else 0.0
+        return expected, at_least_one
+    for k in range(answers + 1):
+        chance = _binomial(answers, k, p)
+        pairs = (1 if k >= 2 else 0) if strategy in EXTREMES else min(max_pairs, math.comb(k, 2))
+        expected += chance * pairs
+        at_least_one += chance if pairs else 0.0
+    return expected, at_least_one
