@@ -3,6 +3,7 @@ Face id (downloaded, then checked, by a worker)."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -43,23 +44,31 @@ def base_model_register(*, name: str, source: str) -> BaseModel:
     """Register ``source``: an absolute folder path (checked now: a causal LM with a tokenizer and a chat
     template) or a Hugging Face id (queued for a worker to download and check). Raises RegistryError."""
     source = source.strip()
-    name = name.strip() or source.rstrip("/").rsplit("/", 1)[-1]
     if not source:
         raise RegistryError("Give a model folder or a Hugging Face id.", field="source")
-    if BaseModel.objects.filter(name=name).exists():
-        raise RegistryError(f"A base model named {name!r} is already registered; pick another name.", field="name")
-    if source.startswith("/"):
-        try:
-            facts = inspect_model_folder(source)
-        except ModelFolderError as exc:
-            raise RegistryError(str(exc), field="source") from exc
-        return BaseModel.objects.create(name=name, path=source, status=BaseModel.Status.READY, **_facts_fields(facts))
-    if not HUB_ID.match(source):
+    # The source is checked and put in one spelling before anything else, so a bad one gets its own message
+    # (not a name clash) and one folder written two ways (/m/x, /m/./x/, /m/y/../x) is one registration.
+    is_folder = source.startswith("/")
+    if is_folder:
+        source = os.path.normpath(source)
+    elif not HUB_ID.match(source) or any(part in (".", "..") for part in source.split("/")):
         raise RegistryError(
             f"{source!r} is neither an absolute folder path nor a Hugging Face id (owner/name, such as "
             "HuggingFaceTB/SmolLM2-360M-Instruct).",
             field="source",
         )
+    name = name.strip() or source.rsplit("/", 1)[-1]
+    same = BaseModel.objects.filter(path=source) if is_folder else BaseModel.objects.filter(hub_id=source)
+    if (existing := same.first()) is not None:
+        raise RegistryError(f"{source} is already registered as {existing.name!r}.", field="source")
+    if BaseModel.objects.filter(name=name).exists():
+        raise RegistryError(f"A base model named {name!r} is already registered; pick another name.", field="name")
+    if is_folder:
+        try:
+            facts = inspect_model_folder(source)
+        except ModelFolderError as exc:
+            raise RegistryError(str(exc), field="source") from exc
+        return BaseModel.objects.create(name=name, path=source, status=BaseModel.Status.READY, **_facts_fields(facts))
     folder = Path(settings.PREFTUNE_MODELS_DIR) / "hub" / source.replace("/", "--")
     with transaction.atomic():
         model = BaseModel.objects.create(

@@ -117,7 +117,12 @@ def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
 @require_POST
 def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     run = services.run_cancel(run=_run_for_admin(request.user, run_id))
-    messages.info(request, "Cancelled." if run.status == "cancelled" else "Cancelling: training stops after the current step.")
+    if run.status == "running":
+        messages.info(request, "Cancelling: training stops after the current step.")
+    elif run.cancel_requested and run.status == "cancelled":
+        messages.info(request, "Cancelled.")
+    else:
+        messages.info(request, f"Nothing to cancel: this run has already ended ({run.get_status_display().lower()}).")
     return redirect("training:run_detail", run_id=run.pk)
 
 

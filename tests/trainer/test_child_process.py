@@ -44,11 +44,21 @@ def _always() -> bool:
     return True
 
 
-def test_the_child_trains_and_reports_progress_and_its_result(tiny_model_dir, tmp_path):
+def test_the_child_trains_and_reports_progress_and_its_result(tiny_model_dir, tmp_path, monkeypatch):
     progress = []
+    child: dict = {}
+    monkeypatch.setenv("DATABASE_URL", "postgres://user:secret@db/preftune")
+    monkeypatch.setenv("DJANGO_SECRET_KEY", "not-for-the-child")
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://:secret@redis:6379/0")
+
+    def report(event):
+        if "environ" not in child:  # read while the child runs: what it was started with
+            child["environ"] = Path(f"/proc/{child['pid']}/environ").read_bytes().split(b"\0")
+        progress.append(event)
 
     ended = run_supervised(
-        _spec(tmp_path, tiny_model_dir), on_progress=progress.append, should_cancel=_never, still_ours=_always
+        _spec(tmp_path, tiny_model_dir), on_progress=report, should_cancel=_never, still_ours=_always,
+        on_start=lambda pid: child.update(pid=pid),
     )
 
     assert ended.error == "" and ended.returncode == 0
@@ -57,6 +67,10 @@ def test_the_child_trains_and_reports_progress_and_its_result(tiny_model_dir, tm
     assert ended.result["outcome"]["kept_step"] in (1, 2, 3)
     assert [e["step"] for e in progress if e["kind"] == "train"] == [1, 2, 3]
     assert any(e["kind"] == "eval" and "eval_rewards/accuracies" in e["metrics"] for e in progress)
+    # The child reads only its spec: none of the web app's secrets reach it.
+    names = {entry.split(b"=", 1)[0] for entry in child["environ"] if entry}
+    assert names and not names & {b"DATABASE_URL", b"DJANGO_SECRET_KEY", b"CELERY_BROKER_URL"}
+    assert b"PYTHONPATH" in names
 
 
 def test_rows_that_no_longer_match_the_snapshot_hash_are_refused(tiny_model_dir, tmp_path):
@@ -174,3 +188,15 @@ def test_a_yield_sent_while_the_child_starts_hands_the_run_back_instead_of_killi
 
     assert ended.yielded, ended.error
     assert "SIGUSR1" not in ended.error
+
+
+def test_the_child_environment_drops_the_web_apps_settings_and_secrets():
+    from training.trainer.process import child_environment
+
+    kept = child_environment({
+        "PATH": "/usr/bin", "HF_HOME": "/models", "OMP_NUM_THREADS": "1", "PREFTUNE_VAR_DIR": "/var/preftune",
+        "DATABASE_URL": "postgres://u:p@db/x", "DJANGO_SECRET_KEY": "k", "DJANGO_DEBUG": "0", "CELERY_BROKER_URL": "redis://",
+        "PGPASSWORD": "p", "DB_CONN_MAX_AGE": "60", "SMTP_PASSWORD": "p", "AWS_SECRET_KEY": "s",
+    })
+
+    assert set(kept) == {"PATH", "HF_HOME", "OMP_NUM_THREADS", "PREFTUNE_VAR_DIR"}

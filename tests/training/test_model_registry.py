@@ -140,15 +140,31 @@ def test_a_model_without_weights_or_chat_template_is_refused(admin_client, tiny_
     assert not BaseModel.objects.exists()
 
 
-def test_a_second_model_of_the_same_name_and_a_malformed_source_are_refused(admin_client, tiny_model_dir):
-    assert _register(admin_client, str(tiny_model_dir), name="Same").status_code == 302
+def test_a_second_model_of_the_same_name_and_a_malformed_source_are_refused(admin_client, tiny_model_dir, tmp_path):
+    import shutil
 
-    duplicate = _register(admin_client, str(tiny_model_dir), name="Same")
+    assert _register(admin_client, str(tiny_model_dir), name="Same").status_code == 302
+    other_folder = shutil.copytree(tiny_model_dir, tmp_path / "copy")
+
+    duplicate = _register(admin_client, str(other_folder), name="Same")
     malformed = _register(admin_client, "not a path or id")
 
     assert "A base model named &#x27;Same&#x27; is already registered" in _error(duplicate)
     assert "is neither an absolute folder path nor a Hugging Face id" in _error(malformed)
     assert BaseModel.objects.count() == 1
+
+
+def test_one_folder_written_two_ways_registers_once_and_dotted_ids_are_refused_before_any_name_check(admin_client, tiny_model_dir):
+    assert _register(admin_client, str(tiny_model_dir), name="First").status_code == 302
+    roundabout = f"{tiny_model_dir.parent}/./{tiny_model_dir.name}/../{tiny_model_dir.name}/"
+
+    again = _register(admin_client, roundabout, name="Second")
+    dotted = [_register(admin_client, source, name="First") for source in ("a/..", "../..", "owner/.")]
+
+    assert f"{tiny_model_dir} is already registered as &#x27;First&#x27;." in _error(again)
+    for response in dotted:
+        assert "is neither an absolute folder path nor a Hugging Face id" in _error(response)
+    assert list(BaseModel.objects.values_list("name", "path")) == [("First", str(tiny_model_dir))]
 
 
 def test_annotators_cannot_see_or_register_models(client, db, tiny_model_dir):

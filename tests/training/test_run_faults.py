@@ -109,6 +109,18 @@ def test_a_queued_run_is_cancelled_at_once_without_a_worker(client, admin):
     assert (run.status, run.error) == ("cancelled", "Cancelled before it started.")
 
 
+@pytest.mark.parametrize("status", ["succeeded", "failed"])
+def test_cancel_on_a_finished_run_says_there_is_nothing_to_cancel_and_changes_nothing(client, admin, status):
+    run = make_run(ProjectFactory(), status=status)
+
+    response = client.post(f"/runs/{run.pk}/cancel/", follow=True)
+
+    run.refresh_from_db()
+    html = response.content.decode()
+    assert f"Nothing to cancel: this run has already ended ({status})." in html and "Cancelling" not in html
+    assert (run.status, run.cancel_requested) == (status, False)
+
+
 def test_a_worker_killed_mid_run_leaves_the_run_failed_and_a_retry_resumes(client, admin, tiny_base):
     project = voted_compare_project(8, name="Kill the worker")
     run = _launch(project, tiny_base, admin, max_steps=16)

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,20 @@ def trainer_command(spec_path: Path, num_processes: int, *, cuda: bool, sharding
     return [sys.executable, *launch, "--master_addr", "127.0.0.1", "--master_port", port, *module]
 
 
+# The web app's and the worker's own settings: the child reads only its spec, so it gets no database, broker or
+# Django secret to leak in a crash dump, a log line or a custom training callback.
+_WEB_ONLY_PREFIXES = ("DJANGO_", "DATABASE_", "CELERY_", "DB_", "PG", "REDIS_")
+_SECRET_SUFFIXES = ("_SECRET_KEY", "_PASSWORD")
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without what only the web app and the worker need (see ``_WEB_ONLY_PREFIXES``)."""
+    return {
+        name: value for name, value in environ.items()
+        if not name.startswith(_WEB_ONLY_PREFIXES) and not name.endswith(_SECRET_SUFFIXES)
+    }
+
+
 class TrainerProcess:
     """A started child: its events file is read incrementally, its whole process group can be stopped."""
 
@@ -75,13 +89,12 @@ class TrainerProcess:
         self._offset = 0
         self._partial = ""
         env = {
-            **os.environ,
+            **child_environment(os.environ),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
             "PYTHONUNBUFFERED": "1",
             "TQDM_DISABLE": "1",
             WORKER_PID_ENV: str(os.getpid()),
         }
-        env.pop("DJANGO_SETTINGS_MODULE", None)
         Path(spec.events_path).write_text("")
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"--- trainer started {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
