@@ -306,6 +306,9 @@ class GenerationJob(models.Model):
     created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Touched while the job runs; a stale one means its worker is gone."
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -12,7 +12,6 @@ import json
 import logging
 import re
 import shutil
-import threading
 import traceback
 import uuid
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from django.utils import timezone
 
 from labeling import quality, selectors
 from labeling.models import Project
+from training.heartbeat import Heartbeat
 from training.models import BaseModel, DatasetSnapshot, ModelVersion, RunMetric, TuningRun, Worker
 from training.trainer.config import SettingsError, TrainSettings
 from training.trainer.rows import (
@@ -52,8 +52,6 @@ Status = TuningRun.Status
 MIN_DPO_ROWS = 4
 MIN_KTO_ROWS = 4
 MIN_SFT_ROWS = 4
-# The worker writes a heartbeat at least this often while training, even inside a long step.
-HEARTBEAT_SECONDS = 10
 
 
 class LaunchError(Exception):
@@ -377,32 +375,6 @@ def _new_output_dir() -> str:
     return str(Path(settings.PREFTUNE_ARTIFACTS_DIR) / "runs" / uuid.uuid4().hex)
 
 
-class _Heartbeat:
-    """Touches the run's heartbeat from a side thread so a long step does not look like a dead worker."""
-
-    def __init__(self, run_id: int) -> None:
-        self.run_id = run_id
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{run_id}")
-
-    def _beat(self) -> None:
-        from django.db import connection
-
-        try:
-            while not self._stop.wait(HEARTBEAT_SECONDS):
-                TuningRun.objects.filter(pk=self.run_id, status=Status.RUNNING).update(heartbeat_at=timezone.now())
-        finally:
-            connection.close()
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=HEARTBEAT_SECONDS + 5)
-
-
 def _record_progress(run_id: int, event: ProgressEvent) -> None:
     now = timezone.now()
     values = {k: float(v) for k, v in event.metrics.items() if isinstance(v, int | float)}
@@ -444,7 +416,7 @@ def run_execute(*, run_id: int, worker_stopping: Callable[[], bool] | None = Non
         sharding=str(run.settings.get("sharding") or "none"),
     )
     try:
-        with _Heartbeat(run_id):
+        with Heartbeat(TuningRun, run_id, Status.RUNNING):
             ended = run_supervised(
                 spec,
                 on_progress=lambda event: _record_progress(run_id, _progress_event(event)),

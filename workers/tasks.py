@@ -51,8 +51,11 @@ def _hand_back_training(sender=None, **kwargs) -> None:  # noqa: ANN001, ANN003
 
 @shared_task(name="workers.runs_reap_stale", queue="default", ignore_result=True)
 def runs_reap_stale() -> list[int]:
-    """Periodic: fail runs whose worker stopped sending heartbeats, so none stays 'running' forever."""
-    return training_services.runs_reap_stale(older_than=timedelta(seconds=settings.PREFTUNE_RUN_STALE_SECONDS))
+    """Periodic: fail runs and generation jobs whose worker stopped sending heartbeats, so none stays 'running'
+    forever."""
+    stale = timedelta(seconds=settings.PREFTUNE_RUN_STALE_SECONDS)
+    review_generation.generation_jobs_reap(older_than=stale)
+    return training_services.runs_reap_stale(older_than=stale)
 
 
 @shared_task(name="workers.runs_requeue_lost", queue="default", ignore_result=True)

@@ -17,14 +17,17 @@ import random
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from celery import current_app
 from django.conf import settings as django_settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from labeling.models import Completion, PairTask, Project, Prompt, RateTask
+from training.heartbeat import Heartbeat
 from training.models import GenerationJob, ModelVersion, TuningRun
 from training.review.versions import ReviewError
 from training.trainer import candidates as pairing_core
@@ -188,7 +191,7 @@ def generation_job_claim(*, job_id: int, worker: str) -> bool:
     """Move a queued job to running; False when another worker got there first (a redelivered message)."""
     now = timezone.now()
     return GenerationJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING, worker=worker, started_at=now
+        status=JobStatus.RUNNING, worker=worker, started_at=now, heartbeat_at=now
     ) == 1
 
 
@@ -239,6 +242,11 @@ def generation_job_execute(*, job_id: int, batch_size: int = 8, backend: str | N
     ``backend`` ("auto", "transformers" or "vllm"; default: the PREFTUNE_GENERATION_BACKEND setting) picks the
     engine; each completion records the one that wrote it. One that cannot run on this worker fails the job with
     the reason before any model is loaded."""
+    with Heartbeat(GenerationJob, job_id, JobStatus.RUNNING):
+        return _execute(job_id, batch_size, backend)
+
+
+def _execute(job_id: int, batch_size: int, backend: str | None) -> GenerationJob:
     job = GenerationJob.objects.select_related("project").get(pk=job_id)
     if job.purpose == GenerationJob.Purpose.SCORES:
         return _scoring_job_execute(job)
@@ -546,18 +554,24 @@ def _candidate_rate_tasks_create(
     return result
 
 
-def generation_jobs_reap(*, worker_name: str) -> list[int]:
-    """Fail the jobs a (re)starting worker was running: they died with its previous life.
+def generation_jobs_reap(*, worker_name: str | None = None, older_than: timedelta | None = None) -> list[int]:
+    """Fail running jobs whose worker is gone: the jobs a (re)starting worker was running (they died with its
+    previous life), or those whose heartbeat is older than ``older_than`` (a worker killed, frozen or cut off).
 
     Nothing generated is lost: completions are written as batches finish, and a new job skips them.
     """
-    stuck = list(
-        GenerationJob.objects.filter(status=JobStatus.RUNNING, worker=worker_name).values_list("pk", flat=True)
-    )
+    if worker_name is None and older_than is None:
+        raise ValueError("Say which jobs are stale: worker_name, older_than, or both.")
+    condition = Q()
+    if worker_name is not None:
+        condition |= Q(worker=worker_name)
+    if older_than is not None:
+        condition |= Q(heartbeat_at__lt=timezone.now() - older_than) | Q(heartbeat_at__isnull=True)
+    stuck = list(GenerationJob.objects.filter(condition, status=JobStatus.RUNNING).values_list("pk", flat=True))
     GenerationJob.objects.filter(pk__in=stuck, status=JobStatus.RUNNING).update(
         status=JobStatus.FAILED,
         finished_at=timezone.now(),
-        error="The worker running this job stopped before it finished. Generate again: completions already "
-        "written are kept and skipped.",
+        error="The worker running this job stopped before it finished (it was killed, frozen or lost its "
+        "connection). Generate again: completions already written are kept and skipped.",
     )
     return stuck
