@@ -104,7 +104,10 @@ def test_a_child_killed_by_the_os_fails_with_the_signal_and_its_last_output(tiny
     )
 
     assert ended.result is None and ended.returncode == -signal.SIGKILL
-    assert ended.error.startswith("The training process was killed by SIGKILL (the out-of-memory killer sends this).")
+    # The test sent kill -9 itself, and the kernel's count of out-of-memory kills did not move.
+    assert ended.error.startswith(
+        "The training process was killed by SIGKILL (not the out-of-memory killer, which killed nothing meanwhile"
+    )
     assert "Last lines of its output:" in ended.error
     assert time.monotonic() - child["killed_at"] < 5
 
@@ -200,3 +203,12 @@ def test_the_child_environment_drops_the_web_apps_settings_and_secrets():
     })
 
     assert set(kept) == {"PATH", "HF_HOME", "OMP_NUM_THREADS", "PREFTUNE_VAR_DIR"}
+
+
+def test_a_sigkill_is_put_on_the_out_of_memory_killer_only_when_the_kernel_counted_one():
+    from training.trainer.process import _sigkill_reason, oom_kills
+
+    assert isinstance(oom_kills(), int), "this kernel reports oom_kill in /proc/vmstat"
+    assert _sigkill_reason(3, 4).startswith(" from the kernel's out-of-memory killer: the machine ran out of memory.")
+    assert _sigkill_reason(3, 3).startswith(" (not the out-of-memory killer")
+    assert _sigkill_reason(None, 3) == " (the out-of-memory killer sends this, and so does kill -9)"

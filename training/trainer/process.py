@@ -96,6 +96,7 @@ class TrainerProcess:
             WORKER_PID_ENV: str(os.getpid()),
         }
         Path(spec.events_path).write_text("")
+        self.oom_kills_at_start = oom_kills()
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"--- trainer started {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
             log.flush()
@@ -160,11 +161,36 @@ class TrainerProcess:
             return tail[-1]
         if code is not None and code < 0:
             name = signal.Signals(-code).name
-            why = " (the out-of-memory killer sends this)" if name == "SIGKILL" else ""
+            why = _sigkill_reason(self.oom_kills_at_start, oom_kills()) if name == "SIGKILL" else ""
             head = f"The training process was killed by {name}{why}."
         else:
             head = f"The training process exited with status {code}."
         return head + ("\nLast lines of its output:\n" + "\n".join(tail) if tail else "")
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has killed since boot (/proc/vmstat), or None where
+    the kernel does not say."""
+    try:
+        with open("/proc/vmstat", encoding="ascii") as vmstat:
+            for line in vmstat:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _sigkill_reason(before: int | None, after: int | None) -> str:
+    """Who sent a SIGKILL, as far as the kernel's count of out-of-memory kills tells."""
+    if before is None or after is None:
+        return " (the out-of-memory killer sends this, and so does kill -9)"
+    if after > before:
+        return (
+            " from the kernel's out-of-memory killer: the machine ran out of memory. A smaller batch, a shorter max "
+            "length or 4-bit quantization needs less"
+        )
+    return " (not the out-of-memory killer, which killed nothing meanwhile: a kill -9, or a container or job limit)"
 
 
 def _log_tail(path: Path) -> list[str]:
