@@ -54,6 +54,12 @@ MIN_KTO_ROWS = 4
 MIN_SFT_ROWS = 4
 
 
+OUTSIDE_STOP = (
+    "The training process was stopped by a SIGTERM from outside preftune (a container stop, an orchestrator or a "
+    "kill), not by an admin. Retry resumes from the last checkpoint, if one was saved."
+)
+
+
 class LaunchError(Exception):
     """Why a run cannot be launched, in words for the admin; nothing was written or queued."""
 
@@ -442,8 +448,12 @@ def run_execute(*, run_id: int, worker_stopping: Callable[[], bool] | None = Non
         _finish(run_id, Status.FAILED, error=ended.error[:4000])
         return TuningRun.objects.get(pk=run_id)
     result = ended.result
-    if result["cancelled"]:
+    if result["cancelled"] and _cancel_requested(run_id):
         _finish(run_id, Status.CANCELLED, error="Cancelled by an admin.")
+        return TuningRun.objects.get(pk=run_id)
+    if result["cancelled"]:
+        # The child stopped on a SIGTERM that this worker did not send: a container stop, an orchestrator, a kill.
+        _finish(run_id, Status.FAILED, error=OUTSIDE_STOP)
         return TuningRun.objects.get(pk=run_id)
     if run.method == TuningRun.Method.REWARD:
         return _reward_model_finish(run, result)

@@ -203,6 +203,20 @@ def test_a_training_child_killed_by_the_os_fails_the_run_at_once_and_the_worker_
     assert "The training process was killed by SIGKILL" in client.get(f"/runs/{run.pk}/").content.decode()
 
 
+def test_a_sigterm_from_outside_is_not_taken_for_an_admin_s_cancel(client, admin, tiny_base):
+    project = voted_compare_project(8, name="Stopped from outside")
+    run = _launch(project, tiny_base, admin)
+
+    with celery_worker("outside"):
+        os.kill(_training_child(run), signal.SIGTERM)  # what `docker stop` or an orchestrator sends
+        wait_for(lambda: _status(run.pk) in ("failed", "cancelled", "succeeded"), timeout=60, what="the run to end")
+
+    run.refresh_from_db()
+    assert run.status == "failed" and run.cancel_requested is False
+    assert run.error.startswith("The training process was stopped by a SIGTERM from outside preftune")
+    assert "not by an admin" in client.get(f"/runs/{run.pk}/").content.decode()
+
+
 def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_newest_complete_one(client, admin, tiny_base):
     project = voted_compare_project(8, name="Kill mid-checkpoint")
     run = _launch(project, tiny_base, admin, max_steps=16)
