@@ -541,6 +541,15 @@ def run_cancel(*, run: TuningRun) -> TuningRun:
     return run
 
 
+def run_cancel_outcome(run: TuningRun) -> str:
+    """What a cancel did to ``run`` (as ``run_cancel`` returned it), in a sentence for the page or the shell."""
+    if run.status == Status.RUNNING:
+        return f"Run {run.pk} cancelling: training stops after the current step."
+    if run.status == Status.CANCELLED and run.cancel_requested:
+        return f"Run {run.pk} cancelled."
+    return f"Nothing to cancel: run {run.pk} has already ended ({run.get_status_display().lower()})."
+
+
 def run_retry(*, run: TuningRun) -> TuningRun:
     """Queue a failed or cancelled run again; training resumes from its last checkpoint when one exists."""
     with transaction.atomic():

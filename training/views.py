@@ -117,12 +117,7 @@ def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
 @require_POST
 def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     run = services.run_cancel(run=_run_for_admin(request.user, run_id))
-    if run.status == "running":
-        messages.info(request, "Cancelling: training stops after the current step.")
-    elif run.cancel_requested and run.status == "cancelled":
-        messages.info(request, "Cancelled.")
-    else:
-        messages.info(request, f"Nothing to cancel: this run has already ended ({run.get_status_display().lower()}).")
+    messages.info(request, services.run_cancel_outcome(run))
     return redirect("training:run_detail", run_id=run.pk)
 
 

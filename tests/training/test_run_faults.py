@@ -117,7 +117,7 @@ def test_cancel_on_a_finished_run_says_there_is_nothing_to_cancel_and_changes_no
 
     run.refresh_from_db()
     html = response.content.decode()
-    assert f"Nothing to cancel: this run has already ended ({status})." in html and "Cancelling" not in html
+    assert f"Nothing to cancel: run {run.pk} has already ended ({status})." in html and "cancelling" not in html
     assert (run.status, run.cancel_requested) == (status, False)
 
 
