@@ -36,6 +36,14 @@ def _rows_to_tell(accuracy: float = EXPECTED_ACCURACY, search_to: int = 1000) ->
 ROWS_TO_TELL = _rows_to_tell()
 
 
+def ready_rows_to_tell(validation_fraction: float) -> int | None:
+    """Rows ready at which a validation share of ``validation_fraction`` holds ``ROWS_TO_TELL`` rows; None with no
+    validation share."""
+    if validation_fraction <= 0:
+        return None
+    return math.ceil(ROWS_TO_TELL / validation_fraction - 1e-9)
+
+
 def _points(value: float) -> str:
     return f"{round(100 * value)}"
 
@@ -63,9 +71,7 @@ class DataNeeds:
     @property
     def ready_needed(self) -> int | None:
         """Rows ready at which the validation share holds ``ROWS_TO_TELL`` rows; None with no validation share."""
-        if self.validation_fraction <= 0:
-            return None
-        return math.ceil(ROWS_TO_TELL / self.validation_fraction - 1e-9)
+        return ready_rows_to_tell(self.validation_fraction)
 
     @property
     def more_needed(self) -> int | None:

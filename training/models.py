@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
 
 class BaseModel(models.Model):
@@ -331,8 +332,6 @@ class GenerationJob(models.Model):
         """At the pace so far: the seconds a running job needs for the answers it has still to write."""
         if self.status != self.Status.RUNNING or self.started_at is None or not self.completions_created:
             return None
-        from django.utils import timezone
-
         elapsed = (timezone.now() - self.started_at).total_seconds()
         left = self.completions_total - self.completions_skipped - self.completions_created
         return max(0.0, elapsed / self.completions_created * left)

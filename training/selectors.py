@@ -6,7 +6,6 @@ trainer when a run ends) or, while it runs, from its ``RunMetric`` rows; the tem
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from statistics import mean
@@ -17,7 +16,7 @@ from django.db.models.fields.json import KeyTransform
 
 from labeling.agreement import wilson_interval
 from labeling.models import Project
-from training.data_needs import ROWS_TO_TELL
+from training.data_needs import ROWS_TO_TELL, ready_rows_to_tell
 from training.models import BaseModel, RunMetric, TuningRun, Worker
 from training.templatetags.numbers import format_number, format_setting, format_share, setting_rows
 
@@ -420,7 +419,7 @@ def _too_few_verdict(
         measured = f"Only {rows} validation {noun}"
     if validation_fraction:
         needed = (
-            f"about {math.ceil(ROWS_TO_TELL / validation_fraction - 1e-9)} {noun} in all at this run's validation "
+            f"about {ready_rows_to_tell(validation_fraction)} {noun} in all at this run's validation "
             f"share of {format_share(validation_fraction)}. Label more, then launch again."
         )
     else:
