@@ -40,7 +40,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from alignment_prompts import alignment_prompts  # noqa: E402
-from simulated_annotators import RULES, Rule, is_degenerate, judge, thumbs, word_count  # noqa: E402
+from simulated_annotators import (  # noqa: E402
+    RULES,
+    Rule,
+    is_degenerate,
+    judge,
+    rewrite,
+    thumbs,
+    vote_details,
+    word_count,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,13 +66,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also train a second run with this noise handling on the same votes, and review both",
     )
     parser.add_argument("--heldout", type=int, default=30, help="held-out prompts")
-    parser.add_argument("--candidates", type=int, default=3, help="candidates per train prompt")
+    # Candidate and review settings default to what the app's forms submit untouched (None: the form's value).
+    parser.add_argument("--candidates", type=int, default=None, help="candidates per train prompt (form: 3)")
     parser.add_argument("--pairing", default="all", choices=["all", "length_extremes"])
-    parser.add_argument("--skip-truncated", action="store_true",
-                        help="leave cut-off candidates out (the app's default; off here: a rule judges what it sees)")
-    parser.add_argument("--max-new-tokens", type=int, default=160,
-                        help="for candidates and review outputs (160 keeps 200 votes under 30 minutes on 2 CPU cores)")
-    parser.add_argument("--candidate-temperature", type=float, default=0.9)
+    parser.add_argument("--skip-truncated", action=argparse.BooleanOptionalAction, default=None,
+                        help="leave cut-off candidates out of pairs (form: on)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="for candidates and review outputs (forms: 384; 160 halves the time of both)")
+    parser.add_argument("--candidate-temperature", type=float, default=None, help="(form: the generation default)")
+    parser.add_argument("--edit-rate", type=float, default=0.0,
+                        help="share of votes where an annotator whose pick misses the rule rewrites it (rewrite())")
     parser.add_argument("--styles", action="store_true",
                         help="candidates written under style hints (plain, brief, a list, a friendly opening, ...): "
                              "Generate candidates' 'Vary the style of the samples'")
@@ -143,23 +155,47 @@ def _wait(row: Any, *, what: str, timeout: float, log: Path) -> Any:  # noqa: AN
 
 
 class Annotators:
-    """Simulated annotators, each with an API token, voting through the JSON API by one hidden rule."""
+    """Simulated annotators, each with an API token, voting through the JSON API by one hidden rule, with a
+    strength, now and then a rationale, and a reading time (``vote_details``). ``noise`` is one share of flipped
+    votes for all, or one per annotator. With ``edit_rate``, an annotator whose pick (or, on a tie or both-bad,
+    the first readable answer) misses the rule rewrites it as a person would (``rewrite``) that share of the
+    time, and sends the rewrite as the preferred answer."""
 
-    def __init__(self, *, project: Any, count: int, rule: Rule, noise: float, seed: int) -> None:  # noqa: ANN401
+    def __init__(self, *, project: Any, count: int, rule: Rule, noise: float | list[float], seed: int,  # noqa: ANN401
+                 edit_rate: float = 0.0, names: list[str] | None = None) -> None:
         from django.contrib.auth.models import User
         from django.test import Client
 
         from labeling.services import api_token_create
 
         self.rule = rule
-        self.noise = noise
+        self.noises = list(noise) if isinstance(noise, list) else [noise] * count
+        self.edit_rate = edit_rate
+        self.edits = 0
         self.clients = []
         for i in range(count):
-            user = User.objects.create_user(f"annotator{i + 1}", password="bench-only")
+            user = User.objects.create_user((names or [])[i] if names else f"annotator{i + 1}", password="bench-only")
             project.members.add(user)
             token = api_token_create(user=user, name="bench")
             self.clients.append((Client(HTTP_AUTHORIZATION=f"Bearer {token}"), random.Random(seed * 1000 + i)))
         self.project = project
+
+    def _pair_body(self, task: dict[str, Any], rng: random.Random, noise: float) -> dict[str, Any]:
+        left, right = task["left"]["text"], task["right"]["text"]
+        vote = judge(self.rule, left, right, rng=rng, noise=noise)
+        details = vote_details(self.rule, left, right, vote, rng=rng)
+        body: dict[str, Any] = {"pick": {"a": "left", "b": "right"}.get(vote, vote), "time_spent_ms": details.time_spent_ms}
+        if details.strength is not None:
+            body["strength"] = details.strength
+        if details.rationale:
+            body["rationale"] = details.rationale
+        if self.edit_rate and rng.random() < self.edit_rate:
+            base = {"a": left, "b": right}.get(vote) or (right if is_degenerate(left) else left)
+            fixed = rewrite(self.rule, base)
+            if fixed.strip() != base.strip() and not self.rule.satisfied(base):
+                body["edited_text"] = fixed
+                self.edits += 1
+        return body
 
     def work(self, *, limit: int | None = None) -> dict[str, int]:
         """Each annotator in turn takes the next task and votes, until ``limit`` votes or no task is left."""
@@ -179,10 +215,9 @@ class Annotators:
                     active.remove(index)
                     continue
                 if task["kind"] == "pair":
-                    vote = judge(self.rule, task["left"]["text"], task["right"]["text"], rng=rng, noise=self.noise)
-                    body = {"pick": {"a": "left", "b": "right"}.get(vote, vote)}
+                    body = self._pair_body(task, rng, self.noises[index])
                 else:
-                    up = thumbs(self.rule, task["completion"]["text"], rng=rng, noise=self.noise)
+                    up = thumbs(self.rule, task["completion"]["text"], rng=rng, noise=self.noises[index])
                     body = {"value": "up" if up else "down"}
                 body["client_key"] = response.json()["client_key"]
                 answer = client.post(task["vote_url"], data=json.dumps(body), content_type="application/json")
@@ -192,6 +227,30 @@ class Annotators:
                 cast[key] = cast.get(key, 0) + 1
                 total += 1
         return cast
+
+
+def _fill_form_defaults(args: argparse.Namespace) -> None:
+    """Candidate and review settings the command line left out: Generate candidates' untouched form."""
+    from training.review.forms import CandidatesForm
+
+    form = CandidatesForm(choices=[("base:0", "base")])
+
+    def initial(name: str) -> Any:  # noqa: ANN401
+        return form.get_initial_for_field(form.fields[name], name)
+
+    args.candidates = args.candidates if args.candidates is not None else initial("n")
+    args.max_new_tokens = args.max_new_tokens or initial("max_new_tokens")
+    if args.candidate_temperature is None:
+        args.candidate_temperature = initial("temperature")
+    args.candidate_top_p = initial("top_p")
+    if args.skip_truncated is None:
+        args.skip_truncated = initial("skip_truncated")
+
+
+def _review_form_defaults() -> dict[str, Any]:
+    from training.review.forms import GenerationForm
+
+    return {name: GenerationForm.base_fields[name].initial for name in ("temperature", "top_p", "seed")}
 
 
 def _launch_form_defaults(changes: list[str]) -> dict[str, Any]:
@@ -265,7 +324,7 @@ def _review(run: Any, *, project: Any, annotators: Annotators, rule: Rule, args:
     samples = review_selectors.samples_for_target(args.heldout)
     job = review_generation.generation_job_create(
         project=project, versions=[base, tuned], run=run, created_by=admin, purpose="review", create_review_tasks=True,
-        settings_data={"temperature": 0.7, "top_p": 0.9, "max_new_tokens": args.max_new_tokens, "seed": 0, "n": samples},
+        settings_data={**_review_form_defaults(), "max_new_tokens": args.max_new_tokens, "n": samples},
     )
     job = _wait(job, what="review generation", timeout=3 * 3600, log=log)
     if job.status != "succeeded":
@@ -318,6 +377,20 @@ def _report_rewards(found: Any) -> None:  # noqa: ANN401
               f"{bon.base_best_mean:.3f}, tuned {bon.tuned_mean:.3f}")
 
 
+def _reached_training(summary: dict[str, int]) -> str:
+    """Of the decided judgements (pairs won by a side, or rewritten on a tie or both-bad), how many gave a row."""
+    no_preference = summary.get("ties", 0) + summary.get("both_bad", 0) + summary.get("disagreements", 0)
+    left_out = {name: summary.get(name, 0) for name in ("identical", "low_agreement", "cut_off_chosen") if summary.get(name)}
+    # A tie or both-bad with a rewrite is decided (labeling.exporting counts it apart from the ties): it gives up
+    # to two rows, the rewrite preferred to each shown answer.
+    decided = summary.get("considered", 0) - no_preference
+    reached = decided - sum(left_out.values())
+    share = reached / decided if decided else float("nan")
+    return (f"DECIDED JUDGEMENTS THAT REACHED TRAINING: {reached} of {decided} ({_percent(share)}), "
+            f"{summary.get('rows', 0)} rows with {summary.get('edited', 0)} written by annotators; "
+            f"no preference: {no_preference}; left out: {left_out or 'none'}")
+
+
 def _report(figures: dict[str, Any], label: str) -> None:
     run, job, paired = figures["run"], figures["job"], figures["paired"]
     outcome = run.outcome or {}
@@ -331,6 +404,8 @@ def _report(figures: dict[str, Any], label: str) -> None:
     print(f"    training rows {run.train_rows} + {run.validation_rows} validation; "
           f"lineage noise handling: {run.snapshot.lineage.get('noise_handling')}"
           + (f", estimated flip rate {run.snapshot.lineage['estimated_flip_rate']}" if "estimated_flip_rate" in run.snapshot.lineage else ""))
+    if run.method == "dpo":
+        print(f"    {_reached_training(run.snapshot.summary)}")
     print(f"    validation {'ranking' if run.method == 'kto' else 'implicit-reward'} accuracy: "
           f"{'—' if accuracy is None else f'{accuracy:.3f}'} on {outcome.get('validation_rows')} rows; "
           f"margin {validation.get('rewards/margins', validation.get('reward_gap', float('nan'))):.3f}")
@@ -361,7 +436,8 @@ def _report(figures: dict[str, Any], label: str) -> None:
 def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     args = parse_args(argv)
     if args.quick:
-        args.votes, args.heldout, args.max_new_tokens = min(args.votes, 16), min(args.heldout, 3), min(args.max_new_tokens, 32)
+        args.votes, args.heldout = min(args.votes, 16), min(args.heldout, 3)
+        args.max_new_tokens = min(args.max_new_tokens or 32, 32)
         args.set = ["max_steps=4", *args.set]
     overlap = args.overlap or min(args.annotators, 3)
     if overlap > args.annotators:
@@ -383,9 +459,12 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
 
     stages = Stages()
     rule = RULES[args.rule]
+    _fill_form_defaults(args)
     print(f"alignment loop: rule {rule.name} ({rule.kind}: {rule.description}); {args.method.upper()} from "
           f"{args.votes} {'votes' if args.method == 'dpo' else 'thumbs'} by {args.annotators} annotator(s), overlap {overlap}, "
-          f"noise {args.annotator_noise:.0%}; {args.candidates} candidates a prompt"
+          f"noise {args.annotator_noise:.0%}, edit rate {args.edit_rate:.0%}; {args.candidates} candidates a prompt at "
+          f"{args.max_new_tokens} tokens, temperature {args.candidate_temperature:g}, cut-off answers "
+          f"{'left out of' if args.skip_truncated else 'kept in'} pairs"
           f"{' under style hints' if args.styles else ''}; folder {workdir}", flush=True)
     call_command("migrate", verbosity=0)
     call_command("prepare_base_model", verbosity=0)
@@ -414,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
         base_version = base_version_get_or_create(base_model=base_model)
         job = review_generation.generation_job_create(
             project=project, versions=[base_version], purpose="candidates", split="train", created_by=admin,
-            settings_data={"temperature": args.candidate_temperature, "top_p": 0.95, "max_new_tokens": args.max_new_tokens,
+            settings_data={"temperature": args.candidate_temperature, "top_p": args.candidate_top_p, "max_new_tokens": args.max_new_tokens,
                            "seed": args.seed,
                            "n": args.candidates, **({"style_hints": True} if args.styles else {})},
             pairing=args.pairing, skip_truncated=args.skip_truncated,
@@ -425,9 +504,11 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
         stages.done("generate candidates", f"{job.completions_created} candidates for {job.prompt_count} prompts, "
                     f"{job.tasks_created} tasks; {'; '.join(job.notes) or 'nothing left out'}")
 
-        annotators = Annotators(project=project, count=args.annotators, rule=rule, noise=args.annotator_noise, seed=args.seed)
+        annotators = Annotators(project=project, count=args.annotators, rule=rule, noise=args.annotator_noise, seed=args.seed,
+                                edit_rate=args.edit_rate)
         cast = annotators.work(limit=args.votes)
-        stages.done("annotators vote through the JSON API", f"{sum(cast.values())} votes {cast}")
+        annotators.edit_rate = 0.0  # battles are judged, not rewritten
+        stages.done("annotators vote through the JSON API", f"{sum(cast.values())} votes {cast}, {annotators.edits} with a rewrite")
 
         form_data = _launch_form_defaults(args.set)
         if args.reward_model:

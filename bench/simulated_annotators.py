@@ -117,3 +117,59 @@ def thumbs(rule: Rule, text: str, *, rng: random.Random, noise: float = 0.0) -> 
     if noise and rng.random() < noise:
         up = not up
     return up
+
+
+@dataclass(frozen=True)
+class VoteDetails:
+    """What a person adds to a pick: how sure they are, a short reason now and then, and the time it took."""
+
+    strength: int | None
+    rationale: str
+    time_spent_ms: int
+
+
+def vote_details(rule: Rule, first: str, second: str, choice: str, *, rng: random.Random) -> VoteDetails:
+    """Strength from how far apart the two answers are by ``rule`` (decisive when one is not an answer), a
+    rationale on about a third of the votes, and a reading time that grows with the words read."""
+    words = word_count(first) + word_count(second)
+    seconds = 4.0 + words / rng.uniform(4.0, 7.0) + rng.expovariate(1 / 3.0)
+    if choice not in ("a", "b"):
+        reason = "Neither is an answer." if choice == "both_bad" else "Can't tell them apart by the guideline."
+        return VoteDetails(None, reason if rng.random() < 0.4 else "", int(seconds * 1000))
+    chosen, other = (first, second) if choice == "a" else (second, first)
+    if is_degenerate(other):
+        strength, reason = 3, "The other one is not an answer (it loops or breaks off)."
+    elif rule.name == "length":
+        longer = max(word_count(chosen), word_count(other)) or 1
+        gap = abs(word_count(other) - word_count(chosen)) / longer
+        strength = 3 if gap >= 0.5 else 2 if gap >= 0.25 else 1
+        reason = "Says the same in fewer words." if word_count(chosen) < word_count(other) else "Shorter, but less clear."
+    else:
+        strength, reason = 2, f"Closer to the guideline ({rule.description.split('(')[0].strip()})."
+    return VoteDetails(strength, reason if rng.random() < 0.33 else "", int(seconds * 1000))
+
+
+_AVOIDED_SWAPS = {"important": "key", "importantly": "notably", "importance": "value"}
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def rewrite(rule: Rule, text: str) -> str:
+    """How a person fixes an answer that misses ``rule``: adds the polite opening, swaps the avoided word for
+    another, lays the sentences out as a list, or keeps the first two sentences. Returns ``text`` unchanged
+    when there is nothing to fix or nothing to fix it with (a loop, a fragment)."""
+    if is_degenerate(text):
+        return text
+    body = text.strip()
+    if rule.name == "polite":
+        return body if _POLITE_OPENER.match(body) else f"Sure! {body[0].upper()}{body[1:]}" if body else body
+    if rule.name == "avoid":
+        def swap(match: re.Match[str]) -> str:
+            word = _AVOIDED_SWAPS[match.group(0).lower()]
+            return word.capitalize() if match.group(0)[0].isupper() else word
+        return _AVOIDED.sub(swap, body)
+    sentences = [s.strip() for s in _SENTENCE_END.split(body) if s.strip()]
+    if rule.name == "bullets":
+        if _bullets(body) or len(sentences) < 2:
+            return body
+        return "\n".join(f"- {sentence}" for sentence in sentences)
+    return " ".join(sentences[:2]) if len(sentences) > 2 else body

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from statistics import mean
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.fields.json import KeyTransform
 
 from labeling.agreement import wilson_interval
@@ -685,6 +685,7 @@ _METHOD_ONLY_SETTINGS = {
 class DatasetUse:
     used: str
     left_out: tuple[str, ...]
+    reached: str = ""  # pairs: how many decided judgements became rows
 
 
 # ExportSummary counts that mean "left out", in the order people read them: (key, singular, plural).
@@ -732,7 +733,20 @@ def dataset_use(*, summary: Mapping[str, Any], method: str, row_count: int) -> D
     for key, count in sorted(summary.items()):
         if key not in known and count:
             left_out.append(f"{format_setting(count)} {str(key).replace('_', ' ')}")
-    return DatasetUse(used=used, left_out=tuple(left_out))
+    return DatasetUse(used=used, left_out=tuple(left_out), reached=_decided_reached(summary) if method not in ("kto", "sft") else "")
+
+
+def _decided_reached(summary: Mapping[str, Any]) -> str:
+    """'96 of 101 decided judgements (95%) reached training': a pair won by a side, or given a written answer on a
+    tie or both-bad, is decided; it gives no row when its answers are identical, its annotators split below the
+    run's minimum agreement, or its chosen answer was cut off."""
+    considered = summary.get("considered") or 0
+    decided = considered - sum(summary.get(key) or 0 for key in ("ties", "both_bad", "disagreements"))
+    if decided <= 0:
+        return ""
+    reached = decided - sum(summary.get(key) or 0 for key in ("identical", "low_agreement", "cut_off_chosen"))
+    return (f"{format_number(reached)} of {format_number(decided)} decided "
+            f"{'judgement' if decided == 1 else 'judgements'} ({format_share(reached / decided)}) reached training")
 
 
 @dataclass(frozen=True)
@@ -834,3 +848,107 @@ def workers_summary() -> str:
         sees = f"sees {worker.gpus} GPU{'s' if worker.gpus != 1 else ''}" if worker.gpus else "a CPU worker"
         parts.append(f"{worker.hostname} takes runs on up to {largest} GPU{'s' if largest != 1 else ''} ({sees})")
     return "; ".join(parts)
+
+
+# ---------------------------------------------------------------- the loop, step by step (home page)
+
+
+@dataclass(frozen=True)
+class LoopStep:
+    """One of the four steps of the loop for one project: what is done, and the page that does the next bit."""
+
+    number: int
+    title: str
+    state: str  # "done", "next" (the step to do now) or "later"
+    text: str
+    action: str  # the button's words
+    url_name: str
+    url_arg: int  # the project's or the run's id, as url_name wants
+
+
+@dataclass(frozen=True)
+class LoopWalkthrough:
+    project: Project
+    steps: list[LoopStep]
+    others: list[Project]
+
+
+def _loop_focus(projects: list[Project]) -> Project | None:
+    """The project a newcomer most likely means: the one with the newest run, else the one with most votes."""
+    from labeling.models import PairVote, Rating
+
+    with_runs = TuningRun.objects.filter(project__in=projects).order_by("-created_at").values_list("project_id", flat=True)
+    newest = next(iter(with_runs[:1]), None)
+    if newest is not None:
+        return next(p for p in projects if p.pk == newest)
+    votes = {p.pk: 0 for p in projects}
+    for model, field in ((PairVote, "task__project"), (Rating, "task__project")):
+        for project_id in model.objects.filter(**{f"{field}__in": projects}).values_list(field, flat=True):
+            votes[project_id] += 1
+    return max(projects, key=lambda p: (votes[p.pk], -p.pk)) if projects else None
+
+
+def loop_walkthrough(*, projects: Iterable[Project], chosen_id: int | None = None) -> LoopWalkthrough | None:
+    """Label, tune, compare, label again, for one of ``projects`` (``chosen_id``, else ``_loop_focus``): each step
+    with what is done so far and a link to the page that does the next part."""
+    from labeling.models import Completion, PairTask, RateTask, TaskStatus
+    from training.models import GenerationJob
+
+    projects = list(projects)
+    project = next((p for p in projects if p.pk == chosen_id), None) or _loop_focus(projects)
+    if project is None:
+        return None
+    label_tasks = PairTask.objects.filter(project=project, purpose=PairTask.Purpose.LABEL)
+    if project.mode == Project.Mode.RATE:
+        label_tasks = RateTask.objects.filter(project=project, purpose=RateTask.Purpose.LABEL)
+    complete = label_tasks.filter(status=TaskStatus.COMPLETE).count()
+    total = label_tasks.count()
+    runs = TuningRun.objects.filter(project=project).exclude(method="reward").order_by("-created_at")
+    latest = runs.first()
+    succeeded = runs.filter(status=TuningRun.Status.SUCCEEDED).first()
+    review = (
+        GenerationJob.objects.filter(run=succeeded, purpose=GenerationJob.Purpose.REVIEW).order_by("-id").first()
+        if succeeded else None
+    )
+    battles_voted = PairTask.objects.filter(
+        Q(completion_a__model_version=succeeded.model_version) | Q(completion_b__model_version=succeeded.model_version),
+        project=project, purpose=PairTask.Purpose.REVIEW, status=TaskStatus.COMPLETE,
+    ).count() if review and succeeded.model_version_id else 0
+    tuned_candidates = Completion.objects.filter(
+        prompt__project=project, prompt__split="train", model_version__isnull=False,
+    ).exclude(model_version__adapter_path="").count()
+
+    items = "pairs" if project.mode == Project.Mode.COMPARE else "answers"
+    labelled = complete >= ROWS_TO_TELL
+    label = LoopStep(
+        1, "Label", "done" if labelled else "next",
+        f"{complete} of {total} {items} judged." + ("" if labelled else f" A run needs about {ROWS_TO_TELL} to show whether it learned."),
+        "Annotate", "labeling:annotate", project.pk,
+    )
+    if succeeded is not None:
+        tune = LoopStep(2, "Tune", "done", f"{succeeded.name} succeeded.", "Open the run", "training:run_detail", succeeded.pk)
+    elif latest is not None and latest.status in TuningRun.ACTIVE:
+        tune = LoopStep(2, "Tune", "next", f"{latest.name} is {latest.get_status_display().lower()}.", "Watch it train",
+                        "training:run_detail", latest.pk)
+    else:
+        tune = LoopStep(2, "Tune", "next" if labelled else "later",
+                        "Launch a run with the form's defaults: it trains a LoRA adapter on the decided judgements.",
+                        "Launch a run", "training:run_new", project.pk)
+    if review is not None and review.status == GenerationJob.Status.SUCCEEDED:
+        compare = LoopStep(3, "Compare", "done",
+                           f"Base and tuned answers on held-out prompts, side by side; {battles_voted} blind battle(s) voted.",
+                           "Open the review", "training:run_review", succeeded.pk)
+    else:
+        compare = LoopStep(3, "Compare", "next" if succeeded else "later",
+                           "Generate base and tuned answers on held-out prompts, read them side by side, vote blind battles.",
+                           "Review the run", "training:run_review", succeeded.pk if succeeded else 0)
+    again = LoopStep(4, "Label again", "done" if tuned_candidates else "next" if compare.state == "done" else "later",
+                     f"{tuned_candidates} candidate answers written by tuned versions." if tuned_candidates else
+                     "Generate candidates with the tuned version on the train prompts: the next round of votes starts from it.",
+                     "Generate candidates", "training:project_candidates", project.pk)
+    steps = [label, tune, compare, again]
+    # Only the first unfinished step is "next"; the rest wait for it.
+    first_open = next((step.number for step in steps if step.state != "done"), None)
+    steps = [dataclasses.replace(step, state="next" if step.number == first_open else step.state if step.state == "done" else "later")
+             for step in steps]
+    return LoopWalkthrough(project=project, steps=steps, others=[p for p in projects if p.pk != project.pk])

@@ -11,6 +11,7 @@ from labeling import services
 from labeling.forms import ProjectForm
 from labeling.models import Project, TaskStatus
 from labeling.permissions import project_for_admin, staff_required
+from training.selectors import loop_walkthrough
 
 
 @require_GET
@@ -22,7 +23,11 @@ def home(request: HttpRequest) -> HttpResponse:
         rate_total=Count("rate_tasks", distinct=True),
         rate_open=Count("rate_tasks", filter=Q(rate_tasks__status=TaskStatus.OPEN), distinct=True),
     )
-    return render(request, "labeling/home.html", {"projects": projects})
+    walkthrough = None
+    if request.user.is_staff:
+        chosen = request.GET.get("loop", "")
+        walkthrough = loop_walkthrough(projects=projects, chosen_id=int(chosen) if chosen.isdigit() else None)
+    return render(request, "labeling/home.html", {"projects": projects, "walkthrough": walkthrough})
 
 
 @staff_required

@@ -89,6 +89,44 @@ def test_an_output_that_writes_an_end_token_is_stop(tiny_model_dir):
     assert seen == [(0, [after])]
 
 
+def _hf_generate(model, tok, prompts, **kwargs):
+    texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    ids = model.generate(**batch, pad_token_id=tok.pad_token_id, **kwargs)
+    return [row.tolist() for row in ids[:, batch["input_ids"].shape[1]:]], tok.batch_decode(
+        ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_rows_that_end_leave_the_batch_and_the_others_write_what_model_generate_writes(bundled_model_dir):
+    # Make a token that model.generate writes mid-answer for one prompt an end token: that row ends early and leaves
+    # the batch (its cache rows dropped, the others' positions kept), and greedy decoding must still give exactly
+    # model.generate's answers, prompts of different lengths (left padding) included. The bundled model, because
+    # the tiny random one writes the same token for every prompt.
+    model, tok = load_for_generation(str(bundled_model_dir))
+    prompts = PROMPTS + [[{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]]
+    greedy = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    rows, _ = _hf_generate(model, tok, prompts, max_new_tokens=14, **greedy)
+    end = next(token for row in rows for token in row[2:8] if sum(token in r[:14] for r in rows) == 1)
+    model.generation_config.eos_token_id = [tok.eos_token_id, end]
+    _, expected = _hf_generate(model, tok, prompts, max_new_tokens=14, **greedy)
+
+    outputs = generate_outputs(model, tok, prompts, max_new_tokens=14, temperature=0, batch_size=4)
+
+    assert [o.text for o in outputs] == [text.strip() for text in expected]
+    reasons = [o.finish_reason for o in outputs]
+    assert "stop" in reasons and "length" in reasons, "the batch must hold rows that end early and rows that do not"
+
+
+def test_sampling_draws_what_model_generate_draws_while_no_row_has_ended(tiny):
+    model, tok = tiny
+    import torch
+
+    torch.manual_seed(5)
+    _, expected = _hf_generate(model, tok, PROMPTS, max_new_tokens=6, do_sample=True, temperature=0.8, top_p=0.9)
+    outputs = generate_outputs(model, tok, PROMPTS, max_new_tokens=6, temperature=0.8, top_p=0.9, seed=5, batch_size=3)
+    assert [o.text for o in outputs] == [text.strip() for text in expected]
+
+
 def test_sequence_logprob_is_negative_and_prefers_nothing_in_particular(tiny):
     model, tok = tiny
     logp = sequence_logprob(model, tok, PROMPTS[0], "Hello there!")

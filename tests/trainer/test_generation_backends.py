@@ -324,13 +324,13 @@ def test_vllm_is_given_the_prompt_ids_the_transformers_path_feeds_its_model(tiny
 
     model, tokenizer = load_for_generation(str(tiny_model_dir))
     fed = []
-    real_generate = model.generate
+    real_forward = model.forward
 
-    def spy(**kwargs):
-        fed.append(kwargs["input_ids"][0].tolist())
-        return real_generate(**kwargs)
+    def spy(*args, **kwargs):
+        fed.append(kwargs["input_ids"][0].tolist())  # one token is 1 new token, a whole prompt is the first step
+        return real_forward(*args, **kwargs)
 
-    model.generate = spy
+    model.forward = spy
     for messages in PROMPTS:
         generate_outputs(model, tokenizer, [messages], max_new_tokens=1, temperature=0)
 

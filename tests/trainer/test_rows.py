@@ -10,6 +10,7 @@ from training.trainer import (
     count_kto_labels,
     kto_class_weights,
     kto_weight_ratio,
+    prompt_key,
     rows_hash,
     split_rows,
     validate_rows,
@@ -80,6 +81,18 @@ def test_split_keeps_enough_training_rows():
     assert [len(s) for s in split_rows(make_dpo_rows(2), validation_fraction=0.5, seed=0)] == [2, 0]
     assert [len(s) for s in split_rows(make_dpo_rows(3), validation_fraction=0.5, seed=0)] == [2, 1]
     assert split_rows(make_dpo_rows(10), validation_fraction=0.0, seed=0)[1] == []
+
+
+def test_no_prompt_is_on_both_sides_of_the_split():
+    # Three pairs on each of 10 prompts, 4 on one more: a fifth is 6.8 rows, so two or three whole prompts.
+    rows = [{**row, "prompt": make_dpo_rows(11)[i]["prompt"]} for i in range(11) for row in make_dpo_rows(3 if i < 10 else 4)]
+    for seed in range(20):
+        train, val = split_rows(rows, validation_fraction=0.2, seed=seed)
+        assert len(train) + len(val) == len(rows) and 6 <= len(val) <= 7
+        assert not {prompt_key(r) for r in train} & {prompt_key(r) for r in val}
+    # Every row on one prompt: nothing can be validated on an unseen prompt, so nothing is.
+    same = [{**row, "prompt": rows[0]["prompt"]} for row in rows]
+    assert split_rows(same, validation_fraction=0.2, seed=0) == (same, [])
 
 
 def test_kto_split_keeps_both_labels_in_training():

@@ -302,7 +302,17 @@ def test_kto_counts_both_bad_pairs_as_used():
 def test_an_old_summary_without_counts_still_reads():
     use = dataset_use(summary={}, method="dpo", row_count=12)
 
-    assert (use.used, use.left_out) == ("12 rows", ())
+    assert (use.used, use.left_out, use.reached) == ("12 rows", (), "")
+
+
+def test_pairs_say_how_many_decided_judgements_reached_training_and_thumbs_do_not():
+    # 30 complete pairs: 5 ties, 1 both-bad and 2 disagreements gave no preference; of the 22 decided, one pair of
+    # identical answers and two cut-off chosen answers gave no row (a written answer on a tie counts as decided).
+    summary = {"rows": 19, "considered": 30, "ties": 5, "both_bad": 1, "disagreements": 2, "identical": 1,
+               "cut_off_chosen": 2, "heldout": 4, "incomplete": 3}
+    assert dataset_use(summary=summary, method="dpo", row_count=19).reached == "19 of 22 decided judgements (86%) reached training"
+    assert dataset_use(summary=summary, method="kto", row_count=19).reached == ""
+    assert dataset_use(summary={"rows": 0, "considered": 3, "ties": 3}, method="dpo", row_count=0).reached == ""
 
 
 @pytest.mark.parametrize(

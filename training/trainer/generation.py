@@ -115,6 +115,7 @@ def generate_outputs(
     seed: int = 0,
     batch_size: int = 8,
     on_batch: Callable[[int, list[GeneratedText]], None] | None = None,
+    compact: bool = True,
 ) -> list[GeneratedText]:
     """One completion per prompt (a list of chat messages), in order, with why each ended.
 
@@ -142,22 +143,114 @@ def generate_outputs(
         # Clear sampling defaults from generation_config so greedy decoding does not warn about them.
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
     end_ids = end_token_ids(model, tokenizer)
+    processors = _sampling_processors(getattr(model, "generation_config", None), temperature=temperature, top_p=top_p)
+    compacting = compact and processors is not None and bool(end_ids)
     outputs: list[GeneratedText] = []
     for start in range(0, len(prompts), batch_size):
         texts = [_render(tokenizer, p) for p in prompts[start : start + batch_size]]
         # The chat template already has the special tokens it needs.
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        generated = model.generate(**batch, **gen_kwargs)
-        new_tokens = generated[:, batch["input_ids"].shape[1] :]
-        decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        if compacting:
+            new_rows = _decode_compacting(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=max_new_tokens,
+                                          processors=processors, end_ids=end_ids)
+        else:
+            generated = model.generate(**batch, **gen_kwargs)
+            new_rows = [row.tolist() for row in generated[:, batch["input_ids"].shape[1] :]]
+        decoded = tokenizer.batch_decode(new_rows, skip_special_tokens=True)
         made = [
-            GeneratedText(text.strip(), finish_reason(row.tolist(), end_ids))
-            for text, row in zip(decoded, new_tokens, strict=True)
+            GeneratedText(text.strip(), finish_reason(row, end_ids))
+            for text, row in zip(decoded, new_rows, strict=True)
         ]
         outputs.extend(made)
         if on_batch is not None:
             on_batch(start, made)
     return outputs
+
+
+# Generation-config settings the compacting decoder does not apply: with any of them set, model.generate decodes.
+_UNHANDLED = {
+    "repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,), "min_length": (None, 0),
+    "min_new_tokens": (None, 0), "suppress_tokens": (None,), "begin_suppress_tokens": (None,), "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,), "sequence_bias": (None,), "typical_p": (None, 1.0), "epsilon_cutoff": (None, 0.0),
+    "eta_cutoff": (None, 0.0), "top_h": (None,), "renormalize_logits": (None, False),
+}
+
+
+def _sampling_processors(generation_config: Any, *, temperature: float, top_p: float) -> list[Any] | None:  # noqa: ANN401
+    """The logits warpers model.generate applies for these settings, in its order (temperature, top-k, top-p, min-p,
+    with top-k 50 when neither the call nor the model's config sets it); [] for greedy; None when the model's
+    generation config asks for something else (a repetition penalty, banned words, ...), which only
+    model.generate applies."""
+    from transformers import MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    for name, neutral in _UNHANDLED.items():
+        if getattr(generation_config, name, None) not in neutral:
+            return None
+    if temperature <= 0:
+        return []
+    top_k = getattr(generation_config, "top_k", None)
+    top_k = 50 if top_k is None else int(top_k)
+    processors: list[Any] = []
+    if temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        processors.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
+    if top_p < 1.0:
+        processors.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+    if min_p := getattr(generation_config, "min_p", None):
+        processors.append(MinPLogitsWarper(min_p=min_p, min_tokens_to_keep=1))
+    return processors
+
+
+def _decode_compacting(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,  # noqa: ANN401
+    processors: list[Any], end_ids: frozenset[int],
+) -> list[list[int]]:
+    """The new token ids of each row, decoded as model.generate does (same positions, cache and warpers; greedy
+    when ``processors`` is empty), but a row that wrote an end token leaves the batch at once.
+
+    model.generate keeps finished rows in the batch, padding them, until the last row ends: on a CPU, where a step
+    costs about the same per row, a batch of answers that mostly end early then pays for its one answer that
+    loops to the token limit in every row. Here the step after a row ends is computed for the rows still writing
+    only, their cache rows selected. Greedy decoding gives exactly model.generate's tokens; sampling draws the same
+    tokens until the first row of the batch ends, then (fewer rows, fewer draws) other tokens from the same
+    distribution."""
+    from transformers import DynamicCache
+
+    rows = input_ids.shape[0]
+    ends = torch.tensor(sorted(end_ids), device=input_ids.device)
+    alive = torch.arange(rows, device=input_ids.device)  # the original row of each row still in the batch
+    sequences = input_ids  # prompt and new tokens of the rows still writing, for warpers that look back
+    new_tokens: list[list[int]] = [[] for _ in range(rows)]
+    cache = DynamicCache(config=model.config)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    step_input = input_ids
+    for step in range(max_new_tokens):
+        logits = model(input_ids=step_input, attention_mask=attention_mask, position_ids=position_ids,
+                       cache=cache, use_cache=True).logits[:, -1, :].to(dtype=torch.float32)
+        if processors:
+            for processor in processors:
+                logits = processor(sequences, logits)
+            chosen = torch.multinomial(torch.softmax(logits, dim=-1), num_samples=1).squeeze(1)
+        else:
+            chosen = torch.argmax(logits, dim=-1)
+        for row, token in zip(alive.tolist(), chosen.tolist(), strict=True):
+            new_tokens[row].append(token)
+        if step == max_new_tokens - 1:
+            break
+        writing = ~torch.isin(chosen, ends)
+        if not bool(writing.any()):
+            break
+        if not bool(writing.all()):
+            keep = writing.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            alive, chosen, attention_mask, sequences = alive[keep], chosen[keep], attention_mask[keep], sequences[keep]
+            position_ids = position_ids[keep]
+        sequences = torch.cat([sequences, chosen[:, None]], dim=1)
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], dim=1)
+        position_ids = position_ids[:, -1:] + 1
+        step_input = chosen[:, None]
+    return new_tokens
 
 
 def generate(

@@ -145,28 +145,45 @@ def rows_hash(rows: list[dict[str, Any]]) -> str:
 def split_rows(
     rows: list[dict[str, Any]], *, validation_fraction: float, seed: int, method: str | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Deterministically split rows into (train, validation) by `seed`.
+    """Deterministically split rows into (train, validation) by `seed`, whole prompts at a time.
 
-    The validation split gets round(n * fraction) rows, but never so many that training would lose
-    what it needs: at least 2 training rows, and for KTO ("method") both labels kept in training.
-    A fraction of 0 (or too few rows) gives an empty validation split.
+    Every row of one prompt lands on the same side: a validation pair whose prompt was also trained on (another
+    pair of the same prompt's answers) measures recall of that prompt more than what the model learned, and flatters
+    the figure. Prompts are drawn in a seeded order and taken while they fit, so the validation split gets
+    round(n * fraction) rows when the prompts' sizes allow (a little fewer otherwise), but never so many that
+    training would lose what it needs: at least 2 training rows, and for KTO ("method") both labels kept in
+    training. A fraction of 0, too few rows, or a single prompt gives an empty validation split.
     """
     if not 0 <= validation_fraction <= 0.5:
         raise RowsError(f"Validation fraction must be between 0 and 0.5, got {validation_fraction!r}.")
-    order = list(range(len(rows)))
+    groups: dict[str, list[int]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault(prompt_key(row), []).append(index)
+    order = list(groups.values())
     random.Random(seed).shuffle(order)
-    n_val = min(round(len(rows) * validation_fraction), max(len(rows) - 2, 0))
-    while n_val > 0:
-        val_idx = set(order[:n_val])
+    wanted = min(round(len(rows) * validation_fraction), max(len(rows) - 2, 0))
+    val_idx: set[int] = set()
+    while wanted > 0 and len(order) > 1:
+        val_idx = set()
+        for group in order:
+            if len(val_idx) + len(group) <= wanted and len(val_idx) + len(group) < len(rows):
+                val_idx.update(group)
+            if len(val_idx) == wanted:
+                break
         train = [rows[i] for i in range(len(rows)) if i not in val_idx]
         if method != "kto" or all(c > 0 for c in count_kto_labels(train)):
             break
-        n_val -= 1
-    val_idx = set(order[:n_val])
+        wanted -= 1
+        val_idx = set()
     # Keep the original order within each split so a split is easy to read next to its source.
     train = [rows[i] for i in range(len(rows)) if i not in val_idx]
     validation = [rows[i] for i in range(len(rows)) if i in val_idx]
     return train, validation
+
+
+def prompt_key(row: dict[str, Any]) -> str:
+    """The identity of a row's prompt (its messages), for keeping one prompt's rows together."""
+    return json.dumps(row.get("prompt"), sort_keys=True, ensure_ascii=False)
 
 
 def count_kto_labels(rows: list[dict[str, Any]]) -> tuple[int, int]:

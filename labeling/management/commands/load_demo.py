@@ -1,17 +1,21 @@
-"""Load a small demo: four users, a compare project and a thumbs project, filled from labeling/demo/."""
+"""Load the demo: four users; a project with a labelling history to tune on at once; a compare project and a
+thumbs project to label by hand. All from labeling/demo/."""
 from __future__ import annotations
 
+import json
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
 
 from labeling.importing import ImportFailed, project_import
-from labeling.models import Project
-from labeling.services import project_create
+from labeling.models import Completion, PairTask, PairVote, Project, Prompt
+from labeling.services import pair_vote_record, project_create
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"
 DEFAULT_PASSWORD = "preftune-demo"  # noqa: S105 - a public demo login, printed on purpose
@@ -64,6 +68,23 @@ When in doubt about a fact, judge it as you would a stranger's answer: if you'd 
 to trust it and it sounds wrong, thumbs down and say why in the rationale.
 """
 
+HISTORY_NAME = "Demo: concise answers (ready to tune)"
+HISTORY_GUIDELINES = """\
+# Concise answers
+
+You see one prompt and two answers the base model wrote. Pick the one you would rather receive.
+
+1. **An answer first.** An answer that repeats itself, breaks off mid-sentence or is not an answer at all
+   loses to any real answer.
+2. **Then the shorter one.** Of two real answers, prefer the one that says it in fewer words, when it is
+   noticeably shorter (about a tenth or more). Padding, repeated points and long introductions do not make
+   an answer better.
+3. **Tie** when they are about the same length; **both bad** when neither is an answer.
+
+The votes already here were cast by three simulated annotators who follow this guideline (each gets a few
+wrong at random); see labeling/demo/history.json and scripts/make_demo_history.py for how they were made.
+"""
+
 PROJECTS = (
     {
         "name": "Demo: helpful answers",
@@ -100,6 +121,7 @@ class Command(BaseCommand):
         }
         annotators = [users[name] for name in ANNOTATORS]
 
+        self._history(annotators)
         for spec in PROJECTS:
             self._project(spec, annotators)
 
@@ -152,3 +174,78 @@ class Command(BaseCommand):
                 lines = "\n".join(f"  {error}" for error in exc.errors)
                 raise CommandError(f"Importing {path} into {name!r} failed:\n{lines}") from exc
         self.stdout.write(f"Imported {path.name} into {name!r}: {report}.")
+
+    def _history(self, annotators: list[AbstractUser]) -> None:
+        """The project with a history: prompts, the base model's answers, pairs and every vote, from history.json.
+        Votes go through the same service as a click on Vote, so counts, statuses and sides are the app's own."""
+        path = DEMO_DIR / "history.json"
+        history = json.loads(path.read_text())
+        if Project.objects.filter(name=HISTORY_NAME).exists():
+            self.stdout.write(f"Project {HISTORY_NAME!r} exists: not loading its history again.")
+            return
+        by_name = {user.username: user for user in annotators}
+        with transaction.atomic():
+            project = project_create(
+                name=HISTORY_NAME, mode=Project.Mode.COMPARE, overlap=history["overlap"], guidelines=HISTORY_GUIDELINES,
+                description=(
+                    f"{sum(len(pair['votes']) for pair in history['pairs'])} votes already cast on "
+                    f"{len(history['pairs'])} pairs of the base model's answers: launch a run and see it learn."
+                ),
+                members=annotators,
+            )
+            version = _base_version()
+            settings = {key: value for key, value in history["candidate_settings"].items() if key != "skip_truncated"}
+            answers: dict[tuple[str, int], Completion] = {}
+            for entry in history["prompts"]:
+                prompt = Prompt.objects.create(project=project, external_id=entry["id"], messages=entry["messages"],
+                                               split=entry["split"])
+                for index, answer in enumerate(entry["answers"]):
+                    answers[entry["id"], index] = Completion.objects.create(
+                        prompt=prompt, text=answer["text"], source=Completion.Source.GENERATED,
+                        model_name=history["model"].split(",")[0], model_version=version,
+                        generation_settings={**settings, "sample": index}, finish_reason=answer["finish_reason"],
+                    )
+            votes = 0
+            for number, pair in enumerate(history["pairs"]):
+                first = answers[pair["prompt"], pair["a"]]
+                task = PairTask.objects.create(
+                    project=project, prompt=first.prompt, completion_a=first,
+                    completion_b=answers[pair["prompt"], pair["b"]], overlap=project.overlap,
+                )
+                for vote in pair["votes"]:
+                    annotator = by_name[vote["annotator"]]
+                    a_side = task.a_side_for(annotator.pk)
+                    b_side = "right" if a_side == "left" else "left"
+                    pick = {"a": a_side, "b": b_side}.get(vote["choice"], vote["choice"])
+                    pair_vote_record(
+                        task_id=task.pk, annotator=annotator, pick=pick, client_key=f"demo-history-{number}-{annotator.username}",
+                        strength=vote["strength"], rationale=vote["rationale"], time_spent_ms=vote["time_spent_ms"],
+                        project=project,
+                    )
+                    votes += 1
+            _spread_over_past_days(project)
+        self.stdout.write(
+            f"Created project {HISTORY_NAME!r} (id {project.pk}): {len(history['prompts'])} prompts, "
+            f"{len(answers)} answers, {len(history['pairs'])} pairs, {votes} votes."
+        )
+
+
+def _base_version():  # noqa: ANN202
+    """The bundled base model's version, when `prepare_base_model` has registered it (`make run` does first)."""
+    from training.models import BaseModel
+    from training.review.versions import base_version_get_or_create
+
+    base = BaseModel.objects.order_by("id").first()
+    return base_version_get_or_create(base_model=base) if base is not None else None
+
+
+def _spread_over_past_days(project: Project) -> None:
+    """Votes stamped as if cast over the last three days, each annotator working through their votes in order
+    at the pace of their recorded reading times, so the dashboard's activity reads like a real project's."""
+    now = timezone.now()
+    votes = list(PairVote.objects.filter(task__project=project).order_by("id"))
+    moments: dict[int, datetime] = {}
+    for vote in votes:
+        moment = moments.get(vote.annotator_id) or now - timedelta(days=3) + timedelta(minutes=37 * (len(moments) + 1))
+        moments[vote.annotator_id] = vote.created_at = moment + timedelta(milliseconds=vote.time_spent_ms + 3000)
+    PairVote.objects.bulk_update(votes, ["created_at"], batch_size=500)
