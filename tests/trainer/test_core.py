@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from training.trainer import (
     sequence_logprob,
     train,
 )
-from training.trainer.core import NEVER_KEPT, first_keepable_step
+from training.trainer.core import NEVER_KEPT, checkpoint_is_final, first_keepable_step
 
 DPO_KEYS = {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen"}
 
@@ -182,6 +183,26 @@ def test_it_resumes_from_a_checkpoint(tiny_model_dir, tmp_path):
     )
     assert second.steps == 4 and not second.cancelled
     assert [e.step for e in events if e.kind == "train"] == [3, 4]
+
+
+def test_resuming_from_the_last_steps_checkpoint_trains_no_step_past_the_end(tiny_model_dir, tmp_path):
+    # A worker stopped after the last step's checkpoint but before the adapter was saved: the retry resumes from that
+    # checkpoint. transformers checks the step limit only after a step, so it used to train step 4 of 3.
+    rows = make_dpo_rows(12)  # 6 steps an epoch at batch 2: the limit falls inside the epoch
+    settings = _settings(max_steps=3, save_steps=3, validation_fraction=0.0)
+    first = train(model_path=str(tiny_model_dir), rows=rows, output_dir=str(tmp_path), settings=settings)
+    checkpoint = latest_checkpoint(tmp_path)
+    assert first.steps == 3 and checkpoint.endswith("checkpoint-3") and checkpoint_is_final(checkpoint)
+    first_adapter = (Path(first.adapter_dir) / "adapter_model.safetensors").read_bytes()
+    shutil.rmtree(first.adapter_dir)
+
+    events = []
+    second = train(model_path=str(tiny_model_dir), rows=rows, output_dir=str(tmp_path), settings=settings,
+                   progress=events.append, resume_from_checkpoint=checkpoint)
+
+    assert (second.steps, second.total_steps, second.cancelled) == (3, 3, False)
+    assert [e.step for e in events if e.kind == "train"] == []
+    assert (Path(second.adapter_dir) / "adapter_model.safetensors").read_bytes() == first_adapter
 
 
 def test_it_trains_with_precomputed_reference_and_length_grouping(tiny_model_dir, tmp_path):

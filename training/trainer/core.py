@@ -700,6 +700,12 @@ def train(
             "left to train on; raise max_length or shorten the prompts."
         )
 
+    if resume_from_checkpoint is not None and checkpoint_is_final(resume_from_checkpoint):
+        # transformers checks the step limit only after a step, so resuming from the last step's checkpoint (a worker
+        # stopped between that save and the adapter's) would train one step past the end ("step 4 of 3"). With no
+        # epoch to run, train() still loads the checkpoint's weights and state and finishes as usual (best checkpoint
+        # reloaded, metrics, callbacks); tests/trainer/test_core.py pins this on the installed transformers.
+        trainer._run_epoch = lambda **_: None  # noqa: SLF001
     output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     state = trainer.state
     train_metrics = {k: float(v) for k, v in (output.metrics or {}).items() if isinstance(v, (int, float))}
@@ -780,6 +786,15 @@ def _gathered_trainable_weights(model: torch.nn.Module) -> dict[str, torch.Tenso
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
     return get_model_state_dict(model, options=options)
+
+
+def checkpoint_is_final(checkpoint: str) -> bool:
+    """Was ``checkpoint`` saved at the run's last step (its trainer state at or past its own max_steps)?"""
+    state_file = Path(checkpoint) / "trainer_state.json"
+    if not state_file.is_file():
+        return False
+    state = json.loads(state_file.read_text())
+    return int(state.get("max_steps") or 0) > 0 and int(state.get("global_step") or 0) >= int(state["max_steps"])
 
 
 def _outcome(
