@@ -2,9 +2,9 @@
 walkthrough leads to the launch form, Launch with its defaults, the run succeeds and its page gives a verdict, the
 review generates base and tuned answers on the held-out prompts and shows its figures, and the walkthrough then
 says what is done. The tiny random-weight model stands in for the bundled one (the same tokenizer and
-architecture), and two Advanced fields are changed so that it trains in a minute (4 steps, rows cut at 128 tokens:
+architecture), and two Advanced fields are changed so that it trains in a minute (4 steps, rows cut at 64 tokens:
 the demo's answers run to 384 tokens, and the tiny model's step is almost all the log-probability head over the
-full vocabulary). A real `make run` with the bundled model and every default is timed by bench/newcomer_path.py."""
+full vocabulary), and the review writes one sample a prompt of at most 24 tokens. A real `make run` with the bundled model and every default is timed by bench/newcomer_path.py."""
 from __future__ import annotations
 
 import re
@@ -43,7 +43,7 @@ def test_a_newcomer_launches_with_the_defaults_on_the_demo_history_and_reviews_t
         assert page.locator("[data-testid=launch-data-warning]").count() == 0
         page.click("[data-testid=advanced] summary")
         page.fill("input[name=max_steps]", "4")
-        page.fill("input[name=max_length]", "128")
+        page.fill("input[name=max_length]", "64")
         page.click("button[type=submit]:has-text('Launch')")
         page.wait_for_url(re.compile(rf"{re.escape(live_server.url)}/runs/\d+/$"))
 
@@ -57,8 +57,10 @@ def test_a_newcomer_launches_with_the_defaults_on_the_demo_history_and_reviews_t
         assert "Measured on" in page.locator("[data-testid=measured-on]").inner_text()
 
         page.goto(f"{live_server.url}/runs/{run.pk}/review/")
-        # The review's own defaults, but a short token limit: the random-weight model never ends an answer.
+        # The review's own defaults, but a short token limit (the random-weight model never ends an answer) and one
+        # sample a prompt.
         page.fill("input[name=max_new_tokens]", "24")
+        page.fill("input[name=n]", "1")
         page.click("[data-testid=generate]")
         job = GenerationJob.objects.filter(run=run, purpose="review").latest("pk")
         wait_for(lambda: GenerationJob.objects.filter(pk=job.pk, status__in=["succeeded", "failed", "cancelled"]).exists(),
