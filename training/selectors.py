@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from statistics import mean
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.db.models.fields.json import KeyTransform
 
 from labeling.agreement import wilson_interval
-from labeling.models import Project
+from labeling.models import Completion, PairTask, Project, RateTask, TaskStatus
 from training.data_needs import ROWS_TO_TELL, ready_rows_to_tell
-from training.models import BaseModel, RunMetric, TuningRun, Worker
+from training.models import BaseModel, GenerationJob, RunMetric, TuningRun, Worker
 from training.templatetags.numbers import format_number, format_setting, format_share, setting_rows
 
 Series = dict[str, dict[str, list[list[float]]]]  # split → metric key (no eval_ prefix) → [[step, value], ...]
@@ -875,25 +875,22 @@ class LoopWalkthrough:
 
 def _loop_focus(projects: list[Project]) -> Project | None:
     """The project a newcomer most likely means: the one with the newest run, else the one with most votes."""
-    from labeling.models import PairVote, Rating
-
-    with_runs = TuningRun.objects.filter(project__in=projects).order_by("-created_at").values_list("project_id", flat=True)
-    newest = next(iter(with_runs[:1]), None)
+    if not projects:
+        return None
+    newest = TuningRun.objects.filter(project__in=projects).order_by("-created_at").values_list("project_id", flat=True).first()
     if newest is not None:
         return next(p for p in projects if p.pk == newest)
-    votes = {p.pk: 0 for p in projects}
-    for model, field in ((PairVote, "task__project"), (Rating, "task__project")):
-        for project_id in model.objects.filter(**{f"{field}__in": projects}).values_list(field, flat=True):
-            votes[project_id] += 1
-    return max(projects, key=lambda p: (votes[p.pk], -p.pk)) if projects else None
+    votes = dict(
+        Project.objects.filter(pk__in=[p.pk for p in projects])
+        .annotate(votes=Count("pair_tasks__votes", distinct=True) + Count("rate_tasks__ratings", distinct=True))
+        .values_list("pk", "votes")
+    )
+    return max(projects, key=lambda p: (votes.get(p.pk, 0), -p.pk))
 
 
 def loop_walkthrough(*, projects: Iterable[Project], chosen_id: int | None = None) -> LoopWalkthrough | None:
     """Label, tune, compare, label again, for one of ``projects`` (``chosen_id``, else ``_loop_focus``): each step
     with what is done so far and a link to the page that does the next part."""
-    from labeling.models import Completion, PairTask, RateTask, TaskStatus
-    from training.models import GenerationJob
-
     projects = list(projects)
     project = next((p for p in projects if p.pk == chosen_id), None) or _loop_focus(projects)
     if project is None:
