@@ -14,12 +14,16 @@ from labeling.models import Project
 from training.data_needs import DataNeeds
 from training.model_inspection import local_model_shape
 from training.models import BaseModel, ModelVersion, TuningRun
+from training.selectors import training_device
 from training.services import NOISE_HANDLING, DatasetPreview
 from training.trainer.config import (
     AUTO_CENTER_REWARDS,
     AUTO_MAX_EPOCHS,
+    AUTO_MAX_LENGTH,
+    AUTO_MIN_EPOCHS_CPU_DPO,
     AUTO_SFT_WEIGHT,
     AUTO_TARGET_STEPS,
+    AUTO_TARGET_STEPS_CPU,
     CPO_LOSS_TYPES,
     DPO_LOSS_TYPES,
     FORBIDDEN_LORA_TARGETS,
@@ -59,6 +63,9 @@ class StepEstimate:
     validation_rows: int = 0
     ready_rows: int = 0
     validation_fraction: float = 0.0
+    max_length: int | None = None
+    device: str = "cuda"
+    automatic_max_length: bool = False
 
     @property
     def needs(self) -> DataNeeds | None:
@@ -79,6 +86,9 @@ class StepEstimate:
             how = f"{self.epochs:g} epoch{'s' if self.epochs != 1 else ''}, chosen automatically"
         else:
             how = f"{self.epochs:g} epoch{'s' if self.epochs != 1 else ''}"
+        if self.automatic_max_length and self.max_length:
+            worker = "the CPU worker" if self.device == "cpu" else "a GPU worker"
+            how += f"; rows cut at {self.max_length} tokens for {worker}"
         return how + ("; before pairs whose annotators disagreed are dropped" if self.drops_split_pairs else "")
 
 
@@ -109,8 +119,9 @@ class RunLaunchForm(forms.Form):
         required=False,
         label="Epochs",
         help_text=f"Empty: the whole number of passes over the data nearest to {AUTO_TARGET_STEPS} optimizer steps "
-        f"(1 to {AUTO_MAX_EPOCHS}); small sets need several passes to move an adapter. The checkpoint with the "
-        "best validation score is kept.",
+        f"(1 to {AUTO_MAX_EPOCHS}; on a CPU worker nearest to {AUTO_TARGET_STEPS_CPU}, at least "
+        f"{AUTO_MIN_EPOCHS_CPU_DPO} for DPO); small sets need several passes to move an adapter. The checkpoint with "
+        "the best validation score is kept.",
     )
     max_steps = forms.IntegerField(initial=_DEFAULTS.max_steps, help_text="-1 trains whole epochs.")
     per_device_batch_size = forms.IntegerField(
@@ -121,7 +132,12 @@ class RunLaunchForm(forms.Form):
         initial=_DEFAULTS.gradient_accumulation_steps,
         help_text="Batches added up before each optimizer step: the effective batch is the batch size times this.",
     )
-    max_length = forms.IntegerField(initial=_DEFAULTS.max_length, help_text="Tokens, prompt and answer together.")
+    max_length = forms.IntegerField(
+        required=False,
+        help_text=f"Tokens, prompt and answer together; longer rows keep their beginning. Empty: "
+        f"{AUTO_MAX_LENGTH['cuda']} on a GPU worker, {AUTO_MAX_LENGTH['cpu']} on a CPU worker, where a step's cost "
+        "grows faster than its tokens.",
+    )
     validation_fraction = forms.FloatField(
         initial=_DEFAULTS.validation_fraction,
         help_text=(
@@ -318,7 +334,7 @@ class RunLaunchForm(forms.Form):
                 f"{base_model.name} has no linear layer named {', '.join(unknown)}. Its linear layers are: "
                 f"{', '.join(valid)}.",
             )
-        if shape.max_positions is not None and settings.max_length > shape.max_positions:
+        if shape.max_positions is not None and settings.max_length is not None and settings.max_length > shape.max_positions:
             self.add_error(
                 "max_length",
                 f"{base_model.name} reads at most {shape.max_positions} tokens at once (its max_position_embeddings); "
@@ -334,7 +350,7 @@ class RunLaunchForm(forms.Form):
         """Training rows and optimizer steps for the form's values (its defaults before a submit), using the
         preview of the chosen method; None while a value it needs is missing or invalid."""
         names = ("method", "num_train_epochs", "max_steps", "per_device_batch_size", "gradient_accumulation_steps",
-                 "validation_fraction", "seed", "num_processes")
+                 "validation_fraction", "seed", "num_processes", "max_length")
         if self.is_bound and any(name in self.errors for name in names):
             return None
         values = {name: self._value(name) for name in names}
@@ -351,7 +367,8 @@ class RunLaunchForm(forms.Form):
                 previews[fmt].rows, validation_fraction=values["validation_fraction"], seed=values["seed"], method=method
             )
             # No rows, no steps: an estimate for an empty project would promise a run that cannot start.
-            resolved, _ = settings.resolve(max(len(train), 1))
+            device = training_device(settings.num_processes)
+            resolved, _ = settings.resolve(max(len(train), 1), device=device)
             steps = resolved.total_steps(len(train)) if train else 0
         except (RowsError, SettingsError):
             return None
@@ -366,6 +383,9 @@ class RunLaunchForm(forms.Form):
             automatic_epochs=settings.num_train_epochs is None,
             max_steps=settings.max_steps > 0,
             drops_split_pairs=self._value("noise_handling") in ("drop_split", "both"),
+            max_length=resolved.max_length,
+            device=device,
+            automatic_max_length=settings.max_length is None,
         )
 
     def base_model_value(self) -> int | None:

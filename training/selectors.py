@@ -838,6 +838,14 @@ def workers_taking(gpus: int) -> list[Worker]:
     return [worker for worker in Worker.objects.all() if queue in worker.queues]
 
 
+def training_device(gpus: int = 1) -> str:
+    """Where a run on ``gpus`` GPUs will train, for the automatic settings: "cpu" when every worker that takes such
+    runs announced no GPU, otherwise "cuda" (also before any worker has announced itself: the run waits for one,
+    and a GPU is what a worker for it is expected to have)."""
+    workers = workers_taking(gpus)
+    return "cpu" if workers and not any(worker.gpus for worker in workers) else "cuda"
+
+
 def workers_summary() -> str:
     """The workers that announced themselves, in words, for the launch form; empty when none has."""
     parts = []

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from labeling import quality, selectors
 from labeling.models import Project
+from training import selectors as training_selectors
 from training.heartbeat import Heartbeat
 from training.models import BaseModel, DatasetSnapshot, ModelVersion, RunMetric, TuningRun, Worker
 from training.trainer.config import SettingsError, TrainSettings
@@ -286,7 +287,9 @@ def run_launch(
         preview.rows, validation_fraction=train_settings.validation_fraction, seed=train_settings.seed, method=method
     )
     try:
-        train_settings, choices = train_settings.resolve(len(train_rows))
+        train_settings, choices = train_settings.resolve(
+            len(train_rows), device=training_selectors.training_device(train_settings.num_processes)
+        )
     except SettingsError as exc:
         raise LaunchError(str(exc)) from exc
     with transaction.atomic():

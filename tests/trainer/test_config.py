@@ -13,7 +13,8 @@ def test_it_has_documented_defaults():
     s = TrainSettings().validate()
     assert (s.method, s.resolved_loss_type, s.beta, s.learning_rate, s.num_train_epochs) == ("dpo", "sigmoid", None, None, None)
     assert s.resolve(100)[0].beta == 0.1, "beta left empty is each method's usual value"
-    assert (s.per_device_batch_size, s.max_length, s.seed, s.validation_fraction) == (4, 512, 42, 0.2)
+    assert (s.per_device_batch_size, s.max_length, s.seed, s.validation_fraction) == (4, None, 42, 0.2)
+    assert s.resolve(100)[0].max_length == 512, "max_length left empty is 512 tokens on a GPU"
     assert s.lora == LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     assert TrainSettings(method="kto").resolved_loss_type == "kto"
 
@@ -91,6 +92,25 @@ def test_automatic_settings_follow_the_data_size_and_the_adapter():
     assert TrainSettings().resolve(175)[0].num_train_epochs == 2
     # A tiny set is capped at 4 epochs
     assert TrainSettings().resolve(8)[0].num_train_epochs == 4
+
+
+def test_on_a_cpu_worker_the_automatic_settings_size_a_run_to_minutes():
+    # The demo's history: 122 training rows, 31 steps a pass at batch 4.
+    gpu, gpu_notes = TrainSettings().resolve(122)
+    cpu, cpu_notes = TrainSettings().resolve(122, device="cpu")
+    assert (gpu.max_length, gpu.num_train_epochs, gpu.total_steps(122)) == (512, 3, 93)
+    assert (cpu.max_length, cpu.num_train_epochs, cpu.total_steps(122)) == (192, 2, 62)
+    assert any("Rows cut at 192 tokens" in note and "CPU worker" in note for note in cpu_notes)
+    assert not any("Rows cut" in note for note in gpu_notes), "the GPU's length is no choice worth a sentence"
+    # A large set still gets two passes on a CPU for DPO (the first pass is never kept), one for KTO.
+    assert TrainSettings().resolve(1000, device="cpu")[0].num_train_epochs == 2
+    assert TrainSettings(method="kto").resolve(1000, device="cpu")[0].num_train_epochs == 1
+    assert TrainSettings().resolve(8, device="cpu")[0].num_train_epochs == 4
+    # What the admin typed stays.
+    given = TrainSettings(max_length=384, num_train_epochs=1).resolve(122, device="cpu")[0]
+    assert (given.max_length, given.num_train_epochs) == (384, 1)
+    with pytest.raises(ValueError, match="device must be one of"):
+        TrainSettings().resolve(10, device="tpu")
 
 
 def test_listed_loss_types_are_accepted_by_trl():

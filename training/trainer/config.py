@@ -76,6 +76,15 @@ AUTO_LORA_LEARNING_RATE = 5e-4
 AUTO_FULL_RANK_REFERENCE = 16
 AUTO_TARGET_STEPS = 90
 AUTO_MAX_EPOCHS = 4
+# On a CPU worker a step costs seconds, not milliseconds, and the cost grows faster than the tokens it holds (one
+# DPO step of 4 pairs of SmolLM2-135M on 2 cores: 36 s at 400 tokens a row, 13 s at 256, 7 s at 160). There the
+# automatic choices size a run to finish in minutes: rows cut at 192 tokens (the prompt and the answer's
+# beginning; an answer that ends before it keeps its end, which is what a length or format preference is
+# learnt from) and fewer steps, but always two passes, since a DPO run never keeps a checkpoint from its first.
+AUTO_MAX_LENGTH = {"cuda": 512, "cpu": 192}
+AUTO_TARGET_STEPS_CPU = 60
+AUTO_MIN_EPOCHS_CPU_DPO = 2
+DEVICES = tuple(AUTO_MAX_LENGTH)
 AUTO_EVALUATIONS = 8
 # Twice the preference loss: on the alignment bench (length rule, 200 votes) weight 1 left 10 to 12 of 90 tuned
 # answers looping as lists ("1. All sleep is the same. 2. ...") against the base's 1, even at a KL of 0.04 per
@@ -183,7 +192,7 @@ class TrainSettings:
     max_steps: int = -1
     per_device_batch_size: int = 4
     gradient_accumulation_steps: int = 1
-    max_length: int = 512
+    max_length: int | None = None  # None: AUTO_MAX_LENGTH for the device the run trains on
     seed: int = 42
     # A fifth, not the usual tenth: the kept checkpoint is picked on these rows, and with a preference set of a
     # hundred-odd pairs a tenth is a dozen, where one pair is 8 points of accuracy and most checkpoints tie. On
@@ -268,7 +277,7 @@ class TrainSettings:
             raise SettingsError(
                 f"Gradient accumulation steps must be a positive integer, got {self.gradient_accumulation_steps!r}."
             )
-        if not _is_int(self.max_length) or self.max_length < 16:
+        if self.max_length is not None and (not _is_int(self.max_length) or self.max_length < 16):
             raise SettingsError(f"max_length must be an integer of at least 16 tokens, got {self.max_length!r}.")
         if not _is_int(self.seed) or self.seed < 0:
             raise SettingsError(f"Seed must be a non-negative integer, got {self.seed!r}.")
@@ -422,9 +431,9 @@ class TrainSettings:
             return self.max_steps
         return max(1, math.ceil(self.steps_per_epoch(train_rows) * (self.num_train_epochs or 1)))
 
-    def resolve(self, train_rows: int) -> tuple[TrainSettings, list[str]]:
-        """A copy with every automatic (None) setting chosen for `train_rows` training rows, and one
-        sentence per choice saying why, for the run page.
+    def resolve(self, train_rows: int, *, device: str = "cuda") -> tuple[TrainSettings, list[str]]:
+        """A copy with every automatic (None) setting chosen for `train_rows` training rows on `device`
+        ("cuda" or "cpu"), and one sentence per choice saying why, for the run page.
 
         - Learning rate: a LoRA adapter starts at zero and its update is scaled by alpha / r, so it needs
           a far larger rate than full fine-tuning; 5e-4 at r=16 (alpha 2r) moved SmolLM2-135M clearly on
@@ -436,7 +445,12 @@ class TrainSettings:
           rows, 44 steps an epoch) validation accuracy peaked by step 51 of 132, and the third pass
           only cost 8 of the bench's 30 minutes.
         - Evaluation: about AUTO_EVALUATIONS times per run on the validation split.
+        - On a CPU: rows cut at AUTO_MAX_LENGTH["cpu"] tokens and epochs nearest AUTO_TARGET_STEPS_CPU steps (at
+          least two for DPO), so the run takes minutes; see AUTO_MAX_LENGTH.
         """
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        on_cpu = device == "cpu"
         resolved = dataclasses.replace(self, lora=dataclasses.replace(self.lora))
         notes: list[str] = []
         if resolved.method == REWARD_METHOD:
@@ -455,17 +469,28 @@ class TrainSettings:
                 f"Learning rate {resolved.learning_rate:g}: a LoRA adapter of rank {resolved.lora.r} needs a far larger "
                 "rate than full fine-tuning (5e-4 at rank 16, scaled by the square root of 16 / rank)."
             )
+        if resolved.max_length is None:
+            resolved.max_length = AUTO_MAX_LENGTH[device]
+            if on_cpu:
+                notes.append(
+                    f"Rows cut at {resolved.max_length} tokens, prompt and answer together, on a CPU worker: a step's "
+                    "cost grows faster than its tokens, and an answer's beginning, or its end where it ends sooner, "
+                    "carries the preference."
+                )
         per_epoch = resolved.steps_per_epoch(train_rows)
         if resolved.num_train_epochs is None:
             if resolved.max_steps > 0:
                 resolved.num_train_epochs = 1
             else:
-                epochs = min(AUTO_MAX_EPOCHS, max(1, round(AUTO_TARGET_STEPS / per_epoch)))
+                target = AUTO_TARGET_STEPS_CPU if on_cpu else AUTO_TARGET_STEPS
+                fewest = AUTO_MIN_EPOCHS_CPU_DPO if on_cpu and resolved.method == "dpo" else 1
+                epochs = min(AUTO_MAX_EPOCHS, max(fewest, round(target / per_epoch)))
                 resolved.num_train_epochs = epochs
+                where = f"on a CPU worker, at least {fewest}, " if on_cpu else ""
                 notes.append(
                     f"{epochs} epoch{'s' if epochs != 1 else ''} ({per_epoch} steps each, {epochs * per_epoch} in all): "
-                    f"the number of passes over {train_rows} training rows nearest to {AUTO_TARGET_STEPS} optimizer steps "
-                    f"(at most {AUTO_MAX_EPOCHS}); the checkpoint with the best validation score is kept."
+                    f"the number of passes over {train_rows} training rows nearest to {target} optimizer steps "
+                    f"({where}at most {AUTO_MAX_EPOCHS}); the checkpoint with the best validation score is kept."
                 )
         if resolved.sft_weight is None:
             resolved.sft_weight = AUTO_SFT_WEIGHT if resolved.method == "dpo" else 0.0

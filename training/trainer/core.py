@@ -615,7 +615,8 @@ def train(
     train_rows, validation_rows = split_rows(
         rows, validation_fraction=settings.validation_fraction, seed=settings.seed, method=settings.method
     )
-    settings, _ = settings.resolve(len(train_rows))
+    device = device or choose_device()
+    settings, _ = settings.resolve(len(train_rows), device=device.device)
     if settings.method == "kto":
         # TRL feeds KTO rows in order (its KL term pairs neighbours), so without this a winner sits next to its
         # own loser and a run shorter than an epoch sees only the first rows in database order.
@@ -643,7 +644,6 @@ def train(
             validation_rows=len(validation_rows),
         )
 
-    device = device or choose_device()
     # Seed before anything random is made: a reward model's new score head, and the LoRA weights PEFT creates when
     # the trainer wraps the model, are drawn before transformers' Trainer seeds itself. Without this two runs with
     # the same seed and rows differed (held-out accuracy 82.5% and 75% for one reward model's settings).
