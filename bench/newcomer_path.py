@@ -135,8 +135,10 @@ def main(argv: list[str] | None = None) -> None:
         review_url = run_url + "review/"
         page.goto(review_url)
         page.click("[data-testid=generate]")
-        _wait_page(page, review_url, "[data-testid=movement]", args.timeout)
-        reviewed = clock.mark("review outputs")
+        # The side-by-side fills in as batches finish: the review is done when its job is.
+        _wait_page(page, review_url, "[data-testid=jobs] .status-succeeded, [data-testid=jobs] .status-failed",
+                   args.timeout)
+        reviewed = clock.mark("review outputs", page.locator("[data-testid=jobs] .status").first.inner_text())
         print(f"LAUNCH TO A FINISHED REVIEW: {reviewed - launched:.0f}s ({(reviewed - launched) / 60:.1f} minutes)")
         for testid in ("validation-headline", "movement", "degeneration", "cut-off", "lengths"):
             if page.locator(f"[data-testid={testid}]").count():

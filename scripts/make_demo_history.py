@@ -11,8 +11,15 @@ How it is made (run once; the file ships with the project so `make run` stays fa
    least 10% shorter; an answer that loops or breaks off always loses. annotator1 flips 3% of its votes at
    random, annotator2 6%, annotator3 10%, so the dashboard shows agreement that is high but not perfect. Each
    vote has a strength, a rationale on about a third, and a reading time that grows with the words read.
-4. The prompts, the answers and every vote are written to JSON (no database ids): answers by index within their
-   prompt, votes by annotator name, in the order they were cast.
+4. The base model's side of the review: its answers to the 30 held-out prompts, through the app's review job with
+   the review form's defaults (3 samples a prompt, 384 new tokens, temperature 0.7, top-p 0.9, seed 0). A review
+   reuses stored outputs with the same prompt, version and settings, so a newcomer's first review only has the
+   tuned model write: the base half no longer costs minutes of CPU on every machine that runs the demo.
+5. The prompts, the answers, every vote and the held-out base outputs are written to JSON (no database ids):
+   answers by index within their prompt, votes by annotator name, in the order they were cast.
+
+The held-out base outputs in the shipped file came from the review job of a `bench/newcomer_path.py` run on the
+demo (the same job, settings and model as step 4, with the tuned version beside it).
 
     .venv/bin/python scripts/make_demo_history.py                 # about 25 minutes on 2 CPU cores
     .venv/bin/python scripts/make_demo_history.py --quick --out /tmp/history.json   # the plumbing, in a minute
@@ -98,14 +105,21 @@ def main(argv: list[str] | None = None) -> None:
             split="train", created_by=admin, settings_data=settings, skip_truncated=form.skip_truncated,
         )
         job = alignment_loop._wait(job, what="candidate generation", timeout=3 * 3600, log=log)  # noqa: SLF001
+        if job.status != "succeeded":
+            raise SystemExit(f"Candidate generation failed: {job.error}")
+        generation_seconds = time.monotonic() - started
+        print(f"candidates: {job.completions_created} answers for {job.prompt_count} prompts, {job.tasks_created} "
+              f"pairs in {generation_seconds:.0f}s; {'; '.join(job.notes) or 'nothing left out'}", flush=True)
+        review = review_generation.generation_job_create(
+            project=project, versions=[base_version_get_or_create(base_model=base_model)], purpose="review",
+            split="heldout", created_by=admin, settings_data=_review_defaults(args.heldout, quick=args.quick),
+        )
+        review = alignment_loop._wait(review, what="held-out base outputs", timeout=3 * 3600, log=log)  # noqa: SLF001
+        if review.status != "succeeded":
+            raise SystemExit(f"The held-out base outputs failed: {review.error}")
     finally:
         worker.terminate()
         worker.wait(timeout=60)
-    if job.status != "succeeded":
-        raise SystemExit(f"Candidate generation failed: {job.error}")
-    generation_seconds = time.monotonic() - started
-    print(f"candidates: {job.completions_created} answers for {job.prompt_count} prompts, {job.tasks_created} pairs "
-          f"in {generation_seconds:.0f}s; {'; '.join(job.notes) or 'nothing left out'}", flush=True)
 
     annotators = alignment_loop.Annotators(project=project, count=len(ANNOTATORS), rule=rule,
                                            noise=list(ANNOTATORS.values()), seed=args.seed, names=list(ANNOTATORS))
@@ -120,12 +134,34 @@ def main(argv: list[str] | None = None) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _review_defaults(heldout: int, *, quick: bool) -> dict:
+    from training.review.forms import GenerationForm
+
+    form = GenerationForm(heldout_prompts=heldout)
+    values = {name: form.fields[name].initial for name in ("max_new_tokens", "temperature", "top_p", "seed", "n")}
+    return {**values, "max_new_tokens": 32} if quick else values
+
+
+def heldout_base_outputs(project: object) -> list[dict]:
+    """The base model's outputs on the held-out prompts, each with the settings its job recorded (which a review
+    matches on to reuse it)."""
+    from labeling.models import Completion
+
+    return [
+        {"prompt": completion.prompt.external_id, "text": completion.text, "finish_reason": completion.finish_reason,
+         "generation_settings": completion.generation_settings}
+        for completion in Completion.objects.filter(prompt__project=project, prompt__split="heldout",
+                                                    model_version__adapter_path="")
+        .select_related("prompt").order_by("prompt_id", "id")
+    ]
+
+
 def _history(project: object, pair_task: type, *, rule_description: str, settings: dict, skip_truncated: bool,
              generation_seconds: float) -> dict:
     prompts, index_of = [], {}
     for prompt in project.prompts.order_by("id").prefetch_related("completions"):
         answers = []
-        for completion in prompt.completions.order_by("id"):
+        for completion in prompt.completions.order_by("id") if prompt.split == "train" else []:
             index_of[completion.pk] = (prompt.external_id, len(answers))
             answers.append({"text": completion.text, "finish_reason": completion.finish_reason})
         prompts.append({"id": prompt.external_id, "split": prompt.split, "messages": prompt.messages, "answers": answers})
@@ -150,6 +186,7 @@ def _history(project: object, pair_task: type, *, rule_description: str, setting
         "overlap": OVERLAP,
         "prompts": prompts,
         "pairs": pairs,
+        "heldout_base_outputs": heldout_base_outputs(project),
     }
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,10 @@ from django.conf import settings
 from django.db import connection
 
 from tests.factories import PASSWORD, AdminFactory, ProjectFactory, UserFactory
+
+# The servers and workers that tests start inherit this: no watchdog fails a test's hand-made "running" rows
+# behind its back. The tests of the watchdog turn it on for their own processes.
+os.environ["PREFTUNE_WATCHDOG"] = "0"
 
 
 @pytest.fixture

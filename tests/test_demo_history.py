@@ -86,3 +86,29 @@ def test_the_home_page_walks_an_admin_through_the_loop_and_annotators_do_not_see
     page = client.get("/").content.decode()
     assert 'data-testid="walkthrough"' not in page
     assert HISTORY_NAME in page
+
+
+def test_the_base_models_half_of_the_first_review_ships_with_the_history(tiny_model_dir):
+    # Given the bundled model registered (as `make run` does before loading the demo)
+    from labeling.models import Completion
+    from training.models import BaseModel
+    from training.review.forms import GenerationForm
+    from training.review.generation import generation_job_claim, generation_job_create, generation_job_execute
+    from training.review.versions import base_version_get_or_create
+
+    base = base_version_get_or_create(base_model=BaseModel.objects.create(name="bundled", path=str(tiny_model_dir)))
+    project = _load()
+    heldout = project.prompts.filter(split="heldout").count()
+    form = GenerationForm(heldout_prompts=heldout)
+    defaults = {name: form.fields[name].initial for name in ("max_new_tokens", "temperature", "top_p", "seed", "n")}
+
+    # When the review form's defaults are submitted for the base model's outputs
+    job = generation_job_create(project=project, versions=[base], settings_data=defaults, split="heldout", enqueue=False)
+    assert generation_job_claim(job_id=job.pk, worker="test")
+    job = generation_job_execute(job_id=job.pk)
+
+    # Then every one of them is already there, made by the bundled model with exactly those settings
+    stored = Completion.objects.filter(prompt__project=project, prompt__split="heldout", model_version=base)
+    assert stored.count() == len(HISTORY["heldout_base_outputs"]) == heldout * defaults["n"] == 90
+    assert (job.status, job.completions_created, job.completions_skipped) == ("succeeded", 0, 90), job.error
+    assert {output["generation_settings"]["max_new_tokens"] for output in HISTORY["heldout_base_outputs"]} == {384}

@@ -12,11 +12,11 @@ HEARTBEAT_SECONDS = 10
 
 
 class Heartbeat:
-    """``with Heartbeat(TuningRun, run_id, "running"):`` touches ``heartbeat_at`` every HEARTBEAT_SECONDS while the
-    row has that status."""
+    """``with Heartbeat(TuningRun, run_id, "running", attempt=n):`` touches ``heartbeat_at`` every HEARTBEAT_SECONDS
+    while the row has that status (and the other field values given: a superseded attempt keeps no row alive)."""
 
-    def __init__(self, model: type[models.Model], pk: int, status: str) -> None:
-        self.model, self.pk, self.status = model, pk, status
+    def __init__(self, model: type[models.Model], pk: int, status: str, **still: object) -> None:
+        self.model, self.pk, self.status, self.still = model, pk, status, still
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{model.__name__}-{pk}")
 
@@ -25,7 +25,7 @@ class Heartbeat:
 
         try:
             while not self._stop.wait(HEARTBEAT_SECONDS):
-                self.model.objects.filter(pk=self.pk, status=self.status).update(heartbeat_at=timezone.now())
+                self.model.objects.filter(pk=self.pk, status=self.status, **self.still).update(heartbeat_at=timezone.now())
         finally:
             connection.close()
 

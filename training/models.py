@@ -1,6 +1,8 @@
 """Base models and the model versions (base + optional LoRA adapter) that write and get judged."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.db import models
 from django.utils import timezone
 
@@ -148,6 +150,11 @@ class TuningRun(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def attempt_dir(self, attempt: int | None = None) -> Path:
+        """The folder one attempt (this row's latest by default) writes in: its checkpoints, events, log and adapter.
+        Each claim takes a new attempt number, so two trainers of one run never write the same files."""
+        return Path(self.output_dir) / f"attempt-{self.attempt if attempt is None else attempt}"
 
     @property
     def is_active(self) -> bool:

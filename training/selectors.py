@@ -367,7 +367,15 @@ def run_verdict(
     def sentence(text: str) -> str:
         return f"So far, {text[0].lower()}{text[1:]}" if still_training else text
 
-    over = _over_fitted(method, validation, outcome, series)
+    # The saved adapter is the kept checkpoint: judge it on the steps up to it. Memorising that came later (the
+    # training batches right every time in a second pass) is said beside the verdict, not as it.
+    kept_before_end = isinstance(kept, int) and kept < _last_train_step(series)
+    over = _over_fitted(method, validation, outcome, series, up_to=kept if kept_before_end else None)
+    if not over and kept_before_end and (later := _over_fitted(method, validation, outcome, series)):
+        also.append(
+            f"After step {kept} it went on to learn the training {noun} by heart ({later[0].lower()}{later[1:]}); "
+            f"the saved adapter is the step-{kept} checkpoint, from before that."
+        )
     if over:
         saved = (
             "A reward model keeps its last step, so its validation pairs stay an unbiased test. "
@@ -445,22 +453,30 @@ def verdict_for_run(*, run: TuningRun, series: Series) -> Verdict | None:
     )
 
 
-def _recent_train_accuracy(outcome: Mapping[str, Any], series: Series) -> float | None:
-    points = series.get("train", {}).get("rewards/accuracies", [])
+def _last_train_step(series: Series) -> int:
+    return max((step for points in series.get("train", {}).values() for step, _ in points), default=0)
+
+
+def _recent_train_accuracy(outcome: Mapping[str, Any], series: Series, up_to: int | None = None) -> float | None:
+    points = [(step, value) for step, value in series.get("train", {}).get("rewards/accuracies", [])
+              if up_to is None or step <= up_to]
     if points:
         return mean(value for _, value in points[-RECENT_TRAIN_BATCHES:])
     return _number(_outcome_metrics(outcome, "final_train"), "rewards/accuracies")
 
 
-def _over_fitted(method: str, validation: Mapping[str, Any], outcome: Mapping[str, Any], series: Series) -> str:
+def _over_fitted(
+    method: str, validation: Mapping[str, Any], outcome: Mapping[str, Any], series: Series, up_to: int | None = None
+) -> str:
+    """Why the model over-fits, judged on the steps up to ``up_to`` (all of them when None); empty when it does not."""
     accuracy = _number(validation, "rewards/accuracies")
-    train_accuracy = _recent_train_accuracy(outcome, series) if method == "dpo" else None
+    train_accuracy = _recent_train_accuracy(outcome, series, up_to) if method == "dpo" else None
     if accuracy is not None and train_accuracy is not None and train_accuracy - accuracy >= OVERFIT_ACCURACY_GAP:
         return (
             f"The training batches are right {format_share(train_accuracy)} of the time but the validation "
             f"pairs only {format_share(accuracy)}"
         )
-    losses = series.get("eval", {}).get("loss", [])
+    losses = [(step, value) for step, value in series.get("eval", {}).get("loss", []) if up_to is None or step <= up_to]
     if len(losses) >= 3:
         best_at = min(range(len(losses)), key=lambda i: losses[i][1])
         (best_step, best), (last_step, last) = losses[best_at], losses[-1]

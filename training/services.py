@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from labeling import quality, selectors
@@ -384,16 +384,21 @@ def _new_output_dir() -> str:
     return str(Path(settings.PREFTUNE_ARTIFACTS_DIR) / "runs" / uuid.uuid4().hex)
 
 
-def _record_progress(run_id: int, event: ProgressEvent) -> None:
-    now = timezone.now()
-    values = {k: float(v) for k, v in event.metrics.items() if isinstance(v, int | float)}
-    if event.kind in ("train", "eval") and values:
-        RunMetric.objects.update_or_create(
-            run_id=run_id, split=event.kind, step=event.step, defaults={"values": values}
-        )
-    TuningRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
-        step=event.step, total_steps=event.total_steps, heartbeat_at=now
-    )
+def _ours(run_id: int, attempt: int) -> QuerySet[TuningRun]:
+    """The run's row while ``attempt`` still owns it: running, and not claimed again since (the fencing token)."""
+    return TuningRun.objects.filter(pk=run_id, status=Status.RUNNING, attempt=attempt)
+
+
+def _record_progress(run_id: int, attempt: int, event: ProgressEvent) -> None:
+    with transaction.atomic():
+        # The row first, locked: a superseded attempt's events (a frozen worker that woke up) write nothing.
+        if not _ours(run_id, attempt).update(step=event.step, total_steps=event.total_steps, heartbeat_at=timezone.now()):
+            return
+        values = {k: float(v) for k, v in event.metrics.items() if isinstance(v, int | float)}
+        if event.kind in ("train", "eval") and values:
+            RunMetric.objects.update_or_create(
+                run_id=run_id, split=event.kind, step=event.step, defaults={"values": values}
+            )
 
 
 def _cancel_requested(run_id: int) -> bool:
@@ -406,15 +411,21 @@ def run_execute(*, run_id: int, worker_stopping: Callable[[], bool] | None = Non
 
     ``worker_stopping()`` True (the worker is shutting down) hands the run back: the child saves a checkpoint
     and stops, and the run is queued again to resume from it on the next worker."""
-    from training.trainer.child import ROWS_FILENAME, RunSpec
-    from training.trainer.core import latest_checkpoint
+    from training.trainer.child import ROWS_FILENAME, RunSpec, announce_attempt
     from training.trainer.process import run_supervised
 
     run = TuningRun.objects.select_related("base_model", "snapshot", "start_from").get(pk=run_id)
-    output_dir = Path(run.output_dir or _new_output_dir())
-    output_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = latest_checkpoint(output_dir)
-    TuningRun.objects.filter(pk=run_id).update(output_dir=str(output_dir), resumed_from=checkpoint or "")
+    attempt = run.attempt
+    if not run.output_dir:
+        run.output_dir = _new_output_dir()
+    output_dir = run.attempt_dir(attempt)
+    # exist_ok=False: attempt numbers come from the claim's atomic increment, so a folder already there means
+    # something else is writing it, and this attempt must not.
+    output_dir.mkdir(parents=True, exist_ok=False)
+    checkpoint = _resume_checkpoint(Path(run.output_dir), attempt)
+    if not _ours(run_id, attempt).update(output_dir=run.output_dir, resumed_from=checkpoint or ""):
+        return TuningRun.objects.get(pk=run_id)
+    announce_attempt(run.output_dir, attempt)  # an older attempt's trainer still alive stops on reading this
     rows_path = output_dir / ROWS_FILENAME
     rows_path.write_text(json.dumps(run.snapshot.rows, ensure_ascii=False))
     num_processes = int(run.settings.get("num_processes") or 1)
@@ -422,59 +433,59 @@ def run_execute(*, run_id: int, worker_stopping: Callable[[], bool] | None = Non
         model_path=run.base_model.path, rows_path=str(rows_path), rows_hash=run.snapshot.rows_hash,
         settings=run.settings, output_dir=str(output_dir), events_path=str(output_dir / "events.jsonl"),
         resume_from_checkpoint=checkpoint, num_processes=num_processes,
-        sharding=str(run.settings.get("sharding") or "none"),
+        sharding=str(run.settings.get("sharding") or "none"), run_dir=run.output_dir, attempt=attempt,
     )
     try:
-        with Heartbeat(TuningRun, run_id, Status.RUNNING):
+        with Heartbeat(TuningRun, run_id, Status.RUNNING, attempt=attempt):
             ended = run_supervised(
                 spec,
-                on_progress=lambda event: _record_progress(run_id, _progress_event(event)),
+                on_progress=lambda event: _record_progress(run_id, attempt, _progress_event(event)),
                 should_cancel=lambda: _cancel_requested(run_id),
-                still_ours=lambda: TuningRun.objects.filter(pk=run_id, status=Status.RUNNING).exists(),
+                still_ours=lambda: _ours(run_id, attempt).exists(),
                 cuda=num_processes > 1 and _cuda_available(),
                 should_yield=worker_stopping,
             )
     except Exception as exc:  # noqa: BLE001 - any failure ends the run with its reason recorded
         logger.exception("Run %s failed", run_id)
-        _finish(run_id, Status.FAILED, error=_describe(exc))
+        _finish(run_id, attempt, Status.FAILED, error=_describe(exc))
         return TuningRun.objects.get(pk=run_id)
     if ended.yielded and not _cancel_requested(run_id):
-        _hand_back(run_id)
+        _hand_back(run_id, attempt)
         return TuningRun.objects.get(pk=run_id)
     if ended.stopped:
         if _cancel_requested(run_id):
-            _finish(run_id, Status.CANCELLED, error="Cancelled by an admin.")
-        # Otherwise the run is no longer ours (the reaper failed it): leave the row as it is.
+            _finish(run_id, attempt, Status.CANCELLED, error="Cancelled by an admin.")
+        # Otherwise the run is no longer ours (the reaper failed it, or a newer attempt claimed it): leave the row.
         return TuningRun.objects.get(pk=run_id)
     if ended.result is None:
         logger.error("Run %s failed: %s", run_id, ended.error)
-        _finish(run_id, Status.FAILED, error=ended.error[:4000])
+        _finish(run_id, attempt, Status.FAILED, error=ended.error[:4000])
         return TuningRun.objects.get(pk=run_id)
     result = ended.result
     if result["cancelled"] and _cancel_requested(run_id):
-        _finish(run_id, Status.CANCELLED, error="Cancelled by an admin.")
+        _finish(run_id, attempt, Status.CANCELLED, error="Cancelled by an admin.")
         return TuningRun.objects.get(pk=run_id)
     if result["cancelled"]:
         # The child stopped on a SIGTERM that this worker did not send: a container stop, an orchestrator, a kill.
-        _finish(run_id, Status.FAILED, error=OUTSIDE_STOP)
+        _finish(run_id, attempt, Status.FAILED, error=OUTSIDE_STOP)
         return TuningRun.objects.get(pk=run_id)
     if run.method == TuningRun.Method.REWARD:
-        return _reward_model_finish(run, result)
+        return _reward_model_finish(run, attempt, result)
     with transaction.atomic():
         version = ModelVersion.objects.create(
             name=f"{run.name} (run {run.pk})"[:200], base_model=run.base_model, adapter_path=str(result["adapter_dir"]),
             saw_heldout=run.snapshot.includes_heldout or bool(run.start_from and run.start_from.saw_heldout),
             parent=run.start_from,
         )
-        if _mark_succeeded(run, result, model_version=version) != 1:
+        if _mark_succeeded(run, attempt, result, model_version=version) != 1:
             # Reaped or changed underneath us: keep what the database says, drop the orphan version.
             version.delete()
     return TuningRun.objects.get(pk=run_id)
 
 
-def _mark_succeeded(run: TuningRun, result: dict[str, Any], **fields: Any) -> int:
-    """Record a finished run's outcome if it is still ours (running); the number of rows updated, 0 or 1."""
-    return TuningRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(
+def _mark_succeeded(run: TuningRun, attempt: int, result: dict[str, Any], **fields: Any) -> int:
+    """Record a finished run's outcome if ``attempt`` still owns it; the number of rows updated, 0 or 1."""
+    return _ours(run.pk, attempt).update(
         status=Status.SUCCEEDED,
         outcome={**run.outcome, **result["outcome"]},
         step=result["steps"],
@@ -485,21 +496,21 @@ def _mark_succeeded(run: TuningRun, result: dict[str, Any], **fields: Any) -> in
     )
 
 
-def _reward_model_finish(run: TuningRun, result: dict[str, Any]) -> TuningRun:
+def _reward_model_finish(run: TuningRun, attempt: int, result: dict[str, Any]) -> TuningRun:
     """A reward model writes nothing, so it makes no model version: it becomes the project's scorer, and a job
     scores the project's answers with it (review outputs for their reward spread, open pairs for labeling order)."""
     from training.review.rewards import reward_scoring_job_create
 
     with transaction.atomic():
-        if _mark_succeeded(run, result) == 1:
+        if _mark_succeeded(run, attempt, result) == 1:
             reward_scoring_job_create(project=run.project, reward_run=TuningRun.objects.get(pk=run.pk))
     return TuningRun.objects.get(pk=run.pk)
 
 
-def _hand_back(run_id: int) -> None:
+def _hand_back(run_id: int, attempt: int) -> None:
     # Queued again, its message sent once this commits: another worker (or this one, restarted) resumes it.
     with transaction.atomic():
-        if TuningRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
+        if _ours(run_id, attempt).update(
             status=Status.QUEUED, worker="", error="", heartbeat_at=None
         ):
             logger.info("Run %s handed back: its worker is shutting down; it resumes from its last checkpoint.", run_id)
@@ -526,10 +537,17 @@ def _describe(exc: BaseException) -> str:
     return "".join(frames).strip()[:4000]
 
 
-def _finish(run_id: int, status: str, *, error: str = "") -> None:
-    TuningRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
-        status=status, error=error, finished_at=timezone.now()
-    )
+def _finish(run_id: int, attempt: int, status: str, *, error: str = "") -> None:
+    _ours(run_id, attempt).update(status=status, error=error, finished_at=timezone.now())
+
+
+def _resume_checkpoint(run_dir: Path, attempt: int) -> str | None:
+    """The newest complete checkpoint that an earlier attempt of the run left (runs trained before attempts had
+    folders of their own kept theirs in the run folder itself)."""
+    from training.trainer.core import latest_checkpoint
+
+    found = [latest_checkpoint(folder) for folder in [run_dir, *(run_dir / f"attempt-{n}" for n in range(1, attempt))]]
+    return max(filter(None, found), key=lambda path: int(Path(path).name.rsplit("-", 1)[1]), default=None)
 
 
 def run_cancel(*, run: TuningRun) -> TuningRun:

@@ -198,12 +198,17 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ROUTES = {"workers.run_train": {"queue": "gpu"}}
 CELERY_BEAT_SCHEDULE = {
-    "reap-stale-runs": {"task": "workers.runs_reap_stale", "schedule": 30.0},
-    "requeue-lost-runs": {"task": "workers.runs_requeue_lost", "schedule": 60.0},
+    # The watchdog threads do this without waiting on a queue; these remain for a deployment that runs beat and
+    # a worker for the default queue. A message not taken within its period is dropped, not piled up behind work.
+    "reap-stale-runs": {"task": "workers.runs_reap_stale", "schedule": 30.0, "options": {"expires": 30}},
+    "requeue-lost-runs": {"task": "workers.runs_requeue_lost", "schedule": 60.0, "options": {"expires": 60}},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # A running run whose heartbeat is older than this is failed as "worker died" (heartbeats come every 10 s).
 PREFTUNE_RUN_STALE_SECONDS = env_int("PREFTUNE_RUN_STALE_SECONDS", 120)
+# The watchdog thread (training/watchdog.py) in every worker and web process; off only where a test wants no
+# reaping behind its back.
+PREFTUNE_WATCHDOG = env_bool("PREFTUNE_WATCHDOG", True)
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie

@@ -12,6 +12,7 @@ from django.conf import settings
 from training import registry, requeue
 from training import services as training_services
 from training.review import generation as review_generation
+from training.watchdog import watchdog_start
 
 
 @shared_task(name="workers.run_train", queue="gpu", bind=True, acks_late=True, time_limit=24 * 3600)
@@ -74,6 +75,8 @@ def _fail_runs_left_by_this_worker(sender=None, **kwargs) -> None:  # noqa: ANN0
         training_services.worker_announce(hostname=hostname, queues=queues, gpus=_gpu_count())
         training_services.runs_reap_stale(worker_name=hostname)
         review_generation.generation_jobs_reap(worker_name=hostname)
+    # In the main process, which never waits behind a task: see training/watchdog.py.
+    watchdog_start("worker")
 
 
 @shared_task(name="workers.generate", queue="gpu", bind=True, acks_late=True, time_limit=6 * 3600)

@@ -99,8 +99,8 @@ def test_on_a_cpu_worker_the_automatic_settings_size_a_run_to_minutes():
     gpu, gpu_notes = TrainSettings().resolve(122)
     cpu, cpu_notes = TrainSettings().resolve(122, device="cpu")
     assert (gpu.max_length, gpu.num_train_epochs, gpu.total_steps(122)) == (512, 3, 93)
-    assert (cpu.max_length, cpu.num_train_epochs, cpu.total_steps(122)) == (192, 2, 62)
-    assert any("Rows cut at 192 tokens" in note and "CPU worker" in note for note in cpu_notes)
+    assert (cpu.max_length, cpu.num_train_epochs, cpu.total_steps(122)) == (160, 2, 62)
+    assert any("Rows cut at 160 tokens" in note and "CPU worker" in note for note in cpu_notes)
     assert not any("Rows cut" in note for note in gpu_notes), "the GPU's length is no choice worth a sentence"
     # A large set still gets two passes on a CPU for DPO (the first pass is never kept), one for KTO.
     assert TrainSettings().resolve(1000, device="cpu")[0].num_train_epochs == 2

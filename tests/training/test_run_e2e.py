@@ -250,11 +250,10 @@ def test_a_reward_model_trains_on_a_real_worker_then_scores_the_projects_answers
     answers = Completion.objects.filter(prompt__project=project).count()
     assert RewardScore.objects.filter(reward_run=run).count() == answers == job.completions_created
     assert len(set(RewardScore.objects.filter(reward_run=run).values_list("score", flat=True))) > 1
-    from pathlib import Path
 
     from safetensors.torch import load_file
 
-    adapter = Path(run.output_dir) / "adapter"
+    adapter = run.attempt_dir() / "adapter"
     _assert_adapter_was_trained(str(adapter))
     weights = load_file(str(adapter / "adapter_model.safetensors"))
     assert any("score" in name for name in weights), "the score head is saved with the adapter"

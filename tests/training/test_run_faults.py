@@ -2,6 +2,8 @@
 resumes from its last checkpoint when retried. Real worker processes, Redis, PostgreSQL, a tiny model."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import time
@@ -54,9 +56,15 @@ def _status(run_id: int) -> str:
     return TuningRun.objects.values_list("status", flat=True).get(pk=run_id)
 
 
+def _checkpoint(run: TuningRun) -> str | None:
+    """The newest complete checkpoint of the run's latest attempt."""
+    run = TuningRun.objects.get(pk=run.pk)
+    return latest_checkpoint(run.attempt_dir()) if run.attempt else None
+
+
 def _trainer_pids(output_dir: str) -> list[int]:
-    """Processes running `python -m training.trainer <output_dir>/run-spec.json`."""
-    spec = str(Path(output_dir) / "run-spec.json").encode()
+    """Processes running `python -m training.trainer <output_dir>/attempt-N/run-spec.json`, any attempt."""
+    folder = str(Path(output_dir)).encode() + b"/"
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -65,7 +73,7 @@ def _trainer_pids(output_dir: str) -> list[int]:
                 state = (proc / "stat").read_text().split(") ", 1)[1][0]
             except (OSError, IndexError):
                 continue
-            if spec in cmdline and state != "Z":
+            if any(arg.startswith(folder) and arg.endswith(b"/run-spec.json") for arg in cmdline) and state != "Z":
                 pids.append(int(proc.name))
     return pids
 
@@ -127,7 +135,7 @@ def test_a_worker_killed_mid_run_leaves_the_run_failed_and_a_retry_resumes(clien
 
     with celery_worker("doomed") as worker:
         wait_for(
-            lambda: TuningRun.objects.filter(pk=run.pk, step__gte=3).exists() and latest_checkpoint(run.output_dir),
+            lambda: TuningRun.objects.filter(pk=run.pk, step__gte=3).exists() and _checkpoint(run),
             timeout=180, interval=0.1, what="a checkpoint",
         )
         kill_worker(worker)
@@ -223,15 +231,15 @@ def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_newest_complete_o
 
     with celery_worker("checkpoints"):
         wait_for(
-            lambda: TuningRun.objects.filter(pk=run.pk, step__gte=5).exists() and latest_checkpoint(run.output_dir),
+            lambda: TuningRun.objects.filter(pk=run.pk, step__gte=5).exists() and _checkpoint(run),
             timeout=180, interval=0.1, what="a complete checkpoint",
         )
         run.refresh_from_db()
         os.kill(_trainer_pids(run.output_dir)[0], signal.SIGKILL)
         wait_for(lambda: _status(run.pk) == "failed", timeout=30, what="the run to fail")
-        complete = latest_checkpoint(run.output_dir)
+        complete = _checkpoint(run)
         # What a kill part-way through writing the next checkpoint leaves: the adapter card and nothing else.
-        partial = Path(run.output_dir) / "checkpoints" / "checkpoint-15"
+        partial = Path(complete).parent / "checkpoint-15"
         partial.mkdir()
         (partial / "README.md").write_text("# adapter card, written first")
 
@@ -242,6 +250,62 @@ def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_newest_complete_o
     assert run.status == "succeeded", run.error
     assert run.resumed_from == complete
     assert (run.step, run.attempt) == (16, 2)
+
+
+def _events_steps(attempt_dir: Path) -> list[int]:
+    events = attempt_dir / "events.jsonl"
+    lines = events.read_text().splitlines() if events.exists() else []
+    return [json.loads(line)["step"] for line in lines if '"progress"' in line]
+
+
+def _checkpoint_names(attempt_dir: Path) -> set[str]:
+    folder = attempt_dir / "checkpoints"
+    return {path.name for path in folder.iterdir()} if folder.is_dir() else set()
+
+
+def test_a_frozen_worker_that_wakes_after_its_run_moved_on_trains_and_writes_nothing_more(client, admin, tiny_base):
+    # Given a run whose worker (and its trainer) froze after a checkpoint, was failed by the reaper, and was
+    # retried: a second worker takes it as attempt 2
+    project = voted_compare_project(8, name="Two workers")
+    run = _launch(project, tiny_base, admin, max_steps=14)
+    with celery_worker("frozen") as frozen:
+        old_child = _training_child(run)
+        wait_for(lambda: _checkpoint(run), timeout=120, interval=0.1, what="a checkpoint")
+        os.killpg(frozen.pid, signal.SIGSTOP)
+        os.kill(old_child, signal.SIGSTOP)
+        try:
+            at_freeze = TuningRun.objects.get(pk=run.pk)
+            old_dir, old_steps, old_checkpoints = (
+                at_freeze.attempt_dir(), _events_steps(at_freeze.attempt_dir()), _checkpoint_names(at_freeze.attempt_dir())
+            )
+            assert services.runs_reap_stale(worker_name=at_freeze.worker) == [run.pk]
+            client.post(f"/runs/{run.pk}/retry/")
+            with celery_worker("second"):
+                new_log = at_freeze.attempt_dir(2) / "trainer.log"
+                # Then the new attempt's trainer waits while the old one, frozen, still holds the run
+                wait_for(lambda: new_log.exists() and "Waiting for the trainer of an earlier attempt" in new_log.read_text(),
+                         timeout=120, interval=0.2, what="attempt 2's trainer to wait for attempt 1's")
+                time.sleep(2)
+                assert _events_steps(at_freeze.attempt_dir(2)) == [] and not _checkpoint_names(at_freeze.attempt_dir(2))
+                # When the frozen worker and trainer wake up
+                os.kill(old_child, signal.SIGCONT)
+                os.killpg(frozen.pid, signal.SIGCONT)
+                wait_for(lambda: _status(run.pk) in ("succeeded", "failed"), timeout=240, what="attempt 2 to finish")
+        finally:
+            for send in (lambda: os.kill(old_child, signal.SIGCONT), lambda: os.killpg(frozen.pid, signal.SIGCONT)):
+                with contextlib.suppress(ProcessLookupError):
+                    send()
+
+    # Then the old trainer stopped on waking, having written no event and no checkpoint past the freeze, and the
+    # new attempt trained the run to the end from the old attempt's newest checkpoint
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert (run.attempt, run.step) == (2, 14)
+    assert "was superseded by attempt 2: stopping at once" in (old_dir / "trainer.log").read_text()
+    assert not Path(f"/proc/{old_child}").exists() or "Z" in Path(f"/proc/{old_child}/stat").read_text().split(") ")[1][:1]
+    assert _events_steps(old_dir) == old_steps and _checkpoint_names(old_dir) == old_checkpoints
+    assert run.resumed_from.startswith(str(old_dir)) and run.model_version.adapter_path.startswith(str(run.attempt_dir(2)))
+    assert sorted(set(_events_steps(run.attempt_dir(2)))) == list(range(int(run.resumed_from.rsplit("-", 1)[1]) + 1, 15))
 
 
 def test_the_reaper_failing_a_run_stops_its_training_child(admin, tiny_base):
@@ -290,7 +354,7 @@ def test_a_worker_shut_down_mid_run_hands_the_run_back_to_resume_elsewhere(admin
     assert run.status == "queued" and run.error == "" and run.worker == ""
     assert shutdown_took < 60, f"the shutdown waited {shutdown_took:.0f} s"
     handed_back_at = run.step
-    checkpoint = latest_checkpoint(run.output_dir)
+    checkpoint = _checkpoint(run)
     assert checkpoint and checkpoint.endswith(f"checkpoint-{handed_back_at}"), "saved where it stopped"
     assert _trainer_pids(run.output_dir) == []
 

@@ -455,14 +455,14 @@ def test_with_only_a_cpu_worker_the_automatic_settings_are_sized_for_the_cpu(
     response, callbacks = _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks,
                                   max_length="", num_train_epochs="", max_steps="-1")
 
-    # Then the form promises two passes of rows cut at 192 tokens, where a GPU worker would get three at 512
+    # Then the form promises two passes of rows cut at 160 tokens, where a GPU worker would get three at 512
     assert "≈ 120 training rows → 90 optimizer steps" in gpu_html and "rows cut at 512 tokens for a GPU worker" in gpu_html
     assert "≈ 120 training rows → 60 optimizer steps" in html
-    assert "2 epochs, chosen automatically; rows cut at 192 tokens for the CPU worker" in html
+    assert "2 epochs, chosen automatically; rows cut at 160 tokens for the CPU worker" in html
     run = TuningRun.objects.get()
     assert response.status_code == 302 and len(callbacks) == 1
-    assert (run.settings["max_length"], run.settings["num_train_epochs"]) == (192, 2)
-    assert any("Rows cut at 192 tokens" in choice for choice in run.outcome["choices"])
+    assert (run.settings["max_length"], run.settings["num_train_epochs"]) == (160, 2)
+    assert any("Rows cut at 160 tokens" in choice for choice in run.outcome["choices"])
 
 
 def test_an_empty_project_gets_no_step_estimate_and_a_warning_with_how_much_to_label(admin_client, tiny_base):

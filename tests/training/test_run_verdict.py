@@ -76,6 +76,21 @@ def test_training_far_above_validation_is_over_fitted_and_points_at_the_kept_che
     assert "step 120" in verdict.advice and "fewer epochs" in verdict.advice and "more data" in verdict.advice
 
 
+def test_a_checkpoint_kept_before_a_second_pass_memorised_the_pairs_is_judged_on_its_own_steps():
+    # The demo's run: steps 10-30 in the first pass near 75% on the batches, then 100% in the second pass; the
+    # checkpoint kept at step 30 validates at 74%
+    series = _series(train={"rewards/accuracies": [0.75, 0.7, 0.75] + [1.0] * 6}, eval={"rewards/accuracies": [0.7, 0.74, 0.7]})
+    outcome = _outcome({"rewards/accuracies": 0.74, "rewards/margins": 0.3}, kept_step=30)
+
+    verdict = run_verdict(method="dpo", outcome=outcome, series=series)
+    at_the_end = run_verdict(method="dpo", outcome={**outcome, "kept_step": 90}, series=series)
+
+    assert verdict.kind == "ok", verdict.message
+    assert any("After step 30 it went on to learn the training pairs by heart (the training batches are right 100%"
+               in note and "the saved adapter is the step-30 checkpoint" in note for note in verdict.also), verdict.also
+    assert at_the_end.kind == "over_fitted", "kept at the last step, the memorising adapter is the one saved"
+
+
 def test_over_fitting_wins_over_near_chance_validation():
     series = _series(train={"rewards/accuracies": [1.0] * 5})
 

@@ -12,12 +12,19 @@ A failure is a non-zero exit with the traceback on stderr; the worker records it
 train on is refused: one line on stderr, exit status EXIT_REFUSED, and the reason as an event too, since a
 multi-process launcher exits with its own status and buries the line under its report. SIGTERM asks
 for a stop after the current optimizer step (the result then says cancelled). No Django here.
+
+Each claim of a run is an attempt with its own folder, and two attempts never train at once: the worker writes
+the newest attempt's number into the run folder (``announce_attempt``) before it starts its child; a child
+whose attempt has been superseded (its worker froze, the run was reaped and retried elsewhere, and it woke up)
+kills itself within half a second, and a child holds the run folder's lock while it lives, so a newer
+attempt's child waits for an older one still alive before it trains.
 """
 
 from __future__ import annotations
 
 import ctypes
 import dataclasses
+import fcntl
 import json
 import os
 import signal
@@ -26,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .config import SettingsError, TrainSettings
 from .rows import RowsError, rows_hash
@@ -35,10 +42,38 @@ SPEC_FILENAME = "run-spec.json"
 ROWS_FILENAME = "rows.json"
 EXIT_REFUSED = 3
 WORKER_PID_ENV = "PREFTUNE_WORKER_PID"
+ATTEMPT_FILENAME = "attempt"  # in the run folder: the number of the newest attempt, written by its worker
+LOCK_FILENAME = "trainer.lock"  # in the run folder: held by the one child that may train the run
+# How long a new attempt's child waits for an older attempt's child to let go of the run: one that still holds it
+# after this is frozen or hung, and an operator has to stop it.
+LOCK_WAIT_SECONDS = 300
+SUPERSEDED_CHECK_SECONDS = 0.5
 
 
 class SnapshotMismatch(Exception):
     """The rows handed to the trainer are not the rows the snapshot recorded."""
+
+
+class RunLocked(Exception):
+    """An older attempt's trainer still holds the run folder."""
+
+
+def newest_attempt(run_dir: str | os.PathLike[str]) -> int:
+    """The attempt number the run folder names as the newest (0 when none has announced itself)."""
+    try:
+        return int((Path(run_dir) / ATTEMPT_FILENAME).read_text().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def announce_attempt(run_dir: str | os.PathLike[str], attempt: int) -> None:
+    """Name ``attempt`` the run's newest, unless a newer one already is (a superseded worker that wakes up and
+    announces late must not take the run back)."""
+    if newest_attempt(run_dir) >= attempt:
+        return
+    tmp = Path(run_dir) / f".{ATTEMPT_FILENAME}.{os.getpid()}"
+    tmp.write_text(str(attempt))
+    os.replace(tmp, Path(run_dir) / ATTEMPT_FILENAME)
 
 
 @dataclass
@@ -54,6 +89,8 @@ class RunSpec:
     resume_from_checkpoint: str | None = None
     num_processes: int = 1
     sharding: str = "none"  # "fsdp": the processes shard the model (see sharding.py); the launch command follows it
+    run_dir: str | None = None  # the folder of all the run's attempts (output_dir is this attempt's, inside it)
+    attempt: int = 0
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=1))
@@ -107,6 +144,61 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="worker-watchdog").start()
 
 
+def _stop_if_superseded(spec: RunSpec) -> None:
+    """Kill this process group, at once and writing nothing more, when the run folder names a newer attempt."""
+    if not spec.run_dir or not spec.attempt:
+        return
+    newest = newest_attempt(spec.run_dir)
+    if newest > spec.attempt:
+        print(f"Attempt {spec.attempt} was superseded by attempt {newest}: stopping at once.", file=sys.stderr, flush=True)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def _exit_when_superseded(spec: RunSpec) -> None:
+    """Check for a newer attempt twice a second, besides before each event (see ``main``)."""
+    if not spec.run_dir or not spec.attempt:
+        return
+
+    def watch() -> None:
+        while True:
+            _stop_if_superseded(spec)
+            time.sleep(SUPERSEDED_CHECK_SECONDS)
+
+    threading.Thread(target=watch, daemon=True, name="superseded-watchdog").start()
+
+
+def _hold_run_lock(spec: RunSpec, wait_seconds: float = LOCK_WAIT_SECONDS) -> IO[str] | None:
+    """Take the run folder's lock (kept until this process ends), waiting for an older attempt's child that
+    still holds it; RunLocked if it does not let go in ``wait_seconds``."""
+    if not spec.run_dir or not _is_rank_zero():
+        return None
+    handle = open(Path(spec.run_dir) / LOCK_FILENAME, "a+", encoding="utf-8")  # noqa: SIM115 - held for life
+    deadline = time.monotonic() + wait_seconds
+    said = False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "an unknown process"
+            if time.monotonic() > deadline:
+                handle.close()
+                raise RunLocked(
+                    f"The trainer of an earlier attempt ({holder}) still holds this run after {wait_seconds:.0f} s: "
+                    "its worker is frozen or hung. Stop that process, then Retry."
+                ) from None
+            if not said:
+                print(f"Waiting for the trainer of an earlier attempt ({holder}) to stop.", file=sys.stderr, flush=True)
+                said = True
+            time.sleep(0.2)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {os.uname().nodename}, attempt {spec.attempt}")
+    handle.flush()
+    return handle
+
+
 def _to_json(value: Any) -> Any:
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return None
@@ -147,10 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGUSR1, request_pause)
     # The parent started us with SIGUSR1 blocked (see TrainerProcess): one sent before now is delivered here.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+    _exit_when_superseded(spec)
     try:
+        lock = _hold_run_lock(spec)  # noqa: F841 - held, not used: the lock lasts as long as the open file
         rows = load_checked_rows(spec)
         settings = TrainSettings.from_dict(spec.settings)
-    except (SnapshotMismatch, SettingsError, RowsError) as exc:
+    except (SnapshotMismatch, SettingsError, RowsError, RunLocked) as exc:
         return _refuse(exc, spec)
 
     events = open(spec.events_path, "a", buffering=1, encoding="utf-8") if _is_rank_zero() else None  # noqa: SIM115
@@ -160,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
             events.write(json.dumps(_to_json(payload)) + "\n")
 
     def progress(event: Any) -> None:
+        # Events are logged before the step's checkpoint is saved: a trainer that wakes up superseded dies here,
+        # before writing the event or the checkpoint, even inside the watchdog's half second.
+        _stop_if_superseded(spec)
         emit({"type": "progress", **dataclasses.asdict(event)})
 
     from .core import train  # torch and TRL load here, after the cheap checks

@@ -250,7 +250,8 @@ def run_supervised(
             if now >= next_check:
                 next_check = now + check_seconds
                 if not still_ours():
-                    child.stop(grace=5.0)
+                    # At once, not after its step: a newer attempt may already be training this run.
+                    child.stop(grace=0.0)
                     return ChildOutcome(stopped=True, returncode=child.popen.returncode)
                 if yield_sent_at is None and should_yield is not None and should_yield():
                     if spec.num_processes > 1:

@@ -205,6 +205,15 @@ class Command(BaseCommand):
                         model_name=history["model"].split(",")[0], model_version=version,
                         generation_settings={**settings, "sample": index}, finish_reason=answer["finish_reason"],
                     )
+            prompts = {prompt.external_id: prompt for prompt in Prompt.objects.filter(project=project, split="heldout")}
+            # The base half of the first review, already written: the review reuses outputs with these settings.
+            base_outputs = [
+                Completion(prompt=prompts[output["prompt"]], text=output["text"], source=Completion.Source.GENERATED,
+                           model_name=history["model"].split(",")[0], model_version=version,
+                           generation_settings=output["generation_settings"], finish_reason=output["finish_reason"])
+                for output in history.get("heldout_base_outputs", []) if version is not None
+            ]
+            Completion.objects.bulk_create(base_outputs)
             votes = 0
             for number, pair in enumerate(history["pairs"]):
                 first = answers[pair["prompt"], pair["a"]]
@@ -226,7 +235,8 @@ class Command(BaseCommand):
             _spread_over_past_days(project)
         self.stdout.write(
             f"Created project {HISTORY_NAME!r} (id {project.pk}): {len(history['prompts'])} prompts, "
-            f"{len(answers)} answers, {len(history['pairs'])} pairs, {votes} votes."
+            f"{len(answers)} answers, {len(history['pairs'])} pairs, {votes} votes, {len(base_outputs)} held-out "
+            "answers of the base model for its first review."
         )
 
 
