@@ -333,3 +333,49 @@ def project_flip_rate(*, project: Project) -> FlipRate | None:
     if pairs < MIN_FLIP_RATE_PAIRS:
         return None
     return FlipRate(rate=flip_rate_from_agreement(agree, pairs), agreeing_pairs=agree, annotator_pairs=pairs, tasks=tasks)
+
+
+def majority_label_error(winner_votes: int, loser_votes: int, flip_rate: float) -> float:
+    """The chance that a pair's majority label is wrong, given how its a/b votes split and that each vote is
+    flipped with ``flip_rate``, either answer being the better one beforehand: (e^w (1-e)^l) / (that + (1-e)^w e^l).
+    At e = 0.2 a 2-0 pair is wrong 5.9% of the time, 3-0 1.5%, 2-1 20% (one vote cancels one), 1-0 20%."""
+    if not 0 <= flip_rate < 0.5:
+        raise ValueError(f"A flip rate must be in [0, 0.5), got {flip_rate!r}")
+    wrong = flip_rate**winner_votes * (1 - flip_rate) ** loser_votes
+    right = (1 - flip_rate) ** winner_votes * flip_rate**loser_votes
+    return wrong / (wrong + right)
+
+
+@dataclass(frozen=True)
+class LabelNoise:
+    """How often the majority labels a run trains on are wrong, on average over its decided pairs, and the vote
+    splits it comes from ("2-0": pairs won 2 votes to 0)."""
+
+    rate: float
+    pairs: int
+    splits: dict[str, int]
+
+
+def project_label_noise(*, project: Project, flip_rate: float, unanimous_only: bool = False) -> LabelNoise | None:
+    """The mean ``majority_label_error`` over the project's decided labeling pairs on train prompts (only the
+    unanimous ones with ``unanimous_only``, as when split pairs are dropped); None when there are none.
+
+    The per-vote flip rate overstates the noise of an aggregated label: robust DPO's smoothing is the share of
+    training labels that are wrong, and two agreeing votes are wrong far less often than one."""
+    choices: dict[int, list[str]] = defaultdict(list)
+    for task_id, choice in PairVote.objects.filter(
+        task__project=project, task__purpose=PairTask.Purpose.LABEL, task__prompt__split="train", choice__in=["a", "b"]
+    ).values_list("task_id", "choice"):
+        choices[task_id].append(choice)
+    splits: Counter[tuple[int, int]] = Counter()
+    for votes in choices.values():
+        winner = max(votes.count("a"), votes.count("b"))
+        loser = len(votes) - winner
+        if winner == loser or (unanimous_only and loser):
+            continue
+        splits[winner, loser] += 1
+    pairs = sum(splits.values())
+    if not pairs:
+        return None
+    rate = sum(count * majority_label_error(w, lose, flip_rate) for (w, lose), count in splits.items()) / pairs
+    return LabelNoise(rate=rate, pairs=pairs, splits={f"{w}-{lose}": n for (w, lose), n in sorted(splits.items())})

@@ -400,9 +400,12 @@ def run_verdict(
         )
     if displacement:
         return Verdict("displacement", sentence(f"{displacement_note}."), _DISPLACEMENT_ADVICE, tuple(also))
+    ok = _ok_sentence(method, validation, noun)
+    if also and kept_before_end:
+        ok = ok.replace("with no sign of over-fitting.", f"with no sign of over-fitting up to step {kept}, the one kept.")
     return Verdict(
         "ok",
-        sentence(_ok_sentence(method, validation, noun)),
+        sentence(ok),
         REWARD_NEXT if method == "reward"
         else "Next: review base and tuned outputs side by side, then send them to annotators as blind battles.",
         tuple(also),

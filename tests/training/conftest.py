@@ -5,12 +5,41 @@ import os
 
 import pytest
 
-from tests.factories import ProjectFactory, UserFactory, make_pair_task, make_pair_vote, make_rate_task, make_rating
+from tests.factories import (
+    PASSWORD,
+    AdminFactory,
+    ProjectFactory,
+    UserFactory,
+    make_pair_task,
+    make_pair_vote,
+    make_rate_task,
+    make_rating,
+)
 from training.models import BaseModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+# A run on the tiny model long enough to be caught mid-training by a fault test (400 steps; stopped before then).
+LONG_RUN = {
+    "max_steps": 400,
+    "per_device_batch_size": 2,
+    "max_length": 64,
+    "validation_fraction": 0.0,
+    "learning_rate": 1e-3,
+    "save_steps": 2,
+    "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+}
+
+
+@pytest.fixture
+def admin(client):
+    """A staff user, logged in on ``client``."""
+    user = AdminFactory()
+    assert client.login(username=user.username, password=PASSWORD)
+    return user
 
 
 # A valid launch form for /projects/<id>/runs/new/: tiny settings that train in seconds on a CPU.

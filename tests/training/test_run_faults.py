@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from tests.factories import PASSWORD, AdminFactory, ProjectFactory, make_run
-from tests.training.conftest import voted_compare_project
+from tests.factories import ProjectFactory, make_run
+from tests.training.conftest import LONG_RUN, voted_compare_project
 from tests.worker_process import celery_worker, kill_worker, purge_queues, wait_for
 from training import services
 from training.models import TuningRun
@@ -27,28 +27,10 @@ pytestmark = [
     pytest.mark.timeout(480),
 ]
 
-LONG = {
-    "max_steps": 400,
-    "per_device_batch_size": 2,
-    "max_length": 64,
-    "validation_fraction": 0.0,
-    "learning_rate": 1e-3,
-    "save_steps": 2,
-    "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
-}
-
-
-@pytest.fixture
-def admin(client):
-    user = AdminFactory()
-    assert client.login(username=user.username, password=PASSWORD)
-    return user
-
-
 def _launch(project, base, admin, **settings) -> TuningRun:
     purge_queues("default", "gpu")
     return services.run_launch(
-        project=project, base_model_id=base.pk, method="dpo", settings_data={**LONG, **settings}, created_by=admin
+        project=project, base_model_id=base.pk, method="dpo", settings_data={**LONG_RUN, **settings}, created_by=admin
     )
 
 

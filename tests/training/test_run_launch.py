@@ -291,10 +291,12 @@ def test_noise_handling_drops_split_pairs_and_sets_robust_smoothing_from_agreeme
     _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, noise_handling="robust")
 
     run = TuningRun.objects.get()
-    # e = (1 - sqrt(2 * 0.75 - 1)) / 2 = 0.1464...
-    assert run.settings["loss_type"] == "robust" and run.settings["label_smoothing"] == 0.146
+    # e = (1 - sqrt(2 * 0.75 - 1)) / 2 = 0.1464..., and the 15 labels the run trains on are each two agreeing votes,
+    # wrong e² / (e² + (1 - e)²) = 0.0286 of the time: that, not e, is the share of wrong labels to smooth for
+    assert run.settings["loss_type"] == "robust" and run.settings["label_smoothing"] == 0.029
     lineage = run.snapshot.lineage
     assert lineage["noise_handling"] == "robust" and lineage["estimated_flip_rate"] == 0.1464
+    assert lineage["label_noise_splits"] == {"2-0": 15}
     assert lineage["flip_rate_basis"] == "15 of 20 annotator pairs agreed on 20 tasks"
 
 

@@ -86,6 +86,7 @@ def test_a_checkpoint_kept_before_a_second_pass_memorised_the_pairs_is_judged_on
     at_the_end = run_verdict(method="dpo", outcome={**outcome, "kept_step": 90}, series=series)
 
     assert verdict.kind == "ok", verdict.message
+    assert verdict.message.endswith("with no sign of over-fitting up to step 30, the one kept."), verdict.message
     assert any("After step 30 it went on to learn the training pairs by heart (the training batches are right 100%"
                in note and "the saved adapter is the step-30 checkpoint" in note for note in verdict.also), verdict.also
     assert at_the_end.kind == "over_fitted", "kept at the last step, the memorising adapter is the one saved"

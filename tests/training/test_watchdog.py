@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from tests.factories import PASSWORD, AdminFactory, make_run
+from tests.factories import make_run
 from tests.faults.conftest import free_port
-from tests.training.conftest import voted_compare_project
+from tests.training.conftest import LONG_RUN, voted_compare_project
 from tests.worker_process import celery_worker, database_url_for_workers, purge_queues, wait_for
 from training import services
 from training.models import TuningRun
@@ -33,27 +33,13 @@ pytestmark = [
 
 STALE_SECONDS = 20
 WATCHED = {"PREFTUNE_WATCHDOG": "1", "PREFTUNE_RUN_STALE_SECONDS": str(STALE_SECONDS)}
-LONG = {
-    "max_steps": 400, "per_device_batch_size": 2, "max_length": 64, "validation_fraction": 0.0,
-    "learning_rate": 1e-3, "save_steps": 100,
-    "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
-}
-
-
-@pytest.fixture
-def admin(client):
-    user = AdminFactory()
-    assert client.login(username=user.username, password=PASSWORD)
-    return user
-
-
 def _status(run_id: int) -> str:
     return TuningRun.objects.values_list("status", flat=True).get(pk=run_id)
 
 
 def _training(project, base, admin) -> TuningRun:  # noqa: ANN001
     purge_queues("default", "gpu")
-    return services.run_launch(project=project, base_model_id=base.pk, method="dpo", settings_data=LONG, created_by=admin)
+    return services.run_launch(project=project, base_model_id=base.pk, method="dpo", settings_data={**LONG_RUN, "save_steps": 100}, created_by=admin)
 
 
 @contextlib.contextmanager
