@@ -72,6 +72,30 @@ def test_the_leaderboard_ranks_versions_with_intervals(setup):
     assert review_selectors.leaderboard(project=setup.project) == rows, "seeded: a reload shows the same figures"
 
 
+def test_the_leaderboard_and_battle_results_count_only_battles_on_held_out_prompts(setup):
+    # Given the four held-out battles won 3-1 by the tuned version, and a battle on the train prompt (next-round
+    # preference data) that the base won
+    from labeling.models import Prompt
+    from tests.review.conftest import SETTINGS, add_output
+
+    review_battles.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base, seed=2)
+    _vote_as(setup, ["tuned", "tuned", "tuned", "base"])
+    train = Prompt.objects.get(project=setup.project, split="train")
+    add_output(train, setup.base, "A base answer to train on.", SETTINGS)
+    add_output(train, setup.tuned, "A tuned answer to train on.", SETTINGS)
+    review_battles.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base, seed=2,
+                                  prompt_ids=[train.pk])
+    on_train = PairTask.objects.get(purpose="review", prompt=train)
+    make_pair_vote(on_train, UserFactory(), "a" if on_train.completion_a.model_version_id == setup.base.pk else "b")
+
+    # Then the leaderboard is what the held-out battles say, the train-prompt vote left out
+    top = review_selectors.leaderboard(project=setup.project)[0]
+    assert (top.version, top.battles, top.wins, top.losses) == (setup.tuned, 4, 3, 1)
+    # and so are the run's battle results, which say how many train-prompt battles they left out
+    results = review_selectors.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)
+    assert (results.wins, results.losses, results.tasks, results.on_train_prompts) == (3, 1, 4, 1)
+
+
 def test_versions_with_outputs_are_offered_for_battles(setup):
     ModelVersion.objects.create(name="idle", base_model=setup.run.base_model, adapter_path="/b")
     assert review_selectors.project_versions_with_outputs(project=setup.project) == sorted([setup.base, setup.tuned], key=lambda v: v.name)

@@ -85,6 +85,26 @@ def test_bootstrap_interval_matches_the_binomial_quantiles_for_two_models():
     assert result["B"][1] == pytest.approx(2000 - high, abs=1e-6)
 
 
+def test_a_prompt_bootstrap_resamples_whole_prompts_and_its_interval_is_the_hand_computed_extremes():
+    # Prompt 1: A beats B in all 10 votes; prompt 2: B beats A in all 10. A prompt resample is {1,1}, {1,2} or
+    # {2,2}, each {1,1} (or {2,2}) a quarter of the time, so the 2.5% and 97.5% percentiles are the fits on
+    # prompt 2 alone and prompt 1 alone, doubled: with one virtual tie, A at 1000 ± 200·log10(20.5 / 0.5).
+    battles = [("A", "B", WIN)] * 10 + [("A", "B", LOSS)] * 10
+    prompts = [1] * 10 + [2] * 10
+
+    by_prompt = bradley_terry_bootstrap(battles, rounds=400, seed=5, prior=1.0, groups=prompts)
+    by_vote = bradley_terry_bootstrap(battles, rounds=400, seed=5, prior=1.0)
+
+    rating, low, high = by_prompt["A"]
+    assert rating == pytest.approx(1000, abs=1e-6)
+    assert high == pytest.approx(1000 + 200 * math.log10(20.5 / 0.5), abs=1e-6)
+    assert low == pytest.approx(1000 - 200 * math.log10(20.5 / 0.5), abs=1e-6)
+    # Votes resampled one by one: 20 coin flips, an interval a fraction as wide.
+    assert by_vote["A"][2] - by_vote["A"][1] < (high - low) / 3
+    with pytest.raises(ValueError, match="One group per battle"):
+        bradley_terry_bootstrap(battles, groups=[1])
+
+
 def test_bootstrap_is_reproducible_and_degenerate_when_every_battle_is_a_tie():
     battles = [("A", "B", TIE)] * 6 + [("B", "C", TIE)] * 6
     result = bradley_terry_bootstrap(battles, rounds=50, seed=1)

@@ -446,6 +446,7 @@ class BattleResults:
     tasks_complete: int = 0
     prompts: int = 0  # prompts those pairs are on
     unmatched: int = 0  # legacy review pairs of outputs with different or unknown settings: never counted
+    on_train_prompts: int = 0  # battles on train prompts: next-round preference data, never counted
     rate: float | None = None
     low: float | None = None
     high: float | None = None
@@ -517,11 +518,16 @@ class BattleResults:
         return "" if self.tuned_longer_win_rate is None else figures.percent(self.tuned_longer_win_rate)
 
 
-def _review_tasks_between(project: Project, first: ModelVersion, second: ModelVersion) -> QuerySet[PairTask]:
+def _review_tasks_between(
+    project: Project, first: ModelVersion, second: ModelVersion, *, split: str = Prompt.Split.HELDOUT
+) -> QuerySet[PairTask]:
+    """Review pairs between the two versions on ``split`` prompts: held-out ones measure the model; battles on
+    train prompts are the next round's preference data and never enter a win rate."""
     versions = [first.pk, second.pk]
     return PairTask.objects.filter(
         project=project,
         purpose=PairTask.Purpose.REVIEW,
+        prompt__split=split,
         completion_a__model_version__in=versions,
         completion_b__model_version__in=versions,
     ).exclude(completion_a__model_version=F("completion_b__model_version"))
@@ -547,6 +553,7 @@ def battle_results(
         tasks_complete=sum(1 for t in tasks if t.status == TaskStatus.COMPLETE),
         prompts=len({t.prompt_id for t in tasks}),
         unmatched=every.filter(matched_settings={}).count(),
+        on_train_prompts=_review_tasks_between(project, tuned, base, split=Prompt.Split.TRAIN).count(),
         contaminated=tuned.saw_heldout or base.saw_heldout,
         settings_label=describe_settings(settings, _samples_of(tasks)) if settings is not None else "",
         battles=[BattleRound(battle=b) for b in battles],
@@ -748,31 +755,36 @@ class LeaderboardRow:
         return self.version.name if self.version.adapter_path else figures.version_label(self.version.name, role="base")
 
 
-def review_battles(*, project: Project) -> list[tuple[int, int, float]]:
-    """Every vote on a MATCHED review pair between two model versions: (version of A, version of B, outcome
-    for A). Legacy unmatched pairs are left out."""
+def review_battles(*, project: Project) -> list[tuple[int, int, float, int]]:
+    """Every vote on a MATCHED review pair between two model versions on a held-out prompt: (version of A,
+    version of B, outcome for A, prompt). Legacy unmatched pairs are left out, and so are battles on train
+    prompts: those are the next round's preference data, not an evaluation."""
     rows = (
         PairVote.objects.filter(
             task__project=project,
             task__purpose=PairTask.Purpose.REVIEW,
+            task__prompt__split=Prompt.Split.HELDOUT,
             task__completion_a__model_version__isnull=False,
             task__completion_b__model_version__isnull=False,
         )
         .exclude(task__matched_settings={})
-        .values_list("task__completion_a__model_version_id", "task__completion_b__model_version_id", "choice")
+        .values_list("task__completion_a__model_version_id", "task__completion_b__model_version_id", "choice",
+                     "task__prompt_id")
     )
-    return [(a, b, _OUTCOME[choice]) for a, b, choice in rows if a != b]
+    return [(a, b, _OUTCOME[choice], prompt) for a, b, choice, prompt in rows if a != b]
 
 
 def leaderboard(*, project: Project, rounds: int = LEADERBOARD_ROUNDS, seed: int = 0) -> list[LeaderboardRow]:
-    """The project's model versions ranked by a Bradley–Terry fit of all matched review votes, best first, with
-    95% bootstrap intervals (``rounds`` resamples, seeded so a reload shows the same figures)."""
+    """The project's model versions ranked by a Bradley–Terry fit of the matched review votes on held-out prompts,
+    best first, with 95% bootstrap intervals that resample prompts (``rounds`` resamples, seeded so a reload
+    shows the same figures)."""
     battles = review_battles(project=project)
     fitted = bradley_terry_bootstrap(
-        [(str(a), str(b), o) for a, b, o in battles], rounds=rounds, seed=seed, prior=LEADERBOARD_PRIOR
+        [(str(a), str(b), o) for a, b, o, _ in battles], rounds=rounds, seed=seed, prior=LEADERBOARD_PRIOR,
+        groups=[prompt for *_, prompt in battles],
     )
     counts: dict[int, list[int]] = {}
-    for a, b, outcome in battles:
+    for a, b, outcome, _ in battles:
         for version, score in ((a, outcome), (b, 1.0 - outcome)):
             tally = counts.setdefault(version, [0, 0, 0])
             tally[0 if score == WIN else 1 if score == TIE else 2] += 1

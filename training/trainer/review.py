@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -331,19 +331,30 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 def bradley_terry_bootstrap(
-    battles: Sequence[Battle], *, rounds: int = 100, seed: int = 0, prior: float = 0.0, level: float = 0.95
+    battles: Sequence[Battle], *, rounds: int = 100, seed: int = 0, prior: float = 0.0, level: float = 0.95,
+    groups: Sequence[Hashable] | None = None,
 ) -> dict[str, tuple[float, float, float]]:
     """Model → (rating, low, high): the fit on all battles and a percentile bootstrap interval from
-    ``rounds`` resamples of the battles with replacement (seeded, so the same input gives the same interval).
-    A model missing from a resample keeps no value for that round."""
+    ``rounds`` resamples with replacement (seeded, so the same input gives the same interval). With ``groups``
+    (one key per battle, such as its prompt) whole groups are resampled, every battle of a group drawn
+    together: votes on one prompt are not independent, and resampling them one by one gives an interval too
+    narrow. A model missing from a resample keeps no value for that round."""
     battles = list(battles)
     point = bradley_terry(battles, prior=prior)
     if not battles:
         return {}
+    if groups is None:
+        groups = range(len(battles))
+    if len(groups) != len(battles):
+        raise ValueError(f"One group per battle: {len(groups)} groups for {len(battles)} battles")
+    by_group: dict[Hashable, list[Battle]] = {}
+    for battle, group in zip(battles, groups, strict=True):
+        by_group.setdefault(group, []).append(battle)
+    clusters = list(by_group.values())
     rng = random.Random(seed)
     samples: dict[str, list[float]] = {m: [] for m in point}
     for _ in range(rounds):
-        resample = [battles[rng.randrange(len(battles))] for _ in battles]
+        resample = [battle for _ in clusters for battle in clusters[rng.randrange(len(clusters))]]
         for model, rating in bradley_terry(resample, prior=prior, max_iter=2000, tol=1e-8).items():
             samples[model].append(rating)
     tail = (1 - level) / 2
