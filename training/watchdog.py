@@ -19,8 +19,7 @@ from django.db import close_old_connections, connection
 
 logger = logging.getLogger(__name__)
 
-# A quiet run is failed within PREFTUNE_RUN_STALE_SECONDS plus this.
-WATCHDOG_SECONDS = 15
+# A quiet run is failed within PREFTUNE_RUN_STALE_SECONDS plus PREFTUNE_WATCHDOG_SECONDS (15 by default).
 LOST_MESSAGE_AFTER = timedelta(seconds=60)
 
 _started: threading.Thread | None = None
@@ -62,12 +61,13 @@ def _watch(where: str, interval: float) -> None:
             connection.close()
 
 
-def watchdog_start(where: str, *, interval: float = WATCHDOG_SECONDS) -> threading.Thread | None:
-    """Start this process's watchdog thread once (``where`` names the process in its log lines); None when
-    PREFTUNE_WATCHDOG is off."""
+def watchdog_start(where: str, *, interval: float | None = None) -> threading.Thread | None:
+    """Start this process's watchdog thread once (``where`` names the process in its log lines), a pass every
+    ``interval`` seconds (PREFTUNE_WATCHDOG_SECONDS by default); None when PREFTUNE_WATCHDOG is off."""
     global _started
     if not settings.PREFTUNE_WATCHDOG:
         return None
+    interval = interval or settings.PREFTUNE_WATCHDOG_SECONDS
     with _lock:
         if _started is None or not _started.is_alive():
             _started = threading.Thread(target=_watch, args=(where, interval), daemon=True, name=f"watchdog-{where}")

@@ -209,6 +209,7 @@ PREFTUNE_RUN_STALE_SECONDS = env_int("PREFTUNE_RUN_STALE_SECONDS", 120)
 # The watchdog thread (training/watchdog.py) in every worker and web process; off only where a test wants no
 # reaping behind its back.
 PREFTUNE_WATCHDOG = env_bool("PREFTUNE_WATCHDOG", True)
+PREFTUNE_WATCHDOG_SECONDS = env_int("PREFTUNE_WATCHDOG_SECONDS", 15)
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie

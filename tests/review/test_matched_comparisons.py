@@ -86,7 +86,7 @@ def test_a_legacy_unmatched_pair_is_left_out_of_win_rates_and_the_leaderboard(se
     # Then the legacy vote counts nowhere
     results = review_selectors.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)
     assert (results.wins, results.losses, results.tasks, results.unmatched) == (0, 4, 4, 1)
-    assert all(a != b for a, b, _ in review_selectors.review_battles(project=setup.project))
+    assert all(a != b for a, b, *_ in review_selectors.review_battles(project=setup.project))
     assert len(review_selectors.review_battles(project=setup.project)) == 4
     top = review_selectors.leaderboard(project=setup.project, rounds=10)[0]
     assert top.version == setup.base and top.battles == 4 and (top.wins, top.losses) == (4, 0)
