@@ -395,15 +395,14 @@ def _ours(run_id: int, attempt: int) -> QuerySet[TuningRun]:
 
 
 def _record_progress(run_id: int, attempt: int, event: ProgressEvent) -> None:
-    with transaction.atomic():
-        # The row first, locked: a superseded attempt's events (a frozen worker that woke up) write nothing.
-        if not _ours(run_id, attempt).update(step=event.step, total_steps=event.total_steps, heartbeat_at=timezone.now()):
-            return
-        values = {k: float(v) for k, v in event.metrics.items() if isinstance(v, int | float)}
-        if event.kind in ("train", "eval") and values:
-            RunMetric.objects.update_or_create(
-                run_id=run_id, split=event.kind, step=event.step, defaults={"values": values}
-            )
+    # The row first: a superseded attempt's events (a frozen worker that woke up) write nothing. Not in one
+    # transaction with the metric: a worker frozen between the two would hold the row's lock, and the watchdog's
+    # update of that very row would wait on it for as long as the worker stays frozen.
+    if not _ours(run_id, attempt).update(step=event.step, total_steps=event.total_steps, heartbeat_at=timezone.now()):
+        return
+    values = {k: float(v) for k, v in event.metrics.items() if isinstance(v, int | float)}
+    if event.kind in ("train", "eval") and values:
+        RunMetric.objects.update_or_create(run_id=run_id, split=event.kind, step=event.step, defaults={"values": values})
 
 
 def _cancel_requested(run_id: int) -> bool:
