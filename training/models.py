@@ -133,6 +133,9 @@ class TuningRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    resent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the watchdog last sent the run's message again (the broker had lost it)."
+    )
 
     class Meta:
         ordering = ["-id"]

@@ -90,6 +90,7 @@ def runs_requeue_lost(*, older_than: timedelta) -> list[int]:
         if waiting is not None and run_id in waiting:
             continue
         if run_send(run_id=run_id):
+            TuningRun.objects.filter(pk=run_id, status=TuningRun.Status.QUEUED).update(resent_at=timezone.now())
             sent.append(run_id)
     if sent:
         logger.warning("Re-sent the training message of queued run(s) %s: the broker had lost it.", sent)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.factories import ProjectFactory, make_run
+from tests.factories import PASSWORD, AdminFactory, ProjectFactory, make_run
 from tests.faults.conftest import free_port
 from tests.worker_process import celery_worker, wait_for
 from training import requeue
@@ -115,7 +115,7 @@ def queued_run(db):
     return make_run(ProjectFactory(), status="queued")
 
 
-def test_a_run_whose_message_a_broker_restart_lost_is_resent_once_and_picked_up(broker, queued_run):
+def test_a_run_whose_message_a_broker_restart_lost_is_resent_once_and_picked_up(broker, queued_run, client):
     # given a queued run whose message is in the broker
     assert requeue.run_send(run_id=queued_run.pk) is True
     assert broker.waiting() == 1
@@ -130,6 +130,10 @@ def test_a_run_whose_message_a_broker_restart_lost_is_resent_once_and_picked_up(
     assert requeue.runs_requeue_lost(older_than=timedelta(0)) == [queued_run.pk]
     assert requeue.runs_requeue_lost(older_than=timedelta(0)) == []
     assert broker.waiting() == 1
+    # and the run's page says so while it waits
+    assert client.login(username=AdminFactory().username, password=PASSWORD)
+    waiting = client.get(f"/runs/{queued_run.pk}/").content.decode()
+    assert "The broker had lost its message" in waiting and "the watchdog sent it again at" in waiting
 
     # and a real worker started now claims it
     with celery_worker("requeue", queues="gpu", extra_env={"CELERY_BROKER_URL": broker.url}):
