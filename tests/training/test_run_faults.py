@@ -283,7 +283,8 @@ def test_a_frozen_worker_that_wakes_after_its_run_moved_on_trains_and_writes_not
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
     assert (run.attempt, run.step) == (2, 14)
-    assert "was superseded by attempt 2: stopping at once" in (old_dir / "trainer.log").read_text()
+    # (Whichever notices first stops it: its own check of the run folder, which logs "was superseded by attempt 2",
+    # or its woken worker, which finds the row no longer its attempt's and kills it.)
     assert not Path(f"/proc/{old_child}").exists() or "Z" in Path(f"/proc/{old_child}/stat").read_text().split(") ")[1][:1]
     assert _events_steps(old_dir) == old_steps and _checkpoint_names(old_dir) == old_checkpoints
     assert run.resumed_from.startswith(str(old_dir)) and run.model_version.adapter_path.startswith(str(run.attempt_dir(2)))
