@@ -33,15 +33,22 @@ class WatchdogPass:
     runs_resent: list[int]
 
 
-def watchdog_pass() -> WatchdogPass:
-    """One look: fail stale runs and jobs, send lost run messages again."""
-    from training import requeue, services
+def reap_stale() -> tuple[list[int], list[int]]:
+    """Fail the runs and generation jobs whose heartbeat is older than PREFTUNE_RUN_STALE_SECONDS: (runs, jobs)."""
+    from training import services
     from training.review import generation
 
     stale = timedelta(seconds=settings.PREFTUNE_RUN_STALE_SECONDS)
+    return services.runs_reap_stale(older_than=stale), generation.generation_jobs_reap(older_than=stale)
+
+
+def watchdog_pass() -> WatchdogPass:
+    """One look: fail stale runs and jobs, send lost run messages again."""
+    from training import requeue
+
+    runs_failed, jobs_failed = reap_stale()
     return WatchdogPass(
-        runs_failed=services.runs_reap_stale(older_than=stale),
-        jobs_failed=generation.generation_jobs_reap(older_than=stale),
+        runs_failed=runs_failed, jobs_failed=jobs_failed,
         runs_resent=requeue.runs_requeue_lost(older_than=LOST_MESSAGE_AFTER),
     )
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import subprocess
-from datetime import timedelta
 from pathlib import Path
 
 from celery import shared_task
@@ -12,7 +11,7 @@ from django.conf import settings
 from training import registry, requeue
 from training import services as training_services
 from training.review import generation as review_generation
-from training.watchdog import watchdog_start
+from training.watchdog import LOST_MESSAGE_AFTER, reap_stale, watchdog_start
 
 
 @shared_task(name="workers.run_train", queue="gpu", bind=True, acks_late=True, time_limit=24 * 3600)
@@ -54,15 +53,13 @@ def _hand_back_training(sender=None, **kwargs) -> None:  # noqa: ANN001, ANN003
 def runs_reap_stale() -> list[int]:
     """Periodic: fail runs and generation jobs whose worker stopped sending heartbeats, so none stays 'running'
     forever."""
-    stale = timedelta(seconds=settings.PREFTUNE_RUN_STALE_SECONDS)
-    review_generation.generation_jobs_reap(older_than=stale)
-    return training_services.runs_reap_stale(older_than=stale)
+    return reap_stale()[0]
 
 
 @shared_task(name="workers.runs_requeue_lost", queue="default", ignore_result=True)
 def runs_requeue_lost() -> list[int]:
     """Periodic: send again the message of queued runs the broker lost (a restart without persistence)."""
-    return requeue.runs_requeue_lost(older_than=timedelta(seconds=60))
+    return requeue.runs_requeue_lost(older_than=LOST_MESSAGE_AFTER)
 
 
 @worker_ready.connect
