@@ -69,8 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Candidate and review settings default to what the app's forms submit untouched (None: the form's value).
     parser.add_argument("--candidates", type=int, default=None, help="candidates per train prompt (form: 3)")
     parser.add_argument("--pairing", default="all", choices=["all", "length_extremes"])
-    parser.add_argument("--skip-truncated", action=argparse.BooleanOptionalAction, default=None,
-                        help="leave cut-off candidates out of pairs (form: on)")
+    parser.add_argument("--cut-off", default=None, choices=["against_finished", "left_out", "paired"],
+                        help="how cut-off candidates are paired (form: against_finished)")
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="for candidates and review outputs (forms: 384; 160 halves the time of both)")
     parser.add_argument("--candidate-temperature", type=float, default=None, help="(form: the generation default)")
@@ -159,7 +159,8 @@ class Annotators:
     strength, now and then a rationale, and a reading time (``vote_details``). ``noise`` is one share of flipped
     votes for all, or one per annotator. With ``edit_rate``, an annotator whose pick (or, on a tie or both-bad,
     the first readable answer) misses the rule rewrites it as a person would (``rewrite``) that share of the
-    time, and sends the rewrite as the preferred answer."""
+    time, and sends the rewrite as the preferred answer; an answer cut off at the token limit is not rewritten (a
+    person would finish it, which a rule cannot), the other one is."""
 
     def __init__(self, *, project: Any, count: int, rule: Rule, noise: float | list[float], seed: int,  # noqa: ANN401
                  edit_rate: float = 0.0, names: list[str] | None = None) -> None:
@@ -190,9 +191,15 @@ class Annotators:
         if details.rationale:
             body["rationale"] = details.rationale
         if self.edit_rate and rng.random() < self.edit_rate:
-            base = {"a": left, "b": right}.get(vote) or (right if is_degenerate(left) else left)
-            fixed = rewrite(self.rule, base)
-            if fixed.strip() != base.strip() and not self.rule.satisfied(base):
+            # A person rewrites an answer they can finish reading: their pick if it is one, else the first such.
+            sides = {"a": task["left"], "b": task["right"]}
+            order = [vote] if vote in sides else []
+            order += [side for side in sides if side not in order]
+            readable = [sides[side]["text"] for side in order
+                        if not sides[side].get("cut_off") and not is_degenerate(sides[side]["text"])]
+            base = readable[0] if readable else None
+            fixed = rewrite(self.rule, base) if base else None
+            if fixed and fixed.strip() != base.strip() and not self.rule.satisfied(base):
                 body["edited_text"] = fixed
                 self.edits += 1
         return body
@@ -243,8 +250,8 @@ def _fill_form_defaults(args: argparse.Namespace) -> None:
     if args.candidate_temperature is None:
         args.candidate_temperature = initial("temperature")
     args.candidate_top_p = initial("top_p")
-    if args.skip_truncated is None:
-        args.skip_truncated = initial("skip_truncated")
+    if args.cut_off is None:
+        args.cut_off = initial("cut_off")
 
 
 def _review_form_defaults() -> dict[str, Any]:
@@ -464,7 +471,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
           f"{args.votes} {'votes' if args.method == 'dpo' else 'thumbs'} by {args.annotators} annotator(s), overlap {overlap}, "
           f"noise {args.annotator_noise:.0%}, edit rate {args.edit_rate:.0%}; {args.candidates} candidates a prompt at "
           f"{args.max_new_tokens} tokens, temperature {args.candidate_temperature:g}, cut-off answers "
-          f"{'left out of' if args.skip_truncated else 'kept in'} pairs"
+          f"{args.cut_off.replace('_', ' ')} in pairs"
           f"{' under style hints' if args.styles else ''}; folder {workdir}", flush=True)
     call_command("migrate", verbosity=0)
     call_command("prepare_base_model", verbosity=0)
@@ -474,9 +481,12 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     project = Project.objects.create(name=f"Alignment bench: {rule.name}", mode=mode, overlap=overlap,
                                      guidelines=f"Simulated: {rule.description}.")
     tasks_wanted = math.ceil(args.votes / overlap)
-    per_prompt = args.candidates * (args.candidates - 1) // 2 if mode == "compare" else args.candidates
-    if args.pairing == "length_extremes" and mode == "compare":
-        per_prompt = 1
+    per_prompt = float(args.candidates)
+    if mode == "compare":
+        from training.trainer.candidates import expected_pairs
+
+        # The bundled model finished 144 of 225 candidates at 384 tokens (64%, 2026-12-06); fewer at lower limits.
+        per_prompt, _ = expected_pairs(args.candidates, 0.64, args.pairing, cut_off=args.cut_off)
     # A few spare prompts: identical candidates and ties give no task.
     train_count = math.ceil(tasks_wanted / per_prompt * 1.1) + 1
     prompts = alignment_prompts(train_count + args.heldout, seed=args.seed + 1)
@@ -496,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
             settings_data={"temperature": args.candidate_temperature, "top_p": args.candidate_top_p, "max_new_tokens": args.max_new_tokens,
                            "seed": args.seed,
                            "n": args.candidates, **({"style_hints": True} if args.styles else {})},
-            pairing=args.pairing, skip_truncated=args.skip_truncated,
+            pairing=args.pairing, cut_off=args.cut_off,
         )
         job = _wait(job, what="candidate generation", timeout=3 * 3600, log=log)
         if job.status != "succeeded":

@@ -184,8 +184,9 @@ def task_next(request: HttpRequest, project_id: int) -> HttpResponse:
             "kind": "pair",
             "id": task.pk,
             "prompt": task.prompt.messages,
-            "left": {"text": left.text},
-            "right": {"text": right.text},
+            # cut_off: the answer hit the token limit (the compare screen marks it too).
+            "left": {"text": left.text, "cut_off": left.is_truncated},
+            "right": {"text": right.text, "cut_off": right.is_truncated},
             "vote_url": f"/api/tasks/pair/{task.pk}/vote",
         }
     else:
@@ -193,7 +194,7 @@ def task_next(request: HttpRequest, project_id: int) -> HttpResponse:
             "kind": "rate",
             "id": task.pk,
             "prompt": task.completion.prompt.messages,
-            "completion": {"text": task.completion.text},
+            "completion": {"text": task.completion.text, "cut_off": task.completion.is_truncated},
             "vote_url": f"/api/tasks/rate/{task.pk}/vote",
         }
     return JsonResponse(body)

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.monotonic()
     form = argparse.Namespace(candidates=None, max_new_tokens=32 if args.quick else None, candidate_temperature=None,
-                              skip_truncated=None)
+                              cut_off=None)
     alignment_loop._fill_form_defaults(form)  # noqa: SLF001
     rule = RULES["length"]
     call_command("migrate", verbosity=0)
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                     "max_new_tokens": form.max_new_tokens, "seed": args.seed, "n": form.candidates}
         job = review_generation.generation_job_create(
             project=project, versions=[base_version_get_or_create(base_model=base_model)], purpose="candidates",
-            split="train", created_by=admin, settings_data=settings, skip_truncated=form.skip_truncated,
+            split="train", created_by=admin, settings_data=settings, cut_off=form.cut_off,
         )
         job = alignment_loop._wait(job, what="candidate generation", timeout=3 * 3600, log=log)  # noqa: SLF001
         if job.status != "succeeded":
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"votes: {sum(cast.values())} {cast}", flush=True)
 
     history = _history(project, PairTask, rule_description=rule.description, settings=settings,
-                       skip_truncated=form.skip_truncated, generation_seconds=generation_seconds)
+                       cut_off=form.cut_off, generation_seconds=generation_seconds)
     args.out.write_text(json.dumps(history, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {args.out}: {len(history['prompts'])} prompts, {len(history['pairs'])} pairs, "
           f"{sum(len(p['votes']) for p in history['pairs'])} votes in {time.monotonic() - started:.0f}s")
@@ -156,7 +156,7 @@ def heldout_base_outputs(project: object) -> list[dict]:
     ]
 
 
-def _history(project: object, pair_task: type, *, rule_description: str, settings: dict, skip_truncated: bool,
+def _history(project: object, pair_task: type, *, rule_description: str, settings: dict, cut_off: str,
              generation_seconds: float) -> dict:
     prompts, index_of = [], {}
     for prompt in project.prompts.order_by("id").prefetch_related("completions"):
@@ -179,7 +179,7 @@ def _history(project: object, pair_task: type, *, rule_description: str, setting
         "format": FORMAT,
         "made_by": "scripts/make_demo_history.py (see its docstring)",
         "model": "SmolLM2-135M-Instruct, the bundled base model",
-        "candidate_settings": {**settings, "skip_truncated": skip_truncated},
+        "candidate_settings": {**settings, "cut_off": cut_off},
         "candidate_seconds": round(generation_seconds),
         "guideline_rule": rule_description,
         "annotators": {name: {"flips": share} for name, share in ANNOTATORS.items()},

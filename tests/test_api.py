@@ -61,6 +61,16 @@ def test_next_then_vote_round_trip(client, project, token, annotator):
     assert client.get(f"/api/projects/{project.pk}/next", **_auth(token)).json()["task"] is None
 
 
+def test_next_says_which_answer_was_cut_off_at_the_token_limit(client, project, token):
+    task = make_pair_task(project, 1)
+    Completion.objects.filter(pk=task.completion_b_id).update(finish_reason="length")
+
+    shown = client.get(f"/api/projects/{project.pk}/next", **_auth(token)).json()["task"]
+
+    cut_off = {side["text"]: side["cut_off"] for side in (shown["left"], shown["right"])}
+    assert cut_off == {task.completion_a.text: False, task.completion_b.text: True}
+
+
 def test_rating_round_trip(client, annotator, token):
     project = ProjectFactory(mode="rate")
     project.members.add(annotator)

@@ -297,8 +297,11 @@ class GenerationJob(models.Model):
         default="all",
         help_text="Candidate jobs: how each prompt's candidates are paired (see training.review.generation.PAIRINGS).",
     )
-    skip_truncated = models.BooleanField(
-        default=True, help_text="Candidate jobs: leave answers cut off at the token limit out of the pairs."
+    cut_off = models.CharField(
+        max_length=24,
+        default="against_finished",
+        help_text="Candidate jobs: how answers cut off at the token limit are paired "
+        "(see training.trainer.candidates.CUT_OFF_CHOICES).",
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     prompt_count = models.PositiveIntegerField(default=0)

@@ -52,7 +52,7 @@ def _observe_batches(monkeypatch, job: GenerationJob, *, fail_after: int | None 
 
 def test_candidates_are_stored_and_paired_batch_by_batch_while_the_job_runs(tiny_model_dir, monkeypatch):
     s = review_setup(prompts=3, base_path=str(tiny_model_dir), with_outputs=False)
-    job = _candidates_job(s, skip_truncated=False)
+    job = _candidates_job(s, cut_off="paired")
     assert job.completions_total == 6 and job.percent == 0
     seen = _observe_batches(monkeypatch, job)
 
@@ -73,7 +73,7 @@ def test_candidates_are_stored_and_paired_batch_by_batch_while_the_job_runs(tiny
 
 def test_a_failed_job_keeps_and_counts_what_it_stored_and_a_new_job_reuses_it(tiny_model_dir, monkeypatch):
     s = review_setup(prompts=3, base_path=str(tiny_model_dir), with_outputs=False)
-    first = _candidates_job(s, skip_truncated=False)
+    first = _candidates_job(s, cut_off="paired")
     _observe_batches(monkeypatch, first, fail_after=1)
 
     first = _execute(first, batch_size=2)
@@ -81,26 +81,40 @@ def test_a_failed_job_keeps_and_counts_what_it_stored_and_a_new_job_reuses_it(ti
     assert first.status == "failed" and "the gpu fell over" in first.error
     assert first.completions_created == 2 == Completion.objects.count()
     monkeypatch.undo()
-    second = _execute(_candidates_job(s, skip_truncated=False), batch_size=2)
+    second = _execute(_candidates_job(s, cut_off="paired"), batch_size=2)
     assert (second.status, second.completions_created, second.completions_skipped) == ("succeeded", 4, 2)
     assert Completion.objects.count() == 6
 
 
-def test_cut_off_candidates_are_left_out_of_pairs_and_the_notes_say_so(tiny_model_dir):
+def test_cut_off_candidates_are_left_out_of_pairs_on_request_and_the_notes_say_so(tiny_model_dir):
     s = review_setup(prompts=2, base_path=str(tiny_model_dir), with_outputs=False)
 
-    job = _execute(_candidates_job(s))
+    job = _execute(_candidates_job(s, cut_off="left_out"))
 
     assert job.status == "succeeded", job.error
-    assert job.skip_truncated and job.completions_created == 4 and job.tasks_created == 0
+    assert job.cut_off == "left_out" and job.completions_created == 4 and job.tasks_created == 0
     assert not PairTask.objects.exists()
     assert job.notes == [
         "4 answers were cut off at 6 tokens and left out of pairs.",
         "2 prompts got no pair: fewer than two usable answers.",
     ]
-    again = _execute(_candidates_job(s))
+    again = _execute(_candidates_job(s, cut_off="left_out"))
     assert (again.completions_created, again.completions_skipped, again.tasks_created) == (0, 4, 0)
     assert again.notes == job.notes
+
+
+def test_by_default_cut_off_candidates_meet_only_finished_ones_and_the_notes_say_why_a_prompt_got_none(tiny_model_dir):
+    s = review_setup(prompts=2, base_path=str(tiny_model_dir), with_outputs=False)
+
+    job = _execute(_candidates_job(s))
+
+    # The tiny model never ends inside 6 tokens: no finished answer, so no pair, and the notes say so.
+    assert job.status == "succeeded", job.error
+    assert job.cut_off == "against_finished" and job.completions_created == 4 and job.tasks_created == 0
+    assert job.notes == [
+        "4 answers were cut off at 6 tokens and paired only against finished answers, marked as cut off for annotators.",
+        "2 prompts got no pair: fewer than two usable answers, or none that finished.",
+    ]
 
 
 def test_a_review_job_notes_how_many_outputs_were_cut_off(tiny_model_dir):
@@ -178,16 +192,16 @@ def test_the_job_records_its_pairing_and_what_it_has_to_make(db):
 
     job = _candidates_job(
         s, versions=[s.base, s.tuned], settings_data={**SAMPLED, "alt_temperature": 0.3}, pairing="mixed_temperatures",
-        skip_truncated=False,
+        cut_off="paired",
     )
 
-    assert (job.pairing, job.skip_truncated, job.completions_total) == ("mixed_temperatures", False, 12)
+    assert (job.pairing, job.cut_off, job.completions_total) == ("mixed_temperatures", "paired", 12)
     assert job.settings["alt_temperature"] == 0.3
 
 
 def test_acceptance_a_cut_off_candidate_is_marked_and_the_mark_reaches_the_compare_screen(tiny_model_dir, client):
     s = review_setup(prompts=1, base_path=str(tiny_model_dir), with_outputs=False)
-    job = _execute(_candidates_job(s, skip_truncated=False))
+    job = _execute(_candidates_job(s, cut_off="paired"))
     assert job.status == "succeeded", job.error
     task = PairTask.objects.get()
     assert task.completion_a.is_truncated and task.completion_b.is_truncated
@@ -204,7 +218,7 @@ def test_acceptance_a_cut_off_candidate_is_marked_and_the_mark_reaches_the_compa
 
 def test_style_varied_candidates_record_their_style_and_keep_the_plain_prompt(tiny_model_dir, monkeypatch):
     s = review_setup(prompts=2, base_path=str(tiny_model_dir), with_outputs=False)
-    job = _candidates_job(s, settings_data={**SAMPLED, "n": 3, "style_hints": True}, skip_truncated=False)
+    job = _candidates_job(s, settings_data={**SAMPLED, "n": 3, "style_hints": True}, cut_off="paired")
     seen_messages = []
 
     from training.trainer import generation as generation_module

@@ -67,6 +67,7 @@ def test_the_form_submits_as_it_is_shown_with_the_base_model_ticked(admin_client
     job = GenerationJob.objects.get()
     assert [v.name for v in job.model_versions.all()] == ["tiny (base)"]
     assert (job.prompt_count, job.settings["n"], job.settings["max_new_tokens"]) == (3, 3, CANDIDATE_MAX_NEW_TOKENS)
+    assert job.cut_off == "against_finished"
     assert len(callbacks) == 1
 
 
@@ -87,26 +88,26 @@ def test_an_unknown_choice_is_refused(admin_client, project, base, django_captur
     assert not GenerationJob.objects.exists()
 
 
-def test_the_form_offers_the_pairings_and_keeps_cut_off_answers_out_by_default(admin_client, project, base):
+def test_the_form_offers_the_pairings_and_pairs_cut_off_answers_only_against_finished_ones_by_default(admin_client, project, base):
     from training.review.forms import CANDIDATE_MAX_NEW_TOKENS
 
     html = admin_client.get(f"/projects/{project.pk}/candidates/").content.decode()
 
     for label in ("All against all", "Shortest against longest", "Two temperatures", "Second temperature"):
         assert label in html
-    assert re.search(r'<input type="checkbox" name="skip_truncated"[^>]* checked>', html)
+    assert re.search(r'<option value="against_finished" selected>Paired only against a finished answer</option>', html)
     assert f'name="max_new_tokens" value="{CANDIDATE_MAX_NEW_TOKENS}"' in html
 
 
 def test_it_queues_the_chosen_pairing_with_cut_off_answers_left_out(admin_client, project, base, django_capture_on_commit_callbacks):
     response, _ = _post(
         admin_client, project, django_capture_on_commit_callbacks, versions=[f"base:{base.pk}"],
-        pairing="length_extremes", skip_truncated="on", alt_temperature="1.1",
+        pairing="length_extremes", cut_off="left_out", alt_temperature="1.1",
     )
 
     job = GenerationJob.objects.get()
     assert response.status_code == 302
-    assert (job.pairing, job.skip_truncated, job.completions_total) == ("length_extremes", True, 6)
+    assert (job.pairing, job.cut_off, job.completions_total) == ("length_extremes", "left_out", 6)
     assert "alt_temperature" not in job.settings, "the second temperature belongs to the two-temperature pairing only"
 
 
@@ -248,8 +249,10 @@ def test_the_form_expects_pairs_and_time_from_what_this_installation_measured(ad
     html = admin_client.get(f"/projects/{project.pk}/candidates/").content.decode()
     text = unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)))
 
-    # Then 3 prompts × 3 answers at 75%: 3 × 3 × 0.75² ≈ 5 pairs, a pair for 84% of prompts; 9 answers × 3 s ≈ 30 s
-    assert "3 prompts → 9 answers → about 5 pairs, 84% of the prompts with at least one" in text
+    # Then 3 prompts × 3 answers at 75%, cut-off answers paired only against finished ones: k finished of 3 make
+    # C(k, 2) + k (3 - k) pairs, 2.81 a prompt ≈ 8 pairs, and a pair unless none finished (1 - 0.25³ = 98%);
+    # 9 answers × 3 s ≈ 30 s
+    assert "3 prompts → 9 answers → about 8 pairs, 98% of the prompts with at least one" in text
     assert "18 of 24 earlier answers of this base model at 384 tokens finished" in text
     assert "about 30 s (at the pace of job" in text and "20 answers of up to 384 tokens in about 1 min" in text
 

@@ -122,7 +122,7 @@ def test_candidates_become_labeling_pairs(tiny_model_dir, tiny_adapter_dir):
     # The tiny random model never ends an answer on its own, so every candidate is cut off: keep them in pairs.
     job = review_generation.generation_job_create(
         project=s.project, versions=[s.base, s.tuned], settings_data=settings, purpose="candidates", split="heldout",
-        skip_truncated=False, enqueue=False,
+        cut_off="paired", enqueue=False,
     )
     job = _run_job(job)
     assert job.status == "succeeded", job.error

@@ -175,7 +175,7 @@ def test_a_candidate_job_draws_n_and_keeps_the_best_and_worst_as_a_pair(tiny_mod
     job = review_generation.generation_job_create(
         project=s.project, purpose="candidates", split="heldout", enqueue=False, versions=[s.base],
         settings_data={"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 6, "seed": 1, "n": 3},
-        pairing="reward_extremes", skip_truncated=False,
+        pairing="reward_extremes", cut_off="paired",
     )
     assert review_generation.generation_job_claim(job_id=job.pk, worker="test")
 

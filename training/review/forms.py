@@ -8,7 +8,7 @@ from django import forms
 
 from training.review.generation import PAIRING_CHOICES, PAIRINGS
 from training.review.selectors import TARGET_MATCHED_PAIRS, samples_for_target
-from training.trainer.candidates import MIXED_TEMPERATURES
+from training.trainer.candidates import AGAINST_FINISHED, LEFT_OUT, MIXED_TEMPERATURES, PAIRED
 from training.trainer.review import GenerationSettings
 
 _DEFAULTS = GenerationSettings()
@@ -21,7 +21,7 @@ _DEFAULTS = GenerationSettings()
 # 706 tokens) and 5 still looped. So with this model no limit reaches ~85%, and past 384 tokens each step buys
 # little while costing the most: a batch runs as long as its longest answer, and a looping answer always runs to
 # the limit (32 prompts × 384 tokens took about 3 minutes on a shared 2-core CPU). The answers that are cut off
-# are marked, and left out of pairs by default.
+# are marked, and by default paired only against finished ones (training.trainer.candidates).
 CANDIDATE_MAX_NEW_TOKENS = 384
 
 
@@ -106,6 +106,13 @@ class VersionPairForm(forms.Form):
 
 
 
+CUT_OFF_FORM_CHOICES = [
+    (AGAINST_FINISHED, "Paired only against a finished answer"),
+    (LEFT_OUT, "Left out of pairs"),
+    (PAIRED, "Paired like any other answer"),
+]
+
+
 class CandidatesForm(forms.Form):
     """Candidates for labeling: N completions per prompt from one or more model versions, paired for annotators."""
 
@@ -115,8 +122,8 @@ class CandidatesForm(forms.Form):
     # (0.72²) and three for four in five (training.trainer.candidates.expected_pairs).
     n = forms.IntegerField(
         initial=3, min_value=1, max_value=8, label="Completions per prompt and version",
-        help_text="With answers left out when cut off, each extra answer makes a pair likelier: at 72% finished, "
-        "2 answers give half the prompts a pair, 3 four in five, 4 nine in ten.",
+        help_text="Each extra answer makes a pair likelier: at 72% finished, with cut-off answers paired only against "
+        "finished ones, 2 answers give 92% of the prompts a pair and 3 give 98% (left out of pairs: half and four in five).",
     )
     # Not required: a client that leaves it out (a script, an older form) gets all against all, as before.
     pairing = forms.ChoiceField(
@@ -140,9 +147,13 @@ class CandidatesForm(forms.Form):
         "opening, detailed) that the stored answer does not show, so pairs differ in length, format and tone and a "
         "vote says which of those the annotators prefer. Training then teaches the preferred style without the hint.",
     )
-    skip_truncated = forms.BooleanField(
-        required=False, initial=True, label="Leave cut-off answers out of pairs",
-        help_text="An answer that hit the token limit is unfinished; a vote on it mostly judges where it stops.",
+    # Not required: a client that leaves it out gets the default.
+    cut_off = forms.ChoiceField(
+        choices=CUT_OFF_FORM_CHOICES, initial=AGAINST_FINISHED, required=False, label="Cut-off answers",
+        help_text="An answer that hit the token limit is unfinished. Against a finished answer it is a fair question "
+        "(most people prefer the answer that ends, or write a better one) and most prompts get a pair; between two "
+        "cut-off answers a vote mostly judges where each stops. Training never learns from a cut-off answer as the "
+        "chosen one unless an annotator rewrote it.",
     )
     seed = forms.IntegerField(initial=_DEFAULTS.seed, min_value=0)
 
@@ -157,10 +168,13 @@ class CandidatesForm(forms.Form):
     def clean_pairing(self) -> str:
         return self.cleaned_data["pairing"] or PAIRING_CHOICES[0][0]
 
+    def clean_cut_off(self) -> str:
+        return self.cleaned_data["cut_off"] or AGAINST_FINISHED
+
     def expectation_values(self) -> dict[str, Any] | None:
         """The values ``candidate_expectation`` needs, from the submitted form (or its initial values before a
         submit); None while one of them is missing or invalid."""
-        names = ("versions", "split", "n", "max_new_tokens", "pairing", "skip_truncated")
+        names = ("versions", "split", "n", "max_new_tokens", "pairing", "cut_off")
         if self.is_bound:
             if any(name in self.errors for name in names):
                 return None
@@ -172,7 +186,7 @@ class CandidatesForm(forms.Form):
         return {
             "choices": list(values["versions"]), "split": values["split"], "n": values["n"],
             "token_limit": values["max_new_tokens"], "pairing": values["pairing"] or PAIRING_CHOICES[0][0],
-            "skip_truncated": bool(values["skip_truncated"]),
+            "cut_off": values["cut_off"] or AGAINST_FINISHED,
         }
 
     def clean(self) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def generation_job_create(
     run: TuningRun | None = None,
     create_review_tasks: bool = False,
     pairing: str = pairing_core.ALL,
-    skip_truncated: bool = True,
+    cut_off: str = pairing_core.AGAINST_FINISHED,
     created_by: User | None = None,
     enqueue: bool = True,
 ) -> GenerationJob:
@@ -112,7 +112,8 @@ def generation_job_create(
     Prompts are ``prompt_ids`` if given, else the project's prompts in ``split`` (held-out by default).
     All versions must share one base model: the worker loads it once. ``create_review_tasks`` (review jobs with
     exactly two versions) creates blind battles between them when the outputs are in. Candidate jobs pair by
-    ``pairing`` (one of PAIRINGS) and, with ``skip_truncated``, leave answers cut off at the token limit out.
+    ``pairing`` (one of PAIRINGS), answers cut off at the token limit as ``cut_off`` says (one of
+    ``training.trainer.candidates.CUT_OFF_CHOICES``).
     """
     if purpose not in GenerationJob.Purpose.values:
         raise ReviewError(f"Unknown purpose {purpose!r}: use candidates or review.")
@@ -132,6 +133,8 @@ def generation_job_create(
         raise ReviewError("Battles are between exactly two model versions.")
     if pairing not in pairing_core.STRATEGIES:
         raise ReviewError(f"Unknown pairing {pairing!r}: use one of {', '.join(pairing_core.STRATEGIES)}.")
+    if cut_off not in pairing_core.CUT_OFF_CHOICES:
+        raise ReviewError(f"Unknown treatment of cut-off answers {cut_off!r}: use one of {', '.join(pairing_core.CUT_OFF_CHOICES)}.")
     if pairing == pairing_core.REWARD_EXTREMES:
         from training.review.rewards import project_reward_model
 
@@ -154,7 +157,7 @@ def generation_job_create(
             purpose=purpose,
             create_review_tasks=create_review_tasks,
             pairing=pairing,
-            skip_truncated=skip_truncated,
+            cut_off=cut_off,
             created_by=created_by,
         )
         job.model_versions.set(versions)
@@ -353,14 +356,18 @@ class _Progress:
             notes.append(f"{_answers(pairs.truncated_left_out)} cut off at {limit} tokens and left out of pairs.")
         if pairs.truncated > pairs.truncated_left_out:
             kept = pairs.truncated - pairs.truncated_left_out
-            notes.append(f"{_answers(kept)} cut off at {limit} tokens and paired anyway, marked as cut off for annotators.")
+            how = "only against finished answers" if self.job.cut_off == pairing_core.AGAINST_FINISHED else "anyway"
+            notes.append(f"{_answers(kept)} cut off at {limit} tokens and paired {how}, marked as cut off for annotators.")
         if pairs.duplicates_left_out:
             notes.append(
                 f"{_answers(pairs.duplicates_left_out)} identical to another answer to the same prompt and left out of pairs."
             )
         if pairs.prompts_without_pair:
             count = pairs.prompts_without_pair
-            notes.append(f"{count} prompt{'s' if count != 1 else ''} got no pair: fewer than two usable answers.")
+            why = "fewer than two usable answers"
+            if self.job.cut_off == pairing_core.AGAINST_FINISHED:
+                why += ", or none that finished"
+            notes.append(f"{count} prompt{'s' if count != 1 else ''} got no pair: {why}.")
         return notes
 
     def save(self) -> None:
@@ -404,7 +411,7 @@ def _generate_missing(
         if pair and prompt_ids:
             progress.pairs.add(candidate_pairs_create(
                 project=job.project, prompt_ids=prompt_ids, versions=versions, settings=settings,
-                pairing=job.pairing, skip_truncated=job.skip_truncated, scorer=scorer,
+                pairing=job.pairing, cut_off=job.cut_off, scorer=scorer,
             ))
 
     with transaction.atomic():
@@ -467,14 +474,15 @@ def _describe(exc: BaseException) -> str:
 
 def candidate_pairs_create(
     *, project: Project, prompt_ids: Sequence[int], versions: Sequence[ModelVersion], settings: GenerationSettings,
-    pairing: str = pairing_core.ALL, skip_truncated: bool = True, seed: int = 0, scorer: RewardScorer | None = None,
+    pairing: str = pairing_core.ALL, cut_off: str = pairing_core.AGAINST_FINISHED, seed: int = 0, scorer: RewardScorer | None = None,
 ) -> CandidatePairs:
     """Labeling pair tasks among each prompt's generated candidates (these versions, these settings), chosen by
     ``pairing`` (``training.trainer.candidates.pair_candidates``), sides in random order. Answers cut off at the
-    token limit (with ``skip_truncated``) and identical answers are left out; pairs that exist already are not
-    made again, so calling this twice for a prompt adds nothing. Returns what was made and left out.
+    token limit are paired as ``cut_off`` says and identical answers are left out; pairs that exist already are
+    not made again, so calling this twice for a prompt adds nothing. Returns what was made and left out.
 
-    In a rate (thumbs) project there is nothing to pair: each distinct candidate becomes a thumbs task instead."""
+    In a rate (thumbs) project there is nothing to pair: each distinct candidate becomes a thumbs task instead, cut-off
+    ones only with ``PAIRED`` (a thumbs-up on an answer that never ends would teach it to run on)."""
     keys = {_settings_key(settings.for_sample(k)): settings.temperature_for(k) for k in range(settings.n)}
     candidates: dict[int, list[pairing_core.Candidate]] = {}
     for completion in Completion.objects.filter(
@@ -486,7 +494,7 @@ def candidate_pairs_create(
                 key=completion.pk, text=completion.text, truncated=completion.is_truncated, temperature=keys[key],
             ))
     if project.mode == Project.Mode.RATE:
-        return _candidate_rate_tasks_create(project, candidates, skip_truncated=skip_truncated)
+        return _candidate_rate_tasks_create(project, candidates, skip_truncated=cut_off != pairing_core.PAIRED)
     existing = {
         frozenset(ids)
         for ids in PairTask.objects.filter(project=project, prompt_id__in=prompt_ids).values_list(
@@ -503,7 +511,7 @@ def candidate_pairs_create(
         for prompt_id in sorted(candidates):
             by_text = {c.text: scores[c.key] for c in candidates[prompt_id] if c.key in scores}
             plan = pairing_core.pair_candidates(
-                candidates[prompt_id], pairing, skip_truncated=skip_truncated, max_pairs=MAX_CANDIDATE_PAIRS_PER_PROMPT,
+                candidates[prompt_id], pairing, cut_off=cut_off, max_pairs=MAX_CANDIDATE_PAIRS_PER_PROMPT,
                 **({"score": by_text.__getitem__} if by_text else {}),
             )
             result.truncated += sum(1 for c in candidates[prompt_id] if c.truncated)

@@ -940,14 +940,14 @@ def _pace(base_model_id: int) -> tuple[float, GenerationJob] | None:
 
 def candidate_expectation(
     *, project: Project, base_model_id: int | None, versions: int, split: str, n: int, token_limit: int,
-    pairing: str, skip_truncated: bool,
+    pairing: str, cut_off: str,
 ) -> CandidateExpectation:
     from training.templatetags.numbers import format_rough_duration
     from training.trainer.candidates import DEFAULT_MAX_PAIRS, expected_pairs
 
     prompts = Prompt.objects.filter(project=project, split=split).count()
     per_prompt = n * max(versions, 1)
-    all_pairs, _ = expected_pairs(per_prompt, 1.0, pairing, skip_truncated=skip_truncated, max_pairs=DEFAULT_MAX_PAIRS)
+    all_pairs, _ = expected_pairs(per_prompt, 1.0, pairing, cut_off=cut_off, max_pairs=DEFAULT_MAX_PAIRS)
     share = pairs = with_pair = seconds = None
     share_basis = time_basis = ""
     if base_model_id is not None:
@@ -973,7 +973,7 @@ def candidate_expectation(
         else:
             time_basis = "the time is known after this base model's first generation job; the jobs table then shows an ETA"
     if share is not None:
-        expected, chance = expected_pairs(per_prompt, share, pairing, skip_truncated=skip_truncated)
+        expected, chance = expected_pairs(per_prompt, share, pairing, cut_off=cut_off)
         pairs, with_pair = expected * prompts, chance
     return CandidateExpectation(
         prompts=prompts, answers=prompts * per_prompt, token_limit=token_limit, complete_share=share,

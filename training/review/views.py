@@ -224,7 +224,7 @@ def project_candidates(request: HttpRequest, project_id: int) -> HttpResponse:
                     purpose=GenerationJob.Purpose.CANDIDATES,
                     split=form.cleaned_data["split"],
                     pairing=form.cleaned_data["pairing"],
-                    skip_truncated=form.cleaned_data["skip_truncated"],
+                    cut_off=form.cleaned_data["cut_off"],
                     created_by=request.user,
                 )
             except review_versions.ReviewError as error:

@@ -2,9 +2,14 @@
 
 A vote carries signal only when the two answers differ in a way a person can judge. So before pairing:
 
-- answers cut off at the token limit are left out (``skip_truncated``): a reader mostly judges where the text
-  stops, not what it says; ``length_extremes`` always leaves them out, since the longest answer would
-  otherwise be a cut-off one by construction;
+- answers cut off at the token limit (``cut_off``) are by default paired only against a finished answer
+  (``AGAINST_FINISHED``): between two cut-off answers a reader mostly judges where the text stops, not what it
+  says, but a finished answer against a cut-off one is a fair question (a person prefers the one that ends, or
+  writes a better one), and it gives a pair to most prompts of a small model that often runs on. ``LEFT_OUT``
+  leaves them out of pairs, ``PAIRED`` pairs them like any other. The extremes always leave them out: the
+  longest answer would otherwise be a cut-off one by construction. Training leaves out a pair whose chosen
+  answer was cut off unless the annotator wrote a better one (``labeling.exporting``), so a cut-off answer
+  teaches only as the one rejected;
 - answers identical (after trimming whitespace) to an earlier one are left out: a pair of twins teaches
   nothing, and two pairs that differ only in which twin they show ask the same question twice.
 
@@ -33,6 +38,16 @@ REWARD_EXTREMES = "reward_extremes"
 STRATEGIES = (ALL, LENGTH_EXTREMES, MIXED_TEMPERATURES, REWARD_EXTREMES)
 EXTREMES = (LENGTH_EXTREMES, REWARD_EXTREMES)
 DEFAULT_MAX_PAIRS = 6
+
+AGAINST_FINISHED = "against_finished"
+LEFT_OUT = "left_out"
+PAIRED = "paired"
+CUT_OFF_CHOICES = (AGAINST_FINISHED, LEFT_OUT, PAIRED)
+
+
+def check_cut_off(cut_off: str) -> None:
+    if cut_off not in CUT_OFF_CHOICES:
+        raise ValueError(f"Unknown treatment of cut-off answers {cut_off!r}: use one of {', '.join(CUT_OFF_CHOICES)}.")
 
 
 def word_count(text: str) -> float:
@@ -63,17 +78,18 @@ def pair_candidates(
     strategy: str = ALL,
     *,
     score: Callable[[str], float] = word_count,
-    skip_truncated: bool = True,
+    cut_off: str = AGAINST_FINISHED,
     max_pairs: int = DEFAULT_MAX_PAIRS,
 ) -> Pairing:
     """Pairs among one prompt's candidates by ``strategy`` (see the module docstring); deterministic, so the
     same candidates always give the same pairs (a re-run adds none). Sides are as given: the caller shuffles."""
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown pairing {strategy!r}: use one of {', '.join(STRATEGIES)}.")
+    check_cut_off(cut_off)
     if max_pairs < 1:
         raise ValueError(f"max_pairs must be at least 1, got {max_pairs}.")
     result = Pairing()
-    leave_out_truncated = skip_truncated or strategy == LENGTH_EXTREMES
+    leave_out_truncated = cut_off == LEFT_OUT or (strategy in EXTREMES and cut_off != PAIRED) or strategy == LENGTH_EXTREMES
     usable: list[Candidate] = []
     seen: set[str] = set()
     for candidate in candidates:
@@ -94,6 +110,8 @@ def pair_candidates(
         result.pairs = [(ranked[0], ranked[-1])]
         return result
     pairs = itertools.combinations(usable, 2)
+    if cut_off == AGAINST_FINISHED:
+        pairs = ((a, b) for a, b in pairs if not (a.truncated and b.truncated))
     if strategy == MIXED_TEMPERATURES:
         pairs = ((a, b) for a, b in pairs if a.temperature != b.temperature)
     result.pairs = list(itertools.islice(pairs, max_pairs))
@@ -109,7 +127,7 @@ def expected_pairs(
     complete_share: float,
     strategy: str = ALL,
     *,
-    skip_truncated: bool = True,
+    cut_off: str = AGAINST_FINISHED,
     max_pairs: int = DEFAULT_MAX_PAIRS,
 ) -> tuple[float, float]:
     """(expected pairs, chance of at least one pair) for one prompt with ``answers`` candidates, each finished
@@ -117,20 +135,30 @@ def expected_pairs(
     two temperatures, every other answer is drawn at the second one, so the first temperature has the odd one."""
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown pairing {strategy!r}: use one of {', '.join(STRATEGIES)}.")
-    p = complete_share if (skip_truncated or strategy == LENGTH_EXTREMES) else 1.0
+    check_cut_off(cut_off)
+    if strategy in EXTREMES and cut_off == AGAINST_FINISHED or strategy == LENGTH_EXTREMES:
+        cut_off = LEFT_OUT
+    p = 1.0 if cut_off == PAIRED else complete_share
     expected = at_least_one = 0.0
     if strategy == MIXED_TEMPERATURES:
         cool, hot = (answers + 1) // 2, answers // 2
         for kc in range(cool + 1):
             for kh in range(hot + 1):
                 chance = _binomial(cool, kc, p) * _binomial(hot, kh, p)
-                pairs = min(max_pairs, kc * kh)
+                # Cut-off answers against finished ones: every cross pair but those of two cut-off answers.
+                crossed = cool * hot - (cool - kc) * (hot - kh) if cut_off == AGAINST_FINISHED else kc * kh
+                pairs = min(max_pairs, crossed)
                 expected += chance * pairs
                 at_least_one += chance if pairs else 0.0
         return expected, at_least_one
     for k in range(answers + 1):
         chance = _binomial(answers, k, p)
-        pairs = (1 if k >= 2 else 0) if strategy in EXTREMES else min(max_pairs, math.comb(k, 2))
+        if strategy in EXTREMES:
+            pairs = 1 if k >= 2 else 0
+        elif cut_off == AGAINST_FINISHED:
+            pairs = min(max_pairs, math.comb(k, 2) + k * (answers - k))
+        else:
+            pairs = min(max_pairs, math.comb(k, 2))
         expected += chance * pairs
         at_least_one += chance if pairs else 0.0
     return expected, at_least_one

@@ -194,7 +194,7 @@ class Command(BaseCommand):
                 members=annotators,
             )
             version = _base_version()
-            settings = {key: value for key, value in history["candidate_settings"].items() if key != "skip_truncated"}
+            settings = {key: value for key, value in history["candidate_settings"].items() if key not in ("skip_truncated", "cut_off")}
             answers: dict[tuple[str, int], Completion] = {}
             for entry in history["prompts"]:
                 prompt = Prompt.objects.create(project=project, external_id=entry["id"], messages=entry["messages"],
