@@ -133,7 +133,7 @@ def test_tuning_records_are_listed_in_the_admin(admin_client):
     run = make_run(project, status="failed")
     TuningRun.objects.filter(pk=run.pk).update(error="CUDA out of memory")
 
-    for path in ("tuningrun", "generationjob", "battle", "datasetsnapshot", "runmetric"):
+    for path in ("tuningrun", "generationjob", "versionexport", "battle", "datasetsnapshot", "runmetric"):
         assert admin_client.get(f"/admin/training/{path}/").status_code == 200, path
     runs = admin_client.get("/admin/training/tuningrun/", {"q": "out of memory", "status__exact": "failed"}).content.decode()
     assert "run of Coffee" in runs

@@ -48,6 +48,8 @@ ADMIN_URLS = {
     "training:project_rewards_score",
     "training:base_models",
     "training:version_download",
+    "training:version_export_start",
+    "training:version_exports",
 }
 API_URLS = {"api:projects", "api:import", "api:export", "api:next", "api:vote"}
 OPEN_URLS = {"login", "logout", "favicon"}
@@ -70,10 +72,11 @@ def _url(name: str, project, pair: PairTask) -> str:
     kwargs = {}
     if name.startswith("training:run_") and name != "training:run_new":
         return reverse(name, kwargs={"run_id": make_run(project).pk})
-    if name == "training:version_download":
+    if name in ("training:version_download", "training:version_export_start", "training:version_exports"):
         run = make_run(project)
         version = ModelVersion.objects.create(name=f"v{run.pk}", base_model=run.base_model, adapter_path="/nonexistent/adapter")
-        return reverse(name, kwargs={"version_id": version.pk, "kind": "adapter"})
+        kind = {} if name == "training:version_exports" else {"kind": "adapter"}
+        return reverse(name, kwargs={"version_id": version.pk, **kind})
     if name == "training:generation_job_cancel":
         from training.models import GenerationJob
 
@@ -188,7 +191,7 @@ def test_annotator_forms_need_a_csrf_token(csrf_client, world, name):
 
 _READ_ONLY = {"labeling:dashboard", "labeling:disagreements", "labeling:export", "training:runs", "training:run_detail",
               "training:run_status", "training:run_metrics", "training:run_review", "training:run_battles",
-              "training:leaderboard"}
+              "training:leaderboard", "training:version_exports"}
 
 
 @pytest.mark.parametrize("name", sorted(ADMIN_URLS - _READ_ONLY))

@@ -1,6 +1,6 @@
 """Django admin for tuning: base models and versions to register, and read-mostly views of what the app records.
 
-Runs, generation jobs, battles, snapshots and metrics are written by the services and workers; the admin shows
+Runs, generation jobs, exports, battles, snapshots and metrics are written by the services and workers; the admin shows
 them for inspection and never edits them (a run's name is the one exception). A snapshot's rows and hash are
 what a run trained on, so they can never change.
 """
@@ -14,7 +14,16 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from training.models import BaseModel, Battle, DatasetSnapshot, GenerationJob, ModelVersion, RunMetric, TuningRun
+from training.models import (
+    BaseModel,
+    Battle,
+    DatasetSnapshot,
+    GenerationJob,
+    ModelVersion,
+    RunMetric,
+    TuningRun,
+    VersionExport,
+)
 from webapp.untrusted_text import isolated
 
 
@@ -72,6 +81,14 @@ class GenerationJobAdmin(_ReadOnlyAdmin):
     list_filter = ("status", "purpose", "project")
     list_select_related = ("project", "run")
     search_fields = ("error", "worker", "run__name")
+
+
+@admin.register(VersionExport)
+class VersionExportAdmin(_ReadOnlyAdmin):
+    list_display = ("id", "version", "kind", "status", "worker", "created_at", "finished_at")
+    list_filter = ("status", "kind")
+    list_select_related = ("version",)
+    search_fields = ("version__name", "error", "worker")
 
 
 @admin.register(Battle)

@@ -15,7 +15,9 @@ from training.models import BaseModel
 
 logger = logging.getLogger(__name__)
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+# owner/name, each part starting and ending with a letter, digit or "_" (the hub's \b...\b).
+_HUB_PART = r"[A-Za-z0-9_](?:[\w.-]{0,94}[A-Za-z0-9_])?"
+HUB_ID = re.compile(rf"^{_HUB_PART}/{_HUB_PART}$", re.ASCII)
 DOWNLOAD_TASK = "workers.base_model_download"
 # What a causal LM needs from a hub repository; other formats and checkpoints stay on the hub.
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
@@ -42,32 +44,25 @@ def _facts_fields(facts: ModelFacts) -> dict[str, object]:
 
 def base_model_register(*, name: str, source: str) -> BaseModel:
     """Register ``source``: an absolute folder path (checked now: a causal LM with a tokenizer and a chat
-    template) or a Hugging Face id (queued for a worker to download and check). Raises RegistryError."""
-    source = source.strip()
-    if not source:
-        raise RegistryError("Give a model folder or a Hugging Face id.", field="source")
+    template) or a Hugging Face id (queued for a worker to download and check). Raises RegistryError, having
+    written nothing (no row, no folder, no queued download)."""
     # The source is checked and put in one spelling before anything else, so a bad one gets its own message
-    # (not a name clash) and one folder written two ways (/m/x, /m/./x/, /m/y/../x) is one registration.
-    is_folder = source.startswith("/")
-    if is_folder:
-        source = os.path.normpath(source)
-    elif not HUB_ID.match(source) or any(part in (".", "..") for part in source.split("/")):
-        raise RegistryError(
-            f"{source!r} is neither an absolute folder path nor a Hugging Face id (owner/name, such as "
-            "HuggingFaceTB/SmolLM2-360M-Instruct).",
-            field="source",
-        )
-    name = name.strip() or source.rsplit("/", 1)[-1]
-    same = BaseModel.objects.filter(path=source) if is_folder else BaseModel.objects.filter(hub_id=source)
-    if (existing := same.first()) is not None:
+    # (not a name clash) and one folder written two ways (/m/x, /m/./x/, /m/y/../x, a symlink to /m/x) is one
+    # registration.
+    source, is_folder = check_model_source(source)
+    existing = _registered_folder(source) if is_folder else BaseModel.objects.filter(hub_id__iexact=source).first()
+    if existing is not None:
         raise RegistryError(f"{source} is already registered as {existing.name!r}.", field="source")
-    if BaseModel.objects.filter(name=name).exists():
-        raise RegistryError(f"A base model named {name!r} is already registered; pick another name.", field="name")
+    facts = None
     if is_folder:
         try:
             facts = inspect_model_folder(source)
         except ModelFolderError as exc:
             raise RegistryError(str(exc), field="source") from exc
+    name = name.strip() or source.rsplit("/", 1)[-1]
+    if BaseModel.objects.filter(name=name).exists():
+        raise RegistryError(f"A base model named {name!r} is already registered; pick another name.", field="name")
+    if facts is not None:
         return BaseModel.objects.create(name=name, path=source, status=BaseModel.Status.READY, **_facts_fields(facts))
     folder = Path(settings.PREFTUNE_MODELS_DIR) / "hub" / source.replace("/", "--")
     with transaction.atomic():
@@ -76,6 +71,35 @@ def base_model_register(*, name: str, source: str) -> BaseModel:
         )
         transaction.on_commit(lambda: _send_download(model.pk))
     return model
+
+
+def check_model_source(source: str) -> tuple[str, bool]:
+    """``source`` in its one spelling, and whether it is a folder: an absolute path resolved (``..``, ``.`` and
+    symlinks followed), or a Hugging Face id as given. Raises RegistryError (field "source") for anything else."""
+    source = source.strip()
+    if not source:
+        raise RegistryError("Give a model folder or a Hugging Face id.", field="source")
+    if source.startswith("/"):
+        return os.path.realpath(source), True
+    # The hub's own rule (huggingface_hub's validate_repo_id) plus exactly one owner: "--" is also refused because
+    # the download folder writes "/" as "--", so a--b/c and a/b--c would share one folder.
+    if not HUB_ID.match(source) or ".." in source or "--" in source or source.endswith(".git"):
+        raise RegistryError(
+            f"{source!r} is neither an absolute folder path nor a Hugging Face id. A folder is its full path on the "
+            "workers, such as /models/SmolLM2-360M-Instruct; an id is owner/name, such as "
+            "HuggingFaceTB/SmolLM2-360M-Instruct: two non-empty parts of letters, digits, '-', '_' and '.', "
+            "without '..' or '--'.",
+            field="source",
+        )
+    return source, False
+
+
+def _registered_folder(folder: str) -> BaseModel | None:
+    # Rows made elsewhere (the admin, prepare_base_model) may spell their folder another way: compare resolved.
+    for model in BaseModel.objects.only("name", "path"):
+        if os.path.isabs(model.path) and os.path.realpath(model.path) == folder:
+            return model
+    return None
 
 
 def _send_download(model_id: int) -> None:

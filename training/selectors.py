@@ -17,7 +17,8 @@ from django.db.models.fields.json import KeyTransform
 from labeling.agreement import wilson_interval
 from labeling.models import Completion, PairTask, Project, RateTask, TaskStatus
 from training.data_needs import ROWS_TO_TELL, ready_rows_to_tell
-from training.models import BaseModel, GenerationJob, RunMetric, TuningRun, Worker
+from training.exports import version_export_zip_path
+from training.models import BaseModel, GenerationJob, ModelVersion, RunMetric, TuningRun, VersionExport, Worker
 from training.templatetags.numbers import format_number, format_setting, format_share, setting_rows
 
 Series = dict[str, dict[str, list[list[float]]]]  # split → metric key (no eval_ prefix) → [[step, value], ...]
@@ -976,3 +977,45 @@ def loop_walkthrough(*, projects: Iterable[Project], chosen_id: int | None = Non
     steps = [dataclasses.replace(step, state="next" if step.number == first_open else step.state if step.state == "done" else "later")
              for step in steps]
     return LoopWalkthrough(project=project, steps=steps, others=[p for p in projects if p.pk != project.pk])
+
+
+@dataclass(frozen=True)
+class ExportState:
+    """One kind of export of a version: whether its zip is ready (and its size), and its latest export job."""
+
+    kind: str
+    label: str
+    zip_bytes: int | None
+    latest: VersionExport | None
+
+    @property
+    def ready(self) -> bool:
+        return self.zip_bytes is not None
+
+    @property
+    def active(self) -> bool:
+        return not self.ready and self.latest is not None and self.latest.is_active
+
+
+@dataclass(frozen=True)
+class VersionExports:
+    version: ModelVersion
+    kinds: list[ExportState]
+
+    @property
+    def active(self) -> bool:
+        """Whether an export is queued or running (the page keeps polling)."""
+        return any(state.active for state in self.kinds)
+
+
+def version_exports(*, version: ModelVersion) -> VersionExports:
+    """Each export kind of ``version``, adapter first: a stat of its zip, and its latest export (one query)."""
+    latest: dict[str, VersionExport] = {}
+    for export in VersionExport.objects.filter(version=version).order_by("-id"):
+        latest.setdefault(export.kind, export)
+    kinds = []
+    for kind, label in VersionExport.Kind.choices:
+        zip_path = version_export_zip_path(version_id=version.pk, kind=kind)
+        size = zip_path.stat().st_size if zip_path.is_file() else None
+        kinds.append(ExportState(kind=kind, label=str(label), zip_bytes=size, latest=latest.get(kind)))
+    return VersionExports(version=version, kinds=kinds)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import shutil
 import traceback
 import uuid
 from collections.abc import Callable
@@ -610,39 +608,3 @@ def runs_reap_stale(*, older_than: timedelta | None = None, worker_name: str | N
         ):
             reaped.append(run_id)
     return reaped
-
-
-class ExportError(Exception):
-    """Why a version cannot be exported, in words for the admin."""
-
-
-def version_export(*, version: ModelVersion, merged: bool) -> Path:
-    """A zip of ``version``'s adapter, or of the adapter merged into its base model (safetensors), under the
-    artifacts folder; made once and reused. Raises ExportError for a base model alone or a missing adapter."""
-    from training.trainer.export import copy_adapter, merge_adapter, zip_folder
-
-    if not version.adapter_path:
-        raise ExportError(f"{version.name} is a base model alone: there is no adapter to export.")
-    if not Path(version.adapter_path, "adapter_config.json").is_file():
-        raise ExportError(f"The adapter of {version.name} is not on this server any more ({version.adapter_path}).")
-    kind = "merged" if merged else "adapter"
-    folder = Path(settings.PREFTUNE_ARTIFACTS_DIR) / "exports" / f"version-{version.pk}"
-    zip_path = folder / f"{kind}.zip"
-    if zip_path.is_file():
-        return zip_path
-    folder.mkdir(parents=True, exist_ok=True)
-    work = folder / kind
-    if merged:
-        merge_adapter(version.base_model.path, version.adapter_path, work)
-    else:
-        copy_adapter(version.adapter_path, work)
-    partial = folder / f".{kind}.zip.partial"
-    zip_folder(work, partial, root=version_export_name(version, kind))
-    partial.replace(zip_path)  # whole or absent: a download never gets half a zip
-    shutil.rmtree(work, ignore_errors=True)
-    return zip_path
-
-
-def version_export_name(version: ModelVersion, kind: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", version.name).strip("-.") or f"version-{version.pk}"
-    return f"{safe}-{kind}"

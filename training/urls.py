@@ -1,13 +1,31 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from training import views
+from training.models import VersionExport
 from training.review import views as review_views
+
+
+class ExportKindConverter:
+    """The export kinds and nothing else: any other word in their place is a 404, never some default export."""
+
+    regex = "|".join(VersionExport.Kind.values)
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(ExportKindConverter, "export_kind")
 
 app_name = "training"
 
 urlpatterns = [
     path("models/", views.base_models, name="base_models"),
-    path("versions/<int:version_id>/<str:kind>.zip", views.version_download, name="version_download"),
+    path("versions/<int:version_id>/<export_kind:kind>.zip", views.version_download, name="version_download"),
+    path("versions/<int:version_id>/<export_kind:kind>/export/", views.version_export_start, name="version_export_start"),
+    path("versions/<int:version_id>/exports/", views.version_exports, name="version_exports"),
     path("projects/<int:project_id>/runs/", views.runs, name="runs"),
     path("projects/<int:project_id>/runs/new/", views.run_new, name="run_new"),
     path("runs/<int:run_id>/", views.run_detail, name="run_detail"),

@@ -5,11 +5,12 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from labeling.permissions import project_for_admin
-from training import registry, selectors, services
+from training import exports, registry, selectors, services
 from training.forms import BaseModelRegisterForm, RunLaunchForm
 from training.models import ModelVersion, TuningRun
 
@@ -92,6 +93,7 @@ def _run_context(run: TuningRun) -> dict:
         "dataset": selectors.dataset_use(summary=snapshot.summary, method=run.method, row_count=snapshot.row_count),
         "lineage": selectors.lineage_rows(lineage=snapshot.lineage, includes_heldout=snapshot.includes_heldout),
         "no_worker_yet": run.status == TuningRun.Status.QUEUED and not selectors.workers_taking(run.gpus),
+        "exports": selectors.version_exports(version=run.model_version) if run.model_version else None,
     }
 
 
@@ -153,13 +155,53 @@ def base_models(request: HttpRequest) -> HttpResponse:
     return render(request, "training/base_models.html", {"form": form, "models": selectors.base_models_table()}, status=status)
 
 
+def _version_for_admin(user, version_id: int) -> ModelVersion:  # noqa: ANN001
+    if not user.is_staff:
+        raise PermissionDenied("Only admins can export model versions.")
+    return get_object_or_404(ModelVersion.objects.select_related("base_model"), pk=version_id)
+
+
+def _version_page(version: ModelVersion) -> str:
+    """The page that shows the version's exports: the run that trained it, else the models page."""
+    run = TuningRun.objects.filter(model_version=version).only("pk").first()
+    return reverse("training:run_detail", args=[run.pk]) if run else reverse("training:base_models")
+
+
 @require_safe
 def version_download(request: HttpRequest, version_id: int, kind: str) -> HttpResponse:
-    if not request.user.is_staff:
-        raise PermissionDenied("Only admins can export model versions.")
-    version = get_object_or_404(ModelVersion.objects.select_related("base_model"), pk=version_id)
+    """Serve a finished export; never build one here (merging loads the whole base model: a worker's job)."""
+    version = _version_for_admin(request.user, version_id)
+    zip_path = exports.version_export_zip_path(version_id=version.pk, kind=kind)
+    if not zip_path.is_file():
+        try:
+            exports.check_exportable(version=version)
+        except exports.ExportError as error:
+            message = str(error)
+        else:
+            message = (f"{version.name} has not been exported as {kind} yet: press Export on its page "
+                       f"({_version_page(version)}), and download it there once the export is ready.")
+        return HttpResponse(message, status=404, content_type="text/plain; charset=utf-8")
+    filename = f"{exports.version_export_name(version, kind)}.zip"
+    return FileResponse(open(zip_path, "rb"), as_attachment=True, filename=filename)  # noqa: SIM115 - the response closes it
+
+
+@require_POST
+def version_export_start(request: HttpRequest, version_id: int, kind: str) -> HttpResponse:
+    version = _version_for_admin(request.user, version_id)
     try:
-        zip_path = services.version_export(version=version, merged=kind == "merged")
-    except services.ExportError as error:
-        return HttpResponse(error.args[0], status=404, content_type="text/plain; charset=utf-8")
-    return FileResponse(open(zip_path, "rb"), as_attachment=True, filename=f"{services.version_export_name(version, kind)}.zip")
+        export = exports.version_export_request(version=version, kind=kind, created_by=request.user)
+    except exports.ExportError as error:
+        messages.error(request, str(error))
+    else:
+        if export is None:
+            messages.info(request, f"{version.name} is already exported as {kind}: download it below.")
+        else:
+            messages.success(request, f"Export of {version.name} ({kind}) queued for a worker; this page shows its progress.")
+    return redirect(_version_page(version))
+
+
+@require_safe
+def version_exports(request: HttpRequest, version_id: int) -> HttpResponse:
+    """The exports panel alone, which the page polls with htmx while an export is queued or running."""
+    version = _version_for_admin(request.user, version_id)
+    return render(request, "training/_version_exports.html", {"exports": selectors.version_exports(version=version)})

@@ -1,4 +1,4 @@
-"""The watchdog: fails runs and generation jobs whose worker went quiet, and sends again the messages of queued
+"""The watchdog: fails runs, generation jobs and exports whose worker went quiet, and sends again the messages of queued
 runs that the broker lost.
 
 It is a thread in every worker's main process and in every web process, not a Celery task: a task waits on a
@@ -30,25 +30,30 @@ _lock = threading.Lock()
 class WatchdogPass:
     runs_failed: list[int]
     jobs_failed: list[int]
+    exports_failed: list[int]
     runs_resent: list[int]
 
 
-def reap_stale() -> tuple[list[int], list[int]]:
-    """Fail the runs and generation jobs whose heartbeat is older than PREFTUNE_RUN_STALE_SECONDS: (runs, jobs)."""
-    from training import services
+def reap_stale() -> tuple[list[int], list[int], list[int]]:
+    """Fail the runs, generation jobs and exports whose heartbeat is older than PREFTUNE_RUN_STALE_SECONDS:
+    (runs, jobs, exports)."""
+    from training import exports, services
     from training.review import generation
 
     stale = timedelta(seconds=settings.PREFTUNE_RUN_STALE_SECONDS)
-    return services.runs_reap_stale(older_than=stale), generation.generation_jobs_reap(older_than=stale)
+    return (
+        services.runs_reap_stale(older_than=stale), generation.generation_jobs_reap(older_than=stale),
+        exports.version_exports_reap(older_than=stale),
+    )
 
 
 def watchdog_pass() -> WatchdogPass:
-    """One look: fail stale runs and jobs, send lost run messages again."""
+    """One look: fail stale runs, jobs and exports, send lost run messages again."""
     from training import requeue
 
-    runs_failed, jobs_failed = reap_stale()
+    runs_failed, jobs_failed, exports_failed = reap_stale()
     return WatchdogPass(
-        runs_failed=runs_failed, jobs_failed=jobs_failed,
+        runs_failed=runs_failed, jobs_failed=jobs_failed, exports_failed=exports_failed,
         runs_resent=requeue.runs_requeue_lost(older_than=LOST_MESSAGE_AFTER),
     )
 
@@ -59,9 +64,11 @@ def _watch(where: str, interval: float) -> None:
         try:
             close_old_connections()
             done = watchdog_pass()
-            if done.runs_failed or done.jobs_failed or done.runs_resent:
-                logger.warning("Watchdog (%s): failed runs %s and jobs %s whose worker went quiet; re-sent runs %s.",
-                               where, done.runs_failed, done.jobs_failed, done.runs_resent)
+            if done.runs_failed or done.jobs_failed or done.exports_failed or done.runs_resent:
+                logger.warning(
+                    "Watchdog (%s): failed runs %s, jobs %s and exports %s whose worker went quiet; re-sent runs %s.",
+                    where, done.runs_failed, done.jobs_failed, done.exports_failed, done.runs_resent,
+                )
         except Exception:  # a database or broker outage must not end the thread: the next pass tries again
             logger.exception("Watchdog (%s) pass failed", where)
         finally:

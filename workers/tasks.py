@@ -8,7 +8,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 
-from training import registry, requeue
+from training import exports, registry, requeue
 from training import services as training_services
 from training.review import generation as review_generation
 from training.watchdog import LOST_MESSAGE_AFTER, reap_stale, watchdog_start
@@ -51,8 +51,8 @@ def _hand_back_training(sender=None, **kwargs) -> None:  # noqa: ANN001, ANN003
 
 @shared_task(name="workers.runs_reap_stale", queue="default", ignore_result=True)
 def runs_reap_stale() -> list[int]:
-    """Periodic: fail runs and generation jobs whose worker stopped sending heartbeats, so none stays 'running'
-    forever."""
+    """Periodic: fail runs, generation jobs and exports whose worker stopped sending heartbeats, so none stays
+    'running' forever."""
     return reap_stale()[0]
 
 
@@ -72,6 +72,7 @@ def _fail_runs_left_by_this_worker(sender=None, **kwargs) -> None:  # noqa: ANN0
         training_services.worker_announce(hostname=hostname, queues=queues, gpus=_gpu_count())
         training_services.runs_reap_stale(worker_name=hostname)
         review_generation.generation_jobs_reap(worker_name=hostname)
+        exports.version_exports_reap(worker_name=hostname)
     # In the main process, which never waits behind a task: see training/watchdog.py.
     watchdog_start("worker")
 
@@ -91,3 +92,11 @@ def generate(self, job_id: int) -> str:  # noqa: ANN001
 def base_model_download(self, model_id: int) -> str:  # noqa: ANN001
     """Download a base model registered by its Hugging Face id, then check it; a repeat finds it no longer downloading."""
     return registry.base_model_download(model_id=model_id).status
+
+
+@shared_task(name="workers.version_export", queue="gpu", bind=True, acks_late=True, time_limit=2 * 3600)
+def version_export(self, export_id: int) -> str:  # noqa: ANN001
+    """Build one version export's zip. A redelivered message finds the export no longer queued and does nothing."""
+    if not exports.version_export_claim(export_id=export_id, worker=self.request.hostname or "unknown"):
+        return "not claimed: another worker has it, or it already ran"
+    return exports.version_export_execute(export_id=export_id).status

@@ -167,6 +167,58 @@ def test_one_folder_written_two_ways_registers_once_and_dotted_ids_are_refused_b
     assert list(BaseModel.objects.values_list("name", "path")) == [("First", str(tiny_model_dir))]
 
 
+@pytest.mark.parametrize("source", ["a/..", "../x", "../../", "a/b/c", "a//b", "a/", "/a", "owner/.", "a--b/c", "x"])
+def test_a_malformed_source_is_refused_for_itself_before_the_name_and_nothing_is_made(
+    admin_client, tiny_model_dir, settings, tmp_path, django_capture_on_commit_callbacks, source
+):
+    settings.PREFTUNE_MODELS_DIR = str(tmp_path / "models")
+    assert _register(admin_client, str(tiny_model_dir), name="Taken").status_code == 302
+
+    with django_capture_on_commit_callbacks() as queued:
+        response = _register(admin_client, source, name="Taken")
+
+    assert response.status_code == 400
+    error = _error(response)
+    if source == "/a":  # an absolute path is a folder: it is looked for, and is not there
+        assert "There is no folder at /a." in error
+    else:
+        assert "is neither an absolute folder path nor a Hugging Face id" in error
+        assert "such as /models/SmolLM2-360M-Instruct" in error and "owner/name" in error
+    assert "Taken" not in error, "the source's own fault, not a name clash"
+    assert BaseModel.objects.count() == 1 and queued == [] and not (tmp_path / "models").exists()
+
+
+def test_a_symlinked_or_differently_spelled_folder_is_the_same_model(admin_client, tiny_model_dir, tmp_path):
+    link = tmp_path / "link-to-tiny"
+    link.symlink_to(tiny_model_dir, target_is_directory=True)
+    assert _register(admin_client, f"{link}/", name="Through a link").status_code == 302
+    assert BaseModel.objects.get().path == str(tiny_model_dir.resolve()), "stored resolved"
+
+    again = _register(admin_client, f"{tiny_model_dir}/../{tiny_model_dir.name}", name="Direct")
+
+    assert f"{tiny_model_dir.resolve()} is already registered as &#x27;Through a link&#x27;." in _error(again)
+    assert BaseModel.objects.count() == 1
+
+
+def test_a_folder_registered_elsewhere_in_another_spelling_counts_too(admin_client, tiny_model_dir):
+    BaseModel.objects.create(name="From the admin", path=f"{tiny_model_dir}/./")
+
+    response = _register(admin_client, str(tiny_model_dir), name="Again")
+
+    assert "is already registered as &#x27;From the admin&#x27;." in _error(response)
+    assert BaseModel.objects.count() == 1
+
+
+def test_a_hub_id_registers_once_whatever_its_case(admin_client, django_capture_on_commit_callbacks):
+    BaseModel.objects.create(name="Smol", path="/m/hub/x", hub_id="HuggingFaceTB/SmolLM2-360M-Instruct", status="ready")
+
+    with django_capture_on_commit_callbacks() as queued:
+        response = _register(admin_client, "huggingfacetb/smollm2-360m-instruct", name="Smol again")
+
+    assert "is already registered as &#x27;Smol&#x27;." in _error(response)
+    assert BaseModel.objects.count() == 1 and queued == []
+
+
 def test_annotators_cannot_see_or_register_models(client, db, tiny_model_dir):
     annotator = UserFactory()
     assert client.login(username=annotator.username, password=PASSWORD)

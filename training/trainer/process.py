@@ -67,16 +67,22 @@ def trainer_command(spec_path: Path, num_processes: int, *, cuda: bool, sharding
 
 
 # The web app's and the worker's own settings: the child reads only its spec, so it gets no database, broker or
-# Django secret to leak in a crash dump, a log line or a custom training callback.
+# Django secret to leak in a crash dump, a log line or a custom training callback. Names that say "secret" go too
+# (AWS_SECRET_ACCESS_KEY, SENTRY_DSN, GITHUB_TOKEN…), except the Hugging Face token: a base model given by hub id
+# is loaded by the child, and a gated one needs it.
 _WEB_ONLY_PREFIXES = ("DJANGO_", "DATABASE_", "CELERY_", "DB_", "PG", "REDIS_")
-_SECRET_SUFFIXES = ("_SECRET_KEY", "_PASSWORD")
+_SECRET_SUFFIXES = ("_SECRET", "_SECRET_KEY", "_SECRET_ACCESS_KEY", "_PASSWORD", "_TOKEN", "_API_KEY", "_DSN", "_CREDENTIALS")
+_CHILD_NEEDS = ("HF_", "HUGGING_FACE_")
 
 
 def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """``environ`` without what only the web app and the worker need (see ``_WEB_ONLY_PREFIXES``)."""
+    """``environ`` without what only the web app and the worker need, and without secrets the trainer has no use
+    for (see ``_WEB_ONLY_PREFIXES`` and ``_SECRET_SUFFIXES``); PATH, HOME, HF_*, CUDA_*, NCCL_*, OMP_* and the
+    like stay."""
     return {
         name: value for name, value in environ.items()
-        if not name.startswith(_WEB_ONLY_PREFIXES) and not name.endswith(_SECRET_SUFFIXES)
+        if not name.startswith(_WEB_ONLY_PREFIXES)
+        and (name.startswith(_CHILD_NEEDS) or not name.upper().endswith(_SECRET_SUFFIXES))
     }
 
 

@@ -1,4 +1,5 @@
-"""Export a tuned version: its LoRA adapter, or the adapter merged into the base model (safetensors)."""
+"""Export a tuned version: its LoRA adapter, or the adapter merged into the base model (safetensors). Run it where
+the models are (a worker): it builds the zip here and now, as an export job does, or reuses the one already built."""
 from __future__ import annotations
 
 import zipfile
@@ -6,8 +7,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from training.exports import ExportError, version_export_build
 from training.models import ModelVersion
-from training.services import ExportError, version_export
 
 
 class Command(BaseCommand):
@@ -25,7 +26,7 @@ class Command(BaseCommand):
         if version is None:
             raise CommandError(f"No model version with id or name {key!r}.")
         try:
-            zip_path = version_export(version=version, merged=bool(options["merged"]))
+            zip_path = version_export_build(version=version, kind="merged" if options["merged"] else "adapter")
         except ExportError as exc:
             raise CommandError(str(exc)) from exc
         out = Path(str(options["out"]))
