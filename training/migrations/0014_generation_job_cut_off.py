@@ -14,7 +14,7 @@ def backwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("training", "0012_run_resent_at")]
+    dependencies = [("training", "0013_version_exports")]
 
     operations = [
         migrations.AddField(
