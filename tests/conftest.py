@@ -86,6 +86,13 @@ def _postgres_required(request):
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests that load the real model go first, each module's order kept: across pytest-xdist's processes the
-    longest tests then start early and the short ones fill the gaps, instead of one long test finishing alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The tests that load the real model go first, then those that start a worker process or a browser, each
+    module's order kept: across pytest-xdist's processes the longest tests then start early and the short ones fill
+    the gaps, instead of one long test finishing alone."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow"):
+            return 0
+        return 1 if item.get_closest_marker("worker") or item.get_closest_marker("browser") else 2
+
+    items.sort(key=rank)

@@ -245,7 +245,7 @@ def _checkpoint_names(attempt_dir: Path) -> set[str]:
     return {path.name for path in folder.iterdir()} if folder.is_dir() else set()
 
 
-def test_a_frozen_worker_that_wakes_after_its_run_moved_on_trains_and_writes_nothing_more(client, admin, tiny_base):
+def test_a_frozen_worker_that_wakes_after_its_run_moved_on_trains_and_writes_nothing_more(client, admin, tiny_base, tmp_path):
     # Given a run whose worker (and its trainer) froze after a checkpoint, was failed by the reaper, and was
     # retried: a second worker takes it as attempt 2
     project = voted_compare_project(8, name="Two workers")
@@ -289,6 +289,32 @@ def test_a_frozen_worker_that_wakes_after_its_run_moved_on_trains_and_writes_not
     assert _events_steps(old_dir) == old_steps and _checkpoint_names(old_dir) == old_checkpoints
     assert run.resumed_from.startswith(str(old_dir)) and run.model_version.adapter_path.startswith(str(run.attempt_dir(2)))
     assert sorted(set(_events_steps(run.attempt_dir(2)))) == list(range(int(run.resumed_from.rsplit("-", 1)[1]) + 1, 15))
+    # And its adapter is bit for bit the one a trainer that was never interrupted makes from the same spec
+    assert _adapter_bytes(run.model_version.adapter_path) == _uninterrupted_adapter_bytes(run.attempt_dir(2), tmp_path)
+
+
+def _adapter_bytes(adapter_dir: str | Path) -> dict[str, bytes]:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+    return {name: tensor.numpy().tobytes() for name, tensor in weights.items()}
+
+
+def _uninterrupted_adapter_bytes(attempt_dir: Path, tmp_path: Path) -> dict[str, bytes]:
+    """The same spec (rows, settings, model) trained start to end by the training child, as a worker starts it."""
+    import subprocess
+    import sys
+
+    from training.trainer.child import RunSpec
+
+    spec = RunSpec.read(attempt_dir / "run-spec.json")
+    spec.output_dir, spec.events_path = str(tmp_path / "attempt-1"), str(tmp_path / "attempt-1" / "events.jsonl")
+    spec.run_dir, spec.attempt, spec.resume_from_checkpoint = str(tmp_path), 1, None
+    Path(spec.output_dir).mkdir(parents=True)
+    spec.write(tmp_path / "run-spec.json")
+    subprocess.run([sys.executable, "-m", "training.trainer", str(tmp_path / "run-spec.json")], check=True, timeout=300,
+                   cwd=Path(__file__).resolve().parents[2])
+    return _adapter_bytes(Path(spec.output_dir) / "adapter")
 
 
 def test_the_reaper_failing_a_run_stops_its_training_child(admin, tiny_base):

@@ -22,7 +22,7 @@ from tests.faults.conftest import free_port
 from tests.training.conftest import LONG_RUN, voted_compare_project
 from tests.worker_process import celery_worker, database_url_for_workers, purge_queues, wait_for
 from training import services
-from training.models import TuningRun
+from training.models import GenerationJob, TuningRun
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -82,24 +82,30 @@ def _trainer_pid(run: TuningRun) -> int:
     return wait_for(started, timeout=180, interval=0.2, what="the trainer to take two steps")
 
 
-def test_the_only_worker_busy_training_still_fails_a_dead_workers_run_in_time(admin, tiny_base):
-    # Given a run left "running" by a worker that died (its last heartbeat 5 s ago), and the only worker, serving
-    # default and gpu at concurrency 1 as `make run` starts it, busy training another run
+def test_the_only_worker_busy_training_still_fails_a_dead_workers_run_and_job_in_time(admin, tiny_base):
+    # Given a run and a candidate job left "running" by a worker that died (their last heartbeat 5 s ago), and the
+    # only worker, serving default and gpu at concurrency 1 as `make run` starts it, busy training another run
     project = voted_compare_project(8, name="Busy worker")
     busy = _training(project, tiny_base, admin)
     with celery_worker("busy", extra_env=WATCHED):
         _trainer_pid(busy)
         orphan = make_run(project, status="running")
         TuningRun.objects.filter(pk=orphan.pk).update(worker="gone@host", heartbeat_at=timezone.now() - timedelta(seconds=5))
+        job = GenerationJob.objects.create(project=project, purpose="candidates", prompt_ids=[], settings={}, status="running",
+                                           worker="gone@host", started_at=timezone.now(),
+                                           heartbeat_at=timezone.now() - timedelta(seconds=5))
         orphaned_at = time.monotonic()
 
-        # Then the worker's own watchdog fails the orphan while its training goes on
+        # Then the worker's own watchdog fails both while its training goes on
         wait_for(lambda: _status(orphan.pk) == "failed", timeout=STALE_SECONDS + 40, interval=0.5,
                  what="the orphaned run to be failed")
         took = time.monotonic() - orphaned_at
+        wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status == "failed", timeout=10, interval=0.5,
+                 what="the orphaned job to be failed in the same pass")
         assert _status(busy.pk) == "running"
     assert took <= STALE_SECONDS + 15 - 5, f"failed {took:.0f} s after it went quiet"
     assert "worker training this run stopped" in TuningRun.objects.get(pk=orphan.pk).error
+    assert "The worker running this job stopped before it finished" in GenerationJob.objects.get(pk=job.pk).error
 
 
 def test_the_only_worker_frozen_mid_run_is_noticed_by_the_web_process(client, admin, tiny_base, tmp_path):
