@@ -13,6 +13,7 @@ from labeling.permissions import project_for_admin
 from training import exports, registry, selectors, services
 from training.forms import BaseModelRegisterForm, RunLaunchForm
 from training.models import ModelVersion, TuningRun
+from training.review import selectors as review_selectors
 
 
 def _run_for_admin(user, run_id: int) -> TuningRun:  # noqa: ANN001
@@ -94,6 +95,7 @@ def _run_context(run: TuningRun) -> dict:
         "lineage": selectors.lineage_rows(lineage=snapshot.lineage, includes_heldout=snapshot.includes_heldout),
         "no_worker_yet": run.status == TuningRun.Status.QUEUED and not selectors.workers_taking(run.gpus),
         "exports": selectors.version_exports(version=run.model_version) if run.model_version else None,
+        "movement": review_selectors.run_movement(run=run) if run.model_version else None,
     }
 
 

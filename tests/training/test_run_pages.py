@@ -325,3 +325,25 @@ def test_agreement_gets_a_plain_reading(alpha, reading):
 
     assert rows[0].text.startswith(reading)
     assert (rows[-1].label, rows[-1].text, rows[-1].warn) == ("includes votes on held-out prompts", "no", False)
+
+
+def test_a_finished_run_says_how_far_it_moved_once_a_review_measured_it(admin_client):
+    from training.models import GenerationJob, ModelVersion
+
+    run = make_run(ProjectFactory(), status="succeeded")
+    run.model_version = ModelVersion.objects.create(name="tuned-moved", base_model=run.base_model, adapter_path="/x/adapter")
+    run.save(update_fields=["model_version"])
+
+    def movement_text() -> str:
+        html = admin_client.get(f"/runs/{run.pk}/").content.decode()
+        return re.sub(r"\s+", " ", re.search(r'data-testid="run-movement">(.*?)</p>', html, re.S).group(1))
+
+    assert "Not measured yet" in movement_text() and f"/runs/{run.pk}/review/" in movement_text()
+
+    job = GenerationJob.objects.create(project=run.project, run=run, purpose="review", prompt_ids=[], settings={},
+                                       status="succeeded", movement={"pairs": 90, "identical": 9, "kl_per_token": 0.0301,
+                                                                     "tokens": 12345})
+
+    text = re.sub(r"<[^>]+>", "", movement_text())
+    assert "KL(tuned ‖ base) 0.0301 per token over 12345 tokens" in text
+    assert f"10.0% of 90 held-out outputs identical to the base's (measured by review job {job.pk}" in text

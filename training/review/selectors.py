@@ -351,6 +351,19 @@ def comparison_movement(
     )
 
 
+def run_movement(*, run: TuningRun) -> MovementSummary | None:
+    """What the newest review job of ``run`` measured of how far it moved (identical share, per-token KL of tuned
+    against base on its held-out outputs), for the run page; None before any review measured it."""
+    jobs = GenerationJob.objects.filter(run=run, purpose=GenerationJob.Purpose.REVIEW).exclude(movement={}).order_by("-id")
+    for job_id, movement in jobs.values_list("id", "movement"):
+        if movement.get("pairs"):
+            return MovementSummary(
+                pairs=int(movement["pairs"]), identical=int(movement.get("identical") or 0),
+                kl_per_token=movement.get("kl_per_token"), tokens=int(movement.get("tokens") or 0), job_id=job_id,
+            )
+    return None
+
+
 # From a quarter of the matched answers cut off, the comparison judges unfinished answers more than finished ones.
 CUT_OFF_WARNING_SHARE = 0.25
 
