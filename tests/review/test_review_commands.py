@@ -57,8 +57,9 @@ def test_create_battles_and_win_rates(setup):
     for task in PairTask.objects.filter(purpose="review").select_related("completion_a"):
         make_pair_vote(task, annotator, "a" if task.completion_a.model_version_id == setup.tuned.pk else "b")
     out = _run("win_rates", "--project", str(setup.project.pk), "--rounds", "20")
-    assert "win 4 tie 0 loss 0  win rate 1.000 (95% CI 0.510–1.000)  length change +16.0 chars" in out
-    assert "paired 100.0% (95% CI 100.0–100.0%, sign test p = 0.12) over 4 prompts and 4 votes" in out
+    assert ("paired 100.0% (95% CI 100.0–100.0%, sign test p = 0.12) over 4 prompts and 4 votes; win 4 tie 0 loss 0  "
+            "length change +16.0 chars") in out
+    assert "vote by vote 1.000 (95% CI 0.510–1.000)" in out
     assert "length-controlled 100.0%" in out
     assert "1. secret-tuned" in out and "2. test-base (base)" in out
     again = _run("create_battles", "--project", str(setup.project.pk), "--versions", f"{setup.base.pk},{setup.tuned.pk}")

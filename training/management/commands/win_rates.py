@@ -1,5 +1,5 @@
-"""Print blind-battle results: each succeeded run's tuned win rate over its base (raw, paired over prompts,
-length-controlled), and the leaderboard. Only votes on matched review pairs count.
+"""Print blind-battle results: each succeeded run's tuned win rate over its base (paired over prompts first, then
+vote by vote and length-controlled), and the leaderboard. Only votes on matched held-out review pairs count.
 
     manage.py win_rates --project 3
     manage.py win_rates --run 7
@@ -18,7 +18,7 @@ from training.review import versions as review_versions
 
 class Command(BaseCommand):
     help = (
-        "Win / tie / loss, raw, paired and length-controlled win rates with 95% intervals and length change per run; "
+        "Paired (by prompt) win rate first, then win / tie / loss, vote-by-vote and length-controlled win rates with 95% intervals and length change per run; "
         "then the Bradley–Terry table. Only matched review pairs count."
     )
 
@@ -56,14 +56,14 @@ class Command(BaseCommand):
                 continue
             contaminated = f"  [{review_selectors.CONTAMINATED}]" if r.contaminated else ""
             self.stdout.write(
-                f"run {run.pk} {run.name}: win {r.wins} tie {r.ties} loss {r.losses}  "
-                f"win rate {r.rate:.3f} (95% CI {r.low:.3f}–{r.high:.3f})  "
+                f"run {run.pk} {run.name}: paired {r.paired_percent} (95% CI {r.paired_interval}, sign test "
+                f"{r.sign_test}) over {r.prompts} prompts and {r.votes} votes; win {r.wins} tie {r.ties} loss {r.losses}  "
                 f"length change {r.mean_length_change:+.1f} chars{contaminated}"
             )
+            # The vote-level interval treats votes on one prompt as independent: a detail, never the headline.
             self.stdout.write(
-                f"    paired {r.paired_percent} (95% CI {r.paired_interval}, sign test {r.sign_test}) over {r.prompts} "
-                f"prompts and {r.votes} votes; length-controlled {r.lc_percent} (95% CI {r.lc_interval}, length in "
-                f"words){left_out}"
+                f"    vote by vote {r.rate:.3f} (95% CI {r.low:.3f}–{r.high:.3f}); length-controlled {r.lc_percent} "
+                f"(95% CI {r.lc_interval}, length in words){left_out}"
             )
         if options["project"]:
             rows = review_selectors.leaderboard(project=project, rounds=options["rounds"])
