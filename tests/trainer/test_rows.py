@@ -95,6 +95,18 @@ def test_no_prompt_is_on_both_sides_of_the_split():
     assert split_rows(same, validation_fraction=0.2, seed=0) == (same, [])
 
 
+def test_no_prompt_is_on_both_sides_of_a_kto_split_either():
+    # Four thumbs-labelled answers on each of 10 prompts (a pair's winner and loser, or several rated answers)
+    base = make_kto_rows(10)
+    rows = [{**row, "prompt": base[i]["prompt"], "label": (i + k) % 2 == 0} for i in range(10) for k, row in
+            enumerate(make_kto_rows(4))]
+    for seed in range(20):
+        train, val = split_rows(rows, validation_fraction=0.2, seed=seed, method="kto")
+        assert len(train) + len(val) == len(rows) and len(val) == 8
+        assert not {prompt_key(r) for r in train} & {prompt_key(r) for r in val}
+        assert all(count_kto_labels(train))
+
+
 def test_kto_split_keeps_both_labels_in_training():
     rows = make_kto_rows(4, desirable_every=4)  # one desirable row only
     for seed in range(10):
