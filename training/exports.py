@@ -20,12 +20,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from training.broker import send_by_name
 from training.heartbeat import Heartbeat
 from training.models import ModelVersion, VersionExport
 
@@ -92,16 +92,9 @@ def version_export_request(*, version: ModelVersion, kind: str, created_by: User
 
 def _send(export_id: int) -> None:
     """Publish the export's message; with the broker unreachable, fail the export with the reason instead of a 500."""
-    from kombu.exceptions import OperationalError as BrokerUnavailable
-
-    try:
-        # By name, so this module never imports workers.tasks (which imports the services): arrows run one way.
-        current_app.send_task(
-            EXPORT_TASK, args=[export_id], queue="gpu",
-            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
-        )
-    except BrokerUnavailable as exc:
-        logger.error("Export %s could not be queued: the broker is unreachable (%s).", export_id, exc)
+    error = send_by_name(EXPORT_TASK, args=[export_id], queue="gpu")
+    if error is not None:
+        logger.error("Export %s could not be queued: the broker is unreachable (%s).", export_id, error)
         VersionExport.objects.filter(pk=export_id, status=ExportStatus.QUEUED).update(
             status=ExportStatus.FAILED, finished_at=timezone.now(),
             error="The task broker could not be reached, so the export was not queued. Press Export again once the "

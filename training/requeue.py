@@ -21,10 +21,10 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from celery import current_app
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
+from training.broker import send_by_name
 from training.models import TuningRun
 
 logger = logging.getLogger(__name__)
@@ -52,14 +52,9 @@ def run_send(*, run_id: int) -> bool:
 
     The run row stays queued either way; ``runs_requeue_lost`` sends it once the broker is back.
     """
-    try:
-        # By name, so this module never imports workers.tasks (which imports the services): arrows run one way.
-        current_app.send_task(
-            TASK_NAME, args=[run_id], queue=_queue_of(run_id),
-            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
-        )
-    except BrokerUnavailable as exc:
-        logger.warning("Run %s stays queued: the broker is unreachable (%s); it is re-sent when it is back.", run_id, exc)
+    error = send_by_name(TASK_NAME, args=[run_id], queue=_queue_of(run_id))
+    if error is not None:
+        logger.warning("Run %s stays queued: the broker is unreachable (%s); it is re-sent when it is back.", run_id, error)
         return False
     return True
 

@@ -67,7 +67,7 @@ def sent(monkeypatch) -> list[tuple[str, list, str]]:
     """The messages the web process publishes, instead of a broker."""
     published: list[tuple[str, list, str]] = []
     monkeypatch.setattr(
-        "training.exports.current_app.send_task", lambda name, args, queue, **_: published.append((name, args, queue))
+        "training.broker.current_app.send_task", lambda name, args, queue, **_: published.append((name, args, queue))
     )
     return published
 

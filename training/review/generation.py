@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from celery import current_app
 from django.conf import settings as django_settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from labeling.models import Completion, PairTask, Project, Prompt, RateTask
+from training.broker import send_by_name
 from training.heartbeat import Heartbeat
 from training.models import GenerationJob, ModelVersion, TuningRun
 from training.review.versions import ReviewError
@@ -172,16 +172,9 @@ def _enqueue_on_commit(job_id: int) -> None:
 
 def _send(job_id: int) -> None:
     """Publish the job's message; with the broker unreachable, fail the job with the reason instead of a 500."""
-    from kombu.exceptions import OperationalError as BrokerUnavailable
-
-    try:
-        # By name, so this module never imports workers.tasks (which imports the services): arrows run one way.
-        current_app.send_task(
-            GENERATE_TASK, args=[job_id], queue="gpu",
-            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
-        )
-    except BrokerUnavailable as exc:
-        logger.error("Generation job %s could not be queued: the broker is unreachable (%s).", job_id, exc)
+    error = send_by_name(GENERATE_TASK, args=[job_id], queue="gpu")
+    if error is not None:
+        logger.error("Generation job %s could not be queued: the broker is unreachable (%s).", job_id, error)
         GenerationJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
             status=JobStatus.FAILED,
             finished_at=timezone.now(),
