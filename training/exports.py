@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from training.broker import send_by_name
-from training.heartbeat import Heartbeat
+from training.heartbeat import Heartbeat, stale_condition
 from training.models import ModelVersion, VersionExport
 
 if TYPE_CHECKING:
@@ -171,13 +170,7 @@ def version_exports_reap(*, worker_name: str | None = None, older_than: timedelt
     """Fail running exports whose worker is gone: those a (re)starting worker was running, or those whose heartbeat
     is older than ``older_than``. Pressing Export again then queues a new one (the half-built files were private
     to the dead build)."""
-    if worker_name is None and older_than is None:
-        raise ValueError("Say which exports are stale: worker_name, older_than, or both.")
-    condition = Q()
-    if worker_name is not None:
-        condition |= Q(worker=worker_name)
-    if older_than is not None:
-        condition |= Q(heartbeat_at__lt=timezone.now() - older_than) | Q(heartbeat_at__isnull=True)
+    condition = stale_condition(worker_name=worker_name, older_than=older_than, what="exports")
     stuck = list(VersionExport.objects.filter(condition, status=ExportStatus.RUNNING).values_list("pk", flat=True))
     VersionExport.objects.filter(pk__in=stuck, status=ExportStatus.RUNNING).update(
         status=ExportStatus.FAILED, stage="", finished_at=timezone.now(),

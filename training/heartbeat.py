@@ -3,12 +3,28 @@ batch must not look like a dead worker to the reaper, and a worker that is gone 
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 # At least this often while a run trains or a job generates, even inside a long step or batch.
 HEARTBEAT_SECONDS = 10
+
+
+def stale_condition(*, worker_name: str | None, older_than: timedelta | None, what: str) -> Q:
+    """Rows whose worker is gone: those ``worker_name`` held (a restarting worker's previous life), or those whose
+    heartbeat is older than ``older_than`` or missing (a worker killed, frozen or cut off). ``what`` names the rows
+    in the error for a caller that gave neither."""
+    if worker_name is None and older_than is None:
+        raise ValueError(f"Say which {what} are stale: worker_name, older_than, or both.")
+    condition = Q()
+    if worker_name is not None:
+        condition |= Q(worker=worker_name)
+    if older_than is not None:
+        condition |= Q(heartbeat_at__lt=timezone.now() - older_than) | Q(heartbeat_at__isnull=True)
+    return condition
 
 
 class Heartbeat:

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from labeling import quality, selectors
 from labeling.models import Project
 from training import selectors as training_selectors
-from training.heartbeat import Heartbeat
+from training.heartbeat import Heartbeat, stale_condition
 from training.models import BaseModel, DatasetSnapshot, ModelVersion, RunMetric, TuningRun, Worker
 from training.trainer.config import SettingsError, TrainSettings
 from training.trainer.rows import (
@@ -589,13 +589,7 @@ def run_retry(*, run: TuningRun) -> TuningRun:
 def runs_reap_stale(*, older_than: timedelta | None = None, worker_name: str | None = None) -> list[int]:
     """Fail running runs whose worker is gone: heartbeat older than ``older_than``, or (at a worker's start)
     any run that worker was training. Returns the ids of the runs it failed."""
-    if older_than is None and worker_name is None:
-        raise ValueError("Say which runs are stale: older_than, worker_name, or both.")
-    condition = Q()
-    if older_than is not None:
-        condition |= Q(heartbeat_at__lt=timezone.now() - older_than) | Q(heartbeat_at__isnull=True)
-    if worker_name is not None:
-        condition |= Q(worker=worker_name)
+    condition = stale_condition(worker_name=worker_name, older_than=older_than, what="runs")
     stale = list(TuningRun.objects.filter(condition, status=Status.RUNNING).values_list("pk", flat=True))
     reason = (
         "The worker training this run stopped (it was killed or lost its connection) and the run cannot finish. "

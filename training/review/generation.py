@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as django_settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from labeling.models import Completion, PairTask, Project, Prompt, RateTask
 from training.broker import send_by_name
-from training.heartbeat import Heartbeat
+from training.heartbeat import Heartbeat, stale_condition
 from training.models import GenerationJob, ModelVersion, TuningRun
 from training.review.versions import ReviewError
 from training.trainer import candidates as pairing_core
@@ -561,13 +560,7 @@ def generation_jobs_reap(*, worker_name: str | None = None, older_than: timedelt
 
     Nothing generated is lost: completions are written as batches finish, and a new job skips them.
     """
-    if worker_name is None and older_than is None:
-        raise ValueError("Say which jobs are stale: worker_name, older_than, or both.")
-    condition = Q()
-    if worker_name is not None:
-        condition |= Q(worker=worker_name)
-    if older_than is not None:
-        condition |= Q(heartbeat_at__lt=timezone.now() - older_than) | Q(heartbeat_at__isnull=True)
+    condition = stale_condition(worker_name=worker_name, older_than=older_than, what="jobs")
     stuck = list(GenerationJob.objects.filter(condition, status=JobStatus.RUNNING).values_list("pk", flat=True))
     GenerationJob.objects.filter(pk__in=stuck, status=JobStatus.RUNNING).update(
         status=JobStatus.FAILED,
