@@ -29,6 +29,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
 from .config import LOSS_SELECTED_METHODS, REWARD_METHOD, SettingsError, TrainSettings
+from .cpu_head import plain_lm_head_on_cpu
 from .device import DeviceSettings, choose_device
 from .reward import SCORE_HEAD, pairwise_accuracy, score_pairs
 from .rows import DPO_KEYS, KTO_KEYS, SFT_KEYS, kto_class_weights, rows_format, split_rows, validate_rows
@@ -669,16 +670,17 @@ def train(
     # the adapter-disabled base as the reference: one model in memory, no "ref" adapter copy. CPO and ORPO
     # have no reference model at all.
     reference = {} if settings.method in (*LOSS_SELECTED_METHODS, REWARD_METHOD) else {"ref_model": None}
-    trainer = trainer_cls(
-        model=model,
-        **reference,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[callback],
-    )
+    with plain_lm_head_on_cpu(device.device == "cpu"):
+        trainer = trainer_cls(
+            model=model,
+            **reference,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[callback],
+        )
     if fsdp_layers and not trainer.is_fsdp_enabled:
         # accelerate (1.15) shards only across accelerators: on CPU processes it drops the FSDP plugin without a word
         # and trains a whole copy in each process, which is not what the run asked for.
