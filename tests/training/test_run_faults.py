@@ -27,6 +27,11 @@ pytestmark = [
     pytest.mark.timeout(480),
 ]
 
+# A run a fault test catches part-way: on the tiny model a CPU step takes about 0.15 s, so 60 steps leave seconds
+# between the state a test waits for (a step, a checkpoint) and the end, on a quiet machine too.
+MID_RUN_STEPS = 60
+
+
 def _launch(project, base, admin, **settings) -> TuningRun:
     purge_queues("default", "gpu")
     return services.run_launch(
@@ -113,7 +118,7 @@ def test_cancel_on_a_finished_run_says_there_is_nothing_to_cancel_and_changes_no
 
 def test_a_worker_killed_mid_run_leaves_the_run_failed_and_a_retry_resumes(client, admin, tiny_base):
     project = voted_compare_project(8, name="Kill the worker")
-    run = _launch(project, tiny_base, admin, max_steps=16)
+    run = _launch(project, tiny_base, admin, max_steps=MID_RUN_STEPS)
 
     with celery_worker("doomed") as worker:
         wait_for(
@@ -137,7 +142,7 @@ def test_a_worker_killed_mid_run_leaves_the_run_failed_and_a_retry_resumes(clien
     assert run.status == "succeeded", run.error
     assert run.attempt == 2
     assert "checkpoint-" in run.resumed_from
-    assert (run.step, run.model_version is not None) == (16, True)
+    assert (run.step, run.model_version is not None) == (MID_RUN_STEPS, True)
 
 
 def test_a_silent_worker_is_reaped_by_its_stale_heartbeat():
@@ -209,7 +214,7 @@ def test_a_sigterm_from_outside_is_not_taken_for_an_admin_s_cancel(client, admin
 
 def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_newest_complete_one(client, admin, tiny_base):
     project = voted_compare_project(8, name="Kill mid-checkpoint")
-    run = _launch(project, tiny_base, admin, max_steps=16)
+    run = _launch(project, tiny_base, admin, max_steps=MID_RUN_STEPS)
 
     with celery_worker("checkpoints"):
         wait_for(
@@ -221,7 +226,7 @@ def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_newest_complete_o
         wait_for(lambda: _status(run.pk) == "failed", timeout=30, what="the run to fail")
         complete = _checkpoint(run)
         # What a kill part-way through writing the next checkpoint leaves: the adapter card and nothing else.
-        partial = Path(complete).parent / "checkpoint-15"
+        partial = Path(complete).parent / f"checkpoint-{int(complete.rsplit('-', 1)[1]) + 1}"
         partial.mkdir()
         (partial / "README.md").write_text("# adapter card, written first")
 
@@ -231,7 +236,7 @@ def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_newest_complete_o
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
     assert run.resumed_from == complete
-    assert (run.step, run.attempt) == (16, 2)
+    assert (run.step, run.attempt) == (MID_RUN_STEPS, 2)
 
 
 def _events_steps(attempt_dir: Path) -> list[int]:
@@ -249,7 +254,7 @@ def test_a_frozen_worker_that_wakes_after_its_run_moved_on_trains_and_writes_not
     # Given a run whose worker (and its trainer) froze after a checkpoint, was failed by the reaper, and was
     # retried: a second worker takes it as attempt 2
     project = voted_compare_project(8, name="Two workers")
-    run = _launch(project, tiny_base, admin, max_steps=14)
+    run = _launch(project, tiny_base, admin, max_steps=MID_RUN_STEPS)
     with celery_worker("frozen") as frozen:
         old_child = _training_child(run)
         wait_for(lambda: _checkpoint(run), timeout=120, interval=0.1, what="a checkpoint")
@@ -282,13 +287,13 @@ def test_a_frozen_worker_that_wakes_after_its_run_moved_on_trains_and_writes_not
     # new attempt trained the run to the end from the old attempt's newest checkpoint
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
-    assert (run.attempt, run.step) == (2, 14)
+    assert (run.attempt, run.step) == (2, MID_RUN_STEPS)
     # (Whichever notices first stops it: its own check of the run folder, which logs "was superseded by attempt 2",
     # or its woken worker, which finds the row no longer its attempt's and kills it.)
     assert not Path(f"/proc/{old_child}").exists() or "Z" in Path(f"/proc/{old_child}/stat").read_text().split(") ")[1][:1]
     assert _events_steps(old_dir) == old_steps and _checkpoint_names(old_dir) == old_checkpoints
     assert run.resumed_from.startswith(str(old_dir)) and run.model_version.adapter_path.startswith(str(run.attempt_dir(2)))
-    assert sorted(set(_events_steps(run.attempt_dir(2)))) == list(range(int(run.resumed_from.rsplit("-", 1)[1]) + 1, 15))
+    assert sorted(set(_events_steps(run.attempt_dir(2)))) == list(range(int(run.resumed_from.rsplit("-", 1)[1]) + 1, MID_RUN_STEPS + 1))
     # And its adapter is bit for bit the one a trainer that was never interrupted makes from the same spec
     assert _adapter_bytes(run.model_version.adapter_path) == _uninterrupted_adapter_bytes(run.attempt_dir(2), tmp_path)
 
@@ -350,7 +355,7 @@ def test_a_snapshot_changed_after_launch_is_refused_before_training(client, admi
 
 def test_a_worker_shut_down_mid_run_hands_the_run_back_to_resume_elsewhere(admin, tiny_base):
     project = voted_compare_project(8, name="Hand it back")
-    run = _launch(project, tiny_base, admin, max_steps=24, save_steps=100)
+    run = _launch(project, tiny_base, admin, max_steps=2 * MID_RUN_STEPS, save_steps=1000)
 
     with celery_worker("leaving") as worker:
         _training_child(run)
@@ -372,7 +377,7 @@ def test_a_worker_shut_down_mid_run_hands_the_run_back_to_resume_elsewhere(admin
 
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
-    assert (run.attempt, run.step, run.resumed_from) == (2, 24, checkpoint)
+    assert (run.attempt, run.step, run.resumed_from) == (2, 2 * MID_RUN_STEPS, checkpoint)
 
 
 def test_a_worker_announces_its_queues_and_gpus_and_the_pages_say_who_takes_what(client, admin):
