@@ -22,9 +22,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-# A run on the tiny model long enough to be caught mid-training by a fault test (400 steps; stopped before then).
+# A run on the tiny model long enough to be caught mid-training by a fault test, which always stops it first: at
+# about 0.15 s a CPU step, 4,000 steps are ten minutes, longer than any test waits (a watchdog test keeps it
+# training past a 25 s stale limit).
 LONG_RUN = {
-    "max_steps": 400,
+    "max_steps": 4000,
     "per_device_batch_size": 2,
     "max_length": 64,
     "validation_fraction": 0.0,

@@ -126,7 +126,7 @@ def test_the_only_worker_frozen_mid_run_is_noticed_by_the_web_process(client, ad
             os.kill(trainer, signal.SIGCONT)
             os.killpg(worker.pid, signal.SIGCONT)
 
-    # Then it is failed within the stale limit and a few watchdog passes (the run's 400 steps would take minutes:
+    # Then it is failed within the stale limit and a few watchdog passes (the run's 4,000 steps would take ten minutes:
     # nothing waited for them), and the page says why
     assert took <= STALE_SECONDS + 15, f"failed {took:.0f} s after the freeze"
     page = client.get(f"/runs/{run.pk}/").content.decode()
