@@ -63,3 +63,45 @@ def test_cancel_stops_a_candidate_job_within_one_batch_and_frees_the_worker(clie
     assert GenerationJob.objects.get(pk=follow_up.pk).status == "succeeded"
     html = client.get(f"/projects/{project.pk}/candidates/").content.decode()
     assert "Cancelled" in html and f'action="/generation-jobs/{job.pk}/cancel/"' not in html
+
+
+def test_a_job_whose_worker_is_killed_is_failed_by_its_restart_and_a_new_job_writes_only_what_was_missing(client, tiny_model_dir):
+    from tests.worker_process import kill_worker
+
+    admin = AdminFactory()
+    assert client.login(username=admin.username, password=PASSWORD)
+    project = ProjectFactory(name="Killed mid-job")
+    for n in range(16):
+        PromptFactory(project=project, messages=[{"role": "user", "content": f"Question number {n}?"}])
+    BaseModel.objects.create(name="tiny", path=str(tiny_model_dir))
+    purge_queues("gpu")
+    page = f"/projects/{project.pk}/candidates/"
+    settings = {**form_defaults(client.get(page).content.decode(), "candidates"), "max_new_tokens": "48"}
+    assert client.post(page, settings).status_code == 302
+    job = GenerationJob.objects.get(project=project)
+    env = {"PREFTUNE_GENERATION_BATCH_SIZE": str(BATCH)}
+
+    # Given a worker killed (kill -9) after its first batch was stored
+    with celery_worker("killed-mid-job", queues="gpu", extra_env=env) as worker:
+        wait_for(lambda: Completion.objects.filter(prompt__project=project).count() >= BATCH, timeout=180,
+                 interval=0.05, what="the first batch")
+        kill_worker(worker)
+    stored = Completion.objects.filter(prompt__project=project).count()
+    assert GenerationJob.objects.get(pk=job.pk).status == "running", "nothing has noticed yet"
+
+    # When the worker comes back, and the admin generates again with the same settings
+    with celery_worker("killed-mid-job", queues="gpu", extra_env=env):
+        wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status == "failed", timeout=60,
+                 what="the restarted worker to fail the job it held")
+        assert client.post(page, settings).status_code == 302
+        again = GenerationJob.objects.filter(project=project).exclude(pk=job.pk).get()
+        wait_for(lambda: GenerationJob.objects.filter(pk=again.pk, status__in=["succeeded", "failed"]).exists(),
+                 timeout=300, what="the new job")
+
+    # Then the new job skipped what was stored and wrote only the rest: every answer once
+    job.refresh_from_db()
+    again.refresh_from_db()
+    assert "The worker running this job stopped before it finished" in job.error
+    assert again.status == "succeeded", again.error
+    assert (again.completions_skipped, again.completions_created) == (stored, 48 - stored)
+    assert Completion.objects.filter(prompt__project=project).count() == 48
