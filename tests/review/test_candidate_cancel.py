@@ -8,7 +8,7 @@ import pytest
 from labeling.models import Completion, PairTask
 from tests.factories import PASSWORD, AdminFactory, ProjectFactory, PromptFactory
 from tests.html_forms import form_defaults
-from tests.worker_process import celery_worker, purge_queues, wait_for
+from tests.worker_process import celery_worker, kill_worker, purge_queues, wait_for
 from training.models import BaseModel, GenerationJob
 
 pytestmark = [
@@ -21,16 +21,22 @@ pytestmark = [
 BATCH = 4
 
 
-def test_cancel_stops_a_candidate_job_within_one_batch_and_frees_the_worker(client, tiny_model_dir):
+def _candidates_page(client, tiny_model_dir, *, name: str, prompts: int) -> tuple:  # noqa: ANN001
+    """A logged-in admin on a compare project of ``prompts`` questions with the tiny base model; the candidates
+    page's URL and its form's defaults."""
     admin = AdminFactory()
     assert client.login(username=admin.username, password=PASSWORD)
-    project = ProjectFactory(name="Cancel candidates")
-    for n in range(60):
+    project = ProjectFactory(name=name)
+    for n in range(prompts):
         PromptFactory(project=project, messages=[{"role": "user", "content": f"Question number {n}?"}])
     BaseModel.objects.create(name="tiny", path=str(tiny_model_dir))
     purge_queues("gpu")
     page = f"/projects/{project.pk}/candidates/"
-    defaults = form_defaults(client.get(page).content.decode(), "candidates")
+    return project, page, form_defaults(client.get(page).content.decode(), "candidates")
+
+
+def test_cancel_stops_a_candidate_job_within_one_batch_and_frees_the_worker(client, tiny_model_dir):
+    project, page, defaults = _candidates_page(client, tiny_model_dir, name="Cancel candidates", prompts=60)
     assert client.post(page, defaults).status_code == 302
     job = GenerationJob.objects.get(project=project)
 
@@ -66,17 +72,8 @@ def test_cancel_stops_a_candidate_job_within_one_batch_and_frees_the_worker(clie
 
 
 def test_a_job_whose_worker_is_killed_is_failed_by_its_restart_and_a_new_job_writes_only_what_was_missing(client, tiny_model_dir):
-    from tests.worker_process import kill_worker
-
-    admin = AdminFactory()
-    assert client.login(username=admin.username, password=PASSWORD)
-    project = ProjectFactory(name="Killed mid-job")
-    for n in range(16):
-        PromptFactory(project=project, messages=[{"role": "user", "content": f"Question number {n}?"}])
-    BaseModel.objects.create(name="tiny", path=str(tiny_model_dir))
-    purge_queues("gpu")
-    page = f"/projects/{project.pk}/candidates/"
-    settings = {**form_defaults(client.get(page).content.decode(), "candidates"), "max_new_tokens": "48"}
+    project, page, defaults = _candidates_page(client, tiny_model_dir, name="Killed mid-job", prompts=16)
+    settings = {**defaults, "max_new_tokens": "48"}
     assert client.post(page, settings).status_code == 302
     job = GenerationJob.objects.get(project=project)
     env = {"PREFTUNE_GENERATION_BATCH_SIZE": str(BATCH)}
