@@ -19,7 +19,10 @@ How it is made (run once; the file ships with the project so `make run` stays fa
    answers by index within their prompt, votes by annotator name, in the order they were cast.
 
 The held-out base outputs in the shipped file came from the review job of a `bench/newcomer_path.py` run on the
-demo (the same job, settings and model as step 4, with the tuned version beside it).
+demo (the same job, settings and model as step 4, with the tuned version beside it), on the 2-core CPU, so with
+transformers in float32; they were stored before outputs recorded their precision, and "dtype": "float32" was
+added to them afterwards (2026-12-06), so that a review on this CPU reuses them (outputs are reused and matched
+only within one engine and precision).
 
     .venv/bin/python scripts/make_demo_history.py                 # about 25 minutes on 2 CPU cores
     .venv/bin/python scripts/make_demo_history.py --quick --out /tmp/history.json   # the plumbing, in a minute

@@ -303,6 +303,14 @@ class GenerationJob(models.Model):
         help_text="Candidate jobs: how answers cut off at the token limit are paired "
         "(see training.trainer.candidates.CUT_OFF_CHOICES).",
     )
+    reuse_other_engines = models.BooleanField(
+        default=False,
+        help_text="Reuse outputs another engine or precision wrote, and match across engines; such comparisons "
+        "are labelled mixed. Off: only outputs of the engine this job runs on are reused and matched.",
+    )
+    engine = models.CharField(
+        max_length=64, blank=True, help_text="The engine and precision the job ran on, e.g. 'transformers float32'."
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     prompt_count = models.PositiveIntegerField(default=0)
     completions_total = models.PositiveIntegerField(default=0, help_text="Completions this job has to make.")
@@ -449,6 +457,13 @@ class Battle(models.Model):
     )
     identical_skipped = models.PositiveIntegerField(
         default=0, help_text="Matched pairs left out because both versions wrote the same text."
+    )
+    engines = models.CharField(
+        max_length=200, blank=True,
+        help_text="The engine(s) and precision(s) the battled outputs were written with, e.g. 'transformers float32'.",
+    )
+    mixed_engines = models.PositiveIntegerField(
+        default=0, help_text="Pairs whose two outputs came from different engines or precisions (only when asked for)."
     )
     created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -1,6 +1,7 @@
-"""Generation jobs and their engine (issue 11, fast generation): each output records which engine wrote it, a job
-on an engine that cannot run fails with the reason, and outputs of the same settings from either engine are one
-comparison: reused by later jobs and matched against each other."""
+"""Generation jobs and their engine (issue 11, fast generation; issue 22, matching on engine and precision): each
+output records which engine wrote it and in which precision, a job on an engine that cannot run fails with the
+reason, and outputs of the same settings from two engines are one comparison but are reused and matched only
+within one engine and precision, unless an admin asks for it, and then the figures say the engines were mixed."""
 from __future__ import annotations
 
 from io import StringIO
@@ -12,10 +13,11 @@ from django.core.management.base import CommandError
 
 from labeling.models import Completion
 from tests.review.conftest import MATCHED, SETTINGS, add_output, review_setup
-from training.models import GenerationJob
+from training.models import Battle, GenerationJob
 from training.review import generation as review_generation
 from training.review import selectors as review_selectors
 from training.review.comparisons import comparison_key, describe_settings, matched_settings_of
+from training.trainer.generation_backends import TRANSFORMERS, generation_dtype
 
 pytestmark = pytest.mark.django_db
 FAST = {"temperature": 0.0, "max_new_tokens": 4, "seed": 0}
@@ -42,7 +44,10 @@ def test_each_output_records_the_engine_that_wrote_it(tiny_model_dir, tiny_adapt
     assert job.status == "succeeded", job.error
     recorded = list(Completion.objects.filter(source="generated").values_list("generation_settings", flat=True))
     assert len(recorded) == 4
-    assert all(r == {**FAST, "top_p": 0.9, "sample": 0, "backend": "transformers"} for r in recorded)
+    dtype = generation_dtype(TRANSFORMERS)
+    assert dtype == ("bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32")
+    assert all(r == {**FAST, "top_p": 0.9, "sample": 0, "backend": "transformers", "dtype": dtype} for r in recorded)
+    assert job.engine == f"transformers {dtype}"
 
 
 @no_cuda
@@ -78,39 +83,107 @@ def test_the_backend_argument_overrides_the_setting(tiny_model_dir, tiny_adapter
     assert set(Completion.objects.values_list("generation_settings__backend", flat=True)) == {"transformers"}
 
 
-def test_outputs_from_either_engine_or_from_before_engines_were_recorded_are_reused_and_battled(
+def _other_engine_outputs(s) -> None:
+    """Base outputs stored before engines were recorded, tuned ones by vLLM in bf16: neither is what a
+    transformers job on this machine writes."""
+    for n, prompt in enumerate(s.heldout):
+        add_output(prompt, s.base, f"Base {n}.", SETTINGS)
+        add_output(prompt, s.tuned, f"Tuned {n}, in more words.", {**SETTINGS, "backend": "vllm", "dtype": "bfloat16"})
+
+
+def _matched_job(s, **kwargs) -> GenerationJob:
+    return review_generation.generation_job_create(
+        project=s.project, versions=[s.base, s.tuned], settings_data=MATCHED, run=s.run, create_review_tasks=True,
+        enqueue=False, **kwargs,
+    )
+
+
+def test_outputs_of_another_engine_or_precision_are_not_reused_or_matched_by_default(
     tiny_model_dir, tiny_adapter_dir, settings
 ):
     settings.PREFTUNE_GENERATION_BACKEND = "transformers"
-    # Base outputs stored without an engine (older data), tuned ones by vLLM: the job makes nothing new.
     s = review_setup(prompts=3, base_path=str(tiny_model_dir), adapter_path=str(tiny_adapter_dir), with_outputs=False)
-    for n, prompt in enumerate(s.heldout):
-        add_output(prompt, s.base, f"Base {n}.", SETTINGS)
-        add_output(prompt, s.tuned, f"Tuned {n}, in more words.", {**SETTINGS, "backend": "vllm"})
-    job = review_generation.generation_job_create(
-        project=s.project, versions=[s.base, s.tuned], settings_data=MATCHED, run=s.run, create_review_tasks=True,
-        enqueue=False,
-    )
+    _other_engine_outputs(s)
 
-    job = _run(job)
+    job = _run(_matched_job(s))
+
+    engine = f"transformers {generation_dtype(TRANSFORMERS)}"
+    assert job.status == "succeeded", job.error
+    assert (job.completions_created, job.completions_skipped) == (6, 0), "both sides written again on this engine"
+    assert job.movement["pairs"] == 3 and job.movement["mixed_engines"] == 0
+    assert job.movement["engines"] == engine
+    battled = review_selectors.matched_pairs(project=s.project, first=s.tuned, second=s.base, settings=MATCHED)
+    assert {(p.first.generation_settings["backend"], p.second.generation_settings["backend"]) for p in battled} == {
+        ("transformers", "transformers")
+    }
+    battle = Battle.objects.get()
+    assert (battle.engines, battle.mixed_engines) == (engine, 0)
+    assert not any("different engines" in note for note in job.notes)
+
+
+def test_asked_to_reuse_other_engines_a_job_writes_nothing_new_and_labels_its_figures_mixed(
+    tiny_model_dir, tiny_adapter_dir, settings
+):
+    settings.PREFTUNE_GENERATION_BACKEND = "transformers"
+    s = review_setup(prompts=3, base_path=str(tiny_model_dir), adapter_path=str(tiny_adapter_dir), with_outputs=False)
+    _other_engine_outputs(s)
+
+    job = _run(_matched_job(s, reuse_other_engines=True))
 
     assert job.status == "succeeded", job.error
     assert (job.completions_created, job.completions_skipped) == (0, 6)
-    assert job.movement["pairs"] == 3 and job.tasks_created == 3, "the two engines' outputs are matched and battled"
+    assert job.movement["pairs"] == 3 and job.movement["mixed_engines"] == 3 and job.tasks_created == 3
+    assert job.movement["engines"] == "vllm bfloat16 against transformers"
+    assert any("3 of 3 matched pairs compare answers of different engines" in note for note in job.notes)
+    battle = Battle.objects.get()
+    assert (battle.engines, battle.mixed_engines) == ("vllm bfloat16 against transformers", 3)
 
 
-def test_outputs_of_the_same_settings_from_two_engines_are_one_matched_comparison(db):
+def test_outputs_of_one_settings_from_two_engines_are_one_comparison_matched_only_within_an_engine(db):
     s = review_setup(prompts=3, with_outputs=False)
+    vllm = {**SETTINGS, "backend": "vllm", "dtype": "bfloat16"}
+    fp32 = {**SETTINGS, "backend": "transformers", "dtype": "float32"}
     for n, prompt in enumerate(s.heldout):
-        add_output(prompt, s.base, f"Base {n}.", {**SETTINGS, "backend": "transformers"})
-        add_output(prompt, s.tuned, f"Tuned {n}.", {**SETTINGS, "backend": "vllm"})
+        add_output(prompt, s.base, f"Base {n}.", fp32)
+        add_output(prompt, s.tuned, f"Tuned {n}.", vllm)
 
-    pairs = review_selectors.matched_pairs(project=s.project, first=s.tuned, second=s.base, settings=MATCHED)
+    def pairs(**kwargs):
+        return review_selectors.matched_pairs(project=s.project, first=s.tuned, second=s.base, settings=MATCHED, **kwargs)
 
-    assert len(pairs) == 3
-    assert comparison_key({**SETTINGS, "backend": "vllm"}) == comparison_key(SETTINGS)
-    assert matched_settings_of({**SETTINGS, "backend": "vllm"}) == MATCHED
-    assert "backend" not in describe_settings({**SETTINGS, "backend": "vllm"})
+    assert comparison_key(vllm) == comparison_key(SETTINGS) and matched_settings_of(vllm) == MATCHED
+    assert "backend" not in describe_settings(vllm) and "dtype" not in describe_settings(vllm)
+    assert pairs() == [], "fp32 against bf16 measures the precision as well as the adapter"
+    [comparison] = review_selectors.comparisons(project=s.project, first=s.tuned, second=s.base)
+    assert comparison.pairs == 0 and (comparison.first_outputs, comparison.second_outputs) == (3, 3)
+    mixed = pairs(mixed_engines=True)
+    assert len(mixed) == 3 and all(p.engines_differ for p in mixed)
+    assert review_selectors.engines_of_pairs(mixed) == "vllm bfloat16 against transformers float32"
+    # The side by side still shows both answers, and says they are not a matched pair.
+    rows = review_selectors.side_by_side(project=s.project, base=s.base, tuned=s.tuned, settings=MATCHED)
+    assert [row.engines for row in rows] == ["vllm bfloat16 against transformers float32"] * 3
+
+    # Once the base has answers from vLLM in bf16 too, those are the ones matched, with or without mixing.
+    for n, prompt in enumerate(s.heldout):
+        add_output(prompt, s.base, f"Base {n} on vLLM.", vllm)
+    for found in (pairs(), pairs(mixed_engines=True)):
+        assert [p.second.text for p in found] == ["Base 0 on vLLM.", "Base 1 on vLLM.", "Base 2 on vLLM."]
+        assert not any(p.engines_differ for p in found)
+    assert review_selectors.comparisons(project=s.project, first=s.tuned, second=s.base)[0].pairs == 3
+
+
+def test_outputs_stored_before_engines_or_precisions_were_recorded_match_only_their_like(db):
+    s = review_setup(prompts=2, with_outputs=False)
+    for n, prompt in enumerate(s.heldout):
+        add_output(prompt, s.base, f"Base {n}.", SETTINGS)
+        add_output(prompt, s.tuned, f"Tuned {n}.", {**SETTINGS, "backend": "transformers"})
+
+    assert len(review_selectors.matched_pairs(project=s.project, first=s.tuned, second=s.base, settings=MATCHED)) == 2, (
+        "before engines were recorded every output came from transformers"
+    )
+    for n, prompt in enumerate(s.heldout):
+        add_output(prompt, s.tuned, f"Tuned {n} in fp32.", {**SETTINGS, "backend": "transformers", "dtype": "float32"})
+    found = review_selectors.matched_pairs(project=s.project, first=s.tuned, second=s.base, settings=MATCHED)
+    assert [p.first.text for p in found] == ["Tuned 0.", "Tuned 1."], "an unknown precision is not assumed to be fp32"
 
 
 @no_cuda

@@ -14,7 +14,7 @@ from training.review import battles as review_battles
 from training.review import generation as review_generation
 from training.review import versions as review_versions
 from training.review.versions import ReviewError
-from training.trainer.generation_backends import resolve_backend
+from training.trainer.generation_backends import generation_dtype, resolve_backend
 
 pytestmark = pytest.mark.django_db
 FAST = {"temperature": 0.0, "max_new_tokens": 4, "seed": 0}
@@ -90,7 +90,8 @@ def test_a_job_generates_base_and_tuned_outputs_once_and_battles_them(tiny_model
     assert {c.model_version_id for c in generated} == {s.base.pk, s.tuned.pk}
     # The settings it was made with, and the engine that made it (transformers here, unless vLLM can run).
     engine = resolve_backend(settings.PREFTUNE_GENERATION_BACKEND)
-    assert all(c.generation_settings == {**FAST, "top_p": 0.9, "sample": 0, "backend": engine} for c in generated)
+    recorded = {**FAST, "top_p": 0.9, "sample": 0, "backend": engine, "dtype": generation_dtype(engine)}
+    assert all(c.generation_settings == recorded for c in generated)
     assert {c.prompt.split for c in generated} == {"heldout"}
     assert PairTask.objects.filter(purpose="review").count() == 3
 

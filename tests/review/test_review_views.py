@@ -57,6 +57,33 @@ def test_generate_queues_a_job_for_base_and_tuned(admin_client, setup, django_ca
     assert job.settings["n"] == 1
 
 
+def test_reusing_other_engines_is_an_explicit_choice_and_its_figures_say_mixed(
+    admin_client, setup, django_capture_on_commit_callbacks
+):
+    page = admin_client.get(f"/runs/{setup.run.pk}/review/").content.decode()
+    assert 'name="reuse_other_engines"' in page and "Reuse answers another engine wrote" in page
+    data = {"n": 1, "max_new_tokens": 16, "temperature": 0, "top_p": 0.9, "seed": 0}
+    with mock.patch("webapp.celery.app.send_task"), django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(f"/runs/{setup.run.pk}/review/generate/", data)
+        admin_client.post(f"/runs/{setup.run.pk}/review/generate/", {**data, "reuse_other_engines": "on"})
+    plain, mixed = GenerationJob.objects.order_by("id")
+    assert (plain.reuse_other_engines, mixed.reuse_other_engines) == (False, True)
+
+    # What a worker records when such a job paired answers across engines.
+    GenerationJob.objects.filter(pk=mixed.pk).update(
+        status="succeeded", engine="transformers float32",
+        movement={"pairs": 4, "identical": 0, "identical_share": 0.0, "kl_per_token": 0.02, "tokens": 40,
+                  "engines": "vllm bfloat16 against transformers float32", "mixed_engines": 4},
+    )
+    run_page = admin_client.get(f"/runs/{setup.run.pk}/").content.decode()
+    assert "4 of 4 pairs mix engines" in run_page and 'data-testid="mixed-engines"' in run_page
+    review = admin_client.get(f"/runs/{setup.run.pk}/review/").content.decode()
+    assert "transformers float32 · reuses other engines' answers: mixed engines" in review
+    assert "4 of 4 matched pairs compare answers of different engines or precisions" in review
+    battles = admin_client.get(f"/runs/{setup.run.pk}/battles/").content.decode()
+    assert "Mixed engines: 4 of 4 pairs compare answers of different engines" in battles
+
+
 def test_bad_generation_settings_are_shown_not_queued(admin_client, setup):
     response = admin_client.post(
         f"/runs/{setup.run.pk}/review/generate/", {"n": 1, "max_new_tokens": 0, "temperature": 0, "top_p": 0.9, "seed": 0}, follow=True

@@ -28,12 +28,16 @@ def battles_create(
     prompt_ids: Sequence[int] | None = None,
     created_by: User | None = None,
     seed: int | None = None,
+    mixed_engines: bool = False,
 ) -> Battle:
     """Blind review pairs in one comparison: for each prompt (the project's held-out prompts unless given) and
     each sample that both versions have an output for, made with ``settings`` (sample index aside; default: the
     newest comparison the two versions share), one review PairTask of those two outputs, sides in random order,
     ``matched_settings`` set. A pair of identical texts is never battled: it is counted in
     ``Battle.identical_skipped``. Pairs battled before are skipped, so calling it again only adds new ones.
+
+    Outputs are matched within one engine and precision; ``mixed_engines`` (an admin's explicit choice) also pairs
+    across engines where a prompt and sample has no pair within one, and the battle records how many it did.
 
     Raises ReviewError when the two versions have no matched outputs at all."""
     if version_a.pk == version_b.pk:
@@ -59,11 +63,14 @@ def battles_create(
             )
         settings = chosen.settings
     settings = matched_settings_of(settings)
-    pairs = review_selectors.matched_pairs(project=project, first=version_a, second=version_b, settings=settings, prompt_ids=ids)
+    pairs = review_selectors.matched_pairs(
+        project=project, first=version_a, second=version_b, settings=settings, prompt_ids=ids, mixed_engines=mixed_engines
+    )
     if not pairs:
         raise ReviewError(
             f"No held-out prompt has outputs from both {version_a.name!r} and {version_b.name!r} made with "
-            f"{describe_settings(settings) or 'recorded settings'} yet: generate them first."
+            f"{describe_settings(settings) or 'recorded settings'} by one engine in one precision yet: generate them "
+            "first (or, in the review form, reuse answers another engine wrote)."
         )
     existing, legacy = _existing_review_pairs(project, [pair for pair in pairs if not pair.identical])
     rng = random.Random(seed)
@@ -90,7 +97,8 @@ def battles_create(
         battle = Battle.objects.create(
             project=project, version_a=version_a, version_b=version_b, run=run, tasks_created=created,
             prompts_missing_outputs=len(ids) - len({p.prompt_id for p in pairs}), settings=settings,
-            identical_skipped=identical, created_by=created_by,
+            identical_skipped=identical, created_by=created_by, engines=review_selectors.engines_of_pairs(pairs)[:200],
+            mixed_engines=sum(1 for pair in pairs if pair.engines_differ),
         )
     return battle
 

@@ -32,7 +32,18 @@ def review_outputs_finish(*, job: GenerationJob, versions: list[ModelVersion], s
     pair = _base_and_tuned(job, versions)
     if pair is not None:
         movement = movement_measure(job=job, base=pair[0], tuned=pair[1], settings=settings)
-        GenerationJob.objects.filter(pk=job.pk).update(movement=movement.to_dict())
+        pairs = _job_pairs(job, pair[0], pair[1], settings)
+        mixed = sum(1 for p in pairs if p.engines_differ)
+        GenerationJob.objects.filter(pk=job.pk).update(movement={
+            **movement.to_dict(), "engines": review_selectors.engines_of_pairs(pairs), "mixed_engines": mixed,
+        })
+        if mixed:
+            _note(
+                job,
+                f"{mixed} of {len(pairs)} matched pairs compare answers of different engines or precisions "
+                f"({review_selectors.engines_of_pairs(pairs)}), as asked: the identical share, KL and battles "
+                "measure the engine as well as the adapter.",
+            )
     if not job.create_review_tasks:
         return 0
     if job.project.mode == Project.Mode.RATE:
@@ -71,7 +82,8 @@ def _job_pairs(
     pairs: list[review_selectors.MatchedPair] = []
     for matched, samples in _job_groups(settings).values():
         pairs += review_selectors.matched_pairs(
-            project=job.project, first=tuned, second=base, settings=matched, prompt_ids=job.prompt_ids, samples=samples
+            project=job.project, first=tuned, second=base, settings=matched, prompt_ids=job.prompt_ids, samples=samples,
+            mixed_engines=job.reuse_other_engines,
         )
     return pairs
 
@@ -114,7 +126,7 @@ def _battles_for_job(
         try:
             battle = battles_create(
                 project=job.project, version_a=tuned, version_b=base, settings=matched, run=job.run,
-                prompt_ids=job.prompt_ids, created_by=job.created_by,
+                prompt_ids=job.prompt_ids, created_by=job.created_by, mixed_engines=job.reuse_other_engines,
             )
         except ReviewError as error:
             logger.warning("Generation job %s made no battles: %s", job.pk, error.message)

@@ -44,6 +44,13 @@ class GenerationForm(forms.Form):
     top_p = forms.FloatField(initial=_DEFAULTS.top_p, min_value=0, max_value=1)
     seed = forms.IntegerField(initial=_DEFAULTS.seed, min_value=0)
     create_review_tasks = forms.BooleanField(required=False, initial=True, label="Create blind battles when done")
+    reuse_other_engines = forms.BooleanField(
+        required=False, initial=False, label="Reuse answers another engine wrote",
+        help_text="Off: base and tuned answers are compared only when one engine wrote both in one precision, and the "
+        "worker writes what is missing. On: answers another engine or precision wrote (vLLM in bf16, transformers in "
+        "fp32) are reused and compared across engines, and the figures are labelled mixed engines: they then measure "
+        "the engine as well as the adapter.",
+    )
 
     def __init__(self, *args: Any, heldout_prompts: int = 0, rate_project: bool = False, **kwargs: Any) -> None:  # noqa: ANN401
         super().__init__(*args, **kwargs)

@@ -30,8 +30,8 @@ from training.heartbeat import Heartbeat, stale_condition
 from training.models import GenerationJob, ModelVersion, TuningRun
 from training.review.versions import ReviewError
 from training.trainer import candidates as pairing_core
-from training.trainer.generation_backends import resolve_backend
-from training.trainer.review import GenerationSettings, GenerationSettingsError, without_provenance
+from training.trainer.generation_backends import generation_dtype, resolve_backend
+from training.trainer.review import GenerationSettings, GenerationSettingsError, engine_of, without_provenance
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -100,6 +100,7 @@ def generation_job_create(
     create_review_tasks: bool = False,
     pairing: str = pairing_core.ALL,
     cut_off: str = pairing_core.AGAINST_FINISHED,
+    reuse_other_engines: bool = False,
     created_by: User | None = None,
     enqueue: bool = True,
 ) -> GenerationJob:
@@ -112,7 +113,9 @@ def generation_job_create(
     All versions must share one base model: the worker loads it once. ``create_review_tasks`` (review jobs with
     exactly two versions) creates blind battles between them when the outputs are in. Candidate jobs pair by
     ``pairing`` (one of PAIRINGS), answers cut off at the token limit as ``cut_off`` says (one of
-    ``training.trainer.candidates.CUT_OFF_CHOICES``).
+    ``training.trainer.candidates.CUT_OFF_CHOICES``). Outputs are reused, and matched for movement and battles,
+    only when the engine and precision the job runs on wrote them, unless ``reuse_other_engines`` (then any
+    engine's, and what it compares across engines is labelled mixed).
     """
     if purpose not in GenerationJob.Purpose.values:
         raise ReviewError(f"Unknown purpose {purpose!r}: use candidates or review.")
@@ -157,6 +160,7 @@ def generation_job_create(
             create_review_tasks=create_review_tasks,
             pairing=pairing,
             cut_off=cut_off,
+            reuse_other_engines=reuse_other_engines,
             created_by=created_by,
         )
         job.model_versions.set(versions)
@@ -215,16 +219,18 @@ def _stop_if_cancelled(job_id: int) -> None:
         raise GenerationCancelled
 
 
-def _existing_keys(prompt_ids: list[int], versions: list[ModelVersion]) -> set[tuple[int, int, str]]:
-    """(prompt, version, settings) of generated completions already stored, settings as a canonical string."""
+def _existing_keys(prompt_ids: list[int], versions: list[ModelVersion], engine: str | None) -> set[tuple[int, int, str]]:
+    """(prompt, version, settings) of generated completions already stored, settings as a canonical string: those
+    ``engine`` wrote (``engine_of``), or any engine's when ``engine`` is None."""
     rows = Completion.objects.filter(
         prompt_id__in=prompt_ids, model_version__in=versions, source=Completion.Source.GENERATED
     ).values_list("prompt_id", "model_version_id", "generation_settings")
-    return {(p, v, _settings_key(s)) for p, v, s in rows}
+    return {(p, v, _settings_key(s)) for p, v, s in rows if engine is None or engine_of(s) == engine}
 
 
 def _settings_key(settings: dict[str, Any]) -> str:
-    # Which engine wrote an output is not part of what it is: a job on either engine reuses the other's outputs.
+    # The sampling settings alone: which engine wrote an output is checked apart (``_existing_keys``), so that a
+    # job can be asked to reuse what another engine wrote.
     return repr(sorted(without_provenance(settings).items()))
 
 
@@ -249,7 +255,10 @@ def _execute(job_id: int, batch_size: int, backend: str | None) -> GenerationJob
     settings = GenerationSettings.from_dict(job.settings)
     try:
         engine = resolve_backend(backend or django_settings.PREFTUNE_GENERATION_BACKEND)
-        progress = _generate_missing(job, versions, settings, batch_size, engine)
+        dtype = generation_dtype(engine)
+        job.engine = f"{engine} {dtype}"
+        GenerationJob.objects.filter(pk=job.pk).update(engine=job.engine)
+        progress = _generate_missing(job, versions, settings, batch_size, engine, dtype)
         created, skipped = progress.created, progress.skipped
         tasks = 0
         if job.purpose == GenerationJob.Purpose.CANDIDATES:
@@ -369,15 +378,17 @@ class _Progress:
 
 
 def _generate_missing(
-    job: GenerationJob, versions: list[ModelVersion], settings: GenerationSettings, batch_size: int, backend: str
+    job: GenerationJob, versions: list[ModelVersion], settings: GenerationSettings, batch_size: int, backend: str,
+    dtype: str,
 ) -> _Progress:
-    """Make and store the job's missing completions batch by batch with ``backend`` (a resolved name, recorded on
-    each completion), updating the job's counts as they come; for a candidate job, pair each prompt as soon as all
-    its candidates are stored."""
+    """Make and store the job's missing completions batch by batch with ``backend`` (a resolved name) in ``dtype``,
+    both recorded on each completion, updating the job's counts as they come; for a candidate job, pair each prompt
+    as soon as all its candidates are stored. Missing means: no output of this engine and precision, or of any
+    when the job reuses other engines' outputs."""
     from training.trainer.review import generate_for_versions
 
     progress = _Progress(job=job, settings=settings)
-    existing = _existing_keys(job.prompt_ids, versions)
+    existing = _existing_keys(job.prompt_ids, versions, None if job.reuse_other_engines else job.engine)
     wanted = [
         (prompt_id, version, k)
         for prompt_id in job.prompt_ids
@@ -436,7 +447,7 @@ def _generate_missing(
                 source=Completion.Source.GENERATED,
                 model_name=version.name,
                 model_version=version,
-                generation_settings=settings.for_sample(k, backend=backend),
+                generation_settings=settings.for_sample(k, backend=backend, dtype=dtype),
                 finish_reason=reason,
             ))
         with transaction.atomic():

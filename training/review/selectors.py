@@ -28,7 +28,7 @@ from training.review.comparisons import (
 )
 from training.trainer.degeneration import degeneration
 from training.trainer.movement import NOT_MOVED_SHARE, same_text
-from training.trainer.review import LOSS, TIE, WIN, bradley_terry_bootstrap, win_rate
+from training.trainer.review import LOSS, TIE, WIN, bradley_terry_bootstrap, engine_of, win_rate
 from training.trainer.win_rates import (
     LengthControlledWinRate,
     PairedWinRate,
@@ -116,16 +116,17 @@ def comparisons(
         group = groups.setdefault(
             key, {"settings": matched_settings_of(generation_settings), "outputs": {first.pk: set(), second.pk: set()}, "newest": 0}
         )
-        group["outputs"][version_id].add((prompt_id, sample_of(generation_settings)))
+        group["outputs"][version_id].add((prompt_id, sample_of(generation_settings), engine_of(generation_settings)))
         group["newest"] = max(group["newest"], pk)
     result = []
     for key, group in groups.items():
-        both = group["outputs"][first.pk] & group["outputs"][second.pk]
+        # Matched only within one engine and precision, as ``matched_pairs`` pairs them by default.
+        both = {(p, s) for p, s, _ in group["outputs"][first.pk] & group["outputs"][second.pk]}
         result.append(
             Comparison(
                 settings=group["settings"], key=key, samples=tuple(sorted({s for _, s in both})),
-                pairs=len(both), prompts=len({p for p, _ in both}), first_outputs=len(group["outputs"][first.pk]),
-                second_outputs=len(group["outputs"][second.pk]), newest_id=group["newest"],
+                pairs=len(both), prompts=len({p for p, _ in both}), first_outputs=len({(p, s) for p, s, _ in group["outputs"][first.pk]}),
+                second_outputs=len({(p, s) for p, s, _ in group["outputs"][second.pk]}), newest_id=group["newest"],
             )
         )
     return sorted(result, key=lambda c: -c.newest_id)
@@ -160,20 +161,41 @@ class MatchedPair:
     def identical(self) -> bool:
         return same_text(self.first.text, self.second.text)
 
+    @property
+    def engines_differ(self) -> bool:
+        return engine_of(self.first.generation_settings) != engine_of(self.second.generation_settings)
+
 
 def _by_prompt_and_sample(
     outputs: Iterable[Completion], key: str, samples: set[int] | None
-) -> dict[int, dict[tuple[int, int], Completion]]:
-    """version id → (prompt, sample) → the output; of duplicates (older data) the newest wins."""
-    found: dict[int, dict[tuple[int, int], Completion]] = {}
+) -> dict[int, dict[tuple[int, int], dict[str, Completion]]]:
+    """version id → (prompt, sample) → engine (``engine_of``) → the output; of duplicates (older data) the newest
+    wins."""
+    found: dict[int, dict[tuple[int, int], dict[str, Completion]]] = {}
     for completion in outputs:
         if comparison_key(completion.generation_settings) != key:
             continue
         sample = sample_of(completion.generation_settings)
         if samples is not None and sample not in samples:
             continue
-        found.setdefault(completion.model_version_id, {})[(completion.prompt_id, sample)] = completion
+        by_engine = found.setdefault(completion.model_version_id, {}).setdefault((completion.prompt_id, sample), {})
+        by_engine[engine_of(completion.generation_settings)] = completion
     return found
+
+
+def _pick(
+    mine: dict[str, Completion], theirs: dict[str, Completion], *, mixed_engines: bool
+) -> tuple[Completion, Completion] | None:
+    """The two outputs one prompt and sample compare: both written by one engine in one precision (the engine
+    written with last, where they share several); with ``mixed_engines`` and no engine in common, the newest of
+    each side; else none (a different engine or precision changes the text as well as the adapter does)."""
+    common = set(mine) & set(theirs)
+    if common:
+        engine = max(common, key=lambda e: max(mine[e].pk, theirs[e].pk))
+        return mine[engine], theirs[engine]
+    if mixed_engines and mine and theirs:
+        return max(mine.values(), key=lambda c: c.pk), max(theirs.values(), key=lambda c: c.pk)
+    return None
 
 
 def matched_pairs(
@@ -184,16 +206,36 @@ def matched_pairs(
     settings: dict[str, Any],
     prompt_ids: Iterable[int] | None = None,
     samples: Iterable[int] | None = None,
+    mixed_engines: bool = False,
 ) -> list[MatchedPair]:
     """``first``'s and ``second``'s outputs made with identical ``settings`` (sample index aside) on the same
-    prompt and sample, in prompt then sample order: the only outputs that are ever compared."""
+    prompt and sample, by the same engine in the same precision, in prompt then sample order: the only outputs
+    that are ever compared. ``mixed_engines`` (an admin's explicit choice) also pairs outputs of different
+    engines where a prompt and sample has no pair within one; such a pair says so (``MatchedPair.engines_differ``)."""
     if not matched_settings_of(settings):
         return []
     key = comparison_key(settings)
     outputs = _generated(prompt_ids, project, [first, second]).order_by("id")
     found = _by_prompt_and_sample(outputs, key, set(samples) if samples is not None else None)
     mine, theirs = found.get(first.pk, {}), found.get(second.pk, {})
-    return [MatchedPair(prompt_id=p, sample=s, first=mine[(p, s)], second=theirs[(p, s)]) for p, s in sorted(set(mine) & set(theirs))]
+    pairs = []
+    for prompt_id, sample in sorted(set(mine) & set(theirs)):
+        picked = _pick(mine[(prompt_id, sample)], theirs[(prompt_id, sample)], mixed_engines=mixed_engines)
+        if picked is not None:
+            pairs.append(MatchedPair(prompt_id=prompt_id, sample=sample, first=picked[0], second=picked[1]))
+    return pairs
+
+
+def engines_of_pairs(pairs: Sequence[MatchedPair]) -> str:
+    """The engines the pairs' outputs came from, as a page says it: "transformers float32", or, for pairs across
+    engines, "vllm bfloat16 against transformers float32" (first side's engine first)."""
+    seen: list[str] = []
+    for pair in pairs:
+        first, second = engine_of(pair.first.generation_settings), engine_of(pair.second.generation_settings)
+        label = first if first == second else f"{first} against {second}"
+        if label not in seen:
+            seen.append(label)
+    return "; ".join(seen)
 
 
 # ---------------------------------------------------------------- side by side
@@ -219,6 +261,15 @@ class SideBySideRow:
         if self.base is None or self.tuned is None:
             return None
         return len(self.tuned.text) - len(self.base.text)
+
+    @property
+    def engines(self) -> str | None:
+        """"tuned's engine against base's" when the two were written by different engines or precisions (shown
+        on the row: they are not a matched pair), else None."""
+        if self.base is None or self.tuned is None:
+            return None
+        base, tuned = engine_of(self.base.generation_settings), engine_of(self.tuned.generation_settings)
+        return None if base == tuned else f"{tuned} against {base}"
 
 
 def _folded(text: str) -> str:
@@ -247,11 +298,11 @@ def side_by_side(
     quotes as typed: the messages are searched as text, never as their JSON); ``only_different`` keeps the
     rows where both outputs exist and differ."""
     prompts = list(Prompt.objects.filter(project=project, split=Prompt.Split.HELDOUT).order_by("id"))
-    found: dict[int, dict[tuple[int, int], Completion]] = {}
+    found: dict[int, dict[tuple[int, int], dict[str, Completion]]] = {}
     if settings is not None:
         outputs = _generated(None, project, [base, tuned]).order_by("id")
         found = _by_prompt_and_sample(outputs, comparison_key(settings), None)
-    base_outputs, tuned_outputs = found.get(base.pk, {}), found.get(tuned.pk, {})
+    base_outputs, tuned_outputs = _one_each(found.get(base.pk, {}), found.get(tuned.pk, {}))
     samples_of: dict[int, set[int]] = {}
     for prompt_id, sample in [*base_outputs, *tuned_outputs]:
         samples_of.setdefault(prompt_id, set()).add(sample)
@@ -279,9 +330,28 @@ def side_by_side(
     return rows
 
 
+def _one_each(
+    base: dict[tuple[int, int], dict[str, Completion]], tuned: dict[tuple[int, int], dict[str, Completion]]
+) -> tuple[dict[tuple[int, int], Completion], dict[tuple[int, int], Completion]]:
+    """One output a side for each prompt and sample to show: a matched pair where there is one, else the newest
+    of each side (a row whose engines differ says so)."""
+    shown_base: dict[tuple[int, int], Completion] = {}
+    shown_tuned: dict[tuple[int, int], Completion] = {}
+    for place in set(base) | set(tuned):
+        mine, theirs = base.get(place, {}), tuned.get(place, {})
+        picked = _pick(mine, theirs, mixed_engines=True)
+        if picked is not None:
+            shown_base[place], shown_tuned[place] = picked
+        elif mine:
+            shown_base[place] = max(mine.values(), key=lambda c: c.pk)
+        else:
+            shown_tuned[place] = max(theirs.values(), key=lambda c: c.pk)
+    return shown_base, shown_tuned
+
+
 def output_lengths(rows: list[SideBySideRow]) -> dict[str, float | int | None]:
     """Over rows where both outputs exist: how many, how many differ, mean characters of each side."""
-    both = [row for row in rows if row.base is not None and row.tuned is not None]
+    both = [row for row in rows if row.base is not None and row.tuned is not None and row.engines is None]
     return {
         "pairs": len(both),
         "differ": sum(1 for row in both if row.differ),
@@ -303,6 +373,8 @@ class MovementSummary:
     kl_per_token: float | None
     tokens: int
     job_id: int | None
+    engines: str = ""  # "transformers float32"; "vllm bfloat16 against transformers float32" where mixed
+    mixed_engines: int = 0  # pairs whose two answers came from different engines or precisions (only when asked)
 
     @property
     def identical_share(self) -> float | None:
@@ -344,10 +416,12 @@ def comparison_movement(
                 return MovementSummary(
                     pairs=int(movement["pairs"]), identical=int(movement.get("identical") or 0),
                     kl_per_token=movement.get("kl_per_token"), tokens=int(movement.get("tokens") or 0), job_id=job_id,
+                    engines=str(movement.get("engines") or ""), mixed_engines=int(movement.get("mixed_engines") or 0),
                 )
     pairs = matched_pairs(project=project, first=tuned, second=base, settings=comparison.settings)
     return MovementSummary(
-        pairs=len(pairs), identical=sum(1 for p in pairs if p.identical), kl_per_token=None, tokens=0, job_id=None
+        pairs=len(pairs), identical=sum(1 for p in pairs if p.identical), kl_per_token=None, tokens=0, job_id=None,
+        engines=engines_of_pairs(pairs),
     )
 
 
@@ -360,6 +434,7 @@ def run_movement(*, run: TuningRun) -> MovementSummary | None:
             return MovementSummary(
                 pairs=int(movement["pairs"]), identical=int(movement.get("identical") or 0),
                 kl_per_token=movement.get("kl_per_token"), tokens=int(movement.get("tokens") or 0), job_id=job_id,
+                engines=str(movement.get("engines") or ""), mixed_engines=int(movement.get("mixed_engines") or 0),
             )
     return None
 

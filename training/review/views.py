@@ -124,7 +124,7 @@ def run_review_generate(request: HttpRequest, run_id: int) -> HttpResponse:
         job = review_generation.generation_job_create(
             project=run.project, versions=[base, tuned], settings_data=form.settings_data(),
             purpose=GenerationJob.Purpose.REVIEW, run=run, create_review_tasks=form.cleaned_data["create_review_tasks"],
-            created_by=request.user,
+            reuse_other_engines=form.cleaned_data["reuse_other_engines"], created_by=request.user,
         )
     except review_versions.ReviewError as error:
         messages.error(request, error.message)

@@ -40,7 +40,9 @@ def load_for_generation(
     settings = choose_device()
     device = device or settings.device
     # bf16 on CUDA halves memory and is accurate enough for sampling; fp32 on CPU (no fast bf16 there).
-    dtype = torch.bfloat16 if device == "cuda" and settings.bf16 else torch.float32
+    from .generation_backends import TRANSFORMERS, generation_dtype
+
+    dtype = getattr(torch, generation_dtype(TRANSFORMERS, device=device))
     tokenizer_source = adapter_dir or model_path
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     if tokenizer.pad_token is None:

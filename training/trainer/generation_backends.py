@@ -92,6 +92,21 @@ def resolve_backend(requested: str, *, device: str | None = None) -> str:
     return TRANSFORMERS
 
 
+def generation_dtype(backend: str, *, device: str | None = None) -> str:
+    """The precision ``backend`` (a resolved name) generates in on this machine: transformers in bf16 on a CUDA
+    GPU with bf16 and fp32 elsewhere (no fast bf16 on CPUs), vLLM in bf16, or fp16 where a GPU has no bf16 (its
+    LoRA kernels take no fp32). Outputs record it beside the engine, so that only outputs of one engine and one
+    precision are matched by default: a base answer in fp32 against a tuned one in bf16 measures the precision
+    as well as the adapter."""
+    from .device import choose_device
+
+    settings = choose_device(force_cpu=device == "cpu")
+    if backend == VLLM:
+        return "bfloat16" if settings.bf16 else "float16"
+    on_gpu = (device or settings.device) == "cuda"
+    return "bfloat16" if on_gpu and settings.bf16 else "float32"
+
+
 @dataclass(frozen=True)
 class SampleRequest:
     """One model version's sample over some prompts: ``seed`` drives this sample for each of the prompts."""

@@ -47,10 +47,12 @@ ELO_SCALE = 400.0
 ELO_ANCHOR = 1000.0
 
 
-# A stored completion's generation settings name the engine that wrote it under this key ("transformers" or "vllm").
-# Outputs stored before engines were recorded have no such key: they were all written by transformers.
+# A stored completion's generation settings name the engine that wrote it ("transformers" or "vllm") and the
+# precision it ran in ("float32", "bfloat16", "float16"). Outputs stored before engines were recorded have neither
+# (they were all written by transformers); outputs stored before precisions were, only the engine.
 BACKEND_KEY = "backend"
-PROVENANCE_KEYS = frozenset({BACKEND_KEY})
+DTYPE_KEY = "dtype"
+PROVENANCE_KEYS = frozenset({BACKEND_KEY, DTYPE_KEY})
 
 
 class GenerationSettingsError(ValueError):
@@ -147,15 +149,16 @@ class GenerationSettings:
             del data["style_hints"]
         return data
 
-    def for_sample(self, index: int, *, backend: str | None = None) -> dict[str, Any]:
+    def for_sample(self, index: int, *, backend: str | None = None, dtype: str | None = None) -> dict[str, Any]:
         """What one stored completion records: the sampling settings and which of the n samples it is, and with
-        ``backend`` the engine that made it (under BACKEND_KEY).
+        ``backend`` and ``dtype`` the engine that made it and its precision (see ``engine_of``).
 
         ``n`` itself is left out so that asking for more samples later reuses the ones already made. The
         temperature is the one this sample was drawn at, so with ``alt_temperature`` the stored settings say
         which temperature made it, and a sample is reused by any job that would draw it the same way. The
-        backend is a record of where an output came from, not a setting: outputs that differ only in it are
-        the same comparison and are reused (see ``without_provenance``)."""
+        engine is a record of where an output came from, not a sampling setting: outputs that differ only in
+        it are one comparison (see ``without_provenance``), but are matched, and reused, only within one engine
+        unless an admin asks otherwise."""
         recorded = {
             "temperature": self.temperature_for(index),
             "top_p": self.top_p,
@@ -167,12 +170,25 @@ class GenerationSettings:
             recorded["style"] = self.style_for(index)[0]
         if backend is not None:
             recorded[BACKEND_KEY] = backend
+        if dtype is not None:
+            recorded[DTYPE_KEY] = dtype
         return recorded
 
 
 def without_provenance(recorded: dict[str, Any] | None) -> dict[str, Any]:
-    """A stored completion's generation settings without what only says where it came from (the backend)."""
+    """A stored completion's generation settings without what only says where it came from (engine, precision)."""
     return {key: value for key, value in (recorded or {}).items() if key not in PROVENANCE_KEYS}
+
+
+def engine_of(recorded: dict[str, Any] | None) -> str:
+    """The engine and precision an output was written with, as a page shows it: "transformers float32",
+    "vllm bfloat16"; "transformers" alone for an output stored before precisions were recorded (every output
+    before engines were recorded came from transformers). Two outputs are matched by default only when this is
+    the same for both: a different engine or precision changes the text as well as the adapter does."""
+    recorded = recorded or {}
+    backend = recorded.get(BACKEND_KEY) or "transformers"
+    dtype = recorded.get(DTYPE_KEY)
+    return f"{backend} {dtype}" if dtype else str(backend)
 
 
 # ---------------------------------------------------------------- generation

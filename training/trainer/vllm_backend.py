@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .generation import FINISH_LENGTH, FINISH_STOP, GeneratedText, generation_end_ids, prompt_token_ids
-from .generation_backends import VLLM, GenerationBackendError, SampleRequest, prepare_vllm_environment
+from .generation_backends import VLLM, GenerationBackendError, SampleRequest, generation_dtype, prepare_vllm_environment
 
 # The LoRA ranks vLLM's kernels are built for: its max_lora_rank must be one of these.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -165,8 +165,6 @@ class VllmBackend:
         from vllm import LLM, SamplingParams
         from vllm.lora.request import LoRARequest
 
-        from .device import choose_device
-
         tuned = [(name, path) for name, path in adapters.items() if path]
         lora_requests = {
             # vLLM's adapter ids must be positive and unique within the engine.
@@ -181,7 +179,7 @@ class VllmBackend:
                 max_lora_rank=max_lora_rank(read_adapter_rank(str(path)) for _, path in tuned),
             )
         # bf16 as on the transformers path on CUDA; vLLM's LoRA kernels take fp16 where a GPU has no bf16.
-        dtype = "bfloat16" if choose_device().bf16 else "float16"
+        dtype = generation_dtype(VLLM)
         # vLLM refuses to start unless the share of the GPU it is to take is free: hand back what this worker's
         # earlier jobs left in torch's cache.
         gc.collect()

@@ -3,6 +3,7 @@
     manage.py generate_completions --run 7 --max-new-tokens 128 --create-battles
     manage.py generate_completions --project 3 --versions 4,5 --purpose candidates --n 2 --split train
     manage.py generate_completions --run 7 --inline --backend vllm
+    manage.py generate_completions --run 7 --reuse-other-engines   # reuse and match across engines (mixed)
 """
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ class Command(BaseCommand):
             help="With --inline: the engine to generate with (default: PREFTUNE_GENERATION_BACKEND). A queued job "
             "uses its worker's setting.",
         )
+        parser.add_argument(
+            "--reuse-other-engines", action="store_true",
+            help="Reuse outputs another engine or precision wrote and match across engines; the figures are then "
+            "labelled mixed engines. Default: only the job's own engine and precision.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         backend = options["backend"]
@@ -93,7 +99,8 @@ class Command(BaseCommand):
             job = review_generation.generation_job_create(
                 project=project, versions=versions, settings_data=settings_data, purpose=options["purpose"],
                 prompt_ids=_ids(options["prompts"]), split=options["split"], run=run,
-                create_review_tasks=options["create_battles"], enqueue=not options["inline"],
+                create_review_tasks=options["create_battles"], reuse_other_engines=options["reuse_other_engines"],
+                enqueue=not options["inline"],
             )
         except review_versions.ReviewError as error:
             raise CommandError(error.message) from error
@@ -113,7 +120,8 @@ class Command(BaseCommand):
             kl = movement.get("kl_per_token")
             self.stdout.write(
                 f"Did the tuned model move? {movement['identical']} of {movement['pairs']} matched outputs are identical "
-                f"to the base's; KL {'not measured' if kl is None else format_number(kl)} per token."
+                f"to the base's; KL {'not measured' if kl is None else format_number(kl)} per token; "
+                f"written by {movement.get('engines') or job.engine}."
             )
         for note in job.notes or []:
             self.stdout.write(f"  note: {note}")
