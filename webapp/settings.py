@@ -80,6 +80,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "webapp.friendly_errors.FriendlyErrorPagesMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -209,6 +210,8 @@ PREFTUNE_RUN_STALE_SECONDS = env_int("PREFTUNE_RUN_STALE_SECONDS", 120)
 # The watchdog thread (training/watchdog.py) in every worker and web process; off only where a test wants no
 # reaping behind its back.
 PREFTUNE_WATCHDOG = env_bool("PREFTUNE_WATCHDOG", True)
+# Django's debugging 404 page (every URL pattern) instead of the user's "Not found", with DEBUG on.
+PREFTUNE_DEBUG_404 = env_bool("PREFTUNE_DEBUG_404", False)
 PREFTUNE_WATCHDOG_SECONDS = env_int("PREFTUNE_WATCHDOG_SECONDS", 15)
 
 SESSION_COOKIE_HTTPONLY = True

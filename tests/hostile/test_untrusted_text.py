@@ -9,6 +9,7 @@ they are sanitised (nh3), not escaped, so they get their own cases.
 """
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -286,6 +287,16 @@ def _isolating(holder: tuple[str, dict[str, str | None]]) -> bool:
     return attrs.get("dir") == "auto" and "untrusted" in (attrs.get("class") or "").split()
 
 
+def _shown_not_applied(page: str, before: str, after: str) -> None:
+    """The text ``before`` + RLO + ``after`` sits in an isolating element with the override replaced by a visible
+    mark (issue 26: "gpj.exe" read as "exe.jpg" with nothing to say so); only an edit box keeps the raw text."""
+    holders = _holders(page, before)
+    assert holders and all(_isolating(h) for h in holders), (before, holders)
+    assert f'(U+202E RLO) was here: shown, not applied, so the text reads as stored.">⇄RLO</span>{after}' in page, after
+    outside_edit_boxes = re.sub(r"(?s)<textarea.*?</textarea>", "", page)
+    assert RLO not in outside_edit_boxes
+
+
 def test_direction_overrides_in_prompts_and_completions_stay_inside_their_own_element(annotator, project):
     # Given a pair whose prompt and both answers carry a right-to-left override, and markup
     from tests.factories import make_pair_task
@@ -297,10 +308,10 @@ def test_direction_overrides_in_prompts_and_completions_stay_inside_their_own_el
 
     page = _client_for(annotator).get(f"/projects/{project.pk}/").content.decode()
 
-    # Then each text sits alone in an element with dir="auto" that the stylesheet isolates, and is still escaped
-    for needle in (f"Total: {RLO}001$", f"A says {RLO}gnp.exe", f"B says {RLO}fdp.txt"):
-        holders = _holders(page, needle)
-        assert holders and all(_isolating(h) for h in holders), (needle, holders)
+    # Then each text sits alone in an element with dir="auto" that the stylesheet isolates, the override shown as a
+    # mark rather than applied, and is still escaped
+    for before, after in (("Total: ", "001$"), ("A says ", "gnp.exe"), ("B says ", "fdp.txt")):
+        _shown_not_applied(page, before, after)
     assert "&lt;b&gt;ok&lt;/b&gt;" in page and "&lt;i&gt;x&lt;/i&gt;" in page
     assert active_content(page) == []
     css = (settings.BASE_DIR / "static" / "css" / "preftune.css").read_text()
@@ -317,8 +328,7 @@ def test_direction_overrides_stay_inside_their_element_on_the_thumbs_screen(anno
 
     page = _client_for(annotator).get(f"/projects/{project.pk}/").content.decode()
 
-    holders = _holders(page, f"Fine {RLO}kcab")
-    assert holders and all(_isolating(h) for h in holders)
+    _shown_not_applied(page, "Fine ", "kcab")
 
 
 def test_direction_overrides_stay_inside_their_element_on_the_side_by_side_review(world):
@@ -330,15 +340,14 @@ def test_direction_overrides_stay_inside_their_element_on_the_side_by_side_revie
     TuningRun.objects.filter(pk=run.pk).update(status="succeeded", model_version=tuned, error="")
     base = base_version_get_or_create(base_model=run.base_model)
     prompt = Prompt.objects.create(
-        project=world["project"], external_id="rlo", split="heldout", messages=[{"role": "user", "content": f"Q {RLO}?sey"}]
+        project=world["project"], external_id="rlo", split="heldout", messages=[{"role": "user", "content": f"Asked {RLO}?sey"}]
     )
-    for version, text in ((base, f"base {RLO}on"), (tuned, f"tuned {RLO}sey")):
+    for version, text in ((base, f"Base wrote {RLO}on"), (tuned, f"Tuned wrote {RLO}sey")):
         Completion.objects.create(
             prompt=prompt, text=text, source="generated", model_version=version, generation_settings={"seed": 0, "sample": 0}
         )
 
     page = _client_for(world["admin"]).get(f"/runs/{run.pk}/review/").content.decode()
 
-    for needle in (f"Q {RLO}?sey", f"base {RLO}on", f"tuned {RLO}sey"):
-        holders = _holders(page, needle)
-        assert holders and all(_isolating(h) for h in holders), (needle, holders)
+    for before, after in (("Asked ", "?sey"), ("Base wrote ", "on"), ("Tuned wrote ", "sey")):
+        _shown_not_applied(page, before, after)
