@@ -380,7 +380,7 @@ def _parse_csv(text: str) -> tuple[list[_Record], list[str]]:
         return [], errors
     for number, row, unclosed in rows:
         if len(row) != len(header):
-            errors.append(f"line {number}: {len(row)} cells, but the header has {len(header)} columns.")
+            errors.append(_unclosed_quote_error(number) if unclosed else _cell_count_error(number, len(row), header))
             continue
         if sum(len(cell) for cell in row) > MAX_LINE_CHARS:
             errors.append(f"line {number}: longer than {MAX_LINE_CHARS:,} characters.")
@@ -405,10 +405,7 @@ def _parse_csv(text: str) -> tuple[list[_Record], list[str]]:
             continue
         if unclosed:
             # Checked last, so a record with another problem keeps the message it always had.
-            errors.append(
-                f'line {number}: a quote (") opens a cell that is never closed, so the rest of the file ran into '
-                'that cell; close the quote, or write a quote inside a quoted cell as two ("").'
-            )
+            errors.append(_unclosed_quote_error(number))
             continue
         records.append(_Record(number, external_id, messages, split, completions, [model] * len(completions)))
     return records, errors
@@ -436,6 +433,25 @@ class _CsvLines:
         except StopIteration:
             self.ran_out = True
             raise
+
+
+def _unclosed_quote_error(number: int) -> str:
+    return (f'line {number}: a quote (") opens a cell that is never closed, so the rest of the file ran into '
+            'that cell; close the quote, or write a quote inside a quoted cell as two ("").')
+
+
+def _cell_count_error(number: int, found: int, header: list[str]) -> str:
+    """Line ``number`` has ``found`` values where the header names ``len(header)`` columns: say which are missing
+    or extra, and the usual cause (an unquoted comma in a text, or a value left out)."""
+    expected = len(header)
+    values = f"{found} value{'s' if found != 1 else ''}"
+    if found < expected:
+        missing = ", ".join(header[found:])
+        return (f"line {number}: {values} where the header has {expected} columns ({', '.join(header)}), so "
+                f"{missing} {'is' if expected - found == 1 else 'are'} missing. Leave a value empty with two commas "
+                "in a row, or check for a line break inside a text that is not in double quotes.")
+    return (f"line {number}: {values} where the header has {expected} columns ({', '.join(header)}). A text with a "
+            'comma in it needs double quotes around it: "Yes, it does".')
 
 
 def _csv_rows(reader: Any, lines: _CsvLines, errors: list[str]) -> Iterator[tuple[int, list[str], bool]]:

@@ -182,7 +182,8 @@ def test_the_rate_screen_marks_a_cut_off_completion_and_draws_thumbs_without_emo
 
     assert 'data-testid="cut-off"' in html and "Cut off at the length limit" in html
     assert "👍" not in html and "👎" not in html
-    for key, label, shortcut in (("up", "Good", "U"), ("down", "Bad", "D")):
+    # The words say what the keys say (issue 26: "Good" and "Bad" on keys U and D).
+    for key, label, shortcut in (("up", "Thumbs up", "U"), ("down", "Thumbs down", "D")):
         button = re.search(rf'<button[^>]*data-key="{key}"[^>]*>(.*?)</button>', html, re.S).group(1)
         assert "<svg" in button and f"{label} <kbd>{shortcut}</kbd>" in button
 

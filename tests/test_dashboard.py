@@ -85,6 +85,13 @@ def test_it_shows_progress_for_known_votes(admin_client, voted):
     assert 'style="width: 80.0%"' in html
 
 
+def test_the_overlap_beside_the_title_says_what_it_is(admin_client, voted):
+    html = admin_client.get(url(voted.project, "dashboard")).content.decode()
+
+    assert '<span class="muted" data-testid="overlap" title="How many different annotators judge each task">3 votes per task</span>' in html
+    assert "overlap 3" not in html
+
+
 def test_it_counts_the_answers_annotators_wrote(admin_client, voted):
     from labeling.models import PairVote
 
@@ -442,3 +449,21 @@ def test_a_cut_off_answer_is_marked_in_the_disagreements(admin_client, voted):
     assert 'data-testid="b-cut-off"' in row and "Cut off at the length limit" in row
     assert 'data-testid="a-cut-off"' not in row
     assert html.count("Cut off at the length limit") == 1
+
+
+def test_each_project_type_speaks_its_own_words(admin_client, voted):
+    rate = ProjectFactory(mode="rate")
+    annotator = UserFactory()
+    rate.members.add(annotator)
+    make_rating(make_rate_task(rate, 1), annotator, "up")
+
+    thumbs = admin_client.get(url(rate, "dashboard")).content.decode()
+    compare = admin_client.get(url(voted.project, "dashboard")).content.decode()
+
+    # A thumbs project counts thumbs, not compare votes, ties or left picks (issue 26), and the reverse
+    assert '<b data-testid="ratings">1</b> thumbs given' in thumbs and 'data-testid="votes"' not in thumbs
+    assert "Left picks" not in thumbs and ">Tie<" not in thumbs and ">Thumbs<" in thumbs
+    assert '<b data-testid="votes">12</b> compare votes' in compare and 'data-testid="ratings"' not in compare
+    assert "Left picks" in compare and ">Ratings<" not in compare
+    runs = admin_client.get(f"/projects/{rate.pk}/runs/").content.decode()
+    assert "given thumbs to some answers" in runs and "judged some pairs" not in runs

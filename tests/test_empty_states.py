@@ -63,6 +63,9 @@ def test_an_admin_in_an_empty_project_gets_the_next_step_on_every_page(client):
 
     candidates = admin_client.get(f"/projects/{project.pk}/candidates/").content.decode()
     assert 'data-testid="jobs-empty"' in candidates and "Import prompts without answers" in candidates
+    # It names the button by its label, and where it is (issue 26: "Generate candidates above" for "Generate" below).
+    assert "press <b>Generate candidates</b> at the end of the form" in candidates
+    assert 'data-testid="generate-candidates">Generate candidates</button>' in candidates
 
     export = admin_client.get(f"/projects/{project.pk}/export/").content.decode()
     assert 'data-testid="export-empty"' in export and "complete task" in export

@@ -352,7 +352,10 @@ REFUSED = [
     pytest.param("d.txt", b"hello there\n", "Cannot tell the format", id="unknown-format"),
     pytest.param("d.csv", b"question,completion_1\nx,a\n", "line 1: unknown column 'question'", id="csv-unknown-column"),
     pytest.param("d.csv", b"id,completion_1\nx,a\n", "the header has no 'prompt' column", id="csv-no-prompt"),
-    pytest.param("d.csv", b"prompt,completion_1,completion_2\nx,a,b,c\n", "line 2: 4 cells, but the header has 3 columns", id="csv-cells"),
+    pytest.param("d.csv", b"prompt,completion_1,completion_2\nx,a,b,c\n", "line 2: 4 values where the header has 3 columns (prompt, completion_1, completion_2). A text with a comma in it needs double quotes", id="csv-cells"),
+    pytest.param("d.csv", b"prompt,completion_1,completion_2\nx,a\n",
+                 "line 2: 2 values where the header has 3 columns (prompt, completion_1, completion_2), so completion_2 is missing",
+                 id="csv-cells-missing"),
     pytest.param(
         "d.csv", b"prompt,completion_1,completion_2\nx,a,\n", "line 2: compare projects pair two or more completions per prompt",
         id="csv-one-completion",

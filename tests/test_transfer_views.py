@@ -28,6 +28,7 @@ def test_it_shows_the_import_form(admin_client, project):
     assert 'type="file"' in html
     assert "completion_1" in html
     assert "10.0\xa0MB" in html
+    assert "1,000,000 characters a line" in html, "the line limit is stated before the upload (issue 26)"
 
 
 def test_it_imports_an_upload_and_goes_to_the_dashboard(admin_client, project):

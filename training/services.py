@@ -308,7 +308,7 @@ def run_launch(
         )
         run = TuningRun.objects.create(
             project=project,
-            name=name.strip() or f"{project.name} {method.upper()} {timezone.now():%Y-%m-%d %H:%M}",
+            name=name.strip() or _default_run_name(project, method),
             method=method,
             base_model=base_model,
             settings=train_settings.to_dict(),
@@ -322,6 +322,13 @@ def run_launch(
         )
         _enqueue_on_commit(run.pk)
     return run
+
+
+def _default_run_name(project: Project, method: str) -> str:
+    """"Demo DPO run 3, 2026-12-06 14:05": numbered within the project, so two runs launched in the same minute
+    do not share a name."""
+    number = TuningRun.objects.filter(project=project).count() + 1
+    return f"{project.name} {method.upper()} run {number}, {timezone.localtime():%Y-%m-%d %H:%M}"[:200]
 
 
 def _start_from(project: Project, base_model: BaseModel, version_id: int | None) -> ModelVersion | None:

@@ -14,7 +14,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_safe
 
 from labeling.forms import ExportForm, ImportForm
-from labeling.importing import MAX_COMPLETIONS, MULTIPART_OVERHEAD_BYTES, ImportFailed, project_import
+from labeling.importing import MAX_COMPLETIONS, MAX_LINE_CHARS, MULTIPART_OVERHEAD_BYTES, ImportFailed, project_import
 from labeling.models import Project
 from labeling.permissions import project_for_admin
 from labeling.selectors import EXPORT_FORMATS, export_jsonl, project_export
@@ -71,6 +71,7 @@ def _import_page(
         "summary": summary,
         "max_bytes": settings.PREFTUNE_IMPORT_MAX_BYTES,
         "max_completions": MAX_COMPLETIONS,
+        "max_line_chars": f"{MAX_LINE_CHARS:,}",
     }
     return render(request, "labeling/import.html", context, status=status)
 

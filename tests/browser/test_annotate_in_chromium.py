@@ -147,7 +147,7 @@ def test_a_cut_off_answer_is_marked_and_the_thumbs_are_drawn_without_an_emoji_fo
 
     _open_queue(page, f"{live_server.url}/projects/{rate.pk}/")
     assert page.locator("[data-testid=cut-off]").is_visible()
-    for key, label in (("up", "Good"), ("down", "Bad")):
+    for key, label in (("up", "Thumbs up"), ("down", "Thumbs down")):
         button = page.locator(f"button[data-key={key}]")
         box = button.locator("svg").bounding_box()
         assert box and box["width"] >= 12 and box["height"] >= 12, "the thumb is drawn, not an empty box"

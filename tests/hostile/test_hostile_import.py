@@ -68,7 +68,7 @@ HOSTILE_FILES = [
                  "line 1: not valid UTF-8 (byte 0x93", id="windows-1252"),
     pytest.param("d.jsonl", gzip.compress(GOOD.encode() * 50, mtime=0), "save", id="gzip-renamed"),
     pytest.param("d.jsonl", b"\x89PNG\r\n\x1a\n" + b"\x00" * 16, "NUL byte", id="png-renamed"),
-    pytest.param("d.csv", b'prompt,completion_1,completion_2\n"unterminated,a,b\n', "line 2: 1 cells, but the header has 3 columns",
+    pytest.param("d.csv", b'prompt,completion_1,completion_2\n"unterminated,a,b\n', "line 2: a quote (\") opens a cell that is never closed",
                  id="csv-unterminated-quote"),
     pytest.param("d.csv", b"prompt;completion_1;completion_2\nx;a;b\n", "unknown column 'prompt;completion_1;completion_2'",
                  id="csv-semicolons"),

@@ -42,6 +42,18 @@ def test_it_launches_a_dpo_run_with_a_frozen_snapshot(admin_client, tiny_base, d
     assert run.settings["lora"]["r"] == 4 and run.settings["max_steps"] == 2
 
 
+def test_two_runs_launched_in_one_minute_get_different_names(admin_client, tiny_base, django_capture_on_commit_callbacks):
+    project = voted_compare_project(6)
+    data = {"name": ""}
+
+    _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, **data)
+    _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, **data)
+
+    first, second = TuningRun.objects.order_by("id").values_list("name", flat=True)
+    assert first != second
+    assert first.startswith(f"{project.name} DPO run 1, ") and second.startswith(f"{project.name} DPO run 2, ")
+
+
 def test_new_votes_do_not_change_a_queued_run(admin_client, tiny_base, django_capture_on_commit_callbacks):
     project = voted_compare_project(5)
     _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks)
