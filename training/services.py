@@ -280,7 +280,7 @@ def run_launch(
     try:
         train_settings = TrainSettings.from_dict({**settings_data, **overrides, "method": method})
     except SettingsError as exc:
-        raise LaunchError(str(exc)) from exc
+        raise LaunchError(str(exc), field=exc.field) from exc
     preview = dataset_preview(
         project=project, method=method, include_review=include_review, include_heldout=include_heldout,
         min_agreement=min_agreement, keep_cut_off_chosen=keep_cut_off_chosen,
@@ -294,7 +294,7 @@ def run_launch(
             len(train_rows), device=training_selectors.training_device(train_settings.num_processes)
         )
     except SettingsError as exc:
-        raise LaunchError(str(exc)) from exc
+        raise LaunchError(str(exc), field=exc.field) from exc
     with transaction.atomic():
         snapshot = DatasetSnapshot.objects.create(
             project=project,

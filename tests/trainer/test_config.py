@@ -40,7 +40,7 @@ def test_it_round_trips_through_dict():
         ({"method": "kto", "group_by_length": True}, "group_by_length cannot be used with KTO"),
         ({"desirable_weight": 2.0}, "only applies to KTO"),
         ({"method": "kto", "desirable_weight": -1.0}, "positive"),
-        ({"max_steps": 0}, "max_steps"),
+        ({"max_steps": 0}, "Max steps must be a positive whole number"),
         ({"beta": 0}, "beta"),
         ({"gradient_accumulation_steps": 0}, "accumulation"),
         ({"lora": {"r": 0}}, "rank r must be a positive"),

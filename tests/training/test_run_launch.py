@@ -116,8 +116,8 @@ def test_a_base_model_whose_folder_is_missing_is_refused(admin_client, tiny_base
         ({"learning_rate": "5"}, "too high to train anything"),
         ({"beta": "0"}, "beta must be a positive number"),
         ({"per_device_batch_size": "0"}, "Batch size must be a positive integer"),
-        ({"max_steps": "0"}, "max_steps must be a positive integer"),
-        ({"max_length": "4"}, "max_length must be an integer of at least 16"),
+        ({"max_steps": "0"}, "Max steps must be a positive whole number"),
+        ({"max_length": "4"}, "Max length must be a whole number of at least 16"),
         ({"validation_fraction": "0.9"}, "Validation fraction must be between 0 and 0.5"),
         ({"lora_r": "0"}, "LoRA"),
         ({"lora_target_modules": "lm_head"}, "lm_head"),
@@ -132,6 +132,30 @@ def test_impossible_settings_are_refused(admin_client, tiny_base, django_capture
 
     assert response.status_code == 400
     assert message in response.content.decode()
+    _nothing_queued(callbacks)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_steps", "0", "Max steps must be a positive whole number, or -1 to train for whole epochs; got 0."),
+        ("max_length", "4", "Max length must be a whole number of at least 16 tokens, got 4."),
+        ("learning_rate", "5", "Learning rate 5.0 is too high to train anything (at most 0.01)."),
+        ("lora_r", "0", "LoRA rank r must be a positive integer, got 0."),
+    ],
+)
+def test_a_settings_refusal_is_shown_on_its_field_in_the_forms_words(
+    admin_client, tiny_base, django_capture_on_commit_callbacks, field, value, message
+):
+    # Issue 26: these came back as a banner naming internal fields ("max_steps must be ...").
+    project = voted_compare_project(6)
+
+    response, callbacks = _launch(admin_client, project, tiny_base.pk, django_capture_on_commit_callbacks, **{field: value})
+
+    form = response.context["form"]
+    assert form.errors[field] == [message]
+    assert not form.non_field_errors()
+    assert "max_steps" not in message and "max_length" not in message
     _nothing_queued(callbacks)
 
 

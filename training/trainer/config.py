@@ -97,7 +97,12 @@ AUTO_CENTER_REWARDS = 0.01
 
 
 class SettingsError(ValueError):
-    """Settings that cannot work; the message is meant for the person who entered them."""
+    """Settings that cannot work; the message is meant for the person who entered them, and ``field`` names the
+    launch form's field it is about (None when it is about several), so the form shows it there."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _is_number(value: Any) -> bool:
@@ -133,19 +138,19 @@ class LoraSettings:
     def validate(self) -> LoraSettings:
         """Raise SettingsError for values LoRA cannot use; return self for chaining."""
         if not _is_int(self.r) or self.r <= 0:
-            raise SettingsError(f"LoRA rank r must be a positive integer, got {self.r!r}.")
+            raise SettingsError(f"LoRA rank r must be a positive integer, got {self.r!r}.", field="lora_r")
         if self.r > 1024:
-            raise SettingsError(f"LoRA rank r={self.r} is implausibly large (at most 1024).")
+            raise SettingsError(f"LoRA rank r={self.r} is implausibly large (at most 1024).", field="lora_r")
         if not _is_number(self.alpha) or self.alpha <= 0:
-            raise SettingsError(f"LoRA alpha must be a positive number, got {self.alpha!r}.")
+            raise SettingsError(f"LoRA alpha must be a positive number, got {self.alpha!r}.", field="lora_alpha")
         if self.alpha > 8192:
-            raise SettingsError(f"LoRA alpha={self.alpha} is implausibly large (at most 8192).")
+            raise SettingsError(f"LoRA alpha={self.alpha} is implausibly large (at most 8192).", field="lora_alpha")
         if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
-            raise SettingsError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}.")
+            raise SettingsError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}.", field="lora_dropout")
         if not isinstance(self.target_modules, (list, tuple)) or not self.target_modules:
             raise SettingsError(
                 "LoRA target_modules must be a non-empty list of module names, e.g. ['q_proj', 'v_proj']."
-            )
+            , field="lora_target_modules")
         for name in self.target_modules:
             if not isinstance(name, str) or not name.strip():
                 raise SettingsError(f"LoRA target_modules must be module names (strings), got {name!r}.")
@@ -232,111 +237,111 @@ class TrainSettings:
     def validate(self) -> TrainSettings:
         """Raise SettingsError for impossible or unsupported values; return self for chaining."""
         if self.method not in METHODS:
-            raise SettingsError(f"Unknown method {self.method!r}; choose one of: {', '.join(METHODS)}.")
+            raise SettingsError(f"Unknown method {self.method!r}; choose one of: {', '.join(METHODS)}.", field="method")
         allowed = LOSS_TYPES[self.method]
         if self.resolved_loss_type not in allowed:
             raise SettingsError(
                 f"Loss type {self.resolved_loss_type!r} is not available for {self.method.upper()}; "
                 f"choose one of: {', '.join(allowed)}."
-            )
+            , field="label_smoothing")
         if self.beta is not None and (not _is_number(self.beta) or self.beta <= 0):
-            raise SettingsError(f"beta must be a positive number, got {self.beta!r}.")
+            raise SettingsError(f"beta must be a positive number, got {self.beta!r}.", field="beta")
         if self.beta is not None and self.method == REWARD_METHOD:
-            raise SettingsError("beta does not apply to a reward model (its loss has no temperature); leave it empty.")
+            raise SettingsError("beta does not apply to a reward model (its loss has no temperature); leave it empty.", field="beta")
         if self.center_rewards is not None:
             if not _is_number(self.center_rewards) or not 0 <= self.center_rewards <= 1:
                 raise SettingsError(
                     f"The reward centring weight must be between 0 and 1, got {self.center_rewards!r}."
-                )
+                , field="center_rewards")
             if self.method != REWARD_METHOD:
-                raise SettingsError("Reward centring only applies to reward-model runs; leave it empty.")
+                raise SettingsError("Reward centring only applies to reward-model runs; leave it empty.", field="method")
         if not _is_number(self.simpo_gamma) or not 0 <= self.simpo_gamma <= 10:
-            raise SettingsError(f"SimPO's target margin (gamma) must be between 0 and 10, got {self.simpo_gamma!r}.")
+            raise SettingsError(f"SimPO's target margin (gamma) must be between 0 and 10, got {self.simpo_gamma!r}.", field="simpo_gamma")
         if not _is_number(self.cpo_alpha) or not 0 <= self.cpo_alpha <= 10:
-            raise SettingsError(f"CPO's NLL weight (alpha) must be between 0 and 10, got {self.cpo_alpha!r}.")
+            raise SettingsError(f"CPO's NLL weight (alpha) must be between 0 and 10, got {self.cpo_alpha!r}.", field="cpo_alpha")
         if self.ld_alpha is not None:
             if not _is_number(self.ld_alpha) or not 0 <= self.ld_alpha <= 1:
                 raise SettingsError(
                     f"The length-desensitisation weight (ld_alpha) must be between 0 and 1, got {self.ld_alpha!r}."
-                )
+                , field="ld_alpha")
             if self.method != "dpo":
-                raise SettingsError("ld_alpha (length-desensitised DPO) only applies to DPO runs; leave it empty.")
+                raise SettingsError("ld_alpha (length-desensitised DPO) only applies to DPO runs; leave it empty.", field="method")
         if self.learning_rate is not None:
             if not _is_number(self.learning_rate) or self.learning_rate <= 0:
-                raise SettingsError(f"Learning rate must be a positive number, got {self.learning_rate!r}.")
+                raise SettingsError(f"Learning rate must be a positive number, got {self.learning_rate!r}.", field="learning_rate")
             if self.learning_rate > 1e-2:
-                raise SettingsError(f"Learning rate {self.learning_rate} is too high to train anything (at most 0.01).")
+                raise SettingsError(f"Learning rate {self.learning_rate} is too high to train anything (at most 0.01).", field="learning_rate")
         if self.num_train_epochs is not None and (not _is_number(self.num_train_epochs) or self.num_train_epochs <= 0):
-            raise SettingsError(f"Number of epochs must be positive, got {self.num_train_epochs!r}.")
+            raise SettingsError(f"Number of epochs must be positive, got {self.num_train_epochs!r}.", field="num_train_epochs")
         if not _is_int(self.max_steps) or (self.max_steps != -1 and self.max_steps <= 0):
             raise SettingsError(
-                f"max_steps must be a positive integer, or -1 to train for whole epochs; got {self.max_steps!r}."
-            )
+                f"Max steps must be a positive whole number, or -1 to train for whole epochs; got {self.max_steps!r}."
+            , field="max_steps")
         if not _is_int(self.per_device_batch_size) or self.per_device_batch_size <= 0:
-            raise SettingsError(f"Batch size must be a positive integer, got {self.per_device_batch_size!r}.")
+            raise SettingsError(f"Batch size must be a positive integer, got {self.per_device_batch_size!r}.", field="per_device_batch_size")
         if not _is_int(self.gradient_accumulation_steps) or self.gradient_accumulation_steps <= 0:
             raise SettingsError(
                 f"Gradient accumulation steps must be a positive integer, got {self.gradient_accumulation_steps!r}."
-            )
+            , field="gradient_accumulation_steps")
         if self.max_length is not None and (not _is_int(self.max_length) or self.max_length < 16):
-            raise SettingsError(f"max_length must be an integer of at least 16 tokens, got {self.max_length!r}.")
+            raise SettingsError(f"Max length must be a whole number of at least 16 tokens, got {self.max_length!r}.", field="max_length")
         if not _is_int(self.seed) or self.seed < 0:
-            raise SettingsError(f"Seed must be a non-negative integer, got {self.seed!r}.")
+            raise SettingsError(f"Seed must be a non-negative integer, got {self.seed!r}.", field="seed")
         self._check_upper_bounds()
         if not _is_number(self.validation_fraction) or not 0 <= self.validation_fraction <= 0.5:
-            raise SettingsError(f"Validation fraction must be between 0 and 0.5, got {self.validation_fraction!r}.")
+            raise SettingsError(f"Validation fraction must be between 0 and 0.5, got {self.validation_fraction!r}.", field="validation_fraction")
         if not _is_int(self.save_steps) or self.save_steps <= 0:
-            raise SettingsError(f"save_steps must be a positive integer, got {self.save_steps!r}.")
+            raise SettingsError(f"Checkpoint every (steps) must be a positive whole number, got {self.save_steps!r}.", field="save_steps")
         if not _is_int(self.save_total_limit) or self.save_total_limit <= 0:
-            raise SettingsError(f"save_total_limit must be a positive integer, got {self.save_total_limit!r}.")
+            raise SettingsError(f"Checkpoints kept must be a positive whole number, got {self.save_total_limit!r}.", field="save_total_limit")
         if not _is_number(self.warmup_ratio) or not 0 <= self.warmup_ratio < 1:
-            raise SettingsError(f"Warmup ratio must be in [0, 1), got {self.warmup_ratio!r}.")
+            raise SettingsError(f"Warmup ratio must be in [0, 1), got {self.warmup_ratio!r}.", field="warmup_ratio")
         if not _is_number(self.label_smoothing) or not 0 <= self.label_smoothing < 0.5:
             raise SettingsError(
                 f"Label smoothing (the assumed share of flipped votes) must be in [0, 0.5), got {self.label_smoothing!r}."
-            )
+            , field="label_smoothing")
         if self.label_smoothing and self.method not in ("dpo", "cpo"):
             raise SettingsError(
                 f"Label smoothing only applies to DPO and CPO runs; leave it at 0 for {self.method.upper()}."
-            )
+            , field="label_smoothing")
         if self.resolved_loss_type == "robust" and self.label_smoothing == 0:
             raise SettingsError(
                 "The robust DPO loss needs the share of flipped votes it should correct for: set label smoothing "
                 "(e.g. 0.1 for one vote in ten), or use the sigmoid loss."
-            )
+            , field="label_smoothing")
         if self.sft_weight is not None and (not _is_number(self.sft_weight) or not 0 <= self.sft_weight <= 10):
-            raise SettingsError(f"The SFT weight must be between 0 and 10, got {self.sft_weight!r}.")
+            raise SettingsError(f"The SFT weight must be between 0 and 10, got {self.sft_weight!r}.", field="sft_weight")
         if self.sft_weight and self.method != "dpo":
             raise SettingsError(
                 f"The SFT weight only applies to DPO runs; leave it at 0 for {self.method.upper()}"
                 + (" (CPO and ORPO have their own NLL term)." if self.method in ("cpo", "orpo") else ".")
-            )
+            , field="sft_weight")
         if self.eval_steps is not None and (not _is_int(self.eval_steps) or self.eval_steps <= 0):
-            raise SettingsError(f"eval_steps must be a positive integer (or empty for automatic), got {self.eval_steps!r}.")
+            raise SettingsError(f"eval_steps must be a positive integer (or empty for automatic), got {self.eval_steps!r}.", field="eval_steps")
         if not _is_int(self.num_processes) or not 1 <= self.num_processes <= MAX_PROCESSES:
             raise SettingsError(
                 f"The number of GPUs (processes) must be a whole number from 1 to {MAX_PROCESSES}, got {self.num_processes!r}."
-            )
+            , field="num_processes")
         if self.quantization not in QUANTIZATIONS:
             raise SettingsError(
                 f"Quantization {self.quantization!r} is not offered; choose one of: {', '.join(QUANTIZATIONS)}."
-            )
+            , field="quantization")
         self._check_sharding()
         if self.init_adapter is not None:
             if not isinstance(self.init_adapter, str) or not self.init_adapter.strip():
-                raise SettingsError("init_adapter must be the folder of a trained adapter, or empty.")
+                raise SettingsError("init_adapter must be the folder of a trained adapter, or empty.", field="init_adapter")
             if self.method == REWARD_METHOD:
                 raise SettingsError(
                     "A reward model starts from the base model: it replaces the output layer with a score, so a "
                     "version's adapter for writing answers has nothing to continue."
-                )
+                , field="method")
             if self.quantization != "none":
                 raise SettingsError(
                     "A run that starts from a trained version cannot use 4-bit base weights: the version's adapter is "
                     "merged into the base first, and a 4-bit base cannot take it exactly."
-                )
+                , field="quantization")
         if self.group_by_length and self.method in (*LOSS_SELECTED_METHODS, REWARD_METHOD):
-            raise SettingsError(f"group_by_length is offered for DPO runs only; leave it off for {self.method.upper()}.")
+            raise SettingsError(f"group_by_length is offered for DPO runs only; leave it off for {self.method.upper()}.", field="group_by_length")
         for name in ("precompute_ref_log_probs", "group_by_length", "keep_best"):
             if not isinstance(getattr(self, name), bool):
                 raise SettingsError(f"{name} must be true or false, got {getattr(self, name)!r}.")
@@ -345,7 +350,7 @@ class TrainSettings:
             if value is None:
                 continue
             if self.method != "kto":
-                raise SettingsError(f"{name} only applies to KTO runs; leave it empty for {self.method.upper()}.")
+                raise SettingsError(f"{name} only applies to KTO runs; leave it empty for {self.method.upper()}.", field="method")
             if not _is_number(value) or value <= 0:
                 raise SettingsError(f"{name} must be a positive number, got {value!r}.")
         if self.method == "kto":
@@ -353,14 +358,14 @@ class TrainSettings:
                 raise SettingsError(
                     "KTO needs a per-device batch size of at least 2 (4 or more recommended): its KL term is "
                     "estimated from mismatched prompt/completion pairs within a batch."
-                )
+                , field="label_smoothing")
             if self.group_by_length and self.resolved_loss_type == "kto":
                 raise SettingsError(
                     "group_by_length cannot be used with KTO: its KL term pairs each example with its neighbours "
                     "in a fixed-order batch, so the order must stay sequential."
-                )
+                , field="group_by_length")
         if not isinstance(self.lora, LoraSettings):
-            raise SettingsError("lora must be a LoraSettings.")
+            raise SettingsError("lora must be a LoraSettings.", field="lora")
         self.lora.validate()
         return self
 
@@ -369,14 +374,14 @@ class TrainSettings:
             raise SettingsError(
                 f"Sharding {self.sharding!r} is not offered; choose one of: {', '.join(SHARDINGS)} "
                 "(none: every GPU holds the whole model; fsdp: the GPUs share it)."
-            )
+            , field="sharding")
         if self.sharding == "none":
             return
         if self.num_processes < 2:
             raise SettingsError(
                 "Sharding splits the model's weights across GPUs, so it needs at least 2 GPUs; with 1 GPU choose "
                 "no sharding (and 4-bit base weights if the model does not fit)."
-            )
+            , field="num_processes")
         if self.quantization != "none":
             # The trainer loads 4-bit weights packed in uint8 on each process's own GPU; accelerate's FSDP2 leaves
             # such weights out of the sharding, so every GPU would still hold the whole 4-bit model, as with DDP.
@@ -384,7 +389,7 @@ class TrainSettings:
                 "Sharding (FSDP) cannot be combined with 4-bit base weights (QLoRA) here: the 4-bit weights would not "
                 "be sharded, so each GPU would still hold the whole model. Choose one: 4-bit base weights with no "
                 "sharding, or bf16 base weights sharded across the GPUs."
-            )
+            , field="quantization")
 
     def _check_upper_bounds(self) -> None:
         # Values past these cannot finish (or crash NumPy's seeding) and would only tie up a GPU worker.
