@@ -65,6 +65,7 @@ def test_reusing_other_engines_is_an_explicit_choice_and_its_figures_say_mixed(
     data = {"n": 1, "max_new_tokens": 16, "temperature": 0, "top_p": 0.9, "seed": 0}
     with mock.patch("webapp.celery.app.send_task"), django_capture_on_commit_callbacks(execute=True):
         admin_client.post(f"/runs/{setup.run.pk}/review/generate/", data)
+        GenerationJob.objects.update(status="succeeded")
         admin_client.post(f"/runs/{setup.run.pk}/review/generate/", {**data, "reuse_other_engines": "on"})
     plain, mixed = GenerationJob.objects.order_by("id")
     assert (plain.reuse_other_engines, mixed.reuse_other_engines) == (False, True)
@@ -130,3 +131,59 @@ def test_the_leaderboard_ranks_and_battles_any_two_versions(admin_client, setup)
         f"/projects/{setup.project.pk}/battles/create/", {"version_a": setup.base.pk, "version_b": setup.base.pk}, follow=True
     )
     assert "two different model versions" in same.content.decode()
+
+
+def _running_review_job(setup, **fields):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = GenerationJob.objects.create(
+        project=setup.project, run=setup.run, prompt_ids=[p.pk for p in setup.heldout], settings={"n": 1},
+        purpose="review", status="running", started_at=timezone.now() - timedelta(seconds=60), completions_total=64,
+        completions_created=12, **fields,
+    )
+    job.model_versions.set([setup.base, setup.tuned])
+    return job
+
+
+def test_the_review_page_follows_a_running_job_with_done_of_total_an_eta_and_cancel(admin_client, setup):
+    # Issue 26: the jobs table said "New 12" while the dashboard said "12 of 64", with no ETA and no Cancel.
+    job = _running_review_job(setup)
+
+    html = admin_client.get(f"/runs/{setup.run.pk}/review/").content.decode()
+    fragment = admin_client.get(f"/runs/{setup.run.pk}/review/", HTTP_HX_REQUEST="true").content.decode()
+
+    for page in (html, fragment):
+        assert "19% · 12 of 64" in page
+        assert 'data-testid="job-eta">about 4 min left' in page  # 12 in a minute, 52 to go
+        assert f'action="/generation-jobs/{job.pk}/cancel/"' in page and 'data-testid="job-cancel"' in page
+        assert f'hx-get="/runs/{setup.run.pk}/review/" hx-trigger="every 3s"' in page
+    assert "<html" not in fragment and fragment.lstrip().startswith('<div id="review-jobs"'), "htmx gets the table alone"
+
+
+def test_generate_while_a_review_job_runs_says_so_and_queues_nothing(admin_client, setup):
+    job = _running_review_job(setup)
+    data = {"n": 1, "max_new_tokens": 16, "temperature": 0, "top_p": 0.9, "seed": 0}
+
+    with mock.patch("webapp.celery.app.send_task") as send:
+        response = admin_client.post(f"/runs/{setup.run.pk}/review/generate/", data, follow=True)
+
+    html = response.content.decode()
+    assert f"Review job {job.pk} is still running for this run (12 of 64 outputs): nothing new was queued." in html
+    assert GenerationJob.objects.count() == 1 and not send.called
+
+
+def test_cancel_from_the_review_page_comes_back_to_it(admin_client, setup):
+    job = _running_review_job(setup)
+
+    response = admin_client.post(
+        f"/generation-jobs/{job.pk}/cancel/", {"next": f"/runs/{setup.run.pk}/review/"}, follow=True
+    )
+
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    assert response.redirect_chain[-1][0] == f"/runs/{setup.run.pk}/review/"
+    assert "it stops once the batch it is writing is stored" in response.content.decode()
+    elsewhere = admin_client.post(f"/generation-jobs/{job.pk}/cancel/", {"next": "//evil.example/"})
+    assert elsewhere["Location"] == f"/projects/{setup.project.pk}/candidates/"

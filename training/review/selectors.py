@@ -947,12 +947,21 @@ def review_jobs(*, project: Project, run_id: int | None = None, limit: int = 10)
             summary = MovementSummary(
                 pairs=int(movement["pairs"]), identical=int(movement.get("identical") or 0),
                 kl_per_token=movement.get("kl_per_token"), tokens=int(movement.get("tokens") or 0), job_id=job.pk,
+                engines=str(movement.get("engines") or ""), mixed_engines=int(movement.get("mixed_engines") or 0),
             )
         rows.append(ReviewJobRow(job=job, settings_label=describe_settings(job.settings, range(n)), movement=summary))
     return rows
 
 
 # ---------------------------------------------------------------- jobs and versions
+
+
+def active_review_job(*, run: TuningRun) -> GenerationJob | None:
+    """The run's review job that is queued or running, if any (the newest)."""
+    return (
+        GenerationJob.objects.filter(run=run, purpose=GenerationJob.Purpose.REVIEW, status__in=[GenerationJob.Status.QUEUED, GenerationJob.Status.RUNNING])
+        .order_by("-id").first()
+    )
 
 
 def generation_jobs(*, project: Project, run_id: int | None = None, limit: int = 10) -> list[GenerationJob]:

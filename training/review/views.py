@@ -8,7 +8,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import urlencode
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from labeling.models import Project
@@ -61,14 +61,17 @@ def _battles_message(battle: Battle) -> str:
 
 @require_safe
 def run_review(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The side by side, the figures and the review jobs; htmx polls the same address for the jobs table alone
+    while a job is queued or running."""
     run = _run_for_admin(request.user, run_id)
     project = run.project
+    if request.headers.get("HX-Request"):
+        return render(request, "training/_review_jobs.html", _review_jobs_context(run))
     form = GenerationForm(
         heldout_prompts=review_selectors.heldout_prompt_count(project=project), rate_project=project.mode == Project.Mode.RATE
     )
     context: dict = {
-        "run": run, "project": project, "form": form, "validation": review_selectors.run_validation(run=run),
-        "jobs": review_selectors.review_jobs(project=project, run_id=run.pk),
+        "form": form, "validation": review_selectors.run_validation(run=run), **_review_jobs_context(run),
     }
     versions = _versions_or_none(run)
     if versions is not None:
@@ -109,12 +112,29 @@ def project_rewards_score(request: HttpRequest, project_id: int) -> HttpResponse
             f"reward model {job.run.name!r} (job {job.pk}); this page shows the scores once it is done.",
         )
     target = request.POST.get("next", "")
-    return redirect(target if target.startswith("/") and not target.startswith("//") else reverse("labeling:dashboard", args=[project.pk]))
+    safe = target.startswith("/") and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()})
+    return redirect(target if safe else reverse("labeling:dashboard", args=[project.pk]))
+
+
+def _review_jobs_context(run: TuningRun) -> dict:
+    jobs = review_selectors.review_jobs(project=run.project, run_id=run.pk)
+    return {"run": run, "project": run.project, "jobs": jobs, "any_active": any(row.job.is_active for row in jobs)}
 
 
 @require_POST
 def run_review_generate(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_for_admin(request.user, run_id)
+    running = review_selectors.active_review_job(run=run)
+    if running is not None:
+        # A second job would write the same outputs (its skip list is read before the first stores them).
+        done = running.completions_created + running.completions_skipped
+        progress = f"{done} of {running.completions_total} outputs" if running.completions_total else "not started yet"
+        messages.warning(
+            request,
+            f"Review job {running.pk} is still {running.get_status_display().lower()} for this run ({progress}): "
+            "nothing new was queued. Wait for it (the jobs table below follows it), or cancel it there and generate again.",
+        )
+        return redirect("training:run_review", run_id=run.pk)
     form = GenerationForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Generation settings: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
@@ -260,6 +280,9 @@ def generation_job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(GenerationJob, pk=job_id)
     project = project_for_admin(request.user, job.project_id)
     messages.info(request, review_generation.generation_job_cancel(job=job))
+    target = request.POST.get("next", "")
+    if target.startswith("/") and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return redirect(target)
     return redirect("training:project_candidates", project_id=project.pk)
 
 
