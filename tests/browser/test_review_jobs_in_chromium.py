@@ -21,7 +21,7 @@ BATCH = 4
 
 
 def test_a_review_job_shows_progress_refuses_a_second_generate_and_cancels_within_a_batch(
-    page, live_server, tiny_model_dir, tiny_adapter_dir
+    page, live_server, tiny_model_dir, tiny_adapter_dir,  # noqa: F811 - the fixture imported above
 ):
     setup = review_setup(prompts=30, base_path=str(tiny_model_dir), adapter_path=str(tiny_adapter_dir), with_outputs=False)
     admin = AdminFactory(username="review-jobs-admin")
