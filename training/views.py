@@ -56,7 +56,12 @@ def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
             except services.LaunchError as error:
                 form.add_error(error.field if error.field in form.fields else None, error.message)
             else:
-                messages.success(request, f"Queued {run.name}: {run.train_rows} training rows, {run.validation_rows} for validation.")
+                # Past tense: this message stays at the top of the run page while the page follows the run through
+                # running to done, where "Queued …" read as its state (issue 26).
+                messages.success(
+                    request, f"Launched {run.name} with {run.train_rows} training rows and {run.validation_rows} for "
+                    "validation; the status below follows it.",
+                )
                 return redirect("training:run_detail", run_id=run.pk)
         status = 400
     previews = {

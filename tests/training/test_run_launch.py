@@ -35,6 +35,10 @@ def test_it_launches_a_dpo_run_with_a_frozen_snapshot(admin_client, tiny_base, d
     run = TuningRun.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/runs/{run.pk}/"
     assert len(callbacks) == 1, "enqueued once, after commit"
+    page = admin_client.get(response["Location"]).content.decode()
+    # In the past tense: it stays on the page while the run runs (issue 26: "Queued …" stayed up as if its state)
+    assert f"Launched {run.name} with 6 training rows and 0 for validation; the status below follows it." in page
+    assert "Queued " not in page
     assert (run.status, run.method, run.train_rows, run.validation_rows) == ("queued", "dpo", 6, 0)
     assert run.snapshot.row_count == 6 and len(run.snapshot.rows) == 6
     assert len(run.snapshot.rows_hash) == 64
