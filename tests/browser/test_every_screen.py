@@ -62,6 +62,49 @@ OVERFLOWING = """() => {
 }"""
 SCROLLS_SIDEWAYS = "() => document.documentElement.scrollWidth > document.documentElement.clientWidth"
 
+# Text a reader cannot read whole (issue 26: "v_pro", "(QL" on the models page): a box that hides what is wider than it
+# (overflow hidden or clip), and a word of up to 40 characters split across two lines. Longer tokens (paths, hashes,
+# URLs) may wrap anywhere; hyphens, slashes and commas are where a browser may break a word anyway.
+CLIPPED = """(desktop) => {
+  const name = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
+    + (typeof el.className === 'string' && el.className.trim() ? '.' + el.className.trim().split(/\\s+/).join('.') : '')
+    + (el.dataset.testid ? `[data-testid=${el.dataset.testid}]` : '');
+  const visible = el => el.checkVisibility({visibilityProperty: true, checkVisibilityCSS: true});
+  const found = [];
+  for (const el of document.body.getElementsByTagName('*')) {
+    if (!visible(el) || ['CANVAS', 'svg', 'SELECT', 'INPUT', 'TEXTAREA', 'OPTION'].includes(el.tagName)) continue;
+    const style = getComputedStyle(el);
+    // A 1 px box is text for screen readers only (visually hidden on purpose), not text cut off.
+    const hides = ['hidden', 'clip'].includes(style.overflowX) && el.clientWidth > 1;
+    if (hides && el.scrollWidth > el.clientWidth + 1 && (el.innerText || '').trim()) {
+      found.push(`clipped: ${name(el)} shows ${el.clientWidth} of ${el.scrollWidth} px: ${el.innerText.trim().slice(0, 60)}`);
+    }
+    // A desktop has the room for a table: one that scrolls sideways there hides its last columns.
+    if (desktop && el.classList.contains('table-scroll') && el.scrollWidth > el.clientWidth + 1) {
+      found.push(`scrolls sideways at desktop width: ${name(el)} is ${el.scrollWidth} px in ${el.clientWidth} px`);
+    }
+  }
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const range = document.createRange();
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    const parent = node.parentElement;
+    if (!parent || !node.data.trim() || !visible(parent) || parent.closest('textarea, pre, script, style, option')) continue;
+    const tokens = /\\S+/g;
+    for (let token; (token = tokens.exec(node.data));) {
+      if (token[0].length > 40) continue;
+      const pieces = /[^\\-\\/,]{2,}/g;
+      for (let match; (match = pieces.exec(token[0]));) {
+        range.setStart(node, token.index + match.index);
+        range.setEnd(node, token.index + match.index + match[0].length);
+        const lines = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.bottom)));
+        if (lines.size > 1) found.push(`word split across lines: "${match[0]}" in ${name(parent)}`);
+      }
+    }
+  }
+  return found;
+}"""
+
 
 @dataclass
 class Screen:
@@ -118,6 +161,7 @@ def _problems(screen: Screen, name: str) -> list[str]:
         width = page.evaluate("() => document.documentElement.scrollWidth")
         problems.append(f"horizontal scrollbar: the page is {width} px wide in a {screen.width} px viewport")
     problems += [f"past the right edge: {line}" for line in page.evaluate(OVERFLOWING)]
+    problems += page.evaluate(CLIPPED, screen.width >= 1024)
     return [f"{name} at {screen.width} px: {problem}" for problem in problems]
 
 
@@ -163,6 +207,33 @@ HELDOUT_OUTPUTS = {
         "planned.",
     ),
 }
+# A held-out prompt as users paste them: a long URL with no break in it, and a long line of log output.
+LONG_PROMPT_ID = "pasted-log"
+LONG_PROMPT = (
+    "Why does my job fail? It fetched https://storage.example.com/ml-team/datasets/customer-support/2026-11/"
+    "conversations-shard-00017-of-00128.jsonl.gz?X-Amz-Signature=9f2c6b1e0d4a7f3b8c5e2d1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e "
+    "and then printed: RuntimeError:CUDA_out_of_memory_while_allocating_tensor_of_shape_[4096,32000]_on_device_0_"
+    "(GPU_0_has_a_total_capacity_of_23.64_GiB_of_which_41.06_MiB_is_free)"
+)
+HELDOUT_OUTPUTS[LONG_PROMPT_ID] = (
+    "The file at https://storage.example.com/ml-team/datasets/customer-support/2026-11/conversations-shard-00017-of-"
+    "00128.jsonl.gz could not be read; check the signature.",
+    "The GPU ran out of memory: a batch of 4096 × 32000 logits does not fit in 41 MiB. Lower the batch size.",
+)
+LONG_VAR = "/srv/preftune/var/ml-team-production-cluster-eu-west-1"
+LONG_MODEL_PATH = (
+    "/srv/preftune/var/models/huggingface/hub/models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/"
+    "12fd25f77366fa6b3b4b768ec3050bf629380bac"
+)
+# Many runs, named as teams name them.
+MORE_RUNS = [
+    "helpful-dpo-r3 beta 0.2, lr 1e-4, SFT weight 2 (length rule, 200 votes)",
+    "helpful-kto-thumbs-round-2-with-review-votes-included",
+    "simpo gamma 1.0 (trying the reference-free loss on the same data)",
+    "helpful-dpo-r4",
+    "helpful-dpo-r5 (QLoRA 4-bit, 2 GPUs, FSDP)",
+    "orpo-first-try",
+]
 SETTINGS = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 256, "seed": 0}
 RUN_SETTINGS = {
     "method": "dpo", "loss_type": None, "beta": 0.1, "learning_rate": 5e-05, "num_train_epochs": 3.0, "max_steps": -1,
@@ -193,7 +264,8 @@ def _votes(project: Project, first, second) -> None:  # noqa: ANN001
 def _tuned_run(project: Project, admin) -> TuningRun:  # noqa: ANN001
     failed = make_run(project, status="failed")
     run = make_run(project, status="succeeded")
-    BaseModel.objects.filter(pk=run.base_model_id).update(name="SmolLM2-135M-Instruct", path="models/smollm2-135m-instruct")
+    # Real data, not tidy data (issue 26): the absolute paths a server has, which must wrap, not widen the page.
+    BaseModel.objects.filter(pk=run.base_model_id).update(name="SmolLM2-135M-Instruct", path=LONG_MODEL_PATH)
     now = timezone.now()
     TuningRun.objects.filter(pk=failed.pk).update(
         name="helpful-dpo-r2 (lr 5e-4)", settings={**RUN_SETTINGS, "learning_rate": 5e-4}, step=12, total_steps=21,
@@ -203,7 +275,7 @@ def _tuned_run(project: Project, admin) -> TuningRun:  # noqa: ANN001
               "135M model) and retry; the run resumes from its last checkpoint.",
     )
     tuned = ModelVersion.objects.create(name="helpful-dpo-r1", base_model_id=run.base_model_id,
-                                        adapter_path="var/adapters/run-2/adapter")
+                                        adapter_path=f"{LONG_VAR}/runs/run-2/adapter-kept-at-step-21")
     TuningRun.objects.filter(pk=run.pk).update(
         name="helpful-dpo-r1", settings=RUN_SETTINGS, step=21, total_steps=21, train_rows=22, validation_rows=4,
         attempt=1, created_by=admin, model_version=tuned, started_at=now - timedelta(hours=1, minutes=6),
@@ -235,6 +307,14 @@ def _tuned_run(project: Project, admin) -> TuningRun:  # noqa: ANN001
             "eval_loss": loss, "eval_rewards/accuracies": accuracy, "eval_rewards/margins": margin}))
     RunMetric.objects.bulk_create(metrics)
     run.refresh_from_db()
+    for n, name in enumerate(MORE_RUNS):
+        other = make_run(project, status=("succeeded", "failed", "cancelled")[n % 3])
+        TuningRun.objects.filter(pk=other.pk).update(
+            name=name, settings=RUN_SETTINGS, step=21 - n, total_steps=21, train_rows=140 + n, validation_rows=34,
+            created_by=admin, started_at=now - timedelta(days=n + 1), finished_at=now - timedelta(days=n + 1) + timedelta(minutes=14),
+            output_dir=f"{LONG_VAR}/runs/run-{other.pk}",
+            error="" if n % 3 == 0 else "Stopped by an admin before it finished; its last checkpoint is kept.",
+        )
     return run
 
 
@@ -332,6 +412,8 @@ def _build_world() -> World:
     )
     compare.members.add(maria, jonas, priya)
     _demo_file(compare, "compare.jsonl")
+    Prompt.objects.create(project=compare, external_id=LONG_PROMPT_ID, split="heldout",
+                          messages=[{"role": "user", "content": LONG_PROMPT}])
     _votes(compare, maria, jonas)
     run = _tuned_run(compare, admin)
     _review(compare, run, admin, [maria, jonas])
@@ -340,6 +422,11 @@ def _build_world() -> World:
     thumbs = ProjectFactory(name="Thumbs: short answers", mode="rate", overlap=1, guidelines=RATE_GUIDELINES,
                             description="Single answers to rate thumbs up or down.")
     thumbs.members.add(maria, priya)
+    long_name = ProjectFactory(
+        name="Customer-support assistant, round 3: tone and length preferences (EN/DE), second labelling pass",
+        description="A project with the kind of name teams give them.",
+    )
+    long_name.members.add(priya)
     _demo_file(thumbs, "rate.jsonl")
     for n, task in enumerate(thumbs.rate_tasks.order_by("pk")[:8]):
         make_rating(task, maria, "down" if n in (2, 5) else "up", time_spent_ms=6_000)
@@ -416,7 +503,8 @@ def test_the_disagreements(screen, server, world):
 def test_the_runs_list(screen, server, world):
     _log_in(screen, server, world.admin.username)
     _visit(screen, server, f"/projects/{world.compare.pk}/runs/")
-    assert screen.page.locator("[data-testid=runs-table] tbody tr").count() == 3  # the failed and tuned DPO runs, and the reward model
+    # the failed and tuned DPO runs, the reward model, and the runs with long names
+    assert screen.page.locator("[data-testid=runs-table] tbody tr").count() == 3 + len(MORE_RUNS)
     _check(screen, "runs")
 
 
@@ -430,10 +518,24 @@ def test_the_run_page(screen, server, world):
     _check(screen, "run")
 
 
+def test_the_header_stays_one_bar(screen, server, world):
+    # Issue 26: at 390 px the navigation wrapped into a 146 px header above every admin page.
+    _log_in(screen, server, world.admin.username)
+    _visit(screen, server, f"/runs/{world.run.pk}/review/")
+    height = screen.page.evaluate("() => document.querySelector('header.topbar').getBoundingClientRect().height")
+    assert height <= 100, f"the header is {height:.0f} px tall at {screen.width} px"
+
+
 def test_the_review_page(screen, server, world):
     _log_in(screen, server, world.admin.username)
     _visit(screen, server, f"/runs/{world.run.pk}/review/")
-    assert screen.page.locator("[data-testid=side-by-side] tr[data-prompt]").count() == 4
+    # Issue 26: at 390 px the side by side was three columns of ~100 px in a page 25,000 px tall; a phone stacks them.
+    narrowest = screen.page.evaluate(
+        "() => Math.min(...[...document.querySelectorAll('[data-testid=side-by-side] td.text')]"
+        ".map(td => td.getBoundingClientRect().width))"
+    )
+    assert narrowest >= min(300, screen.width - 60), f"a side-by-side text column is {narrowest:.0f} px wide"
+    assert screen.page.locator("[data-testid=side-by-side] tr[data-prompt]").count() == 5
     assert screen.page.locator("[data-testid=reward-table] .histogram").count() == 2
     assert screen.page.locator("[data-testid=reward-difference]").is_visible()
     _check(screen, "review")
@@ -453,7 +555,7 @@ def test_the_reward_model_page(screen, server, world):
 def test_the_battles_page(screen, server, world):
     _log_in(screen, server, world.admin.username)
     _visit(screen, server, f"/runs/{world.run.pk}/battles/")
-    assert screen.page.locator("[data-testid=win-tie-loss]").inner_text() == "5 / 1 / 0"
+    assert screen.page.locator("[data-testid=win-tie-loss]").inner_text() == "7 / 1 / 0"
     _check(screen, "battles")
 
 
@@ -510,6 +612,12 @@ def test_the_base_models_page(screen, server, world):
         path="/models/measured", status="ready", architecture="LlamaForCausalLM",
         parameters=1_711_376_384, quantizable_parameters=1_610_612_736, context_length=8192,
         linear_layers=["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"],
+    ))
+    BaseModel.objects.get_or_create(name="Qwen2.5-7B-Instruct (QLoRA 4-bit, for the 24 GB cards)", defaults=dict(
+        path="/srv/preftune/var/models/huggingface/hub/models--Qwen--Qwen2.5-7B-Instruct/snapshots/"
+             "a09a35458c702b33eeacc393d103063234e8bc28", hub_id="Qwen/Qwen2.5-7B-Instruct", status="ready",
+        architecture="Qwen2ForCausalLM", parameters=7_615_616_512, quantizable_parameters=6_525_616_128,
+        context_length=32768, linear_layers=["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"],
     ))
     BaseModel.objects.get_or_create(name="A failed download", defaults=dict(
         path="/models/hub/x--y", hub_id="x/y", status="failed",
