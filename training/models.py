@@ -358,6 +358,14 @@ class GenerationJob(models.Model):
         return max(0.0, elapsed / self.completions_created * left)
 
     @property
+    def per_minute(self) -> float | None:
+        """Answers written a minute so far (model loading included), for a running job that has written some."""
+        if self.status != self.Status.RUNNING or self.started_at is None or not self.completions_created:
+            return None
+        elapsed = (timezone.now() - self.started_at).total_seconds()
+        return 60 * self.completions_created / elapsed if elapsed > 0 else None
+
+    @property
     def is_active(self) -> bool:
         return self.status in (self.Status.QUEUED, self.Status.RUNNING)
 

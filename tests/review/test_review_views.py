@@ -1,6 +1,7 @@
 """Review screens through the client: staff only, the side-by-side page, battles, results, leaderboard."""
 from __future__ import annotations
 
+import re
 from unittest import mock
 
 import pytest
@@ -157,6 +158,7 @@ def test_the_review_page_follows_a_running_job_with_done_of_total_an_eta_and_can
     for page in (html, fragment):
         assert "19% · 12 of 64" in page
         assert 'data-testid="job-eta">about 4 min left' in page  # 12 in a minute, 52 to go
+        assert re.search(r'data-testid="job-rate">1[12]\.\d a minute', page)  # about 12 in the minute since it started
         assert f'action="/generation-jobs/{job.pk}/cancel/"' in page and 'data-testid="job-cancel"' in page
         assert f'hx-get="/runs/{setup.run.pk}/review/" hx-trigger="every 3s"' in page
     assert "<html" not in fragment and fragment.lstrip().startswith('<div id="review-jobs"'), "htmx gets the table alone"
