@@ -269,3 +269,30 @@ def test_a_running_job_shows_the_time_left_at_its_pace(admin_client, project):
 
     # 10 answers in a minute, 20 to go
     assert 'data-testid="job-eta">about 2 min left' in html
+
+
+def test_generate_while_a_candidate_job_runs_says_so_and_queues_nothing(admin_client, project, base):
+    # Issue 26: a second Generate queued a duplicate job without a word (and it would write the same answers again).
+    running = _job(project, status="running", completions_total=60, completions_created=12)
+    defaults = form_defaults(admin_client.get(f"/projects/{project.pk}/candidates/").content.decode(), "candidates")
+
+    response = admin_client.post(f"/projects/{project.pk}/candidates/", defaults)
+
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert f"Candidate job {running.pk} is still running (12 of 60 answers): nothing new was queued." in html
+    assert GenerationJob.objects.count() == 1
+
+
+def test_the_dashboards_generating_block_has_cancel_back_to_the_dashboard(admin_client, project):
+    job = _job(project, status="running", completions_total=60, completions_created=12)
+
+    html = admin_client.get(f"/projects/{project.pk}/dashboard/").content.decode()
+    block = html[html.index('data-testid="generation-job"'):]
+
+    assert f'action="/generation-jobs/{job.pk}/cancel/"' in block
+    assert f'name="next" value="/projects/{project.pk}/dashboard/"' in block
+    response = admin_client.post(f"/generation-jobs/{job.pk}/cancel/", {"next": f"/projects/{project.pk}/dashboard/"})
+    assert response["Location"] == f"/projects/{project.pk}/dashboard/"
+    job.refresh_from_db()
+    assert job.status == "cancelled"

@@ -956,12 +956,14 @@ def review_jobs(*, project: Project, run_id: int | None = None, limit: int = 10)
 # ---------------------------------------------------------------- jobs and versions
 
 
-def active_review_job(*, run: TuningRun) -> GenerationJob | None:
-    """The run's review job that is queued or running, if any (the newest)."""
-    return (
-        GenerationJob.objects.filter(run=run, purpose=GenerationJob.Purpose.REVIEW, status__in=[GenerationJob.Status.QUEUED, GenerationJob.Status.RUNNING])
-        .order_by("-id").first()
+def active_generation_job(*, project: Project, purpose: str, run: TuningRun | None = None) -> GenerationJob | None:
+    """The project's (or ``run``'s) newest job of ``purpose`` that is queued or running, if any."""
+    jobs = GenerationJob.objects.filter(
+        project=project, purpose=purpose, status__in=[GenerationJob.Status.QUEUED, GenerationJob.Status.RUNNING]
     )
+    if run is not None:
+        jobs = jobs.filter(run=run)
+    return jobs.order_by("-id").first()
 
 
 def generation_jobs(*, project: Project, run_id: int | None = None, limit: int = 10) -> list[GenerationJob]:

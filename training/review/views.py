@@ -124,7 +124,7 @@ def _review_jobs_context(run: TuningRun) -> dict:
 @require_POST
 def run_review_generate(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_for_admin(request.user, run_id)
-    running = review_selectors.active_review_job(run=run)
+    running = review_selectors.active_generation_job(project=run.project, purpose=GenerationJob.Purpose.REVIEW, run=run)
     if running is not None:
         # A second job would write the same outputs (its skip list is read before the first stores them).
         done = running.completions_created + running.completions_skipped
@@ -234,8 +234,17 @@ def project_candidates(request: HttpRequest, project_id: int) -> HttpResponse:
         return render(request, "training/_candidate_jobs.html", _candidate_jobs_context(project))
     form = CandidatesForm(request.POST or None, choices=review_versions.version_choices())
     status = 200
+    running = review_selectors.active_generation_job(project=project, purpose=GenerationJob.Purpose.CANDIDATES)
     if request.method == "POST":
-        if form.is_valid():
+        if running is not None:
+            # A second job would write the same answers again: its skip list is read before the first stores them.
+            done = running.completions_created + running.completions_skipped
+            form.add_error(None, (
+                f"Candidate job {running.pk} is still {running.get_status_display().lower()} ({done} of "
+                f"{running.completions_total} answers): nothing new was queued. Wait for it (the jobs table follows it), "
+                "or cancel it there and generate again."
+            ))
+        elif form.is_valid():
             try:
                 job = review_generation.generation_job_create(
                     project=project,
