@@ -25,7 +25,7 @@ class ProjectForm(forms.ModelForm):
 
     class Meta:
         model = Project
-        fields = ["name", "description", "mode", "overlap", "guidelines", "label_order", "members"]
+        fields = ["name", "description", "mode", "overlap", "guidelines", "label_order", "members", "playground_for_annotators"]
         widgets = {"guidelines": forms.Textarea(attrs={"rows": 10}), "description": forms.Textarea(attrs={"rows": 2})}
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003

@@ -36,6 +36,11 @@ class Project(models.Model):
         "pairs whose two answers it scores closest come first (a vote there teaches the most), pairs it has not "
         "scored come last. Pairs other annotators started are still finished first.",
     )
+    playground_for_annotators = models.BooleanField(
+        default=False, verbose_name="Annotators may use the playground",
+        help_text="Members may ask the project's models their own questions on the playground page (admins always "
+        "can). Their prompts run on the gpu worker like any generation.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

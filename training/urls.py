@@ -2,6 +2,7 @@ from django.urls import path, register_converter
 
 from training import views
 from training.models import VersionExport
+from training.playground import views as playground_views
 from training.review import views as review_views
 
 
@@ -43,4 +44,9 @@ urlpatterns = [
     path("projects/<int:project_id>/rewards/score/", review_views.project_rewards_score, name="project_rewards_score"),
     path("projects/<int:project_id>/candidates/", review_views.project_candidates, name="project_candidates"),
     path("generation-jobs/<int:job_id>/cancel/", review_views.generation_job_cancel, name="generation_job_cancel"),
+    path("projects/<int:project_id>/playground/", playground_views.playground, name="playground"),
+    path("playground/<int:request_id>/", playground_views.playground_request, name="playground_request"),
+    path("playground/<int:request_id>/cancel/", playground_views.playground_cancel, name="playground_cancel"),
+    path("playground/<int:request_id>/keep/", playground_views.playground_keep, name="playground_keep"),
+    path("playground/<int:request_id>/battle/", playground_views.playground_battle, name="playground_battle"),
 ]

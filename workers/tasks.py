@@ -10,6 +10,7 @@ from django.conf import settings
 
 from training import exports, registry, requeue
 from training import services as training_services
+from training.playground import services as playground
 from training.review import generation as review_generation
 from training.watchdog import LOST_MESSAGE_AFTER, reap_stale, watchdog_start
 
@@ -100,3 +101,11 @@ def version_export(self, export_id: int) -> str:  # noqa: ANN001
     if not exports.version_export_claim(export_id=export_id, worker=self.request.hostname or "unknown"):
         return "not claimed: another worker has it, or it already ran"
     return exports.version_export_execute(export_id=export_id).status
+
+
+@shared_task(name="workers.playground", queue="gpu", bind=True, acks_late=True, time_limit=3600)
+def playground_answer(self, request_id: int) -> str:  # noqa: ANN001
+    """Answer one playground question. A redelivered message finds it no longer queued and does nothing."""
+    if not playground.playground_request_claim(request_id=request_id, worker=self.request.hostname or "unknown"):
+        return "not claimed: another worker has it, or it was stopped"
+    return playground.playground_request_execute(request_id=request_id).status

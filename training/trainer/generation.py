@@ -118,12 +118,16 @@ def generate_outputs(
     batch_size: int = 8,
     on_batch: Callable[[int, list[GeneratedText]], None] | None = None,
     compact: bool = True,
+    on_step: Callable[[list[list[int]]], bool] | None = None,
 ) -> list[GeneratedText]:
     """One completion per prompt (a list of chat messages), in order, with why each ended.
 
     temperature 0 means greedy decoding. Sampling is seeded once per call, so the same call on the
     same device gives the same texts. ``on_batch(start, outputs)`` is called after each batch with the
-    index of its first prompt. Precondition: the tokenizer pads on the left (`load_for_generation` sets this).
+    index of its first prompt. ``on_step(new_token_ids)`` (the playground's stream) is called after every decoding
+    step with each row of the batch's token ids so far; when it returns False the batch stops there, its answers cut
+    off. Streaming needs the compacting decoder: with a generation config only model.generate applies, on_step is
+    called once, at the end. Precondition: the tokenizer pads on the left (`load_for_generation` sets this).
     """
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}.")
@@ -154,10 +158,12 @@ def generate_outputs(
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         if compacting:
             new_rows = _decode_compacting(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=max_new_tokens,
-                                          processors=processors, end_ids=end_ids)
+                                          processors=processors, end_ids=end_ids, on_step=on_step)
         else:
             generated = model.generate(**batch, **gen_kwargs)
             new_rows = [row.tolist() for row in generated[:, batch["input_ids"].shape[1] :]]
+            if on_step is not None:
+                on_step(new_rows)
         decoded = tokenizer.batch_decode(new_rows, skip_special_tokens=True)
         made = [
             GeneratedText(text.strip(), finish_reason(row, end_ids))
@@ -206,7 +212,7 @@ def _sampling_processors(generation_config: Any, *, temperature: float, top_p: f
 
 def _decode_compacting(
     model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,  # noqa: ANN401
-    processors: list[Any], end_ids: frozenset[int],
+    processors: list[Any], end_ids: frozenset[int], on_step: Callable[[list[list[int]]], bool] | None = None,
 ) -> list[list[int]]:
     """The new token ids of each row, decoded as model.generate does (same positions, cache and warpers; greedy
     when ``processors`` is empty), but a row that wrote an end token leaves the batch at once.
@@ -238,6 +244,8 @@ def _decode_compacting(
             chosen = torch.argmax(logits, dim=-1)
         for row, token in zip(alive.tolist(), chosen.tolist(), strict=True):
             new_tokens[row].append(token)
+        if on_step is not None and on_step(new_tokens) is False:
+            break
         if step == max_new_tokens - 1:
             break
         writing = ~torch.isin(chosen, ends)

@@ -1,0 +1,204 @@
+"""The playground (issue 25): a question answered by several versions on the worker's code path, the same answer a
+review job writes for the same prompt and settings; who may ask; what is refused; keep, battle, stop."""
+from __future__ import annotations
+
+import pytest
+
+from labeling.models import Completion, PairTask, Prompt
+from tests.factories import PASSWORD, AdminFactory, UserFactory
+from tests.review.conftest import review_setup
+from training.models import GenerationJob, PlaygroundAnswer, PlaygroundRequest
+from training.playground import services
+from training.review import generation as review_generation
+
+pytestmark = pytest.mark.django_db
+SETTINGS = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 24, "seed": 3}
+RLO = "\u202e"
+
+
+def _ask(s, user, prompt="What is a good name for a cat?", **settings):
+    question = services.playground_request_create(
+        project=s.project, user=user, prompt=prompt, versions=[s.base, s.tuned], settings_data={**SETTINGS, **settings}
+    )
+    assert services.playground_request_claim(request_id=question.pk, worker="test")
+    return services.playground_request_execute(request_id=question.pk)
+
+
+def _client(client, user):
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+def test_the_same_prompt_and_settings_give_the_answers_a_review_job_writes(tiny_model_dir, tiny_adapter_dir):
+    s = review_setup(prompts=1, base_path=str(tiny_model_dir), adapter_path=str(tiny_adapter_dir), with_outputs=False)
+    prompt = s.heldout[0]
+    job = review_generation.generation_job_create(
+        project=s.project, versions=[s.base, s.tuned], settings_data={**SETTINGS, "n": 1}, prompt_ids=[prompt.pk],
+        enqueue=False,
+    )
+    assert review_generation.generation_job_claim(job_id=job.pk, worker="test")
+    assert review_generation.generation_job_execute(job_id=job.pk).status == "succeeded"
+    reviewed = {c.model_version_id: c for c in Completion.objects.filter(prompt=prompt, source="generated")}
+
+    question = _ask(s, AdminFactory(), prompt=prompt.messages[0]["content"])
+
+    assert question.status == "succeeded", question.error
+    answers = list(question.answers.all())
+    assert [a.model_version_id for a in answers] == [s.base.pk, s.tuned.pk]
+    for answer in answers:
+        assert answer.text and answer.text == reviewed[answer.model_version_id].text
+        assert answer.finish_reason == reviewed[answer.model_version_id].finish_reason
+        assert answer.tokens > 0 and answer.seconds > 0
+    assert answers[0].text != answers[1].text, "the adapter changes the answer"
+    assert question.engine.startswith("transformers ")
+
+
+def test_answers_stream_into_their_rows_while_they_are_written(tiny_model_dir, tiny_adapter_dir, monkeypatch):
+    s = review_setup(prompts=1, base_path=str(tiny_model_dir), adapter_path=str(tiny_adapter_dir), with_outputs=False)
+    seen: list[tuple[int, str]] = []
+    update = services.PlaygroundAnswer.objects.filter
+
+    def watching_filter(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        rows = update(*args, **kwargs)
+        original = rows.update
+
+        def recorded(**fields):  # noqa: ANN003, ANN202
+            if "text" in fields and "finish_reason" not in fields:
+                seen.append((fields["tokens"], fields["text"]))
+            return original(**fields)
+
+        rows.update = recorded
+        return rows
+
+    monkeypatch.setattr(services, "STREAM_SECONDS", 0.0)
+    monkeypatch.setattr(services.PlaygroundAnswer.objects, "filter", watching_filter)
+    question = _ask(s, AdminFactory())
+
+    assert question.status == "succeeded", question.error
+    final = {a.position: a.text for a in question.answers.all()}
+    partial_tokens = [tokens for tokens, _ in seen]
+    assert len(seen) >= 4 and partial_tokens[:3] == [1, 2, 3], "every token written as it comes"
+    assert any(final[0].startswith(text) and text != final[0] for _, text in seen if text)
+
+
+def test_stop_ends_the_answer_at_the_next_write_and_a_new_question_stops_the_last(tiny_model_dir, tiny_adapter_dir, monkeypatch):
+    s = review_setup(prompts=1, base_path=str(tiny_model_dir), adapter_path=str(tiny_adapter_dir), with_outputs=False)
+    admin = AdminFactory()
+    first = services.playground_request_create(project=s.project, user=admin, prompt="One?", versions=[s.base], settings_data=SETTINGS)
+    second = services.playground_request_create(project=s.project, user=admin, prompt="Two?", versions=[s.base], settings_data=SETTINGS)
+    first.refresh_from_db()
+    assert (first.status, first.error) == ("cancelled", "Stopped: a new question was asked.")
+    assert not services.playground_request_claim(request_id=first.pk, worker="test"), "a stopped question never starts"
+
+    assert services.playground_request_claim(request_id=second.pk, worker="test")
+    monkeypatch.setattr(services, "STREAM_SECONDS", 0.0)
+    real = services.PlaygroundRequest.objects.filter
+
+    def stop_after_three_tokens(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        answer = PlaygroundAnswer.objects.get(request=second)
+        if answer.tokens >= 3:
+            real(pk=second.pk).update(status="cancelled")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services.PlaygroundRequest.objects, "filter", stop_after_three_tokens)
+    question = services.playground_request_execute(request_id=second.pk)
+
+    answer = question.answers.get()
+    assert question.status == "cancelled"
+    assert 3 <= answer.tokens <= 4, answer.tokens
+
+
+def test_who_may_ask(client, db):
+    s = review_setup(prompts=1, with_outputs=False)
+    annotator = UserFactory()
+    s.project.members.add(annotator)
+    url = f"/projects/{s.project.pk}/playground/"
+
+    assert _client(client, annotator).get(url).status_code == 403
+    assert client.post(url, {"prompt": "hi", "versions": [f"base:{s.base.base_model_id}"]}).status_code == 403
+    type(s.project).objects.filter(pk=s.project.pk).update(playground_for_annotators=True)
+    assert client.get(url).status_code == 200
+    outsider = UserFactory()
+    client.logout()
+    assert _client(client, outsider).get(url).status_code == 403
+    assert not PlaygroundRequest.objects.exists()
+
+
+def _post(client, s, **changes):
+    data = {"prompt": "Hello?", "system": "", "versions": [f"base:{s.base.base_model_id}", f"version:{s.tuned.pk}"],
+            "max_new_tokens": 24, "temperature": 0.7, "top_p": 0.9, "seed": 0, **changes}
+    return client.post(f"/projects/{s.project.pk}/playground/", data)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("x" * 1_000_000, "The prompt is 1,000,000 characters; the playground takes up to 20,000."),
+        ("ring the bell \x07 please", "The prompt contains a control character (U+0007) at position 15"),
+        ("   ", "Write a prompt to ask."),
+    ],
+    ids=["one-megabyte", "control-character", "blank"],
+)
+def test_a_prompt_that_cannot_be_asked_is_refused_with_the_reason(client, prompt, message):
+    s = review_setup(prompts=1, with_outputs=False)
+    _client(client, AdminFactory())
+
+    response = _post(client, s, prompt=prompt)
+
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not PlaygroundRequest.objects.exists()
+
+
+def test_asking_queues_the_question_on_the_gpu_queue_and_shows_it(client, django_capture_on_commit_callbacks):
+    from unittest import mock
+
+    s = review_setup(prompts=1, with_outputs=False)
+    _client(client, AdminFactory())
+    with mock.patch("webapp.celery.app.send_task") as send, django_capture_on_commit_callbacks(execute=True):
+        response = _post(client, s, prompt=f"Is gpj.{RLO}exe an image? <script>alert(1)</script>")
+
+    question = PlaygroundRequest.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/playground/{question.pk}/"
+    assert send.call_args.args[0] == "workers.playground" and send.call_args.kwargs["queue"] == "gpu"
+    assert [a.model_version_id for a in question.answers.all()] == [s.base.pk, s.tuned.pk]
+    page = client.get(response["Location"]).content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+    assert 'data-testid="bidi-mark"' in page and RLO not in page.split('<h2>Ask again</h2>')[0]
+    assert 'hx-trigger="every 500ms"' in page and 'data-testid="playground-cancel"' in page
+
+
+def test_keep_adds_the_question_once_and_a_battle_pairs_the_two_answers(client):
+    s = review_setup(prompts=1, with_outputs=False)
+    admin = AdminFactory()
+    question = PlaygroundRequest.objects.create(
+        project=s.project, created_by=admin, messages=[{"role": "user", "content": "Why is the sea salty?"}],
+        settings={**SETTINGS, "n": 1}, status="succeeded", engine="transformers float32",
+    )
+    for n, (version, text) in enumerate(((s.base, "Rivers carry salt."), (s.tuned, "Minerals from rocks."))):
+        PlaygroundAnswer.objects.create(request=question, model_version=version, position=n, text=text,
+                                        finish_reason="stop", tokens=4, seconds=0.5)
+    _client(client, admin)
+
+    client.post(f"/playground/{question.pk}/keep/", {"split": "train"})
+    client.post(f"/playground/{question.pk}/keep/", {"split": "train"})
+    kept = Prompt.objects.get(external_id=f"playground-{question.pk}")
+    assert (kept.split, kept.messages) == ("train", question.messages)
+
+    other = PlaygroundRequest.objects.create(
+        project=s.project, created_by=admin, messages=[{"role": "user", "content": "Why is the sky blue?"}],
+        settings={**SETTINGS, "n": 1}, status="succeeded", engine="transformers float32",
+    )
+    for answer in question.answers.all():
+        answer.pk = None
+        answer.request = other
+        answer.save()
+    page = client.post(f"/playground/{other.pk}/battle/", follow=True).content.decode()
+
+    assert "Sent to a blind battle" in page
+    prompt = Prompt.objects.get(external_id=f"playground-{other.pk}")
+    assert prompt.split == "heldout"
+    [task] = PairTask.objects.filter(purpose="review", prompt=prompt)
+    assert {task.completion_a.text, task.completion_b.text} == {"Rivers carry salt.", "Minerals from rocks."}
+    assert task.completion_a.generation_settings["dtype"] == "float32"
+    assert not GenerationJob.objects.exists()

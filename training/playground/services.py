@@ -1,0 +1,251 @@
+"""The playground's writes: a question asked of several model versions, answered on a gpu worker token by token
+into PlaygroundAnswer rows that the page polls; cancel; keep the question as a project prompt; send the answers
+to a blind battle.
+
+The answers are written by the same function as review generation (``generate_outputs``, one prompt, seed
+``settings.seed``), so a question asked here with the review page's settings gets the answer the review would write
+for it alone in a batch.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from labeling.models import Completion, Project, Prompt
+from training.broker import send_by_name
+from training.heartbeat import Heartbeat
+from training.models import Battle, ModelVersion, PlaygroundAnswer, PlaygroundRequest
+from training.review.versions import ReviewError
+from training.trainer.review import GenerationSettings, GenerationSettingsError
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+logger = logging.getLogger(__name__)
+
+PLAYGROUND_TASK = "workers.playground"
+MAX_PROMPT_CHARS = 20_000
+MAX_VERSIONS = 4
+# How often a streaming answer is written to its row (and the request's status checked for a cancel).
+STREAM_SECONDS = 0.25
+# C0 controls and DEL, but not tab, newline and carriage return, which a pasted prompt may carry.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+Status = PlaygroundRequest.Status
+
+
+class PlaygroundError(Exception):
+    """Why a question cannot be asked, or its answers kept; the message is for the person who asked."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _checked_text(text: str, what: str, *, required: bool) -> str:
+    if required and not text.strip():
+        raise PlaygroundError(f"Write a {what} to ask.")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise PlaygroundError(f"The {what} is {len(text):,} characters; the playground takes up to {MAX_PROMPT_CHARS:,}.")
+    control = _CONTROL.search(text)
+    if control:
+        raise PlaygroundError(
+            f"The {what} contains a control character (U+{ord(control.group()):04X}) at position {control.start() + 1}: "
+            "remove it (pasted terminal output often carries them)."
+        )
+    return text
+
+
+def playground_request_create(
+    *, project: Project, user: User, prompt: str, system: str = "", versions: Sequence[ModelVersion],
+    settings_data: dict[str, Any],
+) -> PlaygroundRequest:
+    """Queue a question for ``versions`` (one column each, in order) once this transaction commits. A question the
+    same user still has running in this project is stopped first: one playground generation at a time per user."""
+    messages = []
+    if _checked_text(system, "system message", required=False).strip():
+        messages.append({"role": "system", "content": system})
+    messages.append({"role": "user", "content": _checked_text(prompt, "prompt", required=True)})
+    versions = list(dict.fromkeys(versions))
+    if not versions:
+        raise PlaygroundError("Choose at least one model version to answer.")
+    if len(versions) > MAX_VERSIONS:
+        raise PlaygroundError(f"Compare at most {MAX_VERSIONS} versions at once.")
+    if len({v.base_model_id for v in versions}) != 1:
+        raise PlaygroundError("The versions must share one base model: the worker loads it once and switches adapters.")
+    try:
+        settings = GenerationSettings.from_dict({**settings_data, "n": 1})
+    except GenerationSettingsError as error:
+        raise PlaygroundError(str(error)) from error
+    with transaction.atomic():
+        PlaygroundRequest.objects.filter(project=project, created_by=user, status__in=PlaygroundRequest.ACTIVE).update(
+            status=Status.CANCELLED, finished_at=timezone.now(), error="Stopped: a new question was asked."
+        )
+        request = PlaygroundRequest.objects.create(
+            project=project, created_by=user, messages=messages, settings=settings.to_dict()
+        )
+        PlaygroundAnswer.objects.bulk_create(
+            PlaygroundAnswer(request=request, model_version=version, position=n) for n, version in enumerate(versions)
+        )
+        transaction.on_commit(lambda: _send(request.pk))
+    return request
+
+
+def _send(request_id: int) -> None:
+    error = send_by_name(PLAYGROUND_TASK, args=[request_id], queue="gpu")
+    if error is not None:
+        logger.error("Playground request %s could not be queued: the broker is unreachable (%s).", request_id, error)
+        PlaygroundRequest.objects.filter(pk=request_id, status=Status.QUEUED).update(
+            status=Status.FAILED, finished_at=timezone.now(),
+            error="The task broker could not be reached, so nothing was asked. Ask again once it is back.",
+        )
+
+
+def playground_request_claim(*, request_id: int, worker: str) -> bool:
+    now = timezone.now()
+    return PlaygroundRequest.objects.filter(pk=request_id, status=Status.QUEUED).update(
+        status=Status.RUNNING, worker=worker, started_at=now, heartbeat_at=now
+    ) == 1
+
+
+def playground_request_cancel(*, request: PlaygroundRequest) -> bool:
+    """Stop a queued or writing question; the worker stops at its next token. False when it had already ended."""
+    return PlaygroundRequest.objects.filter(pk=request.pk, status__in=PlaygroundRequest.ACTIVE).update(
+        status=Status.CANCELLED, finished_at=timezone.now(), error="Stopped."
+    ) == 1
+
+
+class _Stopped(Exception):
+    pass
+
+
+def playground_request_execute(*, request_id: int) -> PlaygroundRequest:
+    """Write each column's answer in turn, streaming its text into its row; a cancel stops it at the next write.
+    Never raises for a generation failure: the reason is stored on the request."""
+    with Heartbeat(PlaygroundRequest, request_id, Status.RUNNING):
+        try:
+            _answer_all(request_id)
+        except _Stopped:
+            pass
+        except Exception as exc:  # noqa: BLE001 - any failure ends the request with its reason recorded
+            logger.exception("Playground request %s failed", request_id)
+            PlaygroundRequest.objects.filter(pk=request_id, status=Status.RUNNING).update(
+                status=Status.FAILED, finished_at=timezone.now(),
+                error="".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000],
+            )
+        else:
+            PlaygroundRequest.objects.filter(pk=request_id, status=Status.RUNNING).update(
+                status=Status.SUCCEEDED, finished_at=timezone.now()
+            )
+    return PlaygroundRequest.objects.get(pk=request_id)
+
+
+def _answer_all(request_id: int) -> None:
+    from training.trainer import generation
+    from training.trainer.generation_backends import TRANSFORMERS, TransformersBackend, generation_dtype
+
+    request = PlaygroundRequest.objects.get(pk=request_id)
+    answers = list(request.answers.select_related("model_version__base_model"))
+    settings = GenerationSettings.from_dict(request.settings)
+    base_path = answers[0].model_version.base_model.path
+    adapters = {f"v{a.model_version_id}": (a.model_version.adapter_path or None) for a in answers}
+    PlaygroundRequest.objects.filter(pk=request_id).update(engine=f"{TRANSFORMERS} {generation_dtype(TRANSFORMERS)}")
+    backend = TransformersBackend(base_path, adapters, batch_size=1)
+    tokenizer = backend.tokenizer
+    try:
+        for answer in answers:
+            _stop_if_cancelled(request_id)
+            name = f"v{answer.model_version_id}"
+            if adapters[name]:
+                backend.model.set_adapter(name)
+                context: Any = contextlib.nullcontext()
+            else:
+                context = generation.adapter_disabled(backend.model)
+            started = time.monotonic()
+            last_write = [started]
+
+            def stream(rows: list[list[int]], answer: PlaygroundAnswer = answer, started: float = started,
+                       last_write: list[float] = last_write) -> bool:
+                now = time.monotonic()
+                if now - last_write[0] < STREAM_SECONDS:
+                    return True
+                last_write[0] = now
+                PlaygroundAnswer.objects.filter(pk=answer.pk).update(
+                    text=tokenizer.decode(rows[0], skip_special_tokens=True).strip(), tokens=len(rows[0]),
+                    seconds=now - started,
+                )
+                return not PlaygroundRequest.objects.filter(pk=request_id, status=Status.CANCELLED).exists()
+
+            with context:
+                [made] = generation.generate_outputs(
+                    backend.model, tokenizer, [request.messages], max_new_tokens=settings.max_new_tokens,
+                    temperature=settings.temperature_for(0), top_p=settings.top_p, seed=settings.seed, batch_size=1,
+                    on_step=stream,
+                )
+            tokens = len(tokenizer(made.text, add_special_tokens=False)["input_ids"]) if made.text else 0
+            PlaygroundAnswer.objects.filter(pk=answer.pk).update(
+                text=made.text, finish_reason=made.finish_reason, tokens=max(tokens, 1 if made.text else 0),
+                seconds=time.monotonic() - started,
+            )
+            _stop_if_cancelled(request_id)
+    finally:
+        backend.close()
+
+
+def _stop_if_cancelled(request_id: int) -> None:
+    if PlaygroundRequest.objects.filter(pk=request_id, status=Status.CANCELLED).exists():
+        raise _Stopped
+
+
+def playground_prompt_keep(*, request: PlaygroundRequest, split: str) -> Prompt:
+    """The question as a prompt of the project: held out (for the next review) or train (for the next candidates).
+    Kept once: asking again returns the prompt it became."""
+    if split not in (Prompt.Split.HELDOUT, Prompt.Split.TRAIN):
+        raise PlaygroundError("Keep it as a held-out or a train prompt.")
+    if request.kept_prompt_id is not None:
+        return request.kept_prompt
+    prompt, _ = Prompt.objects.get_or_create(
+        project=request.project, external_id=f"playground-{request.pk}",
+        defaults={"messages": request.messages, "split": split},
+    )
+    PlaygroundRequest.objects.filter(pk=request.pk).update(kept_prompt=prompt)
+    request.kept_prompt = prompt
+    return prompt
+
+
+def playground_battle_create(*, request: PlaygroundRequest, user: User) -> Battle:
+    """A blind battle of the two finished answers: the question kept as a held-out prompt (if it was not kept yet),
+    each answer stored as that version's output with the request's settings, and one review pair of them."""
+    from training.review.battles import battles_create
+    from training.review.comparisons import matched_settings_of
+
+    if request.project.mode != Project.Mode.COMPARE:
+        raise PlaygroundError("Blind battles are voted on in the compare screen: this is a thumbs (rate) project.")
+    answers = list(request.answers.select_related("model_version"))
+    if len(answers) != 2 or not all(a.done for a in answers):
+        raise PlaygroundError("A battle is between exactly two finished answers.")
+    with transaction.atomic():
+        prompt = playground_prompt_keep(request=request, split=Prompt.Split.HELDOUT)
+        settings = GenerationSettings.from_dict(request.settings)
+        backend, _, dtype = request.engine.partition(" ")
+        recorded = settings.for_sample(0, backend=backend or None, dtype=dtype or None)
+        for answer in answers:
+            Completion.objects.get_or_create(
+                prompt=prompt, model_version=answer.model_version, source=Completion.Source.GENERATED,
+                generation_settings=recorded,
+                defaults={"text": answer.text, "model_name": answer.model_version.name, "finish_reason": answer.finish_reason},
+            )
+        try:
+            return battles_create(
+                project=request.project, version_a=answers[1].model_version, version_b=answers[0].model_version,
+                settings=matched_settings_of(recorded), prompt_ids=[prompt.pk], created_by=user,
+            )
+        except ReviewError as error:
+            raise PlaygroundError(error.message) from error
