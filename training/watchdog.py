@@ -38,9 +38,11 @@ def reap_stale() -> tuple[list[int], list[int], list[int]]:
     """Fail the runs, generation jobs and exports whose heartbeat is older than PREFTUNE_RUN_STALE_SECONDS:
     (runs, jobs, exports)."""
     from training import exports, services
+    from training.playground.services import playground_requests_reap
     from training.review import generation
 
     stale = timedelta(seconds=settings.PREFTUNE_RUN_STALE_SECONDS)
+    playground_requests_reap(older_than=stale)
     return (
         services.runs_reap_stale(older_than=stale), generation.generation_jobs_reap(older_than=stale),
         exports.version_exports_reap(older_than=stale),

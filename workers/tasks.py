@@ -73,6 +73,7 @@ def _fail_runs_left_by_this_worker(sender=None, **kwargs) -> None:  # noqa: ANN0
         training_services.worker_announce(hostname=hostname, queues=queues, gpus=_gpu_count())
         training_services.runs_reap_stale(worker_name=hostname)
         review_generation.generation_jobs_reap(worker_name=hostname)
+        playground.playground_requests_reap(worker_name=hostname)
         exports.version_exports_reap(worker_name=hostname)
     # In the main process, which never waits behind a task: see training/watchdog.py.
     watchdog_start("worker")

@@ -202,3 +202,25 @@ def test_keep_adds_the_question_once_and_a_battle_pairs_the_two_answers(client):
     assert {task.completion_a.text, task.completion_b.text} == {"Rivers carry salt.", "Minerals from rocks."}
     assert task.completion_a.generation_settings["dtype"] == "float32"
     assert not GenerationJob.objects.exists()
+
+
+def test_a_question_left_writing_by_a_worker_that_is_gone_is_failed_with_the_reason(db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    s = review_setup(prompts=1, with_outputs=False)
+    admin = AdminFactory()
+    mine = PlaygroundRequest.objects.create(project=s.project, created_by=admin, messages=[], settings={}, status="running",
+                                            worker="gpu@a", heartbeat_at=timezone.now())
+    silent = PlaygroundRequest.objects.create(project=s.project, created_by=admin, messages=[], settings={}, status="running",
+                                              worker="gpu@b", heartbeat_at=timezone.now() - timedelta(minutes=10))
+    alive = PlaygroundRequest.objects.create(project=s.project, created_by=admin, messages=[], settings={}, status="running",
+                                             worker="gpu@c", heartbeat_at=timezone.now())
+
+    assert services.playground_requests_reap(worker_name="gpu@a") == [mine.pk]
+    assert services.playground_requests_reap(older_than=timedelta(minutes=2)) == [silent.pk]
+
+    statuses = dict(PlaygroundRequest.objects.values_list("pk", "status"))
+    assert statuses == {mine.pk: "failed", silent.pk: "failed", alive.pk: "running"}
+    assert "ask again" in PlaygroundRequest.objects.get(pk=mine.pk).error

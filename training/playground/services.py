@@ -14,6 +14,7 @@ import re
 import time
 import traceback
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -21,7 +22,7 @@ from django.utils import timezone
 
 from labeling.models import Completion, Project, Prompt
 from training.broker import send_by_name
-from training.heartbeat import Heartbeat
+from training.heartbeat import Heartbeat, stale_condition
 from training.models import Battle, ModelVersion, PlaygroundAnswer, PlaygroundRequest
 from training.review.versions import ReviewError
 from training.trainer.review import GenerationSettings, GenerationSettingsError
@@ -249,3 +250,16 @@ def playground_battle_create(*, request: PlaygroundRequest, user: User) -> Battl
             )
         except ReviewError as error:
             raise PlaygroundError(error.message) from error
+
+
+def playground_requests_reap(*, worker_name: str | None = None, older_than: timedelta | None = None) -> list[int]:
+    """Fail questions left writing by a worker that is gone (restarted, or silent for ``older_than``)."""
+    stale = PlaygroundRequest.objects.filter(
+        stale_condition(worker_name=worker_name, older_than=older_than, what="playground questions"), status=Status.RUNNING
+    )
+    ids = list(stale.values_list("pk", flat=True))
+    PlaygroundRequest.objects.filter(pk__in=ids, status=Status.RUNNING).update(
+        status=Status.FAILED, finished_at=timezone.now(),
+        error="The worker writing these answers stopped (restarted or lost); ask again.",
+    )
+    return ids
