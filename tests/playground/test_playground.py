@@ -224,3 +224,35 @@ def test_a_question_left_writing_by_a_worker_that_is_gone_is_failed_with_the_rea
     statuses = dict(PlaygroundRequest.objects.values_list("pk", "status"))
     assert statuses == {mine.pk: "failed", silent.pk: "failed", alive.pk: "running"}
     assert "ask again" in PlaygroundRequest.objects.get(pk=mine.pk).error
+
+
+def test_a_generation_job_answers_a_waiting_question_between_two_batches(tiny_model_dir, tiny_adapter_dir):
+    # Issue 25: a question waits behind at most one batch of a running job, not the whole job.
+    s = review_setup(prompts=4, base_path=str(tiny_model_dir), adapter_path=str(tiny_adapter_dir), with_outputs=False)
+    question = services.playground_request_create(
+        project=s.project, user=AdminFactory(), prompt="Quick one?", versions=[s.tuned], settings_data=SETTINGS
+    )
+    job = review_generation.generation_job_create(
+        project=s.project, versions=[s.base, s.tuned], settings_data={**SETTINGS, "n": 1}, enqueue=False
+    )
+    assert review_generation.generation_job_claim(job_id=job.pk, worker="gpu@test")
+
+    job = review_generation.generation_job_execute(job_id=job.pk, batch_size=2, backend="transformers")
+
+    question.refresh_from_db()
+    assert job.status == "succeeded" and job.completions_created == 8
+    assert (question.status, question.worker) == ("succeeded", "gpu@test"), question.error
+    assert question.finished_at < job.finished_at and question.answers.get().text
+    assert not services.playground_request_claim(request_id=question.pk, worker="gpu@other"), "its own message does nothing"
+
+
+def test_the_page_says_what_a_question_waits_behind(client):
+    s = review_setup(prompts=1, with_outputs=False)
+    job = GenerationJob.objects.create(project=s.project, prompt_ids=[], settings={}, purpose="candidates",
+                                       status="running", completions_total=90, completions_created=30)
+    _client(client, AdminFactory())
+
+    html = client.get(f"/projects/{s.project.pk}/playground/").content.decode()
+
+    assert (f"The gpu worker is busy with generation job {job.pk} (candidates for labeling) (30 of 90): a question is answered "
+            "between two of its batches") in html

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.utils import timezone
+
 from labeling.models import Project
 from training.models import BaseModel, GenerationJob, ModelVersion, PlaygroundRequest, TuningRun
 
@@ -35,6 +37,7 @@ class WorkerBusy:
     what: str
     done: int
     total: int
+    wait: str  # how long a question waits behind it, in words
 
 
 def gpu_worker_busy() -> WorkerBusy | None:
@@ -44,8 +47,12 @@ def gpu_worker_busy() -> WorkerBusy | None:
         return WorkerBusy(
             what=f"generation job {job.pk} ({job.get_purpose_display().lower()})",
             done=job.completions_created + job.completions_skipped, total=job.completions_total,
+            wait="a question is answered between two of its batches (on a GPU with vLLM, once the job ends)",
         )
     run = TuningRun.objects.filter(status=TuningRun.Status.RUNNING).order_by("started_at").first()
     if run is not None:
-        return WorkerBusy(what=f"run {run.name!r}", done=run.step, total=run.total_steps)
+        left = run.eta_seconds(timezone.now())
+        wait = f"about {round(left / 60) or 1} min" if left is not None else "until it ends"
+        return WorkerBusy(what=f"run {run.name!r}", done=run.step, total=run.total_steps,
+                          wait=f"a question waits for the run to finish ({wait}), or for another gpu worker")
     return None

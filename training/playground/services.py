@@ -263,3 +263,15 @@ def playground_requests_reap(*, worker_name: str | None = None, older_than: time
         error="The worker writing these answers stopped (restarted or lost); ask again.",
     )
     return ids
+
+
+def playground_serve_waiting(*, worker: str, limit: int = 4) -> list[int]:
+    """Answer the questions waiting for a gpu worker, here and now: called by a generation job between two batches,
+    so that a question waits behind at most one batch rather than the whole job. Each is claimed as usual, so its
+    own message, when the worker gets to it, finds it answered and does nothing."""
+    served = []
+    for request_id in PlaygroundRequest.objects.filter(status=Status.QUEUED).order_by("id").values_list("pk", flat=True)[:limit]:
+        if playground_request_claim(request_id=request_id, worker=worker):
+            playground_request_execute(request_id=request_id)
+            served.append(request_id)
+    return served

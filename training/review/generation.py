@@ -457,6 +457,12 @@ def _generate_missing(
             pair_ready(ready)
             progress.save()
         _stop_if_cancelled(job.pk)
+        if backend == "transformers":
+            # A playground question waits behind one batch, not the whole job. (Not beside vLLM, which holds most of
+            # the GPU: a second model there would not fit.)
+            from training.playground.services import playground_serve_waiting
+
+            playground_serve_waiting(worker=job.worker or "generation job")
 
     generate_for_versions(
         need_versions[0].base_model.path,
