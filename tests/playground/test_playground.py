@@ -116,8 +116,10 @@ def test_who_may_ask(client, db):
 
     assert _client(client, annotator).get(url).status_code == 403
     assert client.post(url, {"prompt": "hi", "versions": [f"base:{s.base.base_model_id}"]}).status_code == 403
+    assert "annotator-playground" not in client.get("/").content.decode()
     type(s.project).objects.filter(pk=s.project.pk).update(playground_for_annotators=True)
     assert client.get(url).status_code == 200
+    assert f'href="{url}" data-testid="annotator-playground"' in client.get("/").content.decode()
     outsider = UserFactory()
     client.logout()
     assert _client(client, outsider).get(url).status_code == 403
