@@ -566,6 +566,28 @@ def test_the_leaderboard(screen, server, world):
     _check(screen, "leaderboard")
 
 
+def test_the_playground(screen, server, world):
+    from training.models import PlaygroundAnswer, PlaygroundRequest
+
+    question = PlaygroundRequest.objects.filter(project=world.compare, created_by=world.admin).first()
+    if question is None:
+        question = PlaygroundRequest.objects.create(
+            project=world.compare, created_by=world.admin, messages=[{"role": "user", "content": LONG_PROMPT}],
+            settings={**SETTINGS, "n": 1}, status="succeeded", engine="transformers float32",
+        )
+        for n, version in enumerate(ModelVersion.objects.filter(base_model=world.run.base_model).order_by("adapter_path")):
+            text = HELDOUT_OUTPUTS[LONG_PROMPT_ID][n % 2]
+            PlaygroundAnswer.objects.create(request=question, model_version=version, position=n, text=text,
+                                            finish_reason="length" if n else "stop", tokens=57, seconds=1.9)
+    _log_in(screen, server, world.admin.username)
+    _visit(screen, server, f"/projects/{world.compare.pk}/playground/")
+    problems = _problems(screen, "playground")
+    _visit(screen, server, f"/playground/{question.pk}/")
+    assert screen.page.locator("[data-testid=playground-answer]").count() == 2
+    problems += _problems(screen, "playground-question")
+    assert not problems, "\n".join(problems)
+
+
 def test_the_django_admin_prompt_list(screen, server, world):
     _log_in(screen, server, world.admin.username)
     _visit(screen, server, "/admin/labeling/prompt/")
