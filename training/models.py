@@ -574,6 +574,12 @@ class PlaygroundAnswer(models.Model):
     finish_reason = models.CharField(max_length=16, blank=True, help_text="stop, length, or empty while writing.")
     tokens = models.PositiveIntegerField(default=0)
     seconds = models.FloatField(default=0.0, help_text="Time spent writing it, model loading excluded.")
+    best_of = models.PositiveSmallIntegerField(
+        default=1, help_text="Best of N: N samples (seeds seed … seed+N−1) written, the reward model's favourite shown."
+    )
+    samples = models.JSONField(
+        default=list, blank=True, help_text="Best of N: every sample as {text, finish_reason, score}, in seed order.",
+    )
 
     class Meta:
         ordering = ["position"]
@@ -595,3 +601,11 @@ class PlaygroundAnswer(models.Model):
     @property
     def tokens_per_second(self) -> float | None:
         return self.tokens / self.seconds if self.seconds > 0 and self.tokens else None
+
+    @property
+    def best_sample(self) -> int | None:
+        """Best of N: which sample (0-based) is shown, once scored."""
+        scores = [sample.get("score") for sample in self.samples]
+        if self.best_of <= 1 or not scores or None in scores:
+            return None
+        return max(range(len(scores)), key=scores.__getitem__)

@@ -258,3 +258,38 @@ def test_the_page_says_what_a_question_waits_behind(client):
 
     assert (f"The gpu worker is busy with generation job {job.pk} (candidates for labeling) (30 of 90): a question is answered "
             "between two of its batches") in html
+
+
+def test_best_of_n_writes_n_samples_and_shows_the_one_the_reward_model_scores_highest(client, tiny_model_dir, tiny_adapter_dir,
+                                                                                     reward_output_dir):
+    from tests.review.test_reward_scores import _reward_run
+
+    s = review_setup(prompts=1, base_path=str(tiny_model_dir), adapter_path=str(tiny_adapter_dir), with_outputs=False)
+    admin = AdminFactory()
+    with pytest.raises(services.PlaygroundError, match="Best of N needs a reward model trained in this project"):
+        services.playground_request_create(project=s.project, user=admin, prompt="Hi?", versions=[s.tuned],
+                                           settings_data=SETTINGS, best_of=[3])
+    _reward_run(s.project, reward_output_dir)
+    question = services.playground_request_create(
+        project=s.project, user=admin, prompt="Name a colour.", versions=[s.base, s.tuned], best_of=[1, 3],
+        settings_data={**SETTINGS, "temperature": 1.0},
+    )
+    assert services.playground_request_claim(request_id=question.pk, worker="test")
+
+    question = services.playground_request_execute(request_id=question.pk)
+
+    assert question.status == "succeeded", question.error
+    plain, best = question.answers.order_by("position")
+    assert (plain.best_of, plain.samples) == (1, [])
+    scores = [sample["score"] for sample in best.samples]
+    assert len(scores) == 3 and all(isinstance(score, float) for score in scores)
+    assert len({sample["text"] for sample in best.samples}) > 1, "seed, seed+1, seed+2 give different samples"
+    assert best.text == best.samples[best.best_sample]["text"] and scores[best.best_sample] == max(scores)
+    _client(client, admin)
+    page = client.get(f"/playground/{question.pk}/").content.decode()
+    assert f"Sample {best.best_sample + 1} of 3 shown: the reward model scored it highest." in page
+    assert 'data-testid="best-of-samples"' in page
+    refused = client.post(f"/playground/{question.pk}/battle/", follow=True).content.decode()
+    assert "A best-of-N answer was picked from several samples" in refused
+    form = client.get(f"/projects/{s.project.pk}/playground/").content.decode()
+    assert f'value="best4:version:{s.tuned.pk}"' in form and "Best of 4: " in form

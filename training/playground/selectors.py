@@ -21,7 +21,31 @@ def playground_version_choices(*, project: Project) -> list[tuple[str, str]]:
         pk__in=runs.filter(status=TuningRun.Status.SUCCEEDED, model_version__isnull=False).values("model_version_id")
     ).order_by("-id")
     choices += [(f"version:{v.pk}", v.name) for v in versions]
+    from training.review.rewards import project_reward_model
+
+    reward = project_reward_model(project=project)
+    if reward is not None:
+        # Best of N of each, picked by the reward model: a column of its own.
+        choices += [
+            (f"best{BEST_OF}:{value}", f"Best of {BEST_OF}: {label}, picked by the reward model {reward.name!r}")
+            for value, label in list(choices)
+        ]
     return choices
+
+
+BEST_OF = 4
+
+
+def playground_columns(values: list[str]) -> list[tuple[str, int]]:
+    """``playground_version_choices`` values as (``versions_from_choices`` value, best of N)."""
+    columns = []
+    for value in values:
+        prefix, _, rest = value.partition(":")
+        if prefix.startswith("best") and prefix[4:].isdigit():
+            columns.append((rest, int(prefix[4:])))
+        else:
+            columns.append((value, 1))
+    return columns
 
 
 def playground_requests(*, project: Project, user: object, limit: int = 8) -> list[PlaygroundRequest]:

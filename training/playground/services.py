@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 PLAYGROUND_TASK = "workers.playground"
 MAX_PROMPT_CHARS = 20_000
 MAX_VERSIONS = 4
+MAX_BEST_OF = 8
 # How often a streaming answer is written to its row (and the request's status checked for a cancel).
 STREAM_SECONDS = 0.25
 # C0 controls and DEL, but not tab, newline and carriage return, which a pasted prompt may carry.
@@ -66,19 +67,29 @@ def _checked_text(text: str, what: str, *, required: bool) -> str:
 
 def playground_request_create(
     *, project: Project, user: User, prompt: str, system: str = "", versions: Sequence[ModelVersion],
-    settings_data: dict[str, Any],
+    settings_data: dict[str, Any], best_of: Sequence[int] | None = None,
 ) -> PlaygroundRequest:
-    """Queue a question for ``versions`` (one column each, in order) once this transaction commits. A question the
-    same user still has running in this project is stopped first: one playground generation at a time per user."""
+    """Queue a question for ``versions`` (one column each, in order) once this transaction commits; ``best_of[i]``
+    above 1 makes column i the best of that many samples by the project's reward model. A question the same user
+    still has running in this project is stopped first: one playground generation at a time per user."""
     messages = []
     if _checked_text(system, "system message", required=False).strip():
         messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": _checked_text(prompt, "prompt", required=True)})
-    versions = list(dict.fromkeys(versions))
-    if not versions:
+    best_of = list(best_of or [1] * len(versions))
+    columns = list(dict.fromkeys(zip(versions, best_of, strict=True)))
+    if not columns:
         raise PlaygroundError("Choose at least one model version to answer.")
-    if len(versions) > MAX_VERSIONS:
-        raise PlaygroundError(f"Compare at most {MAX_VERSIONS} versions at once.")
+    if any(n > 1 for _, n in columns):
+        from training.review.rewards import project_reward_model
+
+        if any(not 1 <= n <= MAX_BEST_OF for _, n in columns):
+            raise PlaygroundError(f"Best of N takes 2 to {MAX_BEST_OF} samples.")
+        if project_reward_model(project=project) is None:
+            raise PlaygroundError("Best of N needs a reward model trained in this project to pick the best sample.")
+    versions = [version for version, _ in columns]
+    if len(columns) > MAX_VERSIONS:
+        raise PlaygroundError(f"Compare at most {MAX_VERSIONS} columns at once.")
     if len({v.base_model_id for v in versions}) != 1:
         raise PlaygroundError("The versions must share one base model: the worker loads it once and switches adapters.")
     try:
@@ -93,7 +104,8 @@ def playground_request_create(
             project=project, created_by=user, messages=messages, settings=settings.to_dict()
         )
         PlaygroundAnswer.objects.bulk_create(
-            PlaygroundAnswer(request=request, model_version=version, position=n) for n, version in enumerate(versions)
+            PlaygroundAnswer(request=request, model_version=version, position=n, best_of=count)
+            for n, (version, count) in enumerate(columns)
         )
         transaction.on_commit(lambda: _send(request.pk))
     return request
@@ -149,7 +161,6 @@ def playground_request_execute(*, request_id: int) -> PlaygroundRequest:
 
 
 def _answer_all(request_id: int) -> None:
-    from training.trainer import generation
     from training.trainer.generation_backends import TRANSFORMERS, TransformersBackend, generation_dtype
 
     request = PlaygroundRequest.objects.get(pk=request_id)
@@ -164,40 +175,89 @@ def _answer_all(request_id: int) -> None:
         for answer in answers:
             _stop_if_cancelled(request_id)
             name = f"v{answer.model_version_id}"
-            if adapters[name]:
-                backend.model.set_adapter(name)
-                context: Any = contextlib.nullcontext()
-            else:
-                context = generation.adapter_disabled(backend.model)
-            started = time.monotonic()
-            last_write = [started]
-
-            def stream(rows: list[list[int]], answer: PlaygroundAnswer = answer, started: float = started,
-                       last_write: list[float] = last_write) -> bool:
-                now = time.monotonic()
-                if now - last_write[0] < STREAM_SECONDS:
-                    return True
-                last_write[0] = now
-                PlaygroundAnswer.objects.filter(pk=answer.pk).update(
-                    text=tokenizer.decode(rows[0], skip_special_tokens=True).strip(), tokens=len(rows[0]),
-                    seconds=now - started,
-                )
-                return not PlaygroundRequest.objects.filter(pk=request_id, status=Status.CANCELLED).exists()
-
-            with context:
-                [made] = generation.generate_outputs(
-                    backend.model, tokenizer, [request.messages], max_new_tokens=settings.max_new_tokens,
-                    temperature=settings.temperature_for(0), top_p=settings.top_p, seed=settings.seed, batch_size=1,
-                    on_step=stream,
-                )
-            tokens = len(tokenizer(made.text, add_special_tokens=False)["input_ids"]) if made.text else 0
-            PlaygroundAnswer.objects.filter(pk=answer.pk).update(
-                text=made.text, finish_reason=made.finish_reason, tokens=max(tokens, 1 if made.text else 0),
-                seconds=time.monotonic() - started,
-            )
-            _stop_if_cancelled(request_id)
+            samples = []
+            for k in range(answer.best_of):
+                with _version_on(backend, name, adapters[name]):
+                    made, seconds = _write_streaming(backend, answer, request, settings, k)
+                samples.append({"text": made.text, "finish_reason": made.finish_reason, "score": None})
+                tokens = len(tokenizer(made.text, add_special_tokens=False)["input_ids"]) if made.text else 0
+                fields: dict[str, Any] = {"text": made.text, "tokens": tokens, "seconds": seconds}
+                if answer.best_of == 1:
+                    fields["finish_reason"] = made.finish_reason
+                else:
+                    fields["samples"] = samples
+                PlaygroundAnswer.objects.filter(pk=answer.pk).update(**fields)
+                _stop_if_cancelled(request_id)
+            if answer.best_of > 1:
+                _pick_best(request, answer, samples)
     finally:
         backend.close()
+
+
+@contextlib.contextmanager
+def _version_on(backend: Any, name: str, adapter: str | None) -> Any:  # noqa: ANN401
+    """The loaded model answering as version ``name``: its adapter switched on, or every adapter off for the base."""
+    from training.trainer import generation
+
+    if adapter:
+        backend.model.set_adapter(name)
+        yield
+    else:
+        with generation.adapter_disabled(backend.model):
+            yield
+
+
+def _write_streaming(
+    backend: Any, answer: PlaygroundAnswer, request: PlaygroundRequest, settings: GenerationSettings, sample: int,  # noqa: ANN401
+) -> tuple[Any, float]:
+    """Sample ``sample`` of one column's answer (seed + sample, as review sample k), its text written into the row
+    as it grows. Returns the GeneratedText and the seconds it took."""
+    from training.trainer import generation
+
+    tokenizer = backend.tokenizer
+    started = time.monotonic()
+    last_write = [started]
+
+    def stream(rows: list[list[int]]) -> bool:
+        now = time.monotonic()
+        if now - last_write[0] < STREAM_SECONDS:
+            return True
+        last_write[0] = now
+        PlaygroundAnswer.objects.filter(pk=answer.pk).update(
+            text=tokenizer.decode(rows[0], skip_special_tokens=True).strip(), tokens=len(rows[0]), seconds=now - started,
+        )
+        return not PlaygroundRequest.objects.filter(pk=request.pk, status=Status.CANCELLED).exists()
+
+    [made] = generation.generate_outputs(
+        backend.model, tokenizer, [request.messages], max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature_for(sample), top_p=settings.top_p, seed=settings.seed + sample, batch_size=1,
+        on_step=stream,
+    )
+    return made, time.monotonic() - started
+
+
+def _pick_best(request: PlaygroundRequest, answer: PlaygroundAnswer, samples: list[dict[str, Any]]) -> None:
+    """Score a best-of-N column's samples with the project's reward model and show the best of them."""
+    from training.review.rewards import project_reward_model, reward_adapter_dir
+    from training.trainer.device import choose_device
+    from training.trainer.reward import load_reward_model, score_conversations
+
+    reward_run = project_reward_model(project=request.project)
+    if reward_run is None:
+        raise PlaygroundError("The project's reward model is gone: best of N cannot pick a sample.")
+    model, tokenizer = load_reward_model(reward_adapter_dir(reward_run), reward_run.base_model.path,
+                                         device=choose_device().device)
+    max_length = int((reward_run.settings or {}).get("max_length") or 1024)
+    scores = score_conversations(
+        model, tokenizer, [[*request.messages, {"role": "assistant", "content": s["text"]}] for s in samples],
+        max_length=max_length,
+    )
+    for sample, score in zip(samples, scores, strict=True):
+        sample["score"] = float(score)
+    best = max(range(len(samples)), key=lambda k: samples[k]["score"])
+    PlaygroundAnswer.objects.filter(pk=answer.pk).update(
+        samples=samples, text=samples[best]["text"], finish_reason=samples[best]["finish_reason"],
+    )
 
 
 def _stop_if_cancelled(request_id: int) -> None:
@@ -232,6 +292,9 @@ def playground_battle_create(*, request: PlaygroundRequest, user: User) -> Battl
     answers = list(request.answers.select_related("model_version"))
     if len(answers) != 2 or not all(a.done for a in answers):
         raise PlaygroundError("A battle is between exactly two finished answers.")
+    if any(a.best_of > 1 for a in answers):
+        raise PlaygroundError("A best-of-N answer was picked from several samples, so it is matched with no one answer of "
+                              "the other side: battle two plain answers.")
     with transaction.atomic():
         prompt = playground_prompt_keep(request=request, split=Prompt.Split.HELDOUT)
         settings = GenerationSettings.from_dict(request.settings)

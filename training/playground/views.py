@@ -39,10 +39,12 @@ def playground(request: HttpRequest, project_id: int) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid():
             try:
+                columns = selectors.playground_columns(form.cleaned_data["versions"])
                 question = services.playground_request_create(
                     project=project, user=request.user, prompt=form.cleaned_data["prompt"],
                     system=form.cleaned_data["system"], settings_data=form.settings_data(),
-                    versions=review_versions.versions_from_choices(form.cleaned_data["versions"]),
+                    versions=review_versions.versions_from_choices([value for value, _ in columns]),
+                    best_of=[count for _, count in columns],
                 )
             except (services.PlaygroundError, review_versions.ReviewError) as error:
                 form.add_error(None, error.message)
@@ -66,11 +68,17 @@ def playground_request(request: HttpRequest, request_id: int) -> HttpResponse:
         return render(request, "training/_playground_answers.html", context)
     form = PlaygroundForm(
         initial={"prompt": question.prompt_text, "system": question.system_text, **question.settings,
-                 "versions": [f"version:{a.model_version_id}" if a.model_version.adapter_path else f"base:{a.model_version.base_model_id}"
-                              for a in context["answers"]]},
+                 "versions": [_choice_of(a) for a in context["answers"]]},
         choices=selectors.playground_version_choices(project=question.project),
     )
     return render(request, "training/playground_request.html", {**context, "form": form})
+
+
+def _choice_of(answer) -> str:  # noqa: ANN001
+    """The picker value that asks for this column again."""
+    version = answer.model_version
+    value = f"version:{version.pk}" if version.adapter_path else f"base:{version.base_model_id}"
+    return f"best{answer.best_of}:{value}" if answer.best_of > 1 else value
 
 
 @require_POST
