@@ -11,7 +11,7 @@ import pytest
 from labeling.models import PairTask, Prompt
 from tests.factories import PASSWORD, AdminFactory
 from tests.review.conftest import review_setup, tiny_adapter_dir  # noqa: F401 - a fixture
-from tests.worker_process import celery_worker, purge_queues
+from tests.worker_process import celery_worker, purge_queues, wait_for
 from training.models import PlaygroundRequest
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.postgres, pytest.mark.django_db(transaction=True),
@@ -62,6 +62,19 @@ def test_an_admin_asks_two_versions_and_watches_both_answers_being_written(
         figures = page.locator("[data-testid=answer-figures]").first.inner_text()
         assert "tokens/s" in figures and page.locator("[data-testid=answer-cut-off]").count() == 2
 
+        # Leaving the page while answers are written stops them
+        page.fill("[data-testid=playground-prompt]", "Tell me a long story.")
+        page.fill("input[name=max_new_tokens]", "2048")
+        page.click("[data-testid=ask]")
+        page.wait_for_url(lambda url: url.rstrip("/").endswith(str(question.pk + 1)))
+        leaving = PlaygroundRequest.objects.get(pk=question.pk + 1)
+        page.locator("[data-testid=answer-text]").first.filter(has_text=" ").wait_for(timeout=60_000)
+        page.goto(f"{live_server.url}/projects/{s.project.pk}/dashboard/")
+        wait_for(lambda: PlaygroundRequest.objects.get(pk=leaving.pk).status == "cancelled", timeout=20,
+                 what="the question to stop once its page was left")
+        page.go_back()
+
+    page.goto(f"{live_server.url}/playground/{question.pk}/")
     page.click("[data-testid=keep-heldout]")
     assert "Kept as a held out prompt" in page.locator("ul.messages").inner_text()
     page.click("[data-testid=send-to-battle]")
