@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, OuterRef, Subquery, Value
-from django.db.models.functions import Abs, Coalesce
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from labeling.errors import Conflict, InvalidInput, NotFound
+from labeling.extensions import EXTENSIONS
 from labeling.models import ApiToken, PairTask, PairVote, Project, RateTask, Rating, TaskLease, TaskSkip, TaskStatus
 
 if TYPE_CHECKING:
@@ -152,18 +153,10 @@ def _in_label_order(project: Project, kind: _Kind, candidates):  # noqa: ANN001,
     """Open tasks in the order annotators get them: started tasks first (so finished pairs accumulate), then by the
     project's label order: the oldest first, or for compare projects with a reward model the pairs whose two answers
     it scores closest (least sure), unscored pairs after them."""
-    if kind is _PAIR and project.label_order == Project.LabelOrder.UNCERTAIN_FIRST:
-        from training.models import RewardScore
-        from training.review.rewards import project_reward_model
-
-        reward_run = project_reward_model(project=project)
-        if reward_run is not None:
-            scores = RewardScore.objects.filter(reward_run=reward_run)
-            score_a = Subquery(scores.filter(completion_id=OuterRef("completion_a_id")).values("score")[:1])
-            score_b = Subquery(scores.filter(completion_id=OuterRef("completion_b_id")).values("score")[:1])
-            return candidates.annotate(reward_gap=Abs(score_a - score_b)).order_by(
-                "-vote_count", F("reward_gap").asc(nulls_last=True), "id"
-            )
+    if kind is _PAIR and project.label_order == Project.LabelOrder.UNCERTAIN_FIRST and EXTENSIONS.pair_order is not None:
+        ordered = EXTENSIONS.pair_order(project, candidates)
+        if ordered is not None:
+            return ordered
     return candidates.order_by("-vote_count", "id")
 
 

@@ -23,3 +23,24 @@ def test_it_refuses_a_backend_it_does_not_know(monkeypatch):
 
     with pytest.raises(ImproperlyConfigured, match="PREFTUNE_GENERATION_BACKEND='fast' is not one of auto, transformers, vllm"):
         env_choice("PREFTUNE_GENERATION_BACKEND", "auto", GENERATION_BACKENDS)
+
+
+def test_the_settings_list_of_generation_engines_is_the_one_generation_knows():
+    from django.conf import settings
+
+    from training.trainer.generation_backends import BACKENDS
+
+    assert settings.GENERATION_BACKENDS == BACKENDS
+
+
+def test_the_import_contracts_hold():
+    # Labeling knows nothing of training; the settings import no app code (pyproject.toml, [tool.importlinter]).
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([str(Path(sys.executable).with_name("lint-imports"))], cwd=root, capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Contracts: 2 kept, 0 broken." in result.stdout

@@ -12,8 +12,6 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from training.trainer.generation_backends import BACKENDS as GENERATION_BACKENDS
-
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -168,6 +166,9 @@ PREFTUNE_MODELS_DIR = Path(env_str("PREFTUNE_MODELS_DIR", str(VAR_DIR / "models"
 PREFTUNE_GENERATION_BATCH_SIZE = env_int("PREFTUNE_GENERATION_BATCH_SIZE", 16)
 # The engine a gpu worker generates with: vLLM (CUDA, requirements-vllm.txt), transformers, or auto (vLLM where it
 # can run, else transformers). Asked for by name where it cannot run, a job fails saying why.
+# training.trainer.generation_backends.BACKENDS, spelled out: the settings import no app code (tests/test_settings.py
+# checks the two agree).
+GENERATION_BACKENDS = ("auto", "transformers", "vllm")
 PREFTUNE_GENERATION_BACKEND = env_choice("PREFTUNE_GENERATION_BACKEND", "auto", GENERATION_BACKENDS)
 
 # Celery: JSON only, late acks so a task whose worker dies is redelivered.

@@ -11,11 +11,10 @@ from django.views.decorators.http import require_POST, require_safe
 
 from labeling import quality, selectors
 from labeling.errors import InvalidInput, LabelingError
+from labeling.extensions import EXTENSIONS
 from labeling.models import PairTask, PairVote
 from labeling.permissions import project_for_admin
 from labeling.services import adjudicate_pair
-from training.review import rewards as review_rewards
-from training.review import selectors as review_selectors
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -28,10 +27,11 @@ _ADJUDICATION_CHOICES = {"a": "a", "b": "b", "tie": "tie", "both_bad": "both_bad
 @require_safe
 def dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_admin(request.user, project_id)
-    generation_jobs = review_selectors.active_generation_jobs(project=project)
-    if request.headers.get("HX-Request"):
+    polled = bool(request.headers.get("HX-Request"))
+    extra = EXTENSIONS.dashboard_context(project, polled=polled) if EXTENSIONS.dashboard_context else {}
+    if polled:
         # htmx polls this address for the running generation jobs alone (labeling/_generation_jobs.html).
-        context = {"project": project, "generation_jobs": generation_jobs, "polled": True}
+        context = {"project": project, "generation_jobs": [], **extra, "polled": True}
         return render(request, "labeling/_generation_jobs.html", context)
     agreement = quality.project_agreement(project=project)
     waiting = selectors.prompts_waiting_for_candidates(project=project) if project.mode == project.Mode.COMPARE else 0
@@ -45,10 +45,10 @@ def dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
             ("ratings", agreement.rating_kappas, "rating-kappas"),
         ],
         "disagreement_count": quality.disagreement_count(project=project),
-        "generation_jobs": generation_jobs,
+        "generation_jobs": [],
         # Generated candidates are paired as compare tasks, so the notice is for compare projects only.
         "waiting_for_candidates": waiting,
-        "label_order_note": review_rewards.label_order_note(project=project),
+        **extra,
     }
     return render(request, "labeling/dashboard.html", context)
 

@@ -8,10 +8,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from labeling import services
+from labeling.extensions import EXTENSIONS
 from labeling.forms import ProjectForm
 from labeling.models import Project, TaskStatus
 from labeling.permissions import project_for_admin, staff_required
-from training.selectors import loop_walkthrough
 
 
 @require_GET
@@ -26,7 +26,8 @@ def home(request: HttpRequest) -> HttpResponse:
     walkthrough = None
     if request.user.is_staff:
         chosen = request.GET.get("loop", "")
-        walkthrough = loop_walkthrough(projects=projects, chosen_id=int(chosen) if chosen.isdigit() else None)
+        if EXTENSIONS.home_walkthrough is not None:
+            walkthrough = EXTENSIONS.home_walkthrough(projects, int(chosen) if chosen.isdigit() else None)
     return render(request, "labeling/home.html", {"projects": projects, "walkthrough": walkthrough})
 
 

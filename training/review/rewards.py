@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Abs
 from django.utils import timezone
 
 from labeling.models import Completion, Project
@@ -282,3 +283,17 @@ def label_order_note(*, project: Project) -> str:
             "of votes in order first, then train a new reward model."
         )
     return note
+
+
+def pairs_uncertain_first(project: Project, candidates: QuerySet) -> QuerySet | None:
+    """Labeling's "uncertain first" order (labeling.extensions.pair_order): pairs already started first, then those
+    whose two answers the project's reward model scores closest, unscored pairs last; None without a reward model."""
+    reward_run = project_reward_model(project=project)
+    if reward_run is None:
+        return None
+    scores = RewardScore.objects.filter(reward_run=reward_run)
+    score_a = Subquery(scores.filter(completion_id=OuterRef("completion_a_id")).values("score")[:1])
+    score_b = Subquery(scores.filter(completion_id=OuterRef("completion_b_id")).values("score")[:1])
+    return candidates.annotate(reward_gap=Abs(score_a - score_b)).order_by(
+        "-vote_count", F("reward_gap").asc(nulls_last=True), "id"
+    )

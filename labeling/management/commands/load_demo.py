@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
+from labeling.extensions import EXTENSIONS
 from labeling.importing import ImportFailed, project_import
 from labeling.models import Completion, PairTask, PairVote, Project, Prompt
 from labeling.services import pair_vote_record, project_create
@@ -241,12 +242,9 @@ class Command(BaseCommand):
 
 
 def _base_version():  # noqa: ANN202
-    """The bundled base model's version, when `prepare_base_model` has registered it (`make run` does first)."""
-    from training.models import BaseModel
-    from training.review.versions import base_version_get_or_create
-
-    base = BaseModel.objects.order_by("id").first()
-    return base_version_get_or_create(base_model=base) if base is not None else None
+    """The bundled base model's version, when `prepare_base_model` has registered it (`make run` does first); None
+    without the training app."""
+    return EXTENSIONS.demo_base_version() if EXTENSIONS.demo_base_version is not None else None
 
 
 def _spread_over_past_days(project: Project) -> None:
