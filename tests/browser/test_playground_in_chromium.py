@@ -9,7 +9,8 @@ import time
 import pytest
 
 from labeling.models import PairTask, Prompt
-from tests.factories import PASSWORD, AdminFactory
+from tests.browser.pages import log_in
+from tests.factories import AdminFactory
 from tests.review.conftest import review_setup, tiny_adapter_dir  # noqa: F401 - a fixture
 from tests.worker_process import celery_worker, purge_queues, wait_for
 from training.models import PlaygroundRequest
@@ -25,11 +26,7 @@ def test_an_admin_asks_two_versions_and_watches_both_answers_being_written(
                      name="Playground in Chromium")
     admin = AdminFactory(username="playground-admin")
     purge_queues("gpu")
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", admin.username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/")
+    log_in(page, live_server.url, admin.username)
     page.goto(f"{live_server.url}/projects/{s.project.pk}/dashboard/")
     page.click("[data-testid=playground-link]")
 

@@ -9,7 +9,8 @@ import re
 import pytest
 
 from labeling.models import Completion
-from tests.factories import PASSWORD, AdminFactory
+from tests.browser.pages import log_in
+from tests.factories import AdminFactory
 from tests.review.conftest import review_setup, tiny_adapter_dir  # noqa: F401 - a fixture
 from tests.worker_process import celery_worker, purge_queues, wait_for
 from training.models import GenerationJob
@@ -26,11 +27,7 @@ def test_a_review_job_shows_progress_refuses_a_second_generate_and_cancels_withi
     setup = review_setup(prompts=30, base_path=str(tiny_model_dir), adapter_path=str(tiny_adapter_dir), with_outputs=False)
     admin = AdminFactory(username="review-jobs-admin")
     purge_queues("gpu")
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", admin.username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/")
+    log_in(page, live_server.url, admin.username)
     review = f"{live_server.url}/runs/{setup.run.pk}/review/"
     page.goto(review)
     page.fill("input[name=max_new_tokens]", "96")  # the form's other defaults as they are
