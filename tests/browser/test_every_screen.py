@@ -62,6 +62,11 @@ OVERFLOWING = """() => {
 }"""
 SCROLLS_SIDEWAYS = "() => document.documentElement.scrollWidth > document.documentElement.clientWidth"
 
+# A box that scrolls sideways must say what it holds and take the keyboard (a screen reader announces the region).
+UNLABELLED_SCROLL_BOXES = """() => [...document.querySelectorAll('.table-scroll')]
+  .filter(el => el.getAttribute('role') !== 'region' || !el.getAttribute('aria-label') || el.tabIndex !== 0)
+  .map(el => `a sideways-scrolling box without a label: ${(el.innerText || '').trim().slice(0, 60)}`)"""
+
 # Text a reader cannot read whole (issue 26: "v_pro", "(QL" on the models page): a box that hides what is wider than it
 # (overflow hidden or clip), and a word of up to 40 characters split across two lines. Longer tokens (paths, hashes,
 # URLs) may wrap anywhere; hyphens, slashes and commas are where a browser may break a word anyway.
@@ -162,6 +167,7 @@ def _problems(screen: Screen, name: str) -> list[str]:
         problems.append(f"horizontal scrollbar: the page is {width} px wide in a {screen.width} px viewport")
     problems += [f"past the right edge: {line}" for line in page.evaluate(OVERFLOWING)]
     problems += page.evaluate(CLIPPED, screen.width >= 1024)
+    problems += page.evaluate(UNLABELLED_SCROLL_BOXES)
     return [f"{name} at {screen.width} px: {problem}" for problem in problems]
 
 
