@@ -227,3 +227,26 @@ def test_the_review_page_compares_tuned_with_base_best_of_n(admin_client, tiny_m
     assert "on 4 held-out prompts, the tuned model's first answer scores above the best of the base model's 3 answers" in page
     assert "<b>75%</b>" in page and "mean score 2 (base best-of-3) against 2.5 (tuned)" in page
     assert "Not yet distinguishable from sampling the base model 3 times." in page
+
+
+def test_a_cancelled_scoring_job_stops_between_two_batches_and_keeps_what_it_scored(tiny_model_dir, reward_output_dir, monkeypatch):
+    # Issue 26: every long job has a Cancel that stops it.
+    setup = _collapsed_setup(tiny_model_dir)
+    reward_run = _reward_run(setup.project, reward_output_dir)
+    job = review_rewards.reward_scoring_job_create(project=setup.project)
+    monkeypatch.setattr(review_rewards, "SCORE_BATCH", 4)
+    scores = review_rewards.RewardScorer.scores
+
+    def cancel_after_the_first_batch(self, ids):  # noqa: ANN001, ANN202
+        found = scores(self, ids)
+        GenerationJob.objects.filter(pk=job.pk).update(status="cancelled")
+        return found
+
+    monkeypatch.setattr(review_rewards.RewardScorer, "scores", cancel_after_the_first_batch)
+
+    done = _run_job(job)
+
+    assert done.status == "cancelled"
+    assert RewardScore.objects.filter(reward_run=reward_run).count() == 4 == done.completions_created
+    assert done.notes == ["Cancelled after scoring 4 of 16 answers; their scores stay."]
+    assert done.finished_at is not None

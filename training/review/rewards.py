@@ -94,6 +94,13 @@ def reward_scoring_execute(*, job: GenerationJob) -> tuple[int, int]:
     scorer = RewardScorer(reward_run)
     scored = 0
     for start in range(0, len(pending), SCORE_BATCH):
+        if GenerationJob.objects.filter(pk=job.pk, status=JobStatus.CANCELLED).exists():
+            # Cancelled between two batches: what was scored stays, and a new job scores the rest.
+            GenerationJob.objects.filter(pk=job.pk).update(
+                finished_at=timezone.now(), completions_created=scored,
+                notes=[f"Cancelled after scoring {scored} of {len(pending)} answers; their scores stay."],
+            )
+            break
         batch = pending[start : start + SCORE_BATCH]
         scorer.scores(batch)
         scored += len(batch)
