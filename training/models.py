@@ -7,6 +7,11 @@ from django.db import models
 from django.utils import timezone
 
 
+def run_queue(num_processes: int) -> str:
+    """The queue a run's message goes to: ``gpu`` for one GPU, ``gpuN`` for N. A worker with G GPUs listens on
+    ``gpu,gpu2,…,gpuG``, so a run waits until a worker with enough GPUs takes it."""
+    return "gpu" if num_processes <= 1 else f"gpu{num_processes}"
+
 class BaseModel(models.Model):
     """A model runs start from. Registered from the models page (checked and measured there) or in the admin."""
 
@@ -176,8 +181,6 @@ class TuningRun(models.Model):
 
     @property
     def queue(self) -> str:
-        from training.requeue import run_queue
-
         return run_queue(self.gpus)
 
     @property

@@ -25,7 +25,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from training.broker import send_by_name
-from training.models import TuningRun
+from training.models import TuningRun, run_queue
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +33,6 @@ TASK_NAME = "workers.run_train"
 # Kombu's Redis transport keeps one list per priority step: "gpu", "gpu\x06\x163", … (kombu.transport.redis).
 _REDIS_PRIORITY_STEPS = (0, 3, 6, 9)
 _REDIS_PRIORITY_SEP = "\x06\x16"
-
-
-def run_queue(num_processes: int) -> str:
-    """The queue a run's message goes to: ``gpu`` for one GPU, ``gpuN`` for N. A worker with G GPUs listens on
-    ``gpu,gpu2,…,gpuG``, so a run waits until a worker with enough GPUs takes it."""
-    return "gpu" if num_processes <= 1 else f"gpu{num_processes}"
 
 
 def _queue_of(run_id: int) -> str:

@@ -852,7 +852,7 @@ def base_models_table() -> list[BaseModelRow]:
 
 def workers_taking(gpus: int) -> list[Worker]:
     """Workers that have announced a queue for runs on ``gpus`` GPUs (``gpu`` for one, ``gpuN`` for N)."""
-    from training.requeue import run_queue
+    from training.models import run_queue
 
     queue = run_queue(gpus)
     return [worker for worker in Worker.objects.all() if queue in worker.queues]

@@ -25,9 +25,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from labeling.models import Completion, PairTask, Project, Prompt, RateTask
-from training.broker import send_by_name
 from training.heartbeat import Heartbeat, stale_condition
 from training.models import GenerationJob, ModelVersion, TuningRun
+from training.review.queueing import generation_job_enqueue_on_commit
 from training.review.versions import ReviewError
 from training.trainer import candidates as pairing_core
 from training.trainer.generation_backends import generation_dtype, resolve_backend
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 JobStatus = GenerationJob.Status
-GENERATE_TASK = "workers.generate"
 
 # Each prompt's candidates are paired all-against-all up to this many pairs (4 completions make 6).
 MAX_CANDIDATE_PAIRS_PER_PROMPT = pairing_core.DEFAULT_MAX_PAIRS
@@ -165,25 +164,8 @@ def generation_job_create(
         )
         job.model_versions.set(versions)
         if enqueue:
-            _enqueue_on_commit(job.pk)
+            generation_job_enqueue_on_commit(job.pk)
     return job
-
-
-def _enqueue_on_commit(job_id: int) -> None:
-    transaction.on_commit(lambda: _send(job_id))
-
-
-def _send(job_id: int) -> None:
-    """Publish the job's message; with the broker unreachable, fail the job with the reason instead of a 500."""
-    error = send_by_name(GENERATE_TASK, args=[job_id], queue="gpu")
-    if error is not None:
-        logger.error("Generation job %s could not be queued: the broker is unreachable (%s).", job_id, error)
-        GenerationJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-            status=JobStatus.FAILED,
-            finished_at=timezone.now(),
-            error="The task broker could not be reached, so the job was not queued. Start it again once the "
-            "broker is back.",
-        )
 
 
 def generation_job_claim(*, job_id: int, worker: str) -> bool:

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from labeling.models import Completion, Project
 from training.models import GenerationJob, ModelVersion, RewardScore, TuningRun
+from training.review.queueing import generation_job_enqueue_on_commit
 from training.templatetags.numbers import format_share
 from training.trainer.reward import ScoreDistribution, score_distributions, spread_collapsed
 
@@ -58,8 +59,6 @@ def reward_scoring_job_create(
     """Queue a job that scores every completion of the project the reward model has not scored yet (review outputs,
     candidates, imported answers); None when there is no reward model or nothing to score. A job already queued or
     running for the same reward model is returned instead of a second one."""
-    from training.review.generation import _enqueue_on_commit
-
     reward_run = reward_run or project_reward_model(project=project)
     if reward_run is None:
         return None
@@ -78,7 +77,7 @@ def reward_scoring_job_create(
             project=project, run=reward_run, prompt_ids=prompt_ids, settings={}, purpose=GenerationJob.Purpose.SCORES,
             prompt_count=len(prompt_ids), completions_total=pending.count(), created_by=created_by,
         )
-        _enqueue_on_commit(job.pk)
+        generation_job_enqueue_on_commit(job.pk)
     return job
 
 

@@ -40,7 +40,7 @@ def load_for_generation(
     settings = choose_device()
     device = device or settings.device
     # bf16 on CUDA halves memory and is accurate enough for sampling; fp32 on CPU (no fast bf16 there).
-    from .generation_backends import TRANSFORMERS, generation_dtype
+    from .engines import TRANSFORMERS, generation_dtype
 
     dtype = getattr(torch, generation_dtype(TRANSFORMERS, device=device))
     tokenizer_source = adapter_dir or model_path

@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .engines import VLLM, GenerationBackendError, SampleRequest, generation_dtype, prepare_vllm_environment
 from .generation import FINISH_LENGTH, FINISH_STOP, GeneratedText, generation_end_ids, prompt_token_ids
-from .generation_backends import VLLM, GenerationBackendError, SampleRequest, generation_dtype, prepare_vllm_environment
 
 # The LoRA ranks vLLM's kernels are built for: its max_lora_rank must be one of these.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
