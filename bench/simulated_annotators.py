@@ -25,12 +25,9 @@ _POLITE_OPENER = re.compile(
 )
 
 
-def word_count(text: str) -> int:
-    return len(text.split())
-
-
-# One definition of "not an answer", the one the review page counts with.
+# One definition of "not an answer", the one the review page counts with, and one word counter.
 from training.trainer.degeneration import is_degenerate  # noqa: E402
+from training.trainer.text import word_count  # noqa: E402
 
 
 def _shorter(text: str) -> float:

@@ -29,6 +29,7 @@ from training.review.comparisons import (
 from training.trainer.degeneration import degeneration
 from training.trainer.movement import NOT_MOVED_SHARE, same_text
 from training.trainer.review import LOSS, TIE, WIN, bradley_terry_bootstrap, engine_of, win_rate
+from training.trainer.text import word_count
 from training.trainer.win_rates import (
     LengthControlledWinRate,
     PairedWinRate,
@@ -51,9 +52,8 @@ CONTAMINATED = "trained on held-out votes: its win rate is contaminated"
 _OUTCOME = {PairVote.Choice.A: WIN, PairVote.Choice.B: LOSS, PairVote.Choice.TIE: TIE, PairVote.Choice.BOTH_BAD: TIE}
 
 
-def words(text: str) -> int:
-    """Answer length for the length-controlled win rate: words, as a reader counts them."""
-    return len(text.split())
+# Answer length for the length-controlled win rate: words, as a reader counts them.
+words = word_count
 
 
 def heldout_prompt_count(*, project: Project) -> int:

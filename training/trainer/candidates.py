@@ -31,6 +31,8 @@ import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
+from .text import word_count
+
 ALL = "all"
 LENGTH_EXTREMES = "length_extremes"
 MIXED_TEMPERATURES = "mixed_temperatures"
@@ -48,10 +50,6 @@ CUT_OFF_CHOICES = (AGAINST_FINISHED, LEFT_OUT, PAIRED)
 def check_cut_off(cut_off: str) -> None:
     if cut_off not in CUT_OFF_CHOICES:
         raise ValueError(f"Unknown treatment of cut-off answers {cut_off!r}: use one of {', '.join(CUT_OFF_CHOICES)}.")
-
-
-def word_count(text: str) -> float:
-    return float(len(text.split()))
 
 
 @dataclass(frozen=True)
