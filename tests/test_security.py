@@ -50,6 +50,12 @@ ADMIN_URLS = {
     "training:version_download",
     "training:version_export_start",
     "training:version_exports",
+    # Admins' unless a project lets its annotators use the playground (tests/playground/test_playground.py).
+    "training:playground",
+    "training:playground_request",
+    "training:playground_cancel",
+    "training:playground_keep",
+    "training:playground_battle",
 }
 API_URLS = {"api:projects", "api:import", "api:export", "api:next", "api:vote"}
 OPEN_URLS = {"login", "logout", "favicon"}
@@ -82,6 +88,14 @@ def _url(name: str, project, pair: PairTask) -> str:
 
         job = GenerationJob.objects.create(project=project, prompt_ids=[], settings={}, purpose="candidates")
         return reverse(name, kwargs={"job_id": job.pk})
+    if name.startswith("training:playground_"):
+        from tests.factories import AdminFactory
+        from training.models import PlaygroundRequest
+
+        question = PlaygroundRequest.objects.create(
+            project=project, created_by=AdminFactory(), messages=[{"role": "user", "content": "Hi?"}], settings={}
+        )
+        return reverse(name, kwargs={"request_id": question.pk})
     if name in ("labeling:home", "labeling:project_new", "api:projects", "login", "logout", "training:base_models"):
         return reverse(name)
     kwargs["project_id"] = project.pk

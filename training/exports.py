@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import tempfile
-import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from training.access import describe_failure
 from training.broker import send_by_name
 from training.heartbeat import Heartbeat, stale_condition
 from training.models import ModelVersion, VersionExport
@@ -119,7 +119,7 @@ def version_export_execute(*, export_id: int) -> VersionExport:
             version_export_build(version=export.version, kind=export.kind, on_stage=lambda text: running.update(stage=text))
         except Exception as exc:  # noqa: BLE001 - any failure ends the export with its reason recorded
             logger.exception("Export %s failed", export_id)
-            reason = str(exc) if isinstance(exc, ExportError) else _describe(exc)
+            reason = str(exc) if isinstance(exc, ExportError) else describe_failure(exc)
             running.update(status=ExportStatus.FAILED, error=reason, stage="", finished_at=timezone.now())
         else:
             running.update(status=ExportStatus.SUCCEEDED, error="", stage="", finished_at=timezone.now())
@@ -160,10 +160,6 @@ def version_export_build(
 
 def _ignore(_: str) -> None:
     return None
-
-
-def _describe(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
 
 
 def version_exports_reap(*, worker_name: str | None = None, older_than: timedelta | None = None) -> list[int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from django.utils import timezone
 from labeling import quality, selectors
 from labeling.models import Project
 from training import selectors as training_selectors
+from training.access import describe_failure
 from training.heartbeat import Heartbeat, stale_condition
 from training.models import BaseModel, DatasetSnapshot, ModelVersion, RunMetric, TuningRun, Worker
 from training.trainer.config import SettingsError, TrainSettings
@@ -456,7 +456,7 @@ def run_execute(*, run_id: int, worker_stopping: Callable[[], bool] | None = Non
             )
     except Exception as exc:  # noqa: BLE001 - any failure ends the run with its reason recorded
         logger.exception("Run %s failed", run_id)
-        _finish(run_id, attempt, Status.FAILED, error=_describe(exc))
+        _finish(run_id, attempt, Status.FAILED, error=describe_failure(exc))
         return TuningRun.objects.get(pk=run_id)
     if ended.yielded and not _cancel_requested(run_id):
         _hand_back(run_id, attempt)
@@ -539,11 +539,6 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _describe(exc: BaseException) -> str:
-    frames = traceback.format_exception_only(type(exc), exc)
-    return "".join(frames).strip()[:4000]
 
 
 def _finish(run_id: int, attempt: int, status: str, *, error: str = "") -> None:

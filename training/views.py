@@ -11,15 +11,10 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from labeling.permissions import project_for_admin
 from training import exports, registry, selectors, services
+from training.access import run_for_admin
 from training.forms import BaseModelRegisterForm, RunLaunchForm
 from training.models import ModelVersion, TuningRun
 from training.review import selectors as review_selectors
-
-
-def _run_for_admin(user, run_id: int) -> TuningRun:  # noqa: ANN001
-    if not user.is_staff:
-        raise PermissionDenied("Only admins can see tuning runs.")
-    return get_object_or_404(TuningRun.objects.select_related("project", "base_model", "snapshot", "model_version"), pk=run_id)
 
 
 @require_safe
@@ -106,33 +101,33 @@ def _run_context(run: TuningRun) -> dict:
 
 @require_safe
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _run_for_admin(request.user, run_id)
+    run = run_for_admin(request.user, run_id)
     return render(request, "training/run_detail.html", _run_context(run))
 
 
 @require_safe
 def run_status(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _run_for_admin(request.user, run_id)
+    run = run_for_admin(request.user, run_id)
     return render(request, "training/_run_status.html", _run_context(run))
 
 
 @require_safe
 def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
-    run = _run_for_admin(request.user, run_id)
+    run = run_for_admin(request.user, run_id)
     series = selectors.run_metric_series(run=run)
     return JsonResponse({"status": run.status, "step": run.step, "total_steps": run.total_steps, "series": series})
 
 
 @require_POST
 def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = services.run_cancel(run=_run_for_admin(request.user, run_id))
+    run = services.run_cancel(run=run_for_admin(request.user, run_id))
     messages.info(request, services.run_cancel_outcome(run))
     return redirect("training:run_detail", run_id=run.pk)
 
 
 @require_POST
 def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _run_for_admin(request.user, run_id)
+    run = run_for_admin(request.user, run_id)
     try:
         services.run_retry(run=run)
     except services.LaunchError as error:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import random
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,6 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from labeling.models import Completion, PairTask, Project, Prompt, RateTask
+from training.access import describe_failure
 from training.heartbeat import Heartbeat, stale_condition
 from training.models import GenerationJob, ModelVersion, TuningRun
 from training.review.queueing import generation_job_enqueue_on_commit
@@ -260,7 +260,7 @@ def _execute(job_id: int, batch_size: int, backend: str | None) -> GenerationJob
     except Exception as exc:  # noqa: BLE001 - any failure ends the job with its reason recorded
         logger.exception("Generation job %s failed", job_id)
         GenerationJob.objects.filter(pk=job_id, status=JobStatus.RUNNING).update(
-            status=JobStatus.FAILED, error=_describe(exc), finished_at=timezone.now()
+            status=JobStatus.FAILED, error=describe_failure(exc), finished_at=timezone.now()
         )
         return GenerationJob.objects.get(pk=job_id)
     # The review step may have added notes of its own (battles it could not make): keep them after ours.
@@ -286,7 +286,7 @@ def _scoring_job_execute(job: GenerationJob) -> GenerationJob:
     except Exception as exc:  # noqa: BLE001 - any failure ends the job with its reason recorded
         logger.exception("Scoring job %s failed", job.pk)
         GenerationJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
-            status=JobStatus.FAILED, error=_describe(exc), finished_at=timezone.now()
+            status=JobStatus.FAILED, error=describe_failure(exc), finished_at=timezone.now()
         )
         return GenerationJob.objects.get(pk=job.pk)
     scoring_job_finish(job_id=job.pk, scored=scored, skipped=skipped)
@@ -457,10 +457,6 @@ def _generate_missing(
         backend=backend,
     )
     return progress
-
-
-def _describe(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
 
 
 def candidate_pairs_create(

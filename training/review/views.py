@@ -13,6 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from labeling.models import Project
 from labeling.permissions import project_for_admin
+from training.access import run_for_admin
 from training.models import Battle, GenerationJob, ModelVersion, TuningRun
 from training.review import battles as review_battles
 from training.review import figures
@@ -24,12 +25,6 @@ from training.review.comparisons import comparison_key, describe_settings
 from training.review.forms import CandidatesForm, GenerationForm, SideBySideFilter, VersionPairForm
 
 ROWS_PER_PAGE = 20
-
-
-def _run_for_admin(user, run_id: int) -> TuningRun:  # noqa: ANN001
-    if not user.is_staff:
-        raise PermissionDenied("Only admins can review tuning runs.")
-    return get_object_or_404(TuningRun.objects.select_related("project", "base_model", "model_version"), pk=run_id)
 
 
 def _versions_or_none(run: TuningRun) -> tuple[ModelVersion, ModelVersion] | None:
@@ -63,7 +58,7 @@ def _battles_message(battle: Battle) -> str:
 def run_review(request: HttpRequest, run_id: int) -> HttpResponse:
     """The side by side, the figures and the review jobs; htmx polls the same address for the jobs table alone
     while a job is queued or running."""
-    run = _run_for_admin(request.user, run_id)
+    run = run_for_admin(request.user, run_id)
     project = run.project
     if request.headers.get("HX-Request"):
         return render(request, "training/_review_jobs.html", _review_jobs_context(run))
@@ -123,7 +118,7 @@ def _review_jobs_context(run: TuningRun) -> dict:
 
 @require_POST
 def run_review_generate(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _run_for_admin(request.user, run_id)
+    run = run_for_admin(request.user, run_id)
     running = review_selectors.active_generation_job(project=run.project, purpose=GenerationJob.Purpose.REVIEW, run=run)
     if running is not None:
         # A second job would write the same outputs (its skip list is read before the first stores them).
@@ -159,7 +154,7 @@ def run_review_generate(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @require_POST
 def run_battles_create(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _run_for_admin(request.user, run_id)
+    run = run_for_admin(request.user, run_id)
     filters = SideBySideFilter(request.POST)
     key = filters.cleaned_data["settings"] if filters.is_valid() else None
     try:
@@ -180,7 +175,7 @@ def run_battles_create(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @require_safe
 def run_battles(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _run_for_admin(request.user, run_id)
+    run = run_for_admin(request.user, run_id)
     context: dict = {"run": run, "project": run.project, "validation": review_selectors.run_validation(run=run)}
     versions = _versions_or_none(run)
     if versions is not None:
