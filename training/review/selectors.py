@@ -27,7 +27,7 @@ from training.review.comparisons import (
     settings_key,
 )
 from training.trainer.degeneration import degeneration
-from training.trainer.movement import NOT_MOVED_SHARE, same_text
+from training.trainer.movement import Movement, same_text
 from training.trainer.review import LOSS, TIE, WIN, bradley_terry_bootstrap, engine_of, win_rate
 from training.trainer.text import word_count
 from training.trainer.win_rates import (
@@ -364,26 +364,14 @@ def output_lengths(rows: list[SideBySideRow]) -> dict[str, float | int | None]:
 
 
 @dataclass(frozen=True)
-class MovementSummary:
-    """Identical share and per-token KL of a comparison: measured by the worker (``GenerationJob.movement``)
-    when a review job made these outputs, else counted here (and the KL is unknown)."""
+class MovementSummary(Movement):
+    """Identical share and per-token KL of a comparison (``Movement``: the one rule for "did it move"): measured by
+    the worker (``GenerationJob.movement``) when a review job made these outputs, else counted here (and the KL is
+    unknown), with the page's wording."""
 
-    pairs: int
-    identical: int
-    kl_per_token: float | None
-    tokens: int
-    job_id: int | None
+    job_id: int | None = None
     engines: str = ""  # "transformers float32"; "vllm bfloat16 against transformers float32" where mixed
     mixed_engines: int = 0  # pairs whose two answers came from different engines or precisions (only when asked)
-
-    @property
-    def identical_share(self) -> float | None:
-        return self.identical / self.pairs if self.pairs else None
-
-    @property
-    def did_not_move(self) -> bool:
-        share = self.identical_share
-        return share is not None and share >= NOT_MOVED_SHARE
 
     @property
     def identical_percent(self) -> str:
