@@ -19,7 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from labeling import importing, selectors, services
 from labeling.errors import InvalidInput, LabelingError
 from labeling.models import PairTask, Project, RateTask
-from labeling.permissions import project_for_admin, project_for_annotator
+from labeling.permissions import project_for_admin, project_for_annotator, visible_projects
 
 
 def _error(message: str, status: int, **extra: Any) -> JsonResponse:
@@ -91,7 +91,7 @@ def _project_json(project: Project) -> dict[str, Any]:
 
 @api_endpoint(("GET",))
 def projects(request: HttpRequest) -> HttpResponse:
-    visible = Project.objects.all() if request.user.is_staff else request.user.labeling_projects.all()
+    visible = visible_projects(request.user)
     return JsonResponse({"projects": [_project_json(p) for p in visible]})
 
 

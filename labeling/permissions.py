@@ -6,12 +6,18 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from labeling.models import Project
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse
+
+
+def visible_projects(user: Any) -> QuerySet[Project]:
+    """The projects ``user`` may see: every one for staff, their own for an annotator."""
+    return Project.objects.all() if user.is_staff else user.labeling_projects.all()
 
 
 def project_for_annotator(user: Any, project_id: int) -> Project:

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from labeling.permissions import project_for_admin
+from labeling.permissions import project_for_admin, staff_required
 from training import exports, registry, selectors, services
 from training.access import run_for_admin
 from training.forms import BaseModelRegisterForm, RunLaunchForm
@@ -137,10 +137,9 @@ def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
     return redirect("training:run_detail", run_id=run.pk)
 
 
+@staff_required
 @require_http_methods(["GET", "POST"])
 def base_models(request: HttpRequest) -> HttpResponse:
-    if not request.user.is_staff:
-        raise PermissionDenied("Only admins can register base models.")
     form = BaseModelRegisterForm(request.POST or None)
     status = 200
     if request.method == "POST":

@@ -10,13 +10,13 @@ from django.views.decorators.http import require_GET, require_http_methods
 from labeling import services
 from labeling.extensions import EXTENSIONS
 from labeling.forms import ProjectForm
-from labeling.models import Project, TaskStatus
-from labeling.permissions import project_for_admin, staff_required
+from labeling.models import TaskStatus
+from labeling.permissions import project_for_admin, staff_required, visible_projects
 
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    projects = Project.objects.all() if request.user.is_staff else request.user.labeling_projects.all()
+    projects = visible_projects(request.user)
     projects = projects.annotate(
         pair_total=Count("pair_tasks", distinct=True),
         pair_open=Count("pair_tasks", filter=Q(pair_tasks__status=TaskStatus.OPEN), distinct=True),
