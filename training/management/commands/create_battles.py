@@ -13,7 +13,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from labeling.models import Project
-from training.models import ModelVersion, TuningRun
+from training.management.runs import run_with_review_versions
+from training.models import ModelVersion
 from training.review import battles as review_battles
 from training.review import versions as review_versions
 from training.review.comparisons import describe_settings
@@ -36,14 +37,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         run = None
         if options["run"]:
-            run = TuningRun.objects.select_related("project", "base_model", "model_version").filter(pk=options["run"]).first()
-            if run is None:
-                raise CommandError(f"No run with id {options['run']}.")
+            run, base, tuned = run_with_review_versions(options["run"])
             project = run.project
-            try:
-                base, tuned = review_versions.run_review_versions(run=run)
-            except review_versions.ReviewError as error:
-                raise CommandError(error.message) from error
             first, second = tuned, base
         else:
             project = Project.objects.filter(pk=options["project"]).first() if options["project"] else None

@@ -13,7 +13,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from labeling.models import Project
-from training.models import GenerationJob, ModelVersion, TuningRun
+from training.management.runs import run_with_review_versions
+from training.models import GenerationJob, ModelVersion
 from training.review import generation as review_generation
 from training.review import versions as review_versions
 from training.templatetags.numbers import format_number
@@ -75,14 +76,9 @@ class Command(BaseCommand):
                 raise CommandError(str(error)) from error
         run = None
         if options["run"]:
-            run = TuningRun.objects.select_related("project", "base_model", "model_version").filter(pk=options["run"]).first()
-            if run is None:
-                raise CommandError(f"No run with id {options['run']}.")
+            run, base, tuned = run_with_review_versions(options["run"])
             project = run.project
-            try:
-                versions = list(review_versions.run_review_versions(run=run))
-            except review_versions.ReviewError as error:
-                raise CommandError(error.message) from error
+            versions = [base, tuned]
         else:
             project = Project.objects.filter(pk=options["project"]).first() if options["project"] else None
             version_ids = _ids(options["versions"])
