@@ -23,7 +23,7 @@ from tests.factories import PASSWORD, AdminFactory, ProjectFactory, UserFactory,
 from tests.worker_process import celery_worker, purge_queues, wait_for
 from training.models import BaseModel, Battle, GenerationJob, ModelVersion, TuningRun
 from training.review.selectors import battle_results
-from training.trainer.generation_backends import resolve_backend
+from training.trainer.generation_backends import generation_dtype, resolve_backend
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -93,10 +93,9 @@ def test_base_and_tuned_outputs_battles_and_the_win_rate(client, tiny_model_dir,
     base = ModelVersion.objects.get(base_model_id=run.base_model_id, adapter_path="")
     assert {c.model_version_id for c in outputs} == {base.pk, tuned.pk}
     engine = resolve_backend(settings.PREFTUNE_GENERATION_BACKEND)  # the worker's engine: transformers without CUDA
-    assert all(
-        c.generation_settings == {"temperature": 0.0, "top_p": 0.9, "max_new_tokens": 16, "seed": 0, "sample": 0, "backend": engine}
-        for c in outputs
-    )
+    recorded = {"temperature": 0.0, "top_p": 0.9, "max_new_tokens": 16, "seed": 0, "sample": 0, "backend": engine,
+                "dtype": generation_dtype(engine)}
+    assert all(c.generation_settings == recorded for c in outputs)
     # One output for every prompt from each version (the tiny model's base answers are often empty: that is fine
     # here; tests/trainer/test_generation.py checks that the real model answers).
     assert len({(c.prompt_id, c.model_version_id) for c in outputs}) == 2 * len(HELDOUT)

@@ -348,3 +348,22 @@ def test_kto_rows_reach_the_trainer_in_a_seeded_shuffled_order(tiny_model_dir, t
     # Then the training rows are all there, not in their original order, and in the same order both times
     original = [r["completion"][0]["content"] for r in rows]
     assert sorted(seen[0]) == sorted(original) and seen[0] != original and seen[0] == seen[1]
+
+
+def test_before_save_is_called_before_each_checkpoint_is_written_and_can_stop_it(tiny_model_dir, tmp_path):
+    # The worker's child passes a check here that kills it when its attempt was superseded (tests/training/
+    # test_run_faults.py freezes one); a check that raises leaves that checkpoint unwritten.
+    checkpoints = tmp_path / "checkpoints"
+    seen: list[list[str]] = []
+
+    def before_save() -> None:
+        seen.append(sorted(p.name for p in checkpoints.glob("checkpoint-*")))
+        if len(seen) == 2:
+            raise RuntimeError("superseded")
+
+    with pytest.raises(RuntimeError, match="superseded"):
+        train(model_path=str(tiny_model_dir), rows=make_dpo_rows(8), settings=_settings(max_steps=4, save_steps=1),
+              output_dir=str(tmp_path), before_save=before_save)
+
+    assert seen == [[], ["checkpoint-1"]], "each call comes before its checkpoint exists"
+    assert sorted(p.name for p in checkpoints.glob("*checkpoint-*")) == ["checkpoint-1"], "the stopped save wrote nothing"

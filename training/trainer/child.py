@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             should_stop=lambda: stop["requested"] or os.getppid() != parent,
             should_pause=lambda: stop["pause"],
             resume_from_checkpoint=spec.resume_from_checkpoint,
+            before_save=lambda: _stop_if_superseded(spec),
         )
     except (SettingsError, RowsError) as exc:
         return _refuse(exc, spec)

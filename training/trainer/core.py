@@ -590,6 +590,7 @@ def train(
     resume_from_checkpoint: str | None = None,
     device: DeviceSettings | None = None,
     should_pause: Callable[[], bool] | None = None,
+    before_save: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on `rows` with DPO or KTO and save it to `<output_dir>/adapter`.
 
@@ -602,7 +603,8 @@ def train(
     `progress` is called from the training thread for every log line; `should_stop` is polled after
     every optimizer step and, when it returns True, training stops after that step and the result
     has `cancelled=True` and no adapter. `should_pause` is the same, but saves a checkpoint at that step first
-    (the result has `paused=True` too), for a worker that is shutting down.
+    (the result has `paused=True` too), for a worker that is shutting down. `before_save` is called right before
+    each checkpoint is written (the worker's child stops there if its attempt was superseded while it slept).
     The reference model is the base model with the adapter disabled (one model in memory).
     """
     settings.validate()
@@ -708,6 +710,16 @@ def train(
         # epoch to run, train() still loads the checkpoint's weights and state and finishes as usual (best checkpoint
         # reloaded, metrics, callbacks); tests/trainer/test_core.py pins this on the installed transformers.
         trainer._run_epoch = lambda **_: None  # noqa: SLF001
+    if before_save is not None:
+        # transformers saves a checkpoint after the step's log and evaluation: a trainer frozen after those, and
+        # woken once its run has moved on, must not write it (the log and evaluation check through `progress`).
+        save_checkpoint = trainer._save_checkpoint  # noqa: SLF001
+
+        def checked_save(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+            before_save()
+            return save_checkpoint(*args, **kwargs)
+
+        trainer._save_checkpoint = checked_save  # noqa: SLF001
     output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     state = trainer.state
     train_metrics = {k: float(v) for k, v in (output.metrics or {}).items() if isinstance(v, (int, float))}
