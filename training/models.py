@@ -205,9 +205,9 @@ class TuningRun(models.Model):
         step), over a window at least one evaluation interval long (the gap between the last two evaluations
         logged, else ``eval_steps`` or ``save_steps`` from the settings). Each window then holds one evaluation
         and its checkpoint, so their cost is spread over the steps instead of making the forecast jump whenever
-        one happens; model loading before the first step no longer counts either. The average since start
-        (which grew from 225 s to 338 s left during a 323 s run, issue 10) is only the fallback until two steps
-        of this attempt are logged. Runs two small queries.
+        one happens; model loading before the first step no longer counts either. Until two steps of this
+        attempt are logged there is no pace, and no forecast: the average since start counts the model's loading
+        as if it were training (13 minutes forecast when 86 s were left, issue 26). Runs two small queries.
         """
         if self.status != self.Status.RUNNING or not self.started_at or self.step == 0 or not self.total_steps:
             return None
@@ -230,8 +230,7 @@ class TuningRun(models.Model):
             pace = (last_at - first_at).total_seconds() / (last_step - first_step)
             left = pace * max(0, self.total_steps - last_step) - (now - last_at).total_seconds()
             return max(0.0, left)
-        elapsed = (now - self.started_at).total_seconds()
-        return max(0.0, elapsed / self.step * (self.total_steps - self.step))
+        return None
 
     def duration_seconds(self, now) -> float | None:  # noqa: ANN001
         if not self.started_at:

@@ -71,11 +71,29 @@ def test_steps_logged_before_this_attempt_started_are_ignored():
     run.save()
     now = run.started_at + timedelta(seconds=60)
 
-    # The fallback (average since this attempt started) uses 60 s for 30 steps, not the first attempt's pace.
-    assert run.eta_seconds(now) == pytest.approx(60 / 30 * 70)
+    # The first attempt's rows give no pace for this one: no forecast until this attempt logs two steps (issue 26;
+    # the average since this attempt started, 60 s for "30 steps", was the old fallback and counted loading).
+    assert run.eta_seconds(now) is None
+    for step, seconds in ((31, 50), (32, 53)):
+        metric = RunMetric.objects.create(run=run, step=step, values={"loss": 0.5})
+        RunMetric.objects.filter(pk=metric.pk).update(created_at=run.started_at + timedelta(seconds=seconds))
+    run.step = 32
+    assert run.eta_seconds(run.started_at + timedelta(seconds=53)) == pytest.approx(3 * (TOTAL - 32))
 
 
 def test_no_eta_unless_running_with_a_step():
     run = make_run(ProjectFactory(), status="queued")
 
     assert run.eta_seconds(timezone.now()) is None
+
+
+def test_no_forecast_until_two_steps_are_logged_so_model_loading_is_not_taken_for_training():
+    # Issue 26: the first forecast said 13 minutes when 86 s were left, the model's loading counted as a step's time.
+    started = timezone.now() - timedelta(seconds=_logged_at(1) + 0.5)
+    run = _running_run(1, started=started)
+
+    assert run.eta_seconds(timezone.now()) is None, "one step logged: no pace yet"
+
+    run = _running_run(2, started=timezone.now() - timedelta(seconds=_logged_at(2)))
+    eta = run.eta_seconds(timezone.now())
+    assert eta == pytest.approx(STEP * (TOTAL - 2), abs=1.0), "the pace of the steps, not of the start-up"
