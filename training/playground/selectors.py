@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from labeling.models import Project
 from training.models import BaseModel, GenerationJob, ModelVersion, PlaygroundRequest, TuningRun
+from training.review.rewards import project_reward_model
 
 
 def playground_version_choices(*, project: Project) -> list[tuple[str, str]]:
@@ -21,8 +22,6 @@ def playground_version_choices(*, project: Project) -> list[tuple[str, str]]:
         pk__in=runs.filter(status=TuningRun.Status.SUCCEEDED, model_version__isnull=False).values("model_version_id")
     ).order_by("-id")
     choices += [(f"version:{v.pk}", v.name) for v in versions]
-    from training.review.rewards import project_reward_model
-
     reward = project_reward_model(project=project)
     if reward is not None:
         # Best of N of each, picked by the reward model: a column of its own.

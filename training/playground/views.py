@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from labeling.models import Project
-from labeling.permissions import project_for_annotator
+from labeling.permissions import project_for_annotator, staff_required
 from training.models import PlaygroundRequest
 from training.playground import selectors, services
 from training.playground.forms import PlaygroundForm
@@ -89,11 +89,10 @@ def playground_cancel(request: HttpRequest, request_id: int) -> HttpResponse:
     return redirect("training:playground_request", request_id=question.pk)
 
 
+@staff_required
 @require_POST
 def playground_keep(request: HttpRequest, request_id: int) -> HttpResponse:
     question = _request_for(request.user, request_id)
-    if not request.user.is_staff:
-        raise PermissionDenied("Only admins add prompts to a project.")
     try:
         prompt = services.playground_prompt_keep(request=question, split=request.POST.get("split", ""))
     except services.PlaygroundError as error:
@@ -104,11 +103,10 @@ def playground_keep(request: HttpRequest, request_id: int) -> HttpResponse:
     return redirect("training:playground_request", request_id=question.pk)
 
 
+@staff_required
 @require_POST
 def playground_battle(request: HttpRequest, request_id: int) -> HttpResponse:
     question = _request_for(request.user, request_id)
-    if not request.user.is_staff:
-        raise PermissionDenied("Only admins create battles.")
     try:
         battle = services.playground_battle_create(request=question, user=request.user)
     except services.PlaygroundError as error:

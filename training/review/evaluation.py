@@ -31,8 +31,8 @@ def review_outputs_finish(*, job: GenerationJob, versions: list[ModelVersion], s
     every output of both versions in a rate project."""
     pair = _base_and_tuned(job, versions)
     if pair is not None:
-        movement = movement_measure(job=job, base=pair[0], tuned=pair[1], settings=settings)
         pairs = _job_pairs(job, pair[0], pair[1], settings)
+        movement = movement_measure(job=job, base=pair[0], tuned=pair[1], settings=settings, pairs=pairs)
         mixed = sum(1 for p in pairs if p.engines_differ)
         GenerationJob.objects.filter(pk=job.pk).update(movement={
             **movement.to_dict(), "engines": review_selectors.engines_of_pairs(pairs), "mixed_engines": mixed,
@@ -89,13 +89,14 @@ def _job_pairs(
 
 
 def movement_measure(
-    *, job: GenerationJob, base: ModelVersion, tuned: ModelVersion, settings: GenerationSettings, batch_size: int = 4
+    *, job: GenerationJob, base: ModelVersion, tuned: ModelVersion, settings: GenerationSettings, batch_size: int = 4,
+    pairs: list[review_selectors.MatchedPair] | None = None,
 ) -> Movement:
     """Did ``tuned`` move away from ``base`` on this job's matched outputs? The identical share, and the mean
     per-token KL(tuned ‖ base) over the tuned outputs, measured with one loaded base and the adapter switched
     on and off. A KL that cannot be measured is logged and noted on the job, and left None: the outputs and
     their battles are still worth having."""
-    pairs = _job_pairs(job, base, tuned, settings)
+    pairs = _job_pairs(job, base, tuned, settings) if pairs is None else pairs
     identical, total = identical_counts((p.first.text, p.second.text) for p in pairs)
     if not pairs or not tuned.adapter_path:
         return Movement(pairs=total, identical=identical)

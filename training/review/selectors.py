@@ -373,6 +373,15 @@ class MovementSummary(Movement):
     engines: str = ""  # "transformers float32"; "vllm bfloat16 against transformers float32" where mixed
     mixed_engines: int = 0  # pairs whose two answers came from different engines or precisions (only when asked)
 
+    @classmethod
+    def from_stored(cls, movement: dict[str, Any], *, job_id: int) -> MovementSummary:
+        """What review job ``job_id`` stored in ``GenerationJob.movement``."""
+        return cls(
+            pairs=int(movement["pairs"]), identical=int(movement.get("identical") or 0),
+            kl_per_token=movement.get("kl_per_token"), tokens=int(movement.get("tokens") or 0), job_id=job_id,
+            engines=str(movement.get("engines") or ""), mixed_engines=int(movement.get("mixed_engines") or 0),
+        )
+
     @property
     def identical_percent(self) -> str:
         return figures.percent(self.identical_share)
@@ -401,11 +410,7 @@ def comparison_movement(
         jobs = GenerationJob.objects.filter(run=run, purpose=GenerationJob.Purpose.REVIEW).exclude(movement={}).order_by("-id")
         for job_id, job_settings, movement in jobs.values_list("id", "settings", "movement"):
             if comparison_key(job_settings) == comparison.key and movement.get("pairs"):
-                return MovementSummary(
-                    pairs=int(movement["pairs"]), identical=int(movement.get("identical") or 0),
-                    kl_per_token=movement.get("kl_per_token"), tokens=int(movement.get("tokens") or 0), job_id=job_id,
-                    engines=str(movement.get("engines") or ""), mixed_engines=int(movement.get("mixed_engines") or 0),
-                )
+                return MovementSummary.from_stored(movement, job_id=job_id)
     pairs = matched_pairs(project=project, first=tuned, second=base, settings=comparison.settings)
     return MovementSummary(
         pairs=len(pairs), identical=sum(1 for p in pairs if p.identical), kl_per_token=None, tokens=0, job_id=None,
@@ -419,11 +424,7 @@ def run_movement(*, run: TuningRun) -> MovementSummary | None:
     jobs = GenerationJob.objects.filter(run=run, purpose=GenerationJob.Purpose.REVIEW).exclude(movement={}).order_by("-id")
     for job_id, movement in jobs.values_list("id", "movement"):
         if movement.get("pairs"):
-            return MovementSummary(
-                pairs=int(movement["pairs"]), identical=int(movement.get("identical") or 0),
-                kl_per_token=movement.get("kl_per_token"), tokens=int(movement.get("tokens") or 0), job_id=job_id,
-                engines=str(movement.get("engines") or ""), mixed_engines=int(movement.get("mixed_engines") or 0),
-            )
+            return MovementSummary.from_stored(movement, job_id=job_id)
     return None
 
 
@@ -932,11 +933,7 @@ def review_jobs(*, project: Project, run_id: int | None = None, limit: int = 10)
         movement = job.movement or {}
         summary = None
         if movement.get("pairs"):
-            summary = MovementSummary(
-                pairs=int(movement["pairs"]), identical=int(movement.get("identical") or 0),
-                kl_per_token=movement.get("kl_per_token"), tokens=int(movement.get("tokens") or 0), job_id=job.pk,
-                engines=str(movement.get("engines") or ""), mixed_engines=int(movement.get("mixed_engines") or 0),
-            )
+            summary = MovementSummary.from_stored(movement, job_id=job.pk)
         rows.append(ReviewJobRow(job=job, settings_label=describe_settings(job.settings, range(n)), movement=summary))
     return rows
 
