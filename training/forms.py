@@ -21,6 +21,9 @@ from training.trainer.config import (
     AUTO_MAX_EPOCHS,
     AUTO_MAX_LENGTH,
     AUTO_MIN_EPOCHS_CPU_DPO,
+    AUTO_RL_COMPLETION_TOKENS,
+    AUTO_RL_GROUP_SIZE,
+    AUTO_RL_STEPS,
     AUTO_SFT_WEIGHT,
     AUTO_TARGET_STEPS,
     AUTO_TARGET_STEPS_CPU,
@@ -29,6 +32,7 @@ from training.trainer.config import (
     FORBIDDEN_LORA_TARGETS,
     KTO_LOSS_TYPES,
     MAX_PROCESSES,
+    RL_METHODS,
     SHARDINGS,
     LoraSettings,
     SettingsError,
@@ -70,7 +74,7 @@ class StepEstimate:
     @property
     def needs(self) -> DataNeeds | None:
         """What the validation split can resolve; None for SFT, whose validation gives a loss, not an accuracy."""
-        if self.method == "sft":
+        if self.method == "sft" or self.method in RL_METHODS:
             return None
         noun = "rated answers" if self.method == "kto" else "pairs"
         return DataNeeds(
@@ -106,13 +110,14 @@ class RunLaunchForm(forms.Form):
     )
     beta = forms.FloatField(
         required=False,
-        help_text="Leave empty for a reward model. Empty: 0.1, or 2.0 for SimPO. DPO, KTO, CPO: how far the tuned model may move from the base model "
-        "(higher keeps it closer). SimPO: the scale of its length-normalised reward (its paper uses 2 to 2.5). ORPO: "
+        help_text="Leave empty for a reward model. Empty: 0.1, or 2.0 for SimPO, 0.05 for GRPO and RLOO. DPO, KTO, CPO: how far the tuned model may move from the base model "
+        "(higher keeps it closer). GRPO, RLOO: the KL coefficient, what each step pays for drifting from the base; "
+        "it keeps the policy from chasing what the reward model over-rates (TRL's GRPO default of 0 turns it off). SimPO: the scale of its length-normalised reward (its paper uses 2 to 2.5). ORPO: "
         "the weight of the odds-ratio term against the chosen answers' likelihood (lambda).",
     )
     learning_rate = forms.FloatField(
         required=False,
-        help_text="Empty: chosen for the adapter: 5e-4 at LoRA rank 16, scaled by √(16 / rank). A LoRA adapter starts at "
+        help_text="Empty: chosen for the adapter: 5e-4 at LoRA rank 16 (2e-4 for online RL), scaled by √(16 / rank). A LoRA adapter starts at "
         "zero and needs a far larger rate than full fine-tuning; TRL's default of 1e-6 barely moves it.",
     )
     num_train_epochs = forms.FloatField(
@@ -123,7 +128,11 @@ class RunLaunchForm(forms.Form):
         f"{AUTO_MIN_EPOCHS_CPU_DPO} for DPO); small sets need several passes to move an adapter. The checkpoint with "
         "the best validation score is kept.",
     )
-    max_steps = forms.IntegerField(initial=_DEFAULTS.max_steps, help_text="-1 trains whole epochs.")
+    max_steps = forms.IntegerField(
+        initial=_DEFAULTS.max_steps,
+        help_text=f"-1 trains whole epochs; for GRPO and RLOO, {AUTO_RL_STEPS['cpu']} steps on a CPU worker and "
+        f"{AUTO_RL_STEPS['cuda']} on a GPU.",
+    )
     per_device_batch_size = forms.IntegerField(
         initial=_DEFAULTS.per_device_batch_size, label="Batch size",
         help_text="Examples per step on each GPU. KTO needs at least 2 (4 or more recommended).",
@@ -222,6 +231,25 @@ class RunLaunchForm(forms.Form):
         "mean score that keeps scores near zero: a pair loss only fixes differences, and without it scores drift, so "
         "the distributions on the review page would not line up between reward models.",
     )
+    reward_model = forms.TypedChoiceField(
+        coerce=int, empty_value=None, required=False, label="Reward model (GRPO, RLOO)",
+        help_text="What online RL raises: the project's newest reward model by default. It must rank its held-out pairs "
+        "clearly better than a coin flip (the lower end of its 95% interval above 50%), or the run is refused.",
+    )
+    num_generations = forms.IntegerField(
+        required=False, min_value=2, max_value=64, label="Group size (GRPO, RLOO)",
+        help_text=f"Empty: {AUTO_RL_GROUP_SIZE}. Answers written per prompt at each step; each is judged against its "
+        "group's mean score. The batch size counts answers, so it must be a multiple of this.",
+    )
+    max_completion_length = forms.IntegerField(
+        required=False, min_value=8, max_value=8192, label="Answer length (GRPO, RLOO)",
+        help_text=f"Empty: {AUTO_RL_COMPLETION_TOKENS['cpu']} tokens on a CPU worker, {AUTO_RL_COMPLETION_TOKENS['cuda']} "
+        "on a GPU. Answers past it are cut off; the run page charts the share cut off.",
+    )
+    temperature = forms.FloatField(
+        initial=_DEFAULTS.temperature, min_value=0.01, max_value=2, label="Sampling temperature (GRPO, RLOO)",
+        help_text="How varied a group's answers are: the update learns from their differences, so keep it near 1.",
+    )
     noise_handling = forms.ChoiceField(
         choices=list(NOISE_HANDLING.items()), initial="none", required=False, label="Annotator noise",
         help_text="When tasks have two or more votes, split pairs can be dropped and the robust loss set from the flip "
@@ -260,6 +288,12 @@ class RunLaunchForm(forms.Form):
             for version in ModelVersion.objects.filter(run__project=project, run__status=TuningRun.Status.SUCCEEDED)
             .select_related("run").order_by("-run__finished_at")
         ] if project is not None else [("", "the base model")]
+        from training.online_rl import succeeded_reward_models
+
+        self.fields["reward_model"].choices = [("", "the newest reward model")] + [
+            (run.pk, f"{run.name} ({_held_out_text(run)})")
+            for run in (succeeded_reward_models(project=project) if project is not None else [])
+        ]
         for name, field in self.fields.items():
             field.default_text = _default_text(field, self.get_initial_for_field(field, name))
 
@@ -421,6 +455,11 @@ class RunLaunchForm(forms.Form):
         for name in ("simpo_gamma", "cpo_alpha", "center_rewards"):
             if data.get(name) is not None:
                 settings[name] = data[name]
+        if data.get("method") in RL_METHODS:
+            settings["temperature"] = data["temperature"] if data.get("temperature") is not None else 1.0
+            for name in ("num_generations", "max_completion_length"):
+                if data.get(name) is not None:
+                    settings[name] = data[name]
         settings["loss_type"] = data["loss_type"] or None
         settings["label_smoothing"] = data["label_smoothing"] or 0.0
         settings["lora"] = {
@@ -430,6 +469,13 @@ class RunLaunchForm(forms.Form):
             "target_modules": [m.strip() for m in data["lora_target_modules"].split(",") if m.strip()],
         }
         return settings
+
+
+def _held_out_text(run: TuningRun) -> str:
+    held = (run.outcome or {}).get("reward_model") or {}
+    if held.get("accuracy") is None:
+        return "no held-out accuracy"
+    return f"{held['accuracy']:.0%} of {held.get('pairs')} held-out pairs"
 
 
 def _gib(value: float) -> str:

@@ -94,6 +94,8 @@ class TuningRun(models.Model):
         ORPO = "orpo", "ORPO (pairs, no reference model)"
         SFT = "sft", "SFT (imitate chosen and thumbs-up answers)"
         REWARD = "reward", "Reward model (scores answers; writes nothing)"
+        GRPO = "grpo", "GRPO (online RL against the reward model)"
+        RLOO = "rloo", "RLOO (online RL against the reward model)"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -133,6 +135,10 @@ class TuningRun(models.Model):
         ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="continued_by",
         help_text="A trained version this run starts from instead of the bare base model.",
     )
+    reward_model = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="policies",
+        help_text="An online RL run's reward model: the reward-model run whose scores it was trained to raise.",
+    )
     created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -151,7 +157,7 @@ class TuningRun(models.Model):
                 name="tuningrun_status_valid",
             ),
             models.CheckConstraint(
-                condition=models.Q(method__in=["dpo", "kto", "simpo", "cpo", "orpo", "sft", "reward"]),
+                condition=models.Q(method__in=["dpo", "kto", "simpo", "cpo", "orpo", "sft", "reward", "grpo", "rloo"]),
                 name="tuningrun_method_valid",
             ),
         ]
@@ -171,7 +177,9 @@ class TuningRun(models.Model):
     @property
     def rows_format(self) -> str:
         """The rows it trains on: "dpo" (pairs, for DPO, SimPO, CPO, ORPO), "kto" (thumbs) or "sft"."""
-        return {self.Method.KTO: "kto", self.Method.SFT: "sft"}.get(self.method, "dpo")
+        return {self.Method.KTO: "kto", self.Method.SFT: "sft", self.Method.GRPO: "prompt", self.Method.RLOO: "prompt"}.get(
+            self.method, "dpo"
+        )
 
     @property
     def gpus(self) -> int:

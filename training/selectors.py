@@ -20,6 +20,7 @@ from training.data_needs import ROWS_TO_TELL, ready_rows_to_tell
 from training.exports import version_export_zip_path
 from training.models import BaseModel, GenerationJob, ModelVersion, RunMetric, TuningRun, VersionExport, Worker
 from training.templatetags.numbers import format_number, format_setting, format_share, setting_rows
+from training.trainer.config import RL_METHODS
 
 Series = dict[str, dict[str, list[list[float]]]]  # split → metric key (no eval_ prefix) → [[step, value], ...]
 
@@ -28,13 +29,18 @@ VALIDATION_FIGURES: dict[str, tuple[tuple[str, str], ...]] = {
     "dpo": (("rewards/accuracies", "implicit-reward accuracy"), ("rewards/margins", "reward margin"), ("loss", "loss")),
     "kto": (("ranking_accuracy", "ranks held-out thumbs correctly"), ("loss", "loss"), ("kl", "KL")),
     "reward": (("accuracy", "pairwise accuracy"), ("margin", "score margin"), ("loss", "loss")),
+    "grpo": (("reward", "reward-model score"), ("mean_words", "words per answer"), ("degenerate_share", "degenerate answers")),
 }
+VALIDATION_FIGURES["rloo"] = VALIDATION_FIGURES["grpo"]
 TRAIN_FIGURES: dict[str, tuple[tuple[str, str], ...]] = {
     "dpo": (("rewards/accuracies", "accuracy"), ("rewards/margins", "margin"), ("loss", "loss")),
     "kto": (("loss", "loss"), ("kl", "KL"), ("rewards/margins", "margin")),
     "reward": (("accuracy", "accuracy"), ("margin", "margin"), ("loss", "loss")),
+    "grpo": (("reward", "mean reward"), ("kl", "KL"), ("completions/mean_length", "tokens per answer")),
 }
-SHARE_KEYS = frozenset({"rewards/accuracies", "ranking_accuracy", "accuracy"})
+TRAIN_FIGURES["rloo"] = TRAIN_FIGURES["grpo"]
+SHARE_KEYS = frozenset({"rewards/accuracies", "ranking_accuracy", "accuracy", "degenerate_share", "cut_off_share",
+                        "completions/clipped_ratio"})
 METRIC_NAMES = {
     "rewards/accuracies": "reward accuracy",
     "rewards/margins": "reward margin",
@@ -42,6 +48,7 @@ METRIC_NAMES = {
     "accuracy": "pairwise accuracy",
     "loss": "loss",
     "kl": "KL",
+    "reward": "reward-model score",
 }
 # The keys the runs table needs (headline, verdict, displacement): read one by one so it never loads every
 # metric of every run on each 5-second poll of the dashboard.
@@ -183,6 +190,8 @@ def _outcome_metrics(outcome: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 
 def _noun(method: str, count: int | None) -> str:
+    if method in RL_METHODS:
+        return "prompt" if count == 1 else "prompts"
     singular, plural = ("pair", "pairs") if method in ("dpo", "reward") else ("rated answer", "rated answers")
     return singular if count == 1 else plural
 
@@ -296,6 +305,7 @@ VERDICT_TITLES = {
     "displacement": "Likelihood displacement",
     "too_few": "Too few to tell",
     "ok": "Learning",
+    "hacking": "Reward hacking suspected",
 }
 
 REWARD_NEXT = (
@@ -446,6 +456,10 @@ def _too_few_verdict(
 
 
 def verdict_for_run(*, run: TuningRun, series: Series) -> Verdict | None:
+    if run.method in RL_METHODS:
+        from training.rl_selectors import rl_verdict
+
+        return rl_verdict(run=run)
     fraction = run.settings.get("validation_fraction") if isinstance(run.settings, dict) else None
     return run_verdict(
         method=run.method,
@@ -615,6 +629,16 @@ CHARTS = (
     Chart("NLL of the chosen answers (CPO, ORPO)", ("nll_loss",), note="Lower: the chosen answers are more likely."),
     Chart("Log odds ratio (ORPO)", ("log_odds_ratio", "log_odds_chosen")),
     Chart(
+        "Reward-model score: the mean (and spread) of each step's answers, and on the validation prompts",
+        ("reward", "reward_std"),
+        note="Rising reward alone is not progress: read it beside length and degeneration below.",
+    ),
+    Chart("Answer length in tokens (training answers)", ("completions/mean_length",), splits=("train",)),
+    Chart("Validation answers: words per answer", ("mean_words",), splits=("eval",),
+          note="Ballooning length while the reward rises is the commonest reward hack."),
+    Chart("Share of answers cut off at the length limit", ("completions/clipped_ratio", "cut_off_share"), share=True),
+    Chart("Degenerate and repeating validation answers", ("degenerate_share", "repetition"), splits=("eval",), share=True),
+    Chart(
         "Reward model: pair accuracy, training batches and validation", ("accuracy",), share=True,
         note="A training batch is a few pairs: noisy.",
     ),
@@ -636,6 +660,11 @@ METHOD_KEYS = {
 METHOD_KEYS["simpo"] = METHOD_KEYS["cpo"] = METHOD_KEYS["dpo"] | {"nll_loss"}
 METHOD_KEYS["orpo"] = METHOD_KEYS["dpo"] | {"nll_loss", "log_odds_ratio", "log_odds_chosen"}
 METHOD_KEYS["reward"] = frozenset({"loss", "accuracy", "margin", "min_reward", "mean_reward", "max_reward"})
+# TRL's GRPO and RLOO trainers, plus the reward-hacking watch's evaluations (training.trainer.rl_watch).
+METHOD_KEYS["grpo"] = METHOD_KEYS["rloo"] = frozenset({
+    "reward", "reward_std", "kl", "completions/mean_length", "completions/clipped_ratio", "mean_words",
+    "degenerate_share", "repetition", "cut_off_share",
+})
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,13 @@ from django.utils import timezone
 
 from labeling import quality, selectors
 from labeling.models import Project
+from training import online_rl
 from training import selectors as training_selectors
 from training.access import describe_failure
 from training.heartbeat import Heartbeat, stale_condition
 from training.models import BaseModel, DatasetSnapshot, ModelVersion, RunMetric, TuningRun, Worker
-from training.trainer.config import SettingsError, TrainSettings
+from training.review.rewards import reward_adapter_dir
+from training.trainer.config import RL_METHODS, SettingsError, TrainSettings
 from training.trainer.rows import (
     RowsError,
     count_kto_labels,
@@ -96,7 +98,10 @@ def dataset_preview(
 ) -> DatasetPreview:
     """The rows a run of ``method`` launched now would train on (pairs, or thumbs for KTO), with the export summary
     (what was left out and why). ``keep_cut_off_chosen`` keeps pairs whose chosen answer hit the token limit."""
-    fmt = rows_format(method)
+    fmt = "prompt" if method == "prompt" else rows_format(method)
+    if fmt == "prompt":
+        rows, summary = online_rl.prompt_rows(project=project, include_heldout=include_heldout)
+        return DatasetPreview(rows=rows, summary=summary)
     if fmt == "sft":
         # What annotators preferred, to imitate: chosen answers of a compare project, thumbs-up answers of a rate one.
         source = "kto" if project.mode == Project.Mode.RATE else "dpo"
@@ -132,6 +137,11 @@ def _trains_on_pairs(project: Project, method: str) -> bool:
 
 def _check_dataset(preview: DatasetPreview, method: str, train_settings: TrainSettings) -> None:
     rows = preview.rows
+    if rows_format(method) == "prompt" and len(rows) < online_rl.MIN_RL_PROMPTS:
+        raise LaunchError(
+            f"Too few prompts: {len(rows)} training prompt(s), and an online RL run needs at least "
+            f"{online_rl.MIN_RL_PROMPTS} to write answers to (held-out prompts are kept for the review)."
+        )
     if rows_format(method) == "dpo" and len(rows) < MIN_DPO_ROWS:
         raise LaunchError(
             f"Too little data: {len(rows)} preference pair(s) are ready, and a {method.upper()} run needs at least "
@@ -245,17 +255,23 @@ def run_launch(
     noise_handling: str = "none",
     start_from_version_id: int | None = None,
     keep_cut_off_chosen: bool = False,
+    reward_run_id: int | None = None,
 ) -> TuningRun:
     """Validate, freeze the dataset, create a queued run and enqueue its training once the row is committed.
 
     Votes on held-out prompts stay out of the snapshot unless ``include_heldout`` (then the trained version is
     flagged as having seen them). ``noise_handling`` is a NOISE_HANDLING key. Pairs whose chosen answer was cut off
     at the token limit are left out unless ``keep_cut_off_chosen``. Settings left empty (learning rate,
-    epochs) are chosen from the data here, so the run's settings say what it trains with.
+    epochs) are chosen from the data here, so the run's settings say what it trains with. An online RL run (GRPO,
+    RLOO) trains on the project's training prompts against ``reward_run_id`` (the newest reward model if None),
+    refused when that reward model is not clearly above chance on its held-out pairs.
     Raises LaunchError with the message to show; in that case nothing was written and nothing queued.
     """
     if method not in TuningRun.Method.values:
-        raise LaunchError(f"Unknown method {method!r}: choose DPO, KTO, SimPO, CPO, ORPO, SFT or a reward model.", field="method")
+        raise LaunchError(
+            f"Unknown method {method!r}: choose DPO, KTO, SimPO, CPO, ORPO, SFT, GRPO, RLOO or a reward model.",
+            field="method",
+        )
     base_model = BaseModel.objects.filter(pk=base_model_id).first() if base_model_id else None
     if base_model is None:
         raise LaunchError("Choose a base model from the registry (unknown base model).", field="base_model")
@@ -272,6 +288,14 @@ def run_launch(
     min_agreement, overrides, extra_lineage = _noise_plan(project, method, noise_handling)
     if _trains_on_pairs(project, method):
         extra_lineage["keeps_cut_off_chosen"] = keep_cut_off_chosen
+    reward_check = None
+    if method in RL_METHODS:
+        try:
+            reward_check = online_rl.reward_model_check(project=project, reward_run_id=reward_run_id)
+        except online_rl.OnlineRlRefused as exc:
+            raise LaunchError(str(exc), field=exc.field) from exc
+        overrides["reward_adapter"] = reward_adapter_dir(reward_check.run)
+        extra_lineage["reward_model"] = reward_check.lineage()
     if start_from is not None:
         overrides["init_adapter"] = start_from.adapter_path
         extra_lineage["started_from"] = {
@@ -319,6 +343,7 @@ def run_launch(
             output_dir=_new_output_dir(),
             outcome={"choices": choices} if choices else {},
             start_from=start_from,
+            reward_model=reward_check.run if reward_check else None,
         )
         _enqueue_on_commit(run.pk)
     return run
@@ -408,6 +433,24 @@ def _record_progress(run_id: int, attempt: int, event: ProgressEvent) -> None:
     values = {k: float(v) for k, v in event.metrics.items() if isinstance(v, int | float)}
     if event.kind in ("train", "eval") and values:
         RunMetric.objects.update_or_create(run_id=run_id, split=event.kind, step=event.step, defaults={"values": values})
+    if event.details and "watch_point" in event.details:
+        _record_watch_point(run_id, attempt, event.details)
+
+
+def _record_watch_point(run_id: int, attempt: int, details: dict[str, Any]) -> None:
+    """An online RL run's evaluation, answers and all, into its live watch (``outcome["watch"]``) for the run page;
+    the finished run's outcome replaces it with the whole watch and its warnings."""
+    with transaction.atomic():
+        run = _ours(run_id, attempt).select_for_update().only("outcome").first()
+        if run is None:
+            return
+        watch = dict((run.outcome or {}).get("watch") or {})
+        point = details["watch_point"]
+        if details.get("reference"):
+            watch = {"base": point, "points": []}
+        else:
+            watch["points"] = [p for p in watch.get("points", []) if p.get("step") != point.get("step")] + [point]
+        _ours(run_id, attempt).update(outcome={**(run.outcome or {}), "watch": watch})
 
 
 def _cancel_requested(run_id: int) -> bool:
@@ -531,7 +574,7 @@ def _progress_event(event: dict[str, Any]) -> ProgressEvent:
 
     return ProgressEvent(
         step=event["step"], total_steps=event["total_steps"], metrics=event.get("metrics") or {},
-        kind=event.get("kind", "train"), epoch=event.get("epoch"),
+        kind=event.get("kind", "train"), epoch=event.get("epoch"), details=event.get("details"),
     )
 
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from labeling.permissions import project_for_admin, staff_required
-from training import exports, registry, selectors, services
+from training import exports, registry, rl_selectors, selectors, services
 from training.access import run_for_admin
 from training.forms import BaseModelRegisterForm, RunLaunchForm
 from training.models import ModelVersion, TuningRun
@@ -47,6 +47,7 @@ def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
                     noise_handling=form.cleaned_data["noise_handling"],
                     start_from_version_id=form.cleaned_data["start_from"],
                     keep_cut_off_chosen=form.cleaned_data["keep_cut_off_chosen"],
+                    reward_run_id=form.cleaned_data["reward_model"],
                 )
             except services.LaunchError as error:
                 form.add_error(error.field if error.field in form.fields else None, error.message)
@@ -60,7 +61,7 @@ def run_new(request: HttpRequest, project_id: int) -> HttpResponse:
                 return redirect("training:run_detail", run_id=run.pk)
         status = 400
     previews = {
-        fmt: services.dataset_preview(project=project, method=fmt, **form.data_choices()) for fmt in ("dpo", "kto", "sft")
+        fmt: services.dataset_preview(project=project, method=fmt, **form.data_choices()) for fmt in ("dpo", "kto", "sft", "prompt")
     }
     estimate = form.step_estimate(previews)
     workers = selectors.workers_summary()
@@ -96,6 +97,7 @@ def _run_context(run: TuningRun) -> dict:
         "no_worker_yet": run.status == TuningRun.Status.QUEUED and not selectors.workers_taking(run.gpus),
         "exports": selectors.version_exports(version=run.model_version) if run.model_version else None,
         "movement": review_selectors.run_movement(run=run) if run.model_version else None,
+        "rl_watch": rl_selectors.rl_watch(run=run),
     }
 
 

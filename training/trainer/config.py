@@ -10,9 +10,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Method = Literal["dpo", "kto", "simpo", "cpo", "orpo", "sft", "reward"]
+Method = Literal["dpo", "kto", "simpo", "cpo", "orpo", "sft", "reward", "grpo", "rloo"]
 
-METHODS: tuple[str, ...] = ("dpo", "kto", "simpo", "cpo", "orpo", "sft", "reward")
+METHODS: tuple[str, ...] = ("dpo", "kto", "simpo", "cpo", "orpo", "sft", "reward", "grpo", "rloo")
+# Online RL against the project's reward model (TRL's GRPOTrainer and RLOOTrainer): the policy writes answers to
+# the training prompts, the reward model scores them, and the update favours the better answers of each group,
+# held near the reference by a KL penalty. They train on prompts, not on votes.
+RL_METHODS: tuple[str, ...] = ("grpo", "rloo")
 # Methods that train on preference pairs (prompt, chosen, rejected); KTO trains on thumbs.
 PAIR_METHODS: tuple[str, ...] = ("dpo", "simpo", "cpo", "orpo")
 # Methods without a reference model (TRL's CPO and ORPO trainers): half the forward passes of DPO.
@@ -55,16 +59,30 @@ KTO_LOSS_TYPES: tuple[str, ...] = ("kto", "apo_zero_unpaired")
 CPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "hinge", "ipo")
 LOSS_TYPES: dict[str, tuple[str, ...]] = {
     "dpo": DPO_LOSS_TYPES, "kto": KTO_LOSS_TYPES, "cpo": CPO_LOSS_TYPES, "simpo": ("simpo",), "orpo": ("orpo",),
-    "sft": ("nll",), "reward": ("bradley_terry",),
+    "sft": ("nll",), "reward": ("bradley_terry",), "grpo": ("dapo", "grpo", "dr_grpo", "bnpo"), "rloo": ("rloo",),
 }
 DEFAULT_LOSS_TYPES: dict[str, str] = {
     "dpo": "sigmoid", "kto": "kto", "cpo": "sigmoid", "simpo": "simpo", "orpo": "orpo", "sft": "nll",
-    "reward": "bradley_terry",
+    "reward": "bradley_terry", "grpo": "dapo", "rloo": "rloo",
 }
 # beta when left empty. SimPO's reward is beta times the length-normalised log-probability, and its paper works
 # at beta 2 to 2.5 (Meng et al. 2024); for the others beta scales a log-ratio (DPO, KTO, CPO) or, in ORPO, the
 # odds-ratio term against the NLL (lambda in Hong et al. 2024), and 0.1 is each paper's and TRL's default.
 AUTO_BETA: dict[str, float] = {"dpo": 0.1, "kto": 0.1, "cpo": 0.1, "simpo": 2.0, "orpo": 0.1, "sft": 0.1}
+# Online RL's beta is the KL coefficient to the reference. TRL 1.16's GRPO default is 0, which removes the leash: a
+# reward model is a proxy fitted on a few hundred votes, and a policy free to drift finds the answers it scores
+# highly without people preferring them (reward hacking). 0.05 is RLOO's TRL default and the order of GRPO's
+# original 0.04: strong enough that drift shows up as a cost the reward gain has to pay for, weak enough to move.
+AUTO_BETA.update({"grpo": 0.05, "rloo": 0.05})
+# Online RL's automatic sizes. A step writes group-size answers per prompt and scores them; on 2 CPU cores a group
+# of 4 answers of 128 tokens of SmolLM2-135M takes about 9 s, so 60 steps fit the minutes a CPU DPO run takes. At
+# 128 tokens a short answer ends and a long one is cut off, so the reward model sees both kinds.
+AUTO_RL_STEPS = {"cuda": 200, "cpu": 60}
+AUTO_RL_COMPLETION_TOKENS = {"cuda": 256, "cpu": 128}
+AUTO_RL_GROUP_SIZE = 4
+# A policy-gradient step is noisier than a DPO step on fixed pairs, and every step's answers come from the policy
+# itself: a LoRA rate below DPO's keeps one bad batch from throwing the policy off its own distribution.
+AUTO_RL_LEARNING_RATE = 2e-4
 
 # Names PEFT would wrap with LoRA that must never be adapted: TRL computes log-probabilities from
 # lm_head.weight directly, so an adapter there is silently untrained (TRL raises on it).
@@ -226,6 +244,12 @@ class TrainSettings:
     # A trained version's adapter folder to start from: merged into the base first, so this run's reference is
     # that version (SFT, then DPO), and the saved adapter carries both.
     init_adapter: str | None = None
+    # Online RL (GRPO, RLOO): answers written per prompt at each step (the group whose mean is the baseline), their
+    # length in tokens and sampling temperature, and the reward model's adapter folder (set at launch).
+    num_generations: int | None = None
+    max_completion_length: int | None = None
+    temperature: float = 1.0
+    reward_adapter: str | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
 
     @property
@@ -364,10 +388,56 @@ class TrainSettings:
                     "group_by_length cannot be used with KTO: its KL term pairs each example with its neighbours "
                     "in a fixed-order batch, so the order must stay sequential."
                 , field="group_by_length")
+        self._check_online_rl()
         if not isinstance(self.lora, LoraSettings):
             raise SettingsError("lora must be a LoraSettings.", field="lora")
         self.lora.validate()
         return self
+
+    def _check_online_rl(self) -> None:
+        online = self.method in RL_METHODS
+        if not online:
+            for name, label in (("num_generations", "The group size"), ("max_completion_length", "The answer length"),
+                                ("reward_adapter", "A reward model to train against")):
+                if getattr(self, name) is not None:
+                    raise SettingsError(
+                        f"{label} only applies to online RL runs (GRPO, RLOO); leave it empty for "
+                        f"{self.method.upper()}.", field=name,
+                    )
+        if not _is_number(self.temperature) or not 0 < self.temperature <= 2:
+            raise SettingsError(f"The sampling temperature must be above 0 and at most 2, got {self.temperature!r}.",
+                                field="temperature")
+        if not online:
+            return
+        if self.num_generations is not None:
+            if not _is_int(self.num_generations) or not 2 <= self.num_generations <= 64:
+                raise SettingsError(
+                    f"The group size must be a whole number from 2 to 64, got {self.num_generations!r}: each prompt's "
+                    "answers are compared with their own group's mean, so a group needs at least two.",
+                    field="num_generations",
+                )
+            if self.global_batch_size % self.num_generations:
+                raise SettingsError(
+                    f"A step's answers ({self.global_batch_size}: batch size x accumulation x GPUs) must be whole "
+                    f"groups of {self.num_generations}; make the batch size a multiple of the group size.",
+                    field="per_device_batch_size",
+                )
+        if self.max_completion_length is not None and (
+            not _is_int(self.max_completion_length) or not 8 <= self.max_completion_length <= 8192
+        ):
+            raise SettingsError(
+                f"The answer length must be a whole number of tokens from 8 to 8192, got {self.max_completion_length!r}.",
+                field="max_completion_length",
+            )
+        if self.reward_adapter is not None and (not isinstance(self.reward_adapter, str) or not self.reward_adapter.strip()):
+            raise SettingsError("reward_adapter must be the folder of a trained reward model, or empty.", field="reward_model")
+        if self.sharding != "none":
+            raise SettingsError(
+                "Online RL runs do not shard the model (FSDP): every process writes answers with a whole copy. "
+                "Choose no sharding, or 4-bit base weights if the model does not fit.", field="sharding",
+            )
+        if self.label_smoothing or self.group_by_length:
+            raise SettingsError("Label smoothing and group_by_length are for pair methods, not online RL.", field="method")
 
     def _check_sharding(self) -> None:
         if self.sharding not in SHARDINGS:
@@ -461,6 +531,8 @@ class TrainSettings:
         notes: list[str] = []
         if resolved.method == REWARD_METHOD:
             notes.extend(_resolve_reward(resolved))
+        elif resolved.method in RL_METHODS:
+            notes.extend(_resolve_online_rl(resolved, device))
         elif resolved.beta is None:
             resolved.beta = AUTO_BETA[resolved.method]
             if resolved.method == "simpo":
@@ -516,6 +588,43 @@ class TrainSettings:
         if resolved.eval_steps is None:
             resolved.eval_steps = max(1, math.ceil(resolved.total_steps(train_rows) / AUTO_EVALUATIONS))
         return resolved.validate(), notes
+
+
+def _resolve_online_rl(resolved: TrainSettings, device: str) -> list[str]:
+    """An online RL run's automatic choices (in place), with their reasons."""
+    notes = []
+    if resolved.beta is None:
+        resolved.beta = AUTO_BETA[resolved.method]
+        notes.append(
+            f"KL coefficient {resolved.beta:g}: each step pays for drifting from the reference model, so the policy "
+            "moves only as far as the reward model's gain is worth. The reward model is fitted on a few hundred "
+            "votes; without the leash (TRL's GRPO default is 0) a policy finds what it scores highly without people "
+            "preferring it."
+        )
+    if resolved.learning_rate is None:
+        rate = AUTO_RL_LEARNING_RATE * math.sqrt(AUTO_FULL_RANK_REFERENCE / resolved.lora.r)
+        resolved.learning_rate = float(f"{min(rate, 1e-3):.2g}")
+        notes.append(
+            f"Learning rate {resolved.learning_rate:g}: below DPO's, since each step learns from the policy's own "
+            "few answers, a noisier signal than fixed pairs."
+        )
+    if resolved.num_generations is None:
+        resolved.num_generations = AUTO_RL_GROUP_SIZE
+        while resolved.global_batch_size % resolved.num_generations:
+            resolved.num_generations -= 1
+    if resolved.max_completion_length is None:
+        resolved.max_completion_length = AUTO_RL_COMPLETION_TOKENS[device]
+    if resolved.max_steps <= 0:
+        resolved.max_steps = AUTO_RL_STEPS[device]
+        prompts = resolved.global_batch_size // resolved.num_generations
+        notes.append(
+            f"{resolved.max_steps} steps of {prompts} prompt{'s' if prompts != 1 else ''} x {resolved.num_generations} "
+            f"answers of up to {resolved.max_completion_length} tokens"
+            + (" on a CPU worker, sized to take about as long as a CPU DPO run." if device == "cpu" else ".")
+        )
+    if resolved.sft_weight is None:
+        resolved.sft_weight = 0.0
+    return notes
 
 
 def _resolve_reward(resolved: TrainSettings) -> list[str]:

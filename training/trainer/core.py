@@ -28,7 +28,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
-from .config import LOSS_SELECTED_METHODS, REWARD_METHOD, SettingsError, TrainSettings
+from .config import LOSS_SELECTED_METHODS, REWARD_METHOD, RL_METHODS, SettingsError, TrainSettings
 from .cpu_head import plain_lm_head_on_cpu
 from .device import DeviceSettings, choose_device
 from .reward import SCORE_HEAD, pairwise_accuracy, score_pairs
@@ -57,6 +57,8 @@ class ProgressEvent:
     metrics: dict[str, float]
     kind: str = "train"
     epoch: float | None = None
+    # What an online RL run's watch found at an evaluation (its answers, with text), beside the figures.
+    details: dict[str, Any] | None = None
 
 
 @dataclass
@@ -608,6 +610,14 @@ def train(
     The reference model is the base model with the adapter disabled (one model in memory).
     """
     settings.validate()
+    if settings.method in RL_METHODS:
+        from .online import train_online
+
+        return train_online(
+            model_path=model_path, rows=rows, settings=settings, output_dir=output_dir, progress=progress,
+            should_stop=should_stop, resume_from_checkpoint=resume_from_checkpoint, device=device,
+            should_pause=should_pause, before_save=before_save,
+        )
     validate_rows(rows, settings.method)
     started = time.monotonic()
     out = Path(output_dir)

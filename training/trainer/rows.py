@@ -2,6 +2,7 @@
 
 DPO row: {"prompt": [messages...], "chosen": [assistant message], "rejected": [assistant message]}
 KTO row: {"prompt": [messages...], "completion": [assistant message], "label": bool}
+Prompt row (online RL): {"prompt": [messages...]}: the policy writes the answers itself.
 A message is {"role": "system" | "user" | "assistant", "content": str}.
 
 Named `rows` rather than `datasets` so it never shadows the Hugging Face `datasets` package.
@@ -18,6 +19,9 @@ ROLES = ("system", "user", "assistant")
 DPO_KEYS = ("prompt", "chosen", "rejected")
 KTO_KEYS = ("prompt", "completion", "label")
 SFT_KEYS = ("prompt", "completion")
+PROMPT_KEYS = ("prompt",)
+# Online RL methods (training.trainer.config.RL_METHODS, not imported: rows stays below config).
+_PROMPT_METHODS = ("grpo", "rloo")
 
 # TRL's recommended band for (desirable_weight * n_desirable) / (undesirable_weight * n_undesirable),
 # Eq. (8) of the KTO paper. We aim inside it rather than at an edge so that TRL's own check, which
@@ -98,6 +102,13 @@ def validate_sft_rows(rows: list[dict[str, Any]]) -> None:
         _check_completion(row["completion"], where=f"Row {i} completion")
 
 
+def validate_prompt_rows(rows: list[dict[str, Any]]) -> None:
+    """Raise RowsError unless `rows` are at least 2 prompts, each a conversation ending with the user's turn."""
+    _rows_with_keys(rows, PROMPT_KEYS, "prompt")
+    if len(rows) < 2:
+        raise RowsError(f"Online RL needs at least 2 prompts to write answers to, got {len(rows)}.")
+
+
 def sft_rows_from(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Supervised rows from preference data: each pair's chosen answer, each thumbs-up answer (thumbs-down
     answers are left out: SFT imitates, it has no way to learn what not to say)."""
@@ -117,9 +128,11 @@ def rows_format(method: str) -> str:
         return "kto"
     if method == "sft":
         return "sft"
+    if method in _PROMPT_METHODS:
+        return "prompt"
     if method in ("dpo", "simpo", "cpo", "orpo", "reward"):
         return "dpo"
-    raise RowsError(f"Unknown method {method!r}; expected one of dpo, kto, simpo, cpo, orpo, sft, reward.")
+    raise RowsError(f"Unknown method {method!r}; expected one of dpo, kto, simpo, cpo, orpo, sft, reward, grpo, rloo.")
 
 
 def validate_rows(rows: list[dict[str, Any]], method: str) -> None:
@@ -129,6 +142,8 @@ def validate_rows(rows: list[dict[str, Any]], method: str) -> None:
         validate_dpo_rows(rows)
     elif fmt == "sft":
         validate_sft_rows(rows)
+    elif fmt == "prompt":
+        validate_prompt_rows(rows)
     else:
         validate_kto_rows(rows)
 

@@ -1,0 +1,303 @@
+"""Online RL against the project's reward model: GRPO and RLOO (TRL's GRPOTrainer and RLOOTrainer) with a LoRA
+policy, the reference being the same model with its adapter switched off. No Django here; `core.train` hands RL
+methods to `train_online`.
+
+Each step the policy writes a group of answers per training prompt, the reward model scores them (the scorer the
+scoring jobs use), and the update favours each group's better answers, minus beta times the KL to the reference.
+Every few steps the reward-hacking watch (`rl_watch`) has the policy answer the validation prompts greedily and
+records the reward beside length, degeneration and repetition; the checkpoint kept is chosen from those
+evaluations with the watch's flags in mind, not simply the one with the highest reward.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from transformers import AutoTokenizer, TrainerCallback, set_seed
+from transformers.trainer_callback import PrinterCallback
+
+from .config import AUTO_EVALUATIONS, SettingsError, TrainSettings
+from .core import (
+    ADAPTER_DIRNAME,
+    CHECKPOINTS_DIRNAME,
+    ProgressEvent,
+    TrainResult,
+    _load_base_model,
+    _lora_config,
+    _merged,
+    _ProgressCallback,
+    _tokens_seen,
+    chain_adapters,
+    checkpoint_is_final,
+)
+from .cpu_head import plain_lm_head_on_cpu
+from .device import DeviceSettings, choose_device
+from .generation import adapter_disabled, generate_outputs
+from .reward import load_reward_model, score_conversations
+from .rl_watch import WatchPoint, choose_kept, watch_point, watch_warnings
+from .rows import split_rows, validate_rows
+
+Messages = list[dict[str, str]]
+
+# The watch answers at most this many validation prompts per evaluation: enough to see a trend in length and
+# degeneration, few enough that an evaluation costs about one training step.
+WATCH_PROMPTS = 16
+SNAPSHOTS_DIRNAME = "watch"
+
+
+class RewardModelScorer:
+    """TRL's reward function: the reward model's score of each (prompt, answer) conversation, as scoring jobs
+    compute it (`reward.score_conversations`)."""
+
+    __name__ = "reward_model"  # TRL names each reward function's logged figures after it
+
+    def __init__(self, adapter_dir: str, base_path: str, *, device: str, max_length: int = 1024) -> None:
+        self.model, self.tokenizer = load_reward_model(adapter_dir, base_path, device=device)
+        self.adapter_dir = adapter_dir
+        self.max_length = max_length
+
+    def score(self, conversations: Sequence[Messages]) -> list[float]:
+        return score_conversations(self.model, self.tokenizer, conversations, max_length=self.max_length)
+
+    def __call__(self, prompts: Sequence[Messages], completions: Sequence[Messages], **_: Any) -> list[float]:  # noqa: ANN401
+        return self.score([list(p) + list(c) for p, c in zip(prompts, completions, strict=True)])
+
+
+def _prompt_text(prompt: Messages) -> str:
+    return next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
+
+
+class _RewardWatch(TrainerCallback):
+    """Evaluates the policy on the validation prompts before training (the reference) and every `every` steps,
+    snapshots the adapter at each evaluation, and reports each one as an "eval" ProgressEvent."""
+
+    def __init__(
+        self, prompts: list[Messages], model_path: str, scorer: RewardModelScorer, *, max_new_tokens: int,
+        every: int, snapshots: Path, progress: Callable[[ProgressEvent], None] | None, stopped: _ProgressCallback,
+    ) -> None:
+        self.prompts = prompts
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.scorer = scorer
+        self.max_new_tokens = max_new_tokens
+        self.every = every
+        self.snapshots = snapshots
+        self.progress = progress
+        self.stopped = stopped
+        self.base: WatchPoint | None = None
+        self.points: list[WatchPoint] = []
+
+    def evaluate(self, model: Any, step: int, total_steps: int, *, reference: bool = False) -> WatchPoint:  # noqa: ANN401
+        was_training = model.training
+        model.eval()
+        try:
+            if reference:
+                with adapter_disabled(model):
+                    outputs = self._answers(model)
+            else:
+                outputs = self._answers(model)
+        finally:
+            model.train(was_training)
+        texts = [o.text for o in outputs]
+        rewards = self.scorer([p for p in self.prompts], [[{"role": "assistant", "content": t}] for t in texts])
+        point = watch_point(step, [_prompt_text(p) for p in self.prompts], texts, [o.is_truncated for o in outputs], rewards)
+        if reference:
+            self.base = point
+        else:
+            self.points.append(point)
+            model.save_pretrained(str(self.snapshots / f"step-{step}"))
+        if self.progress is not None:
+            self.progress(ProgressEvent(
+                step=step, total_steps=total_steps, kind="eval",
+                metrics={f"eval_{k}": v for k, v in point.metrics().items()},
+                details={"watch_point": point.to_dict(), "reference": reference},
+            ))
+        return point
+
+    def _answers(self, model: Any) -> list[Any]:  # noqa: ANN401
+        # Greedy, so two evaluations differ only by what training changed.
+        return generate_outputs(model, self.tokenizer, self.prompts, max_new_tokens=self.max_new_tokens,
+                                temperature=0.0, batch_size=WATCH_PROMPTS)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        if self.base is None and model is not None:
+            self.evaluate(model, 0, int(state.max_steps), reference=True)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        step = int(state.global_step)
+        if self.stopped.cancelled or model is None:
+            return control
+        if step % self.every == 0 or step >= state.max_steps:
+            self.evaluate(model, step, int(state.max_steps))
+        return control
+
+
+def _rl_config(settings: TrainSettings, device: DeviceSettings, checkpoints_dir: Path) -> Any:  # noqa: ANN401
+    from trl import GRPOConfig, RLOOConfig
+
+    config_cls = GRPOConfig if settings.method == "grpo" else RLOOConfig
+    extra = {"loss_type": settings.resolved_loss_type} if settings.method == "grpo" else {}
+    return config_cls(
+        output_dir=str(checkpoints_dir),
+        learning_rate=settings.learning_rate,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.per_device_batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        num_generations=settings.num_generations,
+        max_completion_length=settings.max_completion_length,
+        temperature=settings.temperature,
+        beta=settings.beta,
+        warmup_steps=settings.warmup_ratio,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        logging_strategy="steps",
+        logging_steps=1,
+        logging_first_step=True,
+        eval_strategy="no",
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=settings.save_total_limit,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        **extra,
+        **device.training_kwargs(config_cls),
+    )
+
+
+def train_online(
+    *,
+    model_path: str,
+    rows: list[dict[str, Any]],
+    settings: TrainSettings,
+    output_dir: str,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume_from_checkpoint: str | None = None,
+    device: DeviceSettings | None = None,
+    should_pause: Callable[[], bool] | None = None,
+    before_save: Callable[[], None] | None = None,
+) -> TrainResult:
+    """Train a LoRA policy with GRPO or RLOO on the prompts in `rows` against the reward model at
+    `settings.reward_adapter`, and save the kept checkpoint's adapter to `<output_dir>/adapter`. The arguments and
+    the result mean what they mean for `core.train`; the result's outcome carries the watch (`outcome["watch"]`)."""
+    settings.validate()
+    validate_rows(rows, settings.method)
+    if not settings.reward_adapter:
+        raise SettingsError("An online RL run needs a reward model to train against: train one on the votes first.",
+                            field="reward_model")
+    started = time.monotonic()
+    out = Path(output_dir)
+    train_rows, validation_rows = split_rows(
+        rows, validation_fraction=settings.validation_fraction, seed=settings.seed, method=settings.method
+    )
+    if not validation_rows:
+        # The watch needs prompts the policy is not trained on; with very few prompts, watch the training ones.
+        validation_rows = train_rows[:WATCH_PROMPTS]
+    device = device or choose_device()
+    settings, _ = settings.resolve(len(train_rows), device=device.device)
+
+    def cancelled_before_start() -> TrainResult:
+        return TrainResult(adapter_dir=None, steps=0, total_steps=0, train_metrics={}, eval_metrics={}, tokens_seen=None,
+                           duration_s=time.monotonic() - started, cancelled=True, train_rows=len(train_rows),
+                           validation_rows=len(validation_rows))
+
+    if should_stop is not None and should_stop():
+        return cancelled_before_start()
+    set_seed(settings.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = _load_base_model(model_path, settings, device)
+    if settings.init_adapter:
+        model = _merged(model, settings.init_adapter)
+    scorer = RewardModelScorer(settings.reward_adapter, model_path, device=device.device)
+    callback = _ProgressCallback(progress, should_stop, should_pause=should_pause, method=settings.method)
+    every = max(1, math.ceil(settings.max_steps / AUTO_EVALUATIONS)) if settings.eval_steps is None else settings.eval_steps
+    snapshots = out / SNAPSHOTS_DIRNAME
+    watch = _RewardWatch(
+        [row["prompt"] for row in validation_rows[:WATCH_PROMPTS]], model_path, scorer,
+        max_new_tokens=int(settings.max_completion_length or 128), every=every, snapshots=snapshots,
+        progress=progress, stopped=callback,
+    )
+    from trl import GRPOTrainer, RLOOTrainer
+
+    trainer_cls = GRPOTrainer if settings.method == "grpo" else RLOOTrainer
+    with plain_lm_head_on_cpu(device.device == "cpu"):
+        trainer = trainer_cls(
+            model=model,
+            reward_funcs=scorer,
+            args=_rl_config(settings, device, out / CHECKPOINTS_DIRNAME),
+            train_dataset=Dataset.from_list([{"prompt": row["prompt"]} for row in train_rows]),
+            processing_class=tokenizer,
+            peft_config=_lora_config(model, settings),
+            callbacks=[callback, watch],
+        )
+    trainer.remove_callback(PrinterCallback)
+    if resume_from_checkpoint is not None and checkpoint_is_final(resume_from_checkpoint):
+        trainer._run_epoch = lambda **_: None  # noqa: SLF001 - see core.train
+    if before_save is not None:
+        save_checkpoint = trainer._save_checkpoint  # noqa: SLF001
+
+        def checked_save(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+            before_save()
+            return save_checkpoint(*args, **kwargs)
+
+        trainer._save_checkpoint = checked_save  # noqa: SLF001
+    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    state = trainer.state
+    train_metrics = {k: float(v) for k, v in (output.metrics or {}).items() if isinstance(v, (int, float))}
+    last_train = next((e.metrics for e in reversed(callback.history) if e.kind == "train"), {})
+    for key, value in last_train.items():
+        train_metrics.setdefault(key, value)
+    common = dict(
+        steps=int(state.global_step), total_steps=int(state.max_steps), train_metrics=train_metrics,
+        tokens_seen=_tokens_seen(callback), train_rows=len(train_rows), validation_rows=len(validation_rows),
+        history=callback.history, settings=settings,
+    )
+    if callback.cancelled:
+        return TrainResult(adapter_dir=None, eval_metrics={}, duration_s=time.monotonic() - started, cancelled=True,
+                           paused=callback.paused, **common)
+
+    if not watch.points or watch.points[-1].step != state.global_step:
+        # Resumed at the last checkpoint (the evaluations of the earlier attempt are not in this process).
+        watch.evaluate(trainer.model, int(state.global_step), int(state.max_steps))
+    assert watch.base is not None
+    kept = choose_kept(watch.base, watch.points)
+    kept_point = next(p for p in watch.points if p.step == kept.step)
+    adapter_dir = out / ADAPTER_DIRNAME
+    if trainer.is_world_process_zero():
+        shutil.copytree(snapshots / f"step-{kept.step}", adapter_dir, dirs_exist_ok=True)
+        if settings.init_adapter:
+            chain_adapters(model_path, settings.init_adapter, str(adapter_dir), out=str(adapter_dir), dtype=device.dtype)
+        tokenizer.save_pretrained(str(adapter_dir))
+    validation = kept_point.metrics()
+    outcome = {
+        "kept_step": kept.step,
+        "steps": int(state.global_step),
+        "train_rows": len(train_rows),
+        "validation_rows": len(validation_rows),
+        "final_train": dict(last_train),
+        "evaluations": len(watch.points),
+        "best_metric": "reward",
+        "validation": validation,
+        "watch": {
+            "base": watch.base.to_dict(),
+            "points": [p.to_dict() for p in watch.points],
+            "warnings": [w.to_dict() for w in watch_warnings(watch.base, watch.points)],
+            "kept_step": kept.step,
+            "kept_reason": kept.reason,
+            "reward_adapter": settings.reward_adapter,
+        },
+    }
+    return TrainResult(
+        adapter_dir=str(adapter_dir), eval_metrics={f"eval_{k}": v for k, v in validation.items()},
+        duration_s=time.monotonic() - started, cancelled=False, outcome=outcome, **common,
+    )
