@@ -10,6 +10,10 @@ model and a real Celery worker, with simulated annotators who vote by a hidden r
     .venv/bin/python bench/alignment_loop.py --rule length --votes 200 --method kto          # thumbs project
     .venv/bin/python bench/alignment_loop.py --rule length --votes 300 --annotators 3 --annotator-noise 0.2 \\
         --compare-noise-handling both                                                       # plain vs noise-aware
+    .venv/bin/python bench/alignment_loop.py --rule length --votes 200 --method grpo        # reward model, then RL,
+    .venv/bin/python bench/alignment_loop.py --rule length --votes 200 --method grpo+rloo   # against DPO on the votes
+    .venv/bin/python bench/alignment_loop.py --rule thorough --votes 100 --method grpo --rl-only \\
+        --set max_completion_length=256                             # a hackable reward model: the watch should fire
 
 It runs on the embedded defaults in a temporary folder (SQLite, the filesystem broker), so it needs no services
 and leaves nothing behind; --database-url and --broker-url point it at PostgreSQL and Redis instead. It prints
@@ -56,7 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rule", default="length", choices=sorted(RULES), help="the annotators' hidden rule")
     parser.add_argument("--votes", type=int, default=200, help="labelling votes (compare) or thumbs (rate) to cast")
-    parser.add_argument("--method", default="dpo", choices=["dpo", "kto"], help="dpo: a compare project; kto: thumbs")
+    parser.add_argument("--method", default="dpo", choices=["dpo", "kto", "grpo", "rloo", "grpo+rloo"],
+                        help="dpo: a compare project; kto: thumbs; grpo, rloo: a reward model on the votes, then online "
+                        "RL against it, beside a DPO run on the same votes")
+    parser.add_argument("--rl-only", action="store_true", help="online RL without the DPO run beside it")
     parser.add_argument("--annotators", type=int, default=1)
     parser.add_argument("--overlap", type=int, default=None, help="votes per task (default: annotators, at most 3)")
     parser.add_argument("--annotator-noise", type=float, default=0.0, help="share of each annotator's votes flipped")
@@ -398,6 +405,46 @@ def _reached_training(summary: dict[str, int]) -> str:
             f"no preference: {no_preference}; left out: {left_out or 'none'}")
 
 
+def _report_watch(run: Any, figures: dict[str, Any]) -> None:  # noqa: ANN401
+    """An online RL run: the held-out figures, then what its reward-hacking watch saw and kept."""
+    paired, movement, settings = figures["paired"], figures["job"].movement or {}, run.settings
+    watch = (run.outcome or {}).get("watch") or {}
+    base = watch.get("base") or {}
+    kept = next((p for p in watch.get("points", []) if p["step"] == watch.get("kept_step")), {})
+    seconds = (run.finished_at - run.started_at).total_seconds() if run.finished_at and run.started_at else float("nan")
+    print(f"    KL coefficient {settings['beta']:g}, group {settings['num_generations']}, answers up to "
+          f"{settings['max_completion_length']} tokens, temperature {settings['temperature']:g}, lr {settings['learning_rate']:g}; "
+          f"{run.train_rows} train prompts, {run.validation_rows} watched; training took {seconds:.0f}s")
+    print(f"    HELD-OUT WIN RATE by the rule: {_percent(paired.rate)} (95% CI {_percent(paired.low)}–{_percent(paired.high)}) "
+          f"over {figures['pairs']} matched pairs on {paired.prompts} prompts; sign test p = {paired.sign_test_p:.2g}")
+    print(f"    did it move: KL {movement.get('kl_per_token', float('nan')):.4f} per token; {movement.get('identical', '?')} of "
+          f"{movement.get('pairs', '?')} outputs identical to the base's")
+    print(f"    words base {figures['base_words']:.0f} -> tuned {figures['tuned_words']:.0f}; degenerate base "
+          f"{figures['base_degenerate']} / tuned {figures['tuned_degenerate']}; cut off base {figures['base_cut_off']} / "
+          f"tuned {figures['tuned_cut_off']}; has the preferred property: base {_percent(figures['base_satisfies'])} / "
+          f"tuned {_percent(figures['tuned_satisfies'])}")
+    if "battles" in figures:
+        b = figures["battles"]
+        print(f"    annotators' blind battles: {b.wins}-{b.ties}-{b.losses}, raw {_percent(b.rate)} "
+              f"({_percent(b.low)}–{_percent(b.high)})")
+    print(f"    WATCH: validation reward {base.get('reward_mean', float('nan')):+.3f} before training -> "
+          f"{kept.get('reward_mean', float('nan')):+.3f} at the kept step {watch.get('kept_step')} ({watch.get('kept_reason')}); "
+          f"words {base.get('mean_words', float('nan')):.0f} -> {kept.get('mean_words', float('nan')):.0f}")
+    print("    step  reward   words  cut-off  degenerate  repeated")
+    for point in [base, *watch.get("points", [])]:
+        print(f"    {point['step']:>4}  {point['reward_mean']:+.3f}  {point['mean_words']:>5.0f}  {point['cut_off']:>3}/{point['answers']:<3}"
+              f"  {point['degenerate']:>3}/{point['answers']:<6}  {point['repetition']:.0%}")
+    warnings = watch.get("warnings") or []
+    print(f"    WATCH WARNINGS: {len(warnings)}" + ("" if warnings else " (none fired)"))
+    for warning in warnings:
+        print(f"    ! step {warning['step']} [{warning['kind']}] {warning['message']}")
+        for example in warning["examples"][:2]:
+            print(f"        e.g. reward {example['reward']:+.2f}, {example['words']} words"
+                  f"{', cut off' if example['cut_off'] else ''}: {example['answer'][:200]!r}")
+    for text in figures["examples"][:2]:
+        print(f"    e.g. {text!r}")
+
+
 def _report(figures: dict[str, Any], label: str) -> None:
     run, job, paired = figures["run"], figures["job"], figures["paired"]
     outcome = run.outcome or {}
@@ -413,6 +460,9 @@ def _report(figures: dict[str, Any], label: str) -> None:
           + (f", estimated flip rate {run.snapshot.lineage['estimated_flip_rate']}" if "estimated_flip_rate" in run.snapshot.lineage else ""))
     if run.method == "dpo":
         print(f"    {_reached_training(run.snapshot.summary)}")
+    if run.method in ("grpo", "rloo"):
+        _report_watch(run, figures)
+        return
     print(f"    validation {'ranking' if run.method == 'kto' else 'implicit-reward'} accuracy: "
           f"{'—' if accuracy is None else f'{accuracy:.3f}'} on {outcome.get('validation_rows')} rows; "
           f"margin {validation.get('rewards/margins', validation.get('reward_gap', float('nan'))):.3f}")
@@ -468,7 +518,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     rule = RULES[args.rule]
     _fill_form_defaults(args)
     print(f"alignment loop: rule {rule.name} ({rule.kind}: {rule.description}); {args.method.upper()} from "
-          f"{args.votes} {'votes' if args.method == 'dpo' else 'thumbs'} by {args.annotators} annotator(s), overlap {overlap}, "
+          f"{args.votes} {'thumbs' if args.method == 'kto' else 'votes'} by {args.annotators} annotator(s), overlap {overlap}, "
           f"noise {args.annotator_noise:.0%}, edit rate {args.edit_rate:.0%}; {args.candidates} candidates a prompt at "
           f"{args.max_new_tokens} tokens, temperature {args.candidate_temperature:g}, cut-off answers "
           f"{args.cut_off.replace('_', ' ')} in pairs"
@@ -477,7 +527,10 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     call_command("prepare_base_model", verbosity=0)
     base_model = BaseModel.objects.get()
     admin = User.objects.create_superuser("admin", password="bench-only")
-    mode = "compare" if args.method == "dpo" else "rate"
+    rl_methods = [m for m in args.method.split("+") if m in ("grpo", "rloo")]
+    if rl_methods:
+        args.reward_model = True  # online RL trains against it
+    mode = "rate" if args.method == "kto" else "compare"
     project = Project.objects.create(name=f"Alignment bench: {rule.name}", mode=mode, overlap=overlap,
                                      guidelines=f"Simulated: {rule.description}.")
     tasks_wanted = math.ceil(args.votes / overlap)
@@ -532,12 +585,21 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
                         f"held-out pairwise accuracy {_percent(held.get('accuracy'))} "
                         f"(95% CI {_percent((held.get('interval') or [None, None])[0])}–"
                         f"{_percent((held.get('interval') or [None, None])[1])}) on {held.get('pairs')} pairs")
-        plans = [("plain" if args.compare_noise_handling else "run", args.noise_handling)]
+        plans = [("plain" if args.compare_noise_handling else "run", args.noise_handling, args.method)]
         if args.compare_noise_handling:
-            plans.append((f"noise-aware ({args.compare_noise_handling})", args.compare_noise_handling))
+            plans.append((f"noise-aware ({args.compare_noise_handling})", args.compare_noise_handling, args.method))
+        if rl_methods:
+            plans = [] if args.rl_only else [("DPO on the same votes", "none", "dpo")]
+            plans += [(f"{m.upper()} against the reward model", "none", m) for m in rl_methods]
         results = []
-        for label, noise in plans:
-            run = _launch(project, base_model, admin, args.method, form_data, noise, f"bench {rule.name} {label}")
+        for label, noise, method in plans:
+            data = form_data
+            if method in ("grpo", "rloo"):
+                data = {**form_data, "beta": form_data.get("beta", "")}
+            elif rl_methods:
+                # --set changes meant for the RL run (its own fields) would make the DPO run refuse them.
+                data = {k: v for k, v in form_data.items() if k not in ("num_generations", "max_completion_length")}
+            run = _launch(project, base_model, admin, method, data, noise, f"bench {rule.name} {label}")
             run = _wait(run, what="training", timeout=6 * 3600, log=log)
             if run.status != "succeeded":
                 raise RuntimeError(f"The run {label} ended {run.status}: {run.error}")
