@@ -16,12 +16,14 @@ from labeling.permissions import project_for_admin
 from training.access import run_for_admin
 from training.models import Battle, GenerationJob, ModelVersion, TuningRun
 from training.review import battles as review_battles
+from training.review import drift as review_drift
 from training.review import figures
 from training.review import generation as review_generation
 from training.review import rewards as review_rewards
 from training.review import selectors as review_selectors
 from training.review import versions as review_versions
 from training.review.comparisons import comparison_key, describe_settings
+from training.review.drift_chart import drift_chart
 from training.review.forms import CandidatesForm, GenerationForm, SideBySideFilter, VersionPairForm
 
 ROWS_PER_PAGE = 20
@@ -197,6 +199,7 @@ def leaderboard(request: HttpRequest, project_id: int) -> HttpResponse:
         "pair_form": VersionPairForm(versions=versions),
         "can_pair": len(versions) >= 2,
         "contaminated": review_selectors.CONTAMINATED,
+        "chart": drift_chart(review_drift.quality_against_drift(project=project)),
     }
     return render(request, "training/leaderboard.html", context)
 
