@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from training.models import ModelVersion, TuningRun
+from training.selectors import Verdict
 from training.trainer.config import RL_METHODS
 from training.trainer.rl_watch import BATTLES, WatchPoint, WatchWarning, battles_disagree, watch_warnings
 
@@ -99,10 +100,9 @@ def rl_watch(*, run: TuningRun) -> RlWatchView | None:
     return view
 
 
-def rl_verdict(*, run: TuningRun) -> Any:  # noqa: ANN401 - training.selectors.Verdict, imported late (it imports us)
-    """An online RL run's verdict, from its watch: hacking suspected, the reward not rising, or learning."""
-    from training.selectors import Verdict
-
+def rl_verdict(*, run: TuningRun) -> Verdict | None:
+    """An online RL run's verdict, from its watch: hacking suspected, the reward not rising, or learning; None for
+    other runs and before the watch's first evaluation."""
     view = rl_watch(run=run)
     shown = view.shown if view is not None else None
     if view is None or shown is None:

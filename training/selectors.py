@@ -456,10 +456,10 @@ def _too_few_verdict(
 
 
 def verdict_for_run(*, run: TuningRun, series: Series) -> Verdict | None:
+    """The verdict of a run that learns from rows; None for online RL, whose verdict comes from its watch
+    (training.rl_selectors.rl_verdict, on the run's page)."""
     if run.method in RL_METHODS:
-        from training.rl_selectors import rl_verdict
-
-        return rl_verdict(run=run)
+        return None
     fraction = run.settings.get("validation_fraction") if isinstance(run.settings, dict) else None
     return run_verdict(
         method=run.method,

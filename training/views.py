@@ -89,7 +89,7 @@ def _run_context(run: TuningRun) -> dict:
         "eta": run.eta_seconds(now),
         "duration": run.duration_seconds(now),
         "headline": selectors.run_headline(run=run, series=series),
-        "verdict": selectors.verdict_for_run(run=run, series=series),
+        "verdict": rl_selectors.rl_verdict(run=run) or selectors.verdict_for_run(run=run, series=series),
         "charts": selectors.run_charts(run=run, series=series),
         "settings_rows": selectors.run_settings_rows(run=run),
         "dataset": selectors.dataset_use(summary=snapshot.summary, method=run.method, row_count=snapshot.row_count),

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .config import SettingsError, TrainSettings
+from .config import RL_METHODS, SettingsError, TrainSettings
 from .rows import RowsError, rows_hash
 
 SPEC_FILENAME = "run-spec.json"
@@ -259,7 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         _stop_if_superseded(spec)
         emit({"type": "progress", **dataclasses.asdict(event)})
 
-    from .core import train  # torch and TRL load here, after the cheap checks
+    # torch and TRL load here, after the cheap checks.
+    if settings.method in RL_METHODS:
+        from .online import train_online as train
+    else:
+        from .core import train
 
     try:
         result = train(

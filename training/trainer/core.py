@@ -611,13 +611,7 @@ def train(
     """
     settings.validate()
     if settings.method in RL_METHODS:
-        from .online import train_online
-
-        return train_online(
-            model_path=model_path, rows=rows, settings=settings, output_dir=output_dir, progress=progress,
-            should_stop=should_stop, resume_from_checkpoint=resume_from_checkpoint, device=device,
-            should_pause=should_pause, before_save=before_save,
-        )
+        raise SettingsError(f"{settings.method.upper()} is online RL: train it with online.train_online.")
     validate_rows(rows, settings.method)
     started = time.monotonic()
     out = Path(output_dir)

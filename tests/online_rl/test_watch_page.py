@@ -1,0 +1,69 @@
+"""The run page of an online RL run: the watch's table, warnings with their examples (escaped), the kept step, the
+verdict, and the blind battles set beside the reward once annotators have judged the version."""
+from __future__ import annotations
+
+import pytest
+
+from tests.factories import PASSWORD, AdminFactory, ProjectFactory, make_run
+from training.models import TuningRun
+from training.rl_selectors import rl_watch
+from training.trainer.rl_watch import watch_point
+
+pytestmark = pytest.mark.django_db
+
+PROMPTS = ["How do I sleep better?", "What is a prime?", "Name a river."]
+SHORT = ["Keep a regular bedtime.", "A number with two divisors.", "The Danube flows east."]
+HOSTILE = '<script>alert("x")</script> ' + " ".join(["and there is ever so much more to say about it"] * 5)
+
+
+def _watched_run(*, hacked: bool) -> TuningRun:
+    project = ProjectFactory(name="RL page")
+    run = make_run(project, status="succeeded", method="grpo")
+    base = watch_point(0, PROMPTS, SHORT, [False] * 3, [0.0, 0.1, -0.1])
+    honest = watch_point(10, PROMPTS, SHORT, [False] * 3, [0.4, 0.5, 0.3])
+    late = watch_point(20, PROMPTS, [HOSTILE] * 3 if hacked else SHORT, [hacked] * 3, [2.0, 2.1, 1.9] if hacked else [0.2, 0.2, 0.2])
+    run.outcome = {"kept_step": 10, "validation_rows": 3, "validation": honest.metrics(), "watch": {
+        "base": base.to_dict(), "points": [honest.to_dict(), late.to_dict()], "kept_step": 10,
+        "kept_reason": "the highest validation reward among evaluations the watch did not flag"}}
+    run.save(update_fields=["outcome"])
+    return run
+
+
+@pytest.fixture
+def admin_client(client):
+    admin = AdminFactory()
+    assert client.login(username=admin.username, password=PASSWORD)
+    return client
+
+
+def test_a_hacked_run_warns_with_escaped_examples_and_keeps_the_clear_checkpoint(admin_client):
+    run = _watched_run(hacked=True)
+    page = admin_client.get(f"/runs/{run.pk}/").content.decode()
+    assert 'data-testid="rl-warning" data-kind="length"' in page and 'data-kind="cut_off"' in page
+    assert "Reward hacking suspected" in page and 'data-kind="hacking"' in page
+    assert "&lt;script&gt;alert" in page and '<script>alert("x")' not in page
+    assert 'data-testid="rl-kept-row"' in page and "Kept: step 10, the highest validation reward" in page
+    assert "The saved adapter is step 10" in page
+
+
+def test_a_clear_run_reads_learning_and_asks_for_battles(admin_client):
+    run = _watched_run(hacked=False)
+    page = admin_client.get(f"/runs/{run.pk}/").content.decode()
+    assert 'data-testid="rl-warning"' not in page and 'data-kind="ok"' in page
+    assert "rose from +0.00 to +0.40 at step 10, the kept checkpoint" in page
+
+
+def test_battles_that_do_not_follow_the_reward_raise_a_warning(admin_client):
+    from tests.review.conftest import review_setup
+    from tests.review.measured_versions import battles_voted
+
+    setup = review_setup(prompts=6, name="RL battles")
+    watched = _watched_run(hacked=False)
+    TuningRun.objects.filter(pk=setup.run.pk).update(method="grpo", outcome=watched.outcome)
+    battles_voted(setup, setup.tuned, ["base", "base", "base", "tie", "tuned", "base"])
+    run = TuningRun.objects.get(pk=setup.run.pk)
+    view = rl_watch(run=run)
+    assert view.battles.votes == 6 and [w.kind for w in view.warnings] == ["battles"]
+    assert "preferred it in only 25% of 6 blind battles (95% interval" in view.warnings[0].message
+    page = admin_client.get(f"/runs/{run.pk}/").content.decode()
+    assert 'data-kind="battles"' in page and 'data-testid="rl-battles"' in page
