@@ -247,8 +247,9 @@ class RunLaunchForm(forms.Form):
         "on a GPU. Answers past it are cut off; the run page charts the share cut off.",
     )
     temperature = forms.FloatField(
-        initial=_DEFAULTS.temperature, min_value=0.01, max_value=2, label="Sampling temperature (GRPO, RLOO)",
-        help_text="How varied a group's answers are: the update learns from their differences, so keep it near 1.",
+        required=False, initial=_DEFAULTS.temperature, min_value=0.01, max_value=2, label="Sampling temperature (GRPO, RLOO)",
+        help_text="Empty: 1. How varied a group's answers are: the update learns from their differences, so keep it "
+        "near 1.",
     )
     noise_handling = forms.ChoiceField(
         choices=list(NOISE_HANDLING.items()), initial="none", required=False, label="Annotator noise",
