@@ -714,22 +714,10 @@ def train(
         # epoch to run, train() still loads the checkpoint's weights and state and finishes as usual (best checkpoint
         # reloaded, metrics, callbacks); tests/trainer/test_core.py pins this on the installed transformers.
         trainer._run_epoch = lambda **_: None  # noqa: SLF001
-    if before_save is not None:
-        # transformers saves a checkpoint after the step's log and evaluation: a trainer frozen after those, and
-        # woken once its run has moved on, must not write it (the log and evaluation check through `progress`).
-        save_checkpoint = trainer._save_checkpoint  # noqa: SLF001
-
-        def checked_save(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-            before_save()
-            return save_checkpoint(*args, **kwargs)
-
-        trainer._save_checkpoint = checked_save  # noqa: SLF001
+    guard_checkpoints(trainer, before_save)
     output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     state = trainer.state
-    train_metrics = {k: float(v) for k, v in (output.metrics or {}).items() if isinstance(v, (int, float))}
-    last_train = next((e.metrics for e in reversed(callback.history) if e.kind == "train"), {})
-    for key, value in last_train.items():
-        train_metrics.setdefault(key, value)
+    train_metrics = final_train_metrics(output, callback)
 
     if callback.cancelled:
         return TrainResult(
@@ -795,6 +783,30 @@ def train(
         ),
         settings=settings,
     )
+
+
+def guard_checkpoints(trainer: Any, before_save: Callable[[], None] | None) -> None:  # noqa: ANN401
+    """Call `before_save` right before each checkpoint is written. transformers saves a checkpoint after the step's
+    log and evaluation: a trainer frozen after those, and woken once its run has moved on, must not write it (the
+    log and evaluation check through `progress`)."""
+    if before_save is None:
+        return
+    save_checkpoint = trainer._save_checkpoint  # noqa: SLF001
+
+    def checked_save(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        before_save()
+        return save_checkpoint(*args, **kwargs)
+
+    trainer._save_checkpoint = checked_save  # noqa: SLF001
+
+
+def final_train_metrics(output: Any, callback: _ProgressCallback) -> dict[str, float]:  # noqa: ANN401
+    """The trainer's summary figures, completed by the last logged training step's."""
+    metrics = {k: float(v) for k, v in (output.metrics or {}).items() if isinstance(v, (int, float))}
+    last_train = next((e.metrics for e in reversed(callback.history) if e.kind == "train"), {})
+    for key, value in last_train.items():
+        metrics.setdefault(key, value)
+    return metrics
 
 
 def _gathered_trainable_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:

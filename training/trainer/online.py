@@ -35,6 +35,8 @@ from .core import (
     _tokens_seen,
     chain_adapters,
     checkpoint_is_final,
+    final_train_metrics,
+    guard_checkpoints,
 )
 from .cpu_head import plain_lm_head_on_cpu
 from .device import DeviceSettings, choose_device
@@ -243,20 +245,11 @@ def train_online(
     trainer.remove_callback(PrinterCallback)
     if resume_from_checkpoint is not None and checkpoint_is_final(resume_from_checkpoint):
         trainer._run_epoch = lambda **_: None  # noqa: SLF001 - see core.train
-    if before_save is not None:
-        save_checkpoint = trainer._save_checkpoint  # noqa: SLF001
-
-        def checked_save(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-            before_save()
-            return save_checkpoint(*args, **kwargs)
-
-        trainer._save_checkpoint = checked_save  # noqa: SLF001
+    guard_checkpoints(trainer, before_save)
     output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     state = trainer.state
-    train_metrics = {k: float(v) for k, v in (output.metrics or {}).items() if isinstance(v, (int, float))}
+    train_metrics = final_train_metrics(output, callback)
     last_train = next((e.metrics for e in reversed(callback.history) if e.kind == "train"), {})
-    for key, value in last_train.items():
-        train_metrics.setdefault(key, value)
     common = dict(
         steps=int(state.global_step), total_steps=int(state.max_steps), train_metrics=train_metrics,
         tokens_seen=_tokens_seen(callback), train_rows=len(train_rows), validation_rows=len(validation_rows),
