@@ -405,9 +405,22 @@ def _reached_training(summary: dict[str, int]) -> str:
             f"no preference: {no_preference}; left out: {left_out or 'none'}")
 
 
+def _print_win_rate(figures: dict[str, Any]) -> None:
+    paired = figures["paired"]
+    print(f"    HELD-OUT WIN RATE by the rule: {_percent(paired.rate)} (95% CI {_percent(paired.low)}–{_percent(paired.high)}) "
+          f"over {figures['pairs']} matched pairs on {paired.prompts} prompts; sign test p = {paired.sign_test_p:.2g}")
+
+
+def _print_answers(figures: dict[str, Any]) -> None:
+    print(f"    words base {figures['base_words']:.0f} -> tuned {figures['tuned_words']:.0f}; degenerate base "
+          f"{figures['base_degenerate']} / tuned {figures['tuned_degenerate']}; cut off base {figures['base_cut_off']} / "
+          f"tuned {figures['tuned_cut_off']}; has the preferred property: base {_percent(figures['base_satisfies'])} / "
+          f"tuned {_percent(figures['tuned_satisfies'])}")
+
+
 def _report_watch(run: Any, figures: dict[str, Any]) -> None:  # noqa: ANN401
     """An online RL run: the held-out figures, then what its reward-hacking watch saw and kept."""
-    paired, movement, settings = figures["paired"], figures["job"].movement or {}, run.settings
+    movement, settings = figures["job"].movement or {}, run.settings
     watch = (run.outcome or {}).get("watch") or {}
     base = watch.get("base") or {}
     kept = next((p for p in watch.get("points", []) if p["step"] == watch.get("kept_step")), {})
@@ -415,14 +428,10 @@ def _report_watch(run: Any, figures: dict[str, Any]) -> None:  # noqa: ANN401
     print(f"    KL coefficient {settings['beta']:g}, group {settings['num_generations']}, answers up to "
           f"{settings['max_completion_length']} tokens, temperature {settings['temperature']:g}, lr {settings['learning_rate']:g}; "
           f"{run.train_rows} train prompts, {run.validation_rows} watched; training took {seconds:.0f}s")
-    print(f"    HELD-OUT WIN RATE by the rule: {_percent(paired.rate)} (95% CI {_percent(paired.low)}–{_percent(paired.high)}) "
-          f"over {figures['pairs']} matched pairs on {paired.prompts} prompts; sign test p = {paired.sign_test_p:.2g}")
+    _print_win_rate(figures)
     print(f"    did it move: KL {movement.get('kl_per_token', float('nan')):.4f} per token; {movement.get('identical', '?')} of "
           f"{movement.get('pairs', '?')} outputs identical to the base's")
-    print(f"    words base {figures['base_words']:.0f} -> tuned {figures['tuned_words']:.0f}; degenerate base "
-          f"{figures['base_degenerate']} / tuned {figures['tuned_degenerate']}; cut off base {figures['base_cut_off']} / "
-          f"tuned {figures['tuned_cut_off']}; has the preferred property: base {_percent(figures['base_satisfies'])} / "
-          f"tuned {_percent(figures['tuned_satisfies'])}")
+    _print_answers(figures)
     if "battles" in figures:
         b = figures["battles"]
         print(f"    annotators' blind battles: {b.wins}-{b.ties}-{b.losses}, raw {_percent(b.rate)} "
@@ -446,7 +455,7 @@ def _report_watch(run: Any, figures: dict[str, Any]) -> None:  # noqa: ANN401
 
 
 def _report(figures: dict[str, Any], label: str) -> None:
-    run, job, paired = figures["run"], figures["job"], figures["paired"]
+    run, job = figures["run"], figures["job"]
     outcome = run.outcome or {}
     validation = outcome.get("validation", {})
     accuracy = validation.get("rewards/accuracies", validation.get("ranking_accuracy"))
@@ -468,12 +477,8 @@ def _report(figures: dict[str, Any], label: str) -> None:
           f"margin {validation.get('rewards/margins', validation.get('reward_gap', float('nan'))):.3f}")
     print(f"    did it move: {movement.get('identical', '?')} of {movement.get('pairs', '?')} outputs identical to the base's, "
           f"KL {movement.get('kl_per_token', float('nan')):.4f} per token over {movement.get('tokens', '?')} tokens")
-    print(f"    HELD-OUT WIN RATE by the rule: {_percent(paired.rate)} (95% CI {_percent(paired.low)}–{_percent(paired.high)}) "
-          f"over {figures['pairs']} matched pairs on {paired.prompts} prompts; sign test p = {paired.sign_test_p:.2g}")
-    print(f"    words base {figures['base_words']:.0f} -> tuned {figures['tuned_words']:.0f}; degenerate base "
-          f"{figures['base_degenerate']} / tuned {figures['tuned_degenerate']}; cut off base {figures['base_cut_off']} / "
-          f"tuned {figures['tuned_cut_off']}; has the preferred property: base {_percent(figures['base_satisfies'])} / "
-          f"tuned {_percent(figures['tuned_satisfies'])}")
+    _print_win_rate(figures)
+    _print_answers(figures)
     if "battles" in figures:
         b = figures["battles"]
         lc = b.length_controlled
