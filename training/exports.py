@@ -4,7 +4,8 @@ weights as a standalone safetensors model.
 An export's life: an admin presses Export, ``version_export_request`` queues a VersionExport (enqueued on commit;
 the one already queued or running for that version and kind is reused) → a gpu worker claims it (queued →
 running) and calls ``version_export_execute``, which builds the zip unless it is there, under a heartbeat →
-succeeded, or failed with the reason. ``version_exports_reap`` fails the exports of a worker that died. The web
+succeeded, or failed with the reason. ``version_export_cancel`` stops one: a queued export at once, a running one
+at its next chunk of the zip. ``version_exports_reap`` fails the exports of a worker that died. The web
 process only ever serves a finished zip: merging loads the whole base model, which is a worker's job.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -112,11 +114,18 @@ def version_export_claim(*, export_id: int, worker: str) -> bool:
 def version_export_execute(*, export_id: int) -> VersionExport:
     """On a worker, for a claimed (running) export: build the zip unless it is there, and record the outcome.
     Never raises for a failed build: the reason is stored on the export for its page."""
+    from training.trainer.export import ExportStopped
+
     with Heartbeat(VersionExport, export_id, ExportStatus.RUNNING):
         export = VersionExport.objects.select_related("version__base_model").get(pk=export_id)
         running = VersionExport.objects.filter(pk=export_id, status=ExportStatus.RUNNING)
         try:
-            version_export_build(version=export.version, kind=export.kind, on_stage=lambda text: running.update(stage=text))
+            version_export_build(
+                version=export.version, kind=export.kind, on_stage=lambda text: running.update(stage=text),
+                on_bytes=_ByteProgress(running), should_stop=running.filter(cancel_requested=True).exists,
+            )
+        except ExportStopped:
+            running.update(status=ExportStatus.CANCELLED, error="Cancelled by an admin.", stage="", finished_at=timezone.now())
         except Exception as exc:  # noqa: BLE001 - any failure ends the export with its reason recorded
             logger.exception("Export %s failed", export_id)
             reason = str(exc) if isinstance(exc, ExportError) else describe_failure(exc)
@@ -126,15 +135,50 @@ def version_export_execute(*, export_id: int) -> VersionExport:
     return VersionExport.objects.get(pk=export_id)
 
 
+class _ByteProgress:
+    """Records the zip stage's bytes and rate on the export's row; the rate runs from the first chunk, so the time a
+    merge took before it does not make the zip look slow."""
+
+    def __init__(self, running: object) -> None:
+        self.running = running
+        self.started: float | None = None
+        self.first = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.started is None:
+            self.started, self.first = now, done
+            rate = None
+        else:
+            rate = (done - self.first) / (now - self.started) if now > self.started else None
+        self.running.update(bytes_done=done, bytes_total=total, bytes_per_second=rate)  # type: ignore[attr-defined]
+
+
+def version_export_cancel(*, export: VersionExport) -> VersionExport:
+    """Stop an export: a queued one is cancelled now, a running one stops at its next chunk of the zip (its worker
+    records it cancelled). A finished one is left as it is."""
+    now = timezone.now()
+    with transaction.atomic():
+        VersionExport.objects.filter(pk=export.pk, status=ExportStatus.QUEUED).update(
+            status=ExportStatus.CANCELLED, cancel_requested=True, error="Cancelled before a worker took it.",
+            finished_at=now,
+        )
+        VersionExport.objects.filter(pk=export.pk, status=ExportStatus.RUNNING).update(cancel_requested=True)
+    export.refresh_from_db()
+    return export
+
+
 def version_export_build(
-    *, version: ModelVersion, kind: str, on_stage: Callable[[str], object] | None = None
+    *, version: ModelVersion, kind: str, on_stage: Callable[[str], object] | None = None,
+    on_bytes: Callable[[int, int], object] | None = None, should_stop: Callable[[], bool] | None = None,
 ) -> Path:
     """The zip of ``version`` as ``kind``: built now (merging loads the base model: call it on a worker or from a
     command, never in a web request), or the one already there. Raises ExportError.
 
     Each call builds in a folder of its own and renames its finished zip into place, so two builds at once (a job
-    and the command, say) never write the same files, and a download gets a whole zip or none."""
-    from training.trainer.export import copy_adapter, merge_adapter, zip_folder
+    and the command, say) never write the same files, and a download gets a whole zip or none. ``on_bytes(done,
+    total)`` follows the zip being written; ``should_stop()`` True stops it (ExportStopped), leaving nothing behind."""
+    from training.trainer.export import ExportStopped, copy_adapter, merge_adapter, zip_folder
 
     zip_path = version_export_zip_path(version_id=version.pk, kind=kind)
     check_exportable(version=version)
@@ -150,8 +194,11 @@ def version_export_build(
         else:
             stage("Copying the adapter")
             copy_adapter(version.adapter_path, work / "files")
+        if should_stop is not None and should_stop():
+            raise ExportStopped("Stopped before the zip was written.")
         stage("Writing the zip")
-        partial = zip_folder(work / "files", work / f"{kind}.zip.partial", root=version_export_name(version, kind))
+        partial = zip_folder(work / "files", work / f"{kind}.zip.partial", root=version_export_name(version, kind),
+                             on_bytes=on_bytes, should_stop=should_stop)
         os.replace(partial, zip_path)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -402,6 +402,7 @@ class VersionExport(models.Model):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Ready"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
 
     ACTIVE = (Status.QUEUED, Status.RUNNING)
 
@@ -409,6 +410,10 @@ class VersionExport(models.Model):
     kind = models.CharField(max_length=8, choices=Kind.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     stage = models.CharField(max_length=200, blank=True, help_text="What the worker is doing now, for the page.")
+    cancel_requested = models.BooleanField(default=False)
+    bytes_done = models.BigIntegerField(default=0, help_text="Bytes written into the zip so far.")
+    bytes_total = models.BigIntegerField(default=0, help_text="Bytes the zip will hold (0 before the zip stage).")
+    bytes_per_second = models.FloatField(null=True, blank=True, help_text="The zip stage's rate so far, on the worker's clock.")
     worker = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
@@ -423,7 +428,7 @@ class VersionExport(models.Model):
         ordering = ["-id"]
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(status__in=["queued", "running", "succeeded", "failed"]),
+                condition=models.Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]),
                 name="versionexport_status_valid",
             ),
             models.CheckConstraint(condition=models.Q(kind__in=["adapter", "merged"]), name="versionexport_kind_valid"),
@@ -436,6 +441,17 @@ class VersionExport(models.Model):
 
     def __str__(self) -> str:
         return f"Export {self.pk} of {self.version} ({self.kind}, {self.status})"
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds the zip stage has left at its rate so far; None before a rate is known."""
+        if not self.bytes_per_second or not self.bytes_total:
+            return None
+        return max(0.0, (self.bytes_total - self.bytes_done) / self.bytes_per_second)
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.bytes_done / self.bytes_total) if self.bytes_total else 0
 
     @property
     def is_active(self) -> bool:

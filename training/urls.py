@@ -26,6 +26,8 @@ urlpatterns = [
     path("models/", views.base_models, name="base_models"),
     path("versions/<int:version_id>/<export_kind:kind>.zip", views.version_download, name="version_download"),
     path("versions/<int:version_id>/<export_kind:kind>/export/", views.version_export_start, name="version_export_start"),
+    path("versions/<int:version_id>/<export_kind:kind>/export/cancel/", views.version_export_cancel,
+         name="version_export_cancel"),
     path("versions/<int:version_id>/exports/", views.version_exports, name="version_exports"),
     path("projects/<int:project_id>/runs/", views.runs, name="runs"),
     path("projects/<int:project_id>/runs/new/", views.run_new, name="run_new"),

@@ -13,7 +13,7 @@ from labeling.permissions import project_for_admin, staff_required
 from training import exports, registry, rl_selectors, selectors, services
 from training.access import run_for_admin
 from training.forms import BaseModelRegisterForm, RunLaunchForm
-from training.models import ModelVersion, TuningRun
+from training.models import ModelVersion, TuningRun, VersionExport
 from training.review import selectors as review_selectors
 
 
@@ -200,6 +200,19 @@ def version_export_start(request: HttpRequest, version_id: int, kind: str) -> Ht
             messages.info(request, f"{version.name} is already exported as {kind}: download it below.")
         else:
             messages.success(request, f"Export of {version.name} ({kind}) queued for a worker; this page shows its progress.")
+    return redirect(_version_page(version))
+
+
+@require_POST
+def version_export_cancel(request: HttpRequest, version_id: int, kind: str) -> HttpResponse:
+    version = _version_for_admin(request.user, version_id)
+    export = VersionExport.objects.filter(version=version, kind=kind).order_by("-id").first()
+    if export is None or not export.is_active:
+        messages.info(request, f"No {kind} export of {version.name} is queued or running.")
+    else:
+        export = exports.version_export_cancel(export=export)
+        messages.success(request, f"Export of {version.name} ({kind}) cancelled." if export.status == "cancelled"
+                         else f"Export of {version.name} ({kind}) cancelling: it stops at the next chunk of the zip.")
     return redirect(_version_page(version))
 
 

@@ -295,3 +295,50 @@ def test_a_real_worker_builds_the_export_the_page_asked_for(admin_client, run, v
     assert "Tiny-tuned-run-7-merged/model.safetensors" in archive.namelist()
     page = admin_client.get(f"/versions/{version.pk}/exports/").content.decode()
     assert 'data-testid="download-merged"' in page and 'data-active="false"' in page
+
+
+def test_a_queued_export_is_cancelled_at_once_and_can_be_pressed_again(admin_client, run, version, sent):
+    assert admin_client.post(f"/versions/{version.pk}/adapter/export/").status_code == 302
+    export = VersionExport.objects.get(version=version, kind="adapter")
+    page = admin_client.get(f"/runs/{run.pk}/").content.decode()
+    assert 'data-testid="export-adapter-cancel"' in page
+
+    response = admin_client.post(f"/versions/{version.pk}/adapter/export/cancel/", follow=True)
+
+    export.refresh_from_db()
+    assert (export.status, export.cancel_requested) == ("cancelled", True)
+    page = response.content.decode()
+    assert "Export of Tiny tuned (run 7) (adapter) cancelled." in page and 'data-testid="export-cancelled"' in page
+    assert 'data-testid="export-adapter-button">Export again</button>' in page
+    # A worker that gets the message later finds nothing to claim.
+    assert not exports.version_export_claim(export_id=export.pk, worker="late-worker")
+
+
+def test_a_running_export_shows_done_total_rate_and_eta_and_cancel_stops_it_within_a_chunk(
+    admin_client, run, version, artifacts, monkeypatch,
+):
+    monkeypatch.setattr("training.trainer.export.ZIP_CHUNK_BYTES", 4096)
+    seen: dict[str, object] = {}
+    record = exports._ByteProgress.__call__
+
+    def record_then_look(self, done: int, total: int) -> None:  # noqa: ANN001
+        record(self, done, total)
+        if done >= 3 * 4096 and "page" not in seen:
+            # What the page shows mid-zip, and the admin pressing Cancel there.
+            seen["page"] = admin_client.get(f"/versions/{version.pk}/exports/").content.decode()
+            seen["cancel"] = admin_client.post(f"/versions/{version.pk}/merged/export/cancel/", follow=True).content.decode()
+            seen["done_at_cancel"] = done
+
+    monkeypatch.setattr(exports._ByteProgress, "__call__", record_then_look)
+
+    export = _run_export(version, "merged")
+
+    assert (export.status, export.error) == ("cancelled", "Cancelled by an admin.")
+    assert export.bytes_done == seen["done_at_cancel"], "it stopped before the next chunk"
+    assert 0 < export.bytes_done < export.bytes_total
+    page = seen["page"]
+    assert 'data-testid="export-done-total"' in page and " of " in page and 'data-testid="export-eta"' in page
+    assert "/s" in page and 'role="progressbar"' in page
+    assert "cancelling: it stops at the next chunk of the zip" in seen["cancel"]
+    assert list((artifacts / "exports" / f"version-{version.pk}").iterdir()) == [], "nothing left behind"
+    assert admin_client.get(f"/versions/{version.pk}/merged.zip").status_code == 404
