@@ -19,8 +19,9 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
+from labeling.statistics import binomial_two_sided_p_half, wilson_interval
+
 # z for a two-sided 95% interval (the 97.5th percentile of the standard normal).
-_Z_95 = 1.959963984540054
 
 
 def krippendorff_alpha_nominal(units: Mapping[Hashable, Sequence[Hashable]]) -> float | None:
@@ -146,43 +147,6 @@ def position_bias(
     low, high = wilson_interval(left, n)
     biased = n > 0 and p_value < significance and abs(left / n - 0.5) >= min_effect
     return PositionBias(left=left, n=n, p_value=p_value, ci_low=low, ci_high=high, biased=biased)
-
-
-def binomial_two_sided_p_half(k: int, n: int) -> float:
-    """Exact two-sided p-value for ``k`` successes in ``n`` trials against a fair coin (p = 0.5).
-
-    The null distribution is symmetric, so the two-sided p is twice the smaller tail, capped at 1.
-    Computed in integers (exact for any n; fast enough for the tens of thousands of votes one
-    annotator can give). n == 0 gives 1.0: no evidence against the null.
-    """
-    if not 0 <= k <= n:
-        raise ValueError(f"Need 0 <= k <= n, got k={k}, n={n}.")
-    if n == 0:
-        return 1.0
-    tail_k = min(k, n - k)
-    term = 1  # C(n, 0)
-    tail = 0
-    for i in range(tail_k + 1):
-        tail += term
-        term = term * (n - i) // (i + 1)
-    return min(1.0, 2 * tail / 2**n)
-
-
-def wilson_interval(k: int, n: int, z: float = _Z_95) -> tuple[float, float]:
-    """Wilson score interval for a proportion k/n (95% by default); (0.0, 1.0) when n == 0.
-
-    Preferred over the normal approximation because it stays inside [0, 1] and behaves at 0 and n.
-    """
-    if not 0 <= k <= n:
-        raise ValueError(f"Need 0 <= k <= n, got k={k}, n={n}.")
-    if n == 0:
-        return 0.0, 1.0
-    rate = k / n
-    z2 = z * z
-    denominator = 1 + z2 / n
-    centre = (rate + z2 / (2 * n)) / denominator
-    half_width = z / denominator * math.sqrt(rate * (1 - rate) / n + z2 / (4 * n * n))
-    return max(0.0, centre - half_width), min(1.0, centre + half_width)
 
 
 def flip_rate_from_agreement(agree: int, pairs: int) -> float:

@@ -26,6 +26,8 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from labeling.statistics import Z_95, wilson_interval
+
 Messages = list[dict[str, str]]
 
 # Style hints for candidates made to differ on purpose (as UltraFeedback varies its principles): sample k is
@@ -42,7 +44,6 @@ STYLE_HINTS: tuple[tuple[str, str | None], ...] = (
 
 # Outcome of one battle, from the first model's point of view.
 WIN, TIE, LOSS = 1.0, 0.5, 0.0
-_Z95 = 1.959963984540054
 ELO_SCALE = 400.0
 ELO_ANCHOR = 1000.0
 
@@ -265,7 +266,7 @@ def generate_for_versions(
 # ---------------------------------------------------------------- win rate
 
 
-def win_rate(wins: int, ties: int, losses: int, *, z: float = _Z95) -> tuple[float, float, float]:
+def win_rate(wins: int, ties: int, losses: int, *, z: float = Z_95) -> tuple[float, float, float]:
     """(rate, low, high): the share of points won, ties counting half, with a Wilson score interval
     (95% by default). Raises ValueError when there are no battles."""
     if min(wins, ties, losses) < 0:
@@ -273,11 +274,8 @@ def win_rate(wins: int, ties: int, losses: int, *, z: float = _Z95) -> tuple[flo
     n = wins + ties + losses
     if n == 0:
         raise ValueError("No battles yet: a win rate needs at least one vote.")
-    p = (wins + 0.5 * ties) / n
-    z2 = z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return p, max(0.0, centre - half), min(1.0, centre + half)
+    low, high = wilson_interval(wins + 0.5 * ties, n, z)
+    return (wins + 0.5 * ties) / n, low, high
 
 
 # ---------------------------------------------------------------- Bradley–Terry

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from labeling.statistics import wilson_interval
+
 Messages = list[dict[str, str]]
 
 # The head PEFT must train in full (modules_to_save): the new score layer of a *ForSequenceClassification model.
@@ -98,10 +100,7 @@ class PairwiseAccuracy:
         """Wilson score interval of the accuracy (95% by default), ties counted half."""
         if not self.pairs:
             return None
-        n, p = self.pairs, self.accuracy or 0.0
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return max(0.0, centre - half), min(1.0, centre + half)
+        return wilson_interval(self.correct + 0.5 * self.ties, self.pairs, z)
 
     def as_dict(self) -> dict[str, Any]:
         interval = self.interval()

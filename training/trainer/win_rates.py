@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from labeling.statistics import binomial_two_sided_p_half
+
 from .review import LOSS, TIE, WIN, win_rate
 
 # L2 penalty λ on the length coefficient phi (λ·phi²/2 added to the negative log-likelihood), the same as a
@@ -214,16 +216,8 @@ def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float
 
 
 def _sign_test_p(won: int, lost: int) -> float:
-    n = won + lost
-    if n == 0:
-        return 1.0
-    # Under the null the count is Binomial(n, 1/2), symmetric, so the two-sided p-value is twice the smaller
-    # tail (capped at 1). Exact integers, so large n loses no precision.
-    tail, term = 0, 1
-    for i in range(min(won, lost) + 1):
-        tail += term
-        term = term * (n - i) // (i + 1)
-    return min(1.0, 2 * tail / 2**n)
+    # Under the null the prompts won are Binomial(won + lost, 1/2).
+    return binomial_two_sided_p_half(won, won + lost)
 
 
 def _sigmoid(z: float) -> float:
