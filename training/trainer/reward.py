@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from labeling.statistics import wilson_interval
+from labeling.statistics import Z_95, wilson_interval
 
 Messages = list[dict[str, str]]
 
@@ -96,7 +96,7 @@ class PairwiseAccuracy:
     def accuracy(self) -> float | None:
         return (self.correct + 0.5 * self.ties) / self.pairs if self.pairs else None
 
-    def interval(self, z: float = 1.96) -> tuple[float, float] | None:
+    def interval(self, z: float = Z_95) -> tuple[float, float] | None:
         """Wilson score interval of the accuracy (95% by default), ties counted half."""
         if not self.pairs:
             return None
@@ -135,7 +135,7 @@ class ScoreDistribution:
         """95% interval of the mean (normal approximation); None below two scores."""
         if self.count < 2 or self.mean is None or self.std is None:
             return None
-        half = 1.96 * self.std / math.sqrt(self.count)
+        half = Z_95 * self.std / math.sqrt(self.count)
         return self.mean - half, self.mean + half
 
     @property
