@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from training.models import ModelVersion, TuningRun
-from training.selectors import Verdict
+from training.presenters.verdict import Verdict
 from training.trainer.config import RL_METHODS
 from training.trainer.rl_watch import BATTLES, WatchPoint, WatchWarning, battles_disagree, watch_warnings
 

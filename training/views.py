@@ -14,6 +14,9 @@ from training import exports, registry, rl_selectors, selectors, services
 from training.access import run_for_admin
 from training.forms import BaseModelRegisterForm, RunLaunchForm
 from training.models import ModelVersion, TuningRun, VersionExport
+from training.presenters.charts import run_charts
+from training.presenters.headline import run_headline
+from training.presenters.verdict import verdict_for_run
 from training.review import selectors as review_selectors
 
 
@@ -88,9 +91,9 @@ def _run_context(run: TuningRun) -> dict:
         "project": run.project,
         "eta": run.eta_seconds(now),
         "duration": run.duration_seconds(now),
-        "headline": selectors.run_headline(run=run, series=series),
-        "verdict": rl_selectors.rl_verdict(run=run) or selectors.verdict_for_run(run=run, series=series),
-        "charts": selectors.run_charts(run=run, series=series),
+        "headline": run_headline(run=run, series=series),
+        "verdict": rl_selectors.rl_verdict(run=run) or verdict_for_run(run=run, series=series),
+        "charts": run_charts(run=run, series=series),
         "settings_rows": selectors.run_settings_rows(run=run),
         "dataset": selectors.dataset_use(summary=snapshot.summary, method=run.method, row_count=snapshot.row_count),
         "lineage": selectors.lineage_rows(lineage=snapshot.lineage, includes_heldout=snapshot.includes_heldout),

@@ -7,7 +7,8 @@ import pytest
 
 from tests.factories import ProjectFactory, make_run
 from training.models import RunMetric
-from training.selectors import dataset_use, likelihood_displacement, lineage_rows
+from training.presenters.verdict import likelihood_displacement
+from training.selectors import dataset_use, lineage_rows
 
 pytestmark = pytest.mark.django_db
 

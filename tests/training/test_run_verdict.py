@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from training.models import TuningRun
-from training.selectors import run_headline, run_verdict
+from training.presenters.headline import run_headline
+from training.presenters.verdict import run_verdict
 
 
 def _series(train=None, eval=None):  # noqa: A002 - the split's name
