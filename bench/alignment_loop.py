@@ -331,6 +331,7 @@ def _percent(value: float | None) -> str:
 def _review(run: Any, *, project: Any, annotators: Annotators, rule: Rule, args: argparse.Namespace, stages: Stages,  # noqa: ANN401, PLR0913
             log: Path, admin: Any, label: str) -> dict[str, Any]:  # noqa: ANN401
     from training.review import generation as review_generation
+    from training.review import results as review_results
     from training.review import selectors as review_selectors
     from training.review.versions import run_review_versions
 
@@ -353,9 +354,9 @@ def _review(run: Any, *, project: Any, annotators: Annotators, rule: Rule, args:
     figures: dict[str, Any] = {"run": run, "job": job, "pairs": len(pairs), "paired": paired, **facts, "rewards": rewards,
                                "examples": [p.first.text[:160] for p in pairs[:: max(1, len(pairs) // 3)]]}
     if project.mode == "compare":
-        figures["battles"] = review_selectors.battle_results(project=project, tuned=tuned, base=base, settings=job.settings)
+        figures["battles"] = review_results.battle_results(project=project, tuned=tuned, base=base, settings=job.settings)
     else:
-        figures["thumbs"] = review_selectors.heldout_thumbs(project=project, base=base, tuned=tuned, settings=job.settings)
+        figures["thumbs"] = review_results.heldout_thumbs(project=project, base=base, tuned=tuned, settings=job.settings)
     return figures
 
 

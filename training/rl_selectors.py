@@ -8,6 +8,7 @@ from typing import Any
 
 from training.models import ModelVersion, TuningRun
 from training.presenters.verdict import Verdict
+from training.review.results import battle_results
 from training.trainer.config import RL_METHODS
 from training.trainer.rl_watch import BATTLES, WatchPoint, WatchWarning, battles_disagree, watch_warnings
 
@@ -59,8 +60,6 @@ class RlWatchView:
 
 
 def _battle_check(run: TuningRun) -> BattleCheck | None:
-    from training.review.selectors import battle_results
-
     if run.model_version is None:
         return None
     base = ModelVersion.objects.filter(base_model=run.base_model, adapter_path="").order_by("id").first()

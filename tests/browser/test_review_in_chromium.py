@@ -11,7 +11,7 @@ from labeling.models import PairVote
 from tests.factories import PASSWORD, AdminFactory, UserFactory
 from tests.review.conftest import add_output, review_setup
 from training.models import TuningRun
-from training.review.selectors import battle_results
+from training.review.results import battle_results
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

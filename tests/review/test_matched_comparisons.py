@@ -11,6 +11,7 @@ from tests.factories import UserFactory, make_pair_vote
 from tests.review.conftest import MATCHED, SETTINGS, add_output, review_setup
 from training.models import Battle, GenerationJob
 from training.review import battles as review_battles
+from training.review import results as review_results
 from training.review import selectors as review_selectors
 from training.review.comparisons import comparison_key, describe_settings
 from training.review.versions import ReviewError
@@ -84,7 +85,7 @@ def test_a_legacy_unmatched_pair_is_left_out_of_win_rates_and_the_leaderboard(se
     for task in matched.select_related("completion_a"):
         make_pair_vote(task, annotator, "b" if task.completion_a.model_version_id == setup.tuned.pk else "a")
     # Then the legacy vote counts nowhere
-    results = review_selectors.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)
+    results = review_results.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)
     assert (results.wins, results.losses, results.tasks, results.unmatched) == (0, 4, 4, 1)
     assert all(a != b for a, b, *_ in review_selectors.review_battles(project=setup.project))
     assert len(review_selectors.review_battles(project=setup.project)) == 4
@@ -319,7 +320,7 @@ def test_the_battles_page_shows_paired_and_length_controlled_win_rates(admin_cli
     for task, outcome in zip(tasks, ["win", "win", "tie", "loss"], strict=True):
         tuned_is_a = task.completion_a.model_version_id == setup.tuned.pk
         make_pair_vote(task, annotator, {"win": "a" if tuned_is_a else "b", "loss": "b" if tuned_is_a else "a"}.get(outcome, outcome))
-    results = review_selectors.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base, settings=MATCHED)
+    results = review_results.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base, settings=MATCHED)
     assert results.paired.rate == pytest.approx(0.625) and results.paired.prompts == 4 and results.paired.votes == 4
     assert results.length_controlled is not None and results.length_controlled.length_unit == "words"
     assert results.mean_word_change == pytest.approx(3.0)

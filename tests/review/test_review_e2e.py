@@ -22,7 +22,7 @@ from labeling.models import Completion, PairTask, Prompt
 from tests.factories import PASSWORD, AdminFactory, ProjectFactory, UserFactory, make_run
 from tests.worker_process import celery_worker, purge_queues, wait_for
 from training.models import BaseModel, Battle, GenerationJob, ModelVersion, TuningRun
-from training.review.selectors import battle_results
+from training.review.results import battle_results
 from training.trainer.generation_backends import generation_dtype, resolve_backend
 
 pytestmark = [

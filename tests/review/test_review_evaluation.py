@@ -12,6 +12,7 @@ from tests.factories import PASSWORD, UserFactory, make_rating
 from tests.review.conftest import review_setup
 from training.models import GenerationJob
 from training.review import generation as review_generation
+from training.review import results as review_results
 from training.review import selectors as review_selectors
 from training.review.evaluation import heldout_thumbs_create
 from training.trainer.review import GenerationSettings
@@ -113,7 +114,7 @@ def test_a_rate_projects_review_job_makes_held_out_thumbs_and_its_page_shows_up_
         seen += 1
     assert seen == 8
 
-    thumbs = review_selectors.heldout_thumbs(project=s.project, base=s.base, tuned=s.tuned)
+    thumbs = review_results.heldout_thumbs(project=s.project, base=s.base, tuned=s.tuned)
     assert (thumbs.tuned.ups, thumbs.tuned.downs, thumbs.base.ups + thumbs.base.downs) == (4, 0, 4)
     assert thumbs.tuned.rate == 1.0 and thumbs.tuned.low == pytest.approx(0.5101, abs=1e-4)
     assert thumbs.difference == pytest.approx(1.0 - thumbs.base.rate)
@@ -163,7 +164,7 @@ def test_thumbs_up_rates_count_only_review_thumbs_of_each_version():
         prompt=s.heldout[0], text="Imported answer.", model_version=s.tuned, source="imported"
     )
     make_rating(RateTask.objects.create(project=s.project, completion=train_output, overlap=1), UserFactory(), "down")
-    thumbs = review_selectors.heldout_thumbs(project=s.project, base=s.base, tuned=s.tuned)
+    thumbs = review_results.heldout_thumbs(project=s.project, base=s.base, tuned=s.tuned)
     assert (thumbs.tuned.ups, thumbs.tuned.downs, thumbs.tuned.tasks) == (2, 0, 2)
     assert (thumbs.base.ups, thumbs.base.downs) == (1, 1)
     assert thumbs.difference == pytest.approx(0.5) and thumbs.difference_points == "+50.0 points"

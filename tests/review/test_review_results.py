@@ -8,6 +8,7 @@ from tests.factories import UserFactory, make_pair_vote
 from tests.review.conftest import MATCHED
 from training.models import ModelVersion
 from training.review import battles as review_battles
+from training.review import results as review_results
 from training.review import selectors as review_selectors
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +43,7 @@ def test_side_by_side_pairs_outputs_and_filters(setup):
 def test_battle_results_count_ties_half_with_a_wilson_interval_and_length_change(setup):
     review_battles.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base, seed=2)
     _vote_as(setup, ["tuned", "tuned", "tie", "base"])
-    results = review_selectors.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)
+    results = review_results.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)
     assert (results.wins, results.ties, results.losses, results.votes) == (2, 1, 1, 4)
     assert results.rate == pytest.approx(0.625)
     assert (results.low, results.high) == pytest.approx((0.2194, 0.9081), abs=1e-4)
@@ -53,7 +54,7 @@ def test_battle_results_count_ties_half_with_a_wilson_interval_and_length_change
 def test_both_bad_counts_as_a_tie(setup):
     review_battles.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base, seed=2)
     _vote_as(setup, ["both_bad", "tuned", "tuned", "tuned"])
-    results = review_selectors.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)
+    results = review_results.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)
     assert (results.wins, results.ties, results.losses, results.both_bad) == (3, 1, 0, 1)
 
 
@@ -92,7 +93,7 @@ def test_the_leaderboard_and_battle_results_count_only_battles_on_held_out_promp
     top = review_selectors.leaderboard(project=setup.project)[0]
     assert (top.version, top.battles, top.wins, top.losses) == (setup.tuned, 4, 3, 1)
     # and so are the run's battle results, which say how many train-prompt battles they left out
-    results = review_selectors.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)
+    results = review_results.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)
     assert (results.wins, results.losses, results.tasks, results.on_train_prompts) == (3, 1, 4, 1)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from labeling.models import Project
 from training.models import ModelVersion, TuningRun
+from training.review import results as review_results
 from training.review import selectors as review_selectors
 from training.review.rewards import project_reward_model
 from training.trainer.win_rates import PairedWinRate
@@ -107,7 +108,7 @@ def version_drift(*, run: TuningRun) -> VersionDrift:
             project=project, run=run, base=base, tuned=tuned, comparison=comparison
         )
         if comparison is not None and comparison.pairs and not thumbs_project:
-            results = review_selectors.battle_results(project=project, tuned=tuned, base=base, settings=comparison.settings)
+            results = review_results.battle_results(project=project, tuned=tuned, base=base, settings=comparison.settings)
             battles, win_rate = results.tasks, results.paired
     return VersionDrift(
         run=run, version=tuned, base=base, comparison=comparison, movement=movement, win_rate=win_rate,

@@ -19,6 +19,7 @@ from training.review import battles as review_battles
 from training.review import drift as review_drift
 from training.review import figures
 from training.review import generation as review_generation
+from training.review import results as review_results
 from training.review import rewards as review_rewards
 from training.review import selectors as review_selectors
 from training.review import versions as review_versions
@@ -198,7 +199,7 @@ def leaderboard(request: HttpRequest, project_id: int) -> HttpResponse:
         "rows": review_selectors.leaderboard(project=project),
         "pair_form": VersionPairForm(versions=versions),
         "can_pair": len(versions) >= 2,
-        "contaminated": review_selectors.CONTAMINATED,
+        "contaminated": review_results.CONTAMINATED,
         "chart": drift_chart(review_drift.quality_against_drift(project=project)),
     }
     return render(request, "training/leaderboard.html", context)

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from labeling.models import Project
 from training.models import TuningRun
+from training.review import results as review_results
 from training.review import selectors as review_selectors
 from training.review import versions as review_versions
 
@@ -49,12 +50,12 @@ class Command(BaseCommand):
             except review_versions.ReviewError as error:
                 self.stdout.write(f"run {run.pk} {run.name}: {error.message}")
                 continue
-            r = review_selectors.battle_results(project=project, tuned=tuned, base=base)
+            r = review_results.battle_results(project=project, tuned=tuned, base=base)
             left_out = f" ({r.unmatched} unmatched older pairs left out)" if r.unmatched else ""
             if r.rate is None:
                 self.stdout.write(f"run {run.pk} {run.name}: no votes yet ({r.tasks} matched battles created){left_out}")
                 continue
-            contaminated = f"  [{review_selectors.CONTAMINATED}]" if r.contaminated else ""
+            contaminated = f"  [{review_results.CONTAMINATED}]" if r.contaminated else ""
             self.stdout.write(
                 f"run {run.pk} {run.name}: paired {r.paired_percent} (95% CI {r.paired_interval}, sign test "
                 f"{r.sign_test}) over {r.prompts} prompts and {r.votes} votes; win {r.wins} tie {r.ties} loss {r.losses}  "
@@ -69,7 +70,7 @@ class Command(BaseCommand):
             rows = review_selectors.leaderboard(project=project, rounds=options["rounds"])
             self.stdout.write("Leaderboard (Bradley–Terry, 95% bootstrap interval):")
             for rank, row in enumerate(rows, 1):
-                flag = f"  [{review_selectors.CONTAMINATED}]" if row.contaminated else ""
+                flag = f"  [{review_results.CONTAMINATED}]" if row.contaminated else ""
                 self.stdout.write(
                     f"{rank:>3}. {row.version.name:<40} {row.rating:7.1f}  [{row.low:7.1f}, {row.high:7.1f}]  "
                     f"{row.battles} battles ({row.wins}/{row.ties}/{row.losses}){flag}"
