@@ -96,3 +96,20 @@ def test_group_size_must_divide_the_batch_and_rl_knobs_are_refused_for_other_met
     resolved, notes = TrainSettings(method="rloo").resolve(40, device="cpu")
     assert (resolved.beta, resolved.num_generations, resolved.max_completion_length, resolved.max_steps) == (0.05, 4, 128, 60)
     assert any("without the leash" in note for note in notes)
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_the_kl_coefficient_group_and_length_reach_trls_config(method, tmp_path):
+    from trl import GRPOConfig, RLOOConfig
+
+    from training.trainer.device import choose_device
+    from training.trainer.online import _rl_config
+
+    settings, _ = TrainSettings(method=method, beta=0.3, num_generations=2, max_completion_length=40,
+                                temperature=0.8).resolve(10, device="cpu")
+    config = _rl_config(settings, choose_device(force_cpu=True), tmp_path)
+    assert isinstance(config, GRPOConfig if method == "grpo" else RLOOConfig)
+    assert (config.beta, config.num_generations, config.max_completion_length, config.temperature) == (0.3, 2, 40, 0.8)
+    assert config.max_steps == 60 and config.learning_rate == settings.learning_rate
+    if method == "grpo":
+        assert config.loss_type == "dapo"
