@@ -42,7 +42,7 @@ from .cpu_head import plain_lm_head_on_cpu
 from .device import DeviceSettings, choose_device
 from .generation import adapter_disabled, generate_outputs
 from .reward import load_reward_model, score_conversations
-from .rl_watch import WatchPoint, choose_kept, watch_point, watch_warnings
+from .rl_watch import KeptChoice, WatchPoint, choose_kept, watch_point, watch_warnings
 from .rows import split_rows, validate_rows
 
 Messages = list[dict[str, str]]
@@ -205,32 +205,61 @@ def train_online(
         validation_rows = train_rows[:WATCH_PROMPTS]
     device = device or choose_device()
     settings, _ = settings.resolve(len(train_rows), device=device.device)
-
-    def cancelled_before_start() -> TrainResult:
+    if should_stop is not None and should_stop():
         return TrainResult(adapter_dir=None, steps=0, total_steps=0, train_metrics={}, eval_metrics={}, tokens_seen=None,
                            duration_s=time.monotonic() - started, cancelled=True, train_rows=len(train_rows),
                            validation_rows=len(validation_rows))
-
-    if should_stop is not None and should_stop():
-        return cancelled_before_start()
     set_seed(settings.seed)
+    callback = _ProgressCallback(progress, should_stop, should_pause=should_pause, method=settings.method)
+    trainer, watch = _trainer_and_watch(
+        model_path, settings, device, out, train_rows, [row["prompt"] for row in validation_rows[:WATCH_PROMPTS]],
+        callback, progress,
+    )
+    if resume_from_checkpoint is not None and checkpoint_is_final(resume_from_checkpoint):
+        trainer._run_epoch = lambda **_: None  # noqa: SLF001 - see core.train
+    guard_checkpoints(trainer, before_save)
+    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    state = trainer.state
+    common = dict(
+        steps=int(state.global_step), total_steps=int(state.max_steps), train_metrics=final_train_metrics(output, callback),
+        tokens_seen=_tokens_seen(callback), train_rows=len(train_rows), validation_rows=len(validation_rows),
+        history=callback.history, settings=settings,
+    )
+    if callback.cancelled:
+        return TrainResult(adapter_dir=None, eval_metrics={}, duration_s=time.monotonic() - started, cancelled=True,
+                           paused=callback.paused, **common)
+    if not watch.points or watch.points[-1].step != state.global_step:
+        # Resumed at the last checkpoint (the evaluations of the earlier attempt are not in this process).
+        watch.evaluate(trainer.model, int(state.global_step), int(state.max_steps))
+    kept = _save_kept(trainer, watch, out, model_path, settings, device)
+    outcome = _outcome(watch, kept, callback, steps=int(state.global_step), train_rows=len(train_rows),
+                       validation_rows=len(validation_rows), reward_adapter=settings.reward_adapter)
+    return TrainResult(
+        adapter_dir=str(out / ADAPTER_DIRNAME), eval_metrics={f"eval_{k}": v for k, v in outcome["validation"].items()},
+        duration_s=time.monotonic() - started, cancelled=False, outcome=outcome, **common,
+    )
+
+
+def _trainer_and_watch(
+    model_path: str, settings: TrainSettings, device: DeviceSettings, out: Path, train_rows: list[dict[str, Any]],
+    watched_prompts: list[Messages], callback: _ProgressCallback, progress: Callable[[ProgressEvent], None] | None,
+) -> tuple[Any, _RewardWatch]:
+    """TRL's GRPO or RLOO trainer over the policy (the base, or the version started from, with a new LoRA adapter)
+    and the reward model, with the progress callback and the watch on `watched_prompts`."""
+    from trl import GRPOTrainer, RLOOTrainer
+
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = _load_base_model(model_path, settings, device)
     if settings.init_adapter:
         model = _merged(model, settings.init_adapter)
-    scorer = RewardModelScorer(settings.reward_adapter, model_path, device=device.device)
-    callback = _ProgressCallback(progress, should_stop, should_pause=should_pause, method=settings.method)
-    every = max(1, math.ceil(settings.max_steps / AUTO_EVALUATIONS)) if settings.eval_steps is None else settings.eval_steps
-    snapshots = out / SNAPSHOTS_DIRNAME
+    scorer = RewardModelScorer(settings.reward_adapter or "", model_path, device=device.device)
+    every = settings.eval_steps or max(1, math.ceil(settings.max_steps / AUTO_EVALUATIONS))
     watch = _RewardWatch(
-        [row["prompt"] for row in validation_rows[:WATCH_PROMPTS]], model_path, scorer,
-        max_new_tokens=int(settings.max_completion_length or 128), every=every, snapshots=snapshots,
-        progress=progress, stopped=callback,
+        watched_prompts, model_path, scorer, max_new_tokens=int(settings.max_completion_length or 128), every=every,
+        snapshots=out / SNAPSHOTS_DIRNAME, progress=progress, stopped=callback,
     )
-    from trl import GRPOTrainer, RLOOTrainer
-
     trainer_cls = GRPOTrainer if settings.method == "grpo" else RLOOTrainer
     with plain_lm_head_on_cpu(device.device == "cpu"):
         trainer = trainer_cls(
@@ -243,54 +272,48 @@ def train_online(
             callbacks=[callback, watch],
         )
     trainer.remove_callback(PrinterCallback)
-    if resume_from_checkpoint is not None and checkpoint_is_final(resume_from_checkpoint):
-        trainer._run_epoch = lambda **_: None  # noqa: SLF001 - see core.train
-    guard_checkpoints(trainer, before_save)
-    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    state = trainer.state
-    train_metrics = final_train_metrics(output, callback)
-    last_train = next((e.metrics for e in reversed(callback.history) if e.kind == "train"), {})
-    common = dict(
-        steps=int(state.global_step), total_steps=int(state.max_steps), train_metrics=train_metrics,
-        tokens_seen=_tokens_seen(callback), train_rows=len(train_rows), validation_rows=len(validation_rows),
-        history=callback.history, settings=settings,
-    )
-    if callback.cancelled:
-        return TrainResult(adapter_dir=None, eval_metrics={}, duration_s=time.monotonic() - started, cancelled=True,
-                           paused=callback.paused, **common)
+    return trainer, watch
 
-    if not watch.points or watch.points[-1].step != state.global_step:
-        # Resumed at the last checkpoint (the evaluations of the earlier attempt are not in this process).
-        watch.evaluate(trainer.model, int(state.global_step), int(state.max_steps))
+
+def _save_kept(
+    trainer: Any, watch: _RewardWatch, out: Path, model_path: str, settings: TrainSettings, device: DeviceSettings,  # noqa: ANN401
+) -> KeptChoice:
+    """Choose the kept evaluation (`rl_watch.choose_kept`) and save its adapter snapshot, with the tokenizer, as the
+    run's adapter (chained onto the version it started from, if any)."""
     assert watch.base is not None
     kept = choose_kept(watch.base, watch.points)
-    kept_point = next(p for p in watch.points if p.step == kept.step)
     adapter_dir = out / ADAPTER_DIRNAME
     if trainer.is_world_process_zero():
-        shutil.copytree(snapshots / f"step-{kept.step}", adapter_dir, dirs_exist_ok=True)
+        shutil.copytree(out / SNAPSHOTS_DIRNAME / f"step-{kept.step}", adapter_dir, dirs_exist_ok=True)
         if settings.init_adapter:
             chain_adapters(model_path, settings.init_adapter, str(adapter_dir), out=str(adapter_dir), dtype=device.dtype)
-        tokenizer.save_pretrained(str(adapter_dir))
-    validation = kept_point.metrics()
-    outcome = {
+        trainer.processing_class.save_pretrained(str(adapter_dir))
+    return kept
+
+
+def _outcome(
+    watch: _RewardWatch, kept: KeptChoice, callback: _ProgressCallback, *, steps: int, train_rows: int,
+    validation_rows: int, reward_adapter: str | None,
+) -> dict[str, Any]:
+    """What the run page leads with: the kept evaluation's figures, and the whole watch with its warnings."""
+    assert watch.base is not None
+    kept_point = next(p for p in watch.points if p.step == kept.step)
+    last_train = next((e.metrics for e in reversed(callback.history) if e.kind == "train"), {})
+    return {
         "kept_step": kept.step,
-        "steps": int(state.global_step),
-        "train_rows": len(train_rows),
-        "validation_rows": len(validation_rows),
+        "steps": steps,
+        "train_rows": train_rows,
+        "validation_rows": validation_rows,
         "final_train": dict(last_train),
         "evaluations": len(watch.points),
         "best_metric": "reward",
-        "validation": validation,
+        "validation": kept_point.metrics(),
         "watch": {
             "base": watch.base.to_dict(),
             "points": [p.to_dict() for p in watch.points],
             "warnings": [w.to_dict() for w in watch_warnings(watch.base, watch.points)],
             "kept_step": kept.step,
             "kept_reason": kept.reason,
-            "reward_adapter": settings.reward_adapter,
+            "reward_adapter": reward_adapter,
         },
     }
-    return TrainResult(
-        adapter_dir=str(adapter_dir), eval_metrics={f"eval_{k}": v for k, v in validation.items()},
-        duration_s=time.monotonic() - started, cancelled=False, outcome=outcome, **common,
-    )
