@@ -615,76 +615,111 @@ def train(
     validate_rows(rows, settings.method)
     started = time.monotonic()
     out = Path(output_dir)
-    checkpoints_dir = out / CHECKPOINTS_DIRNAME
     if resume_from_checkpoint is not None and not Path(resume_from_checkpoint).is_dir():
         raise FileNotFoundError(f"Checkpoint to resume from does not exist: {resume_from_checkpoint}")
-
-    train_rows, validation_rows = split_rows(
-        rows, validation_fraction=settings.validation_fraction, seed=settings.seed, method=settings.method
-    )
     device = device or choose_device()
-    settings, _ = settings.resolve(len(train_rows), device=device.device)
-    if settings.method == "kto":
-        # TRL feeds KTO rows in order (its KL term pairs neighbours), so without this a winner sits next to its
-        # own loser and a run shorter than an epoch sees only the first rows in database order.
-        train_rows = list(train_rows)
-        random.Random(settings.seed).shuffle(train_rows)
-    kto_weights: tuple[float, float] | None = None
-    if settings.method == "kto":
-        if settings.desirable_weight is None and settings.undesirable_weight is None:
-            kto_weights = kto_class_weights(train_rows)
-        else:
-            kto_weights = (settings.desirable_weight or 1.0, settings.undesirable_weight or 1.0)
-
+    train_rows, validation_rows, settings, kto_weights = _prepared(rows, settings, device)
+    sizes = dict(train_rows=len(train_rows), validation_rows=len(validation_rows),
+                 desirable_weight=kto_weights[0] if kto_weights else None,
+                 undesirable_weight=kto_weights[1] if kto_weights else None)
     callback = _ProgressCallback(progress, should_stop, should_pause=should_pause, method=settings.method)
     if should_stop is not None and should_stop():
-        return TrainResult(
-            adapter_dir=None,
-            steps=0,
-            total_steps=0,
-            train_metrics={},
-            eval_metrics={},
-            tokens_seen=None,
-            duration_s=time.monotonic() - started,
-            cancelled=True,
-            train_rows=len(train_rows),
-            validation_rows=len(validation_rows),
-        )
-
+        return TrainResult(adapter_dir=None, steps=0, total_steps=0, train_metrics={}, eval_metrics={}, tokens_seen=None,
+                           duration_s=time.monotonic() - started, cancelled=True, train_rows=len(train_rows),
+                           validation_rows=len(validation_rows))
     # Seed before anything random is made: a reward model's new score head, and the LoRA weights PEFT creates when
     # the trainer wraps the model, are drawn before transformers' Trainer seeds itself. Without this two runs with
     # the same seed and rows differed (held-out accuracy 82.5% and 75% for one reward model's settings).
     set_seed(settings.seed)
+    trainer = _preference_trainer(model_path, settings, device, out / CHECKPOINTS_DIRNAME, train_rows, validation_rows,
+                                  kto_weights, callback)
+    if resume_from_checkpoint is not None and checkpoint_is_final(resume_from_checkpoint):
+        # transformers checks the step limit only after a step, so resuming from the last step's checkpoint (a worker
+        # stopped between that save and the adapter's) would train one step past the end ("step 4 of 3"). With no
+        # epoch to run, train() still loads the checkpoint's weights and state and finishes as usual (best checkpoint
+        # reloaded, metrics, callbacks); tests/trainer/test_core.py pins this on the installed transformers.
+        trainer._run_epoch = lambda **_: None  # noqa: SLF001
+    guard_checkpoints(trainer, before_save)
+    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    state = trainer.state
+    common = dict(steps=int(state.global_step), total_steps=int(state.max_steps),
+                  train_metrics=final_train_metrics(output, callback), tokens_seen=_tokens_seen(callback),
+                  history=callback.history, settings=settings, **sizes)
+    if callback.cancelled:
+        return TrainResult(adapter_dir=None, eval_metrics={}, duration_s=time.monotonic() - started, cancelled=True,
+                           paused=callback.paused, **common)
+    kept_step, eval_metrics = _kept_step_figures(trainer, callback)
+    reward_heldout = None
+    if settings.method == REWARD_METHOD and validation_rows:
+        # Exactly, pair by pair: TRL's eval_accuracy averages per-batch means, which a short last batch skews.
+        reward_heldout = pairwise_accuracy(
+            score_pairs(trainer.model, trainer.processing_class, validation_rows,
+                        batch_size=settings.per_device_batch_size, max_length=settings.max_length)
+        ).as_dict()
+    adapter_dir = _save_adapter(trainer, out, model_path, settings, device)
+    return TrainResult(
+        adapter_dir=str(adapter_dir), eval_metrics=eval_metrics, duration_s=time.monotonic() - started, cancelled=False,
+        outcome=_outcome(
+            settings, callback.history, kept_step=kept_step, steps=int(state.global_step),
+            train_rows=len(train_rows), validation_rows=len(validation_rows), reward_heldout=reward_heldout,
+        ),
+        **common,
+    )
+
+
+def _prepared(
+    rows: list[dict[str, Any]], settings: TrainSettings, device: DeviceSettings,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], TrainSettings, tuple[float, float] | None]:
+    """(train rows, validation rows, settings resolved for them, KTO's class weights or None)."""
+    train_rows, validation_rows = split_rows(
+        rows, validation_fraction=settings.validation_fraction, seed=settings.seed, method=settings.method
+    )
+    settings, _ = settings.resolve(len(train_rows), device=device.device)
+    if settings.method != "kto":
+        return train_rows, validation_rows, settings, None
+    # TRL feeds KTO rows in order (its KL term pairs neighbours), so without this a winner sits next to its own
+    # loser and a run shorter than an epoch sees only the first rows in database order.
+    train_rows = list(train_rows)
+    random.Random(settings.seed).shuffle(train_rows)
+    if settings.desirable_weight is None and settings.undesirable_weight is None:
+        weights = kto_class_weights(train_rows)
+    else:
+        weights = (settings.desirable_weight or 1.0, settings.undesirable_weight or 1.0)
+    return train_rows, validation_rows, settings, weights
+
+
+def _preference_trainer(
+    model_path: str, settings: TrainSettings, device: DeviceSettings, checkpoints_dir: Path,
+    train_rows: list[dict[str, Any]], validation_rows: list[dict[str, Any]], kto_weights: tuple[float, float] | None,
+    callback: _ProgressCallback,
+) -> Any:  # noqa: ANN401
+    """The TRL trainer for `settings.method` over the base (or the version started from) with a new LoRA adapter,
+    `callback` set up to score validation and keep the right checkpoint."""
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = _load_base_model(model_path, settings, device)
     if settings.init_adapter:
         model = _merged(model, settings.init_adapter)
-    peft_config = _lora_config(model, settings)
     fsdp_layers = decoder_layer_classes(model) if settings.sharding == "fsdp" else None
     args = _trl_config(
         settings, device, checkpoints_dir, has_validation=bool(validation_rows), kto_weights=kto_weights,
         fsdp_layers=fsdp_layers, validation_count=len(validation_rows),
     )
-
     keys = {"dpo": DPO_KEYS, "kto": KTO_KEYS, "sft": SFT_KEYS}[rows_format(settings.method)]
-    train_dataset = _to_dataset(train_rows, keys)
-    eval_dataset = _to_dataset(validation_rows, keys) if validation_rows else None
-    trainer_cls = _trainer_class(settings)
     # Passing the plain base model plus peft_config (not a PeftModel) makes TRL wrap it itself and use
     # the adapter-disabled base as the reference: one model in memory, no "ref" adapter copy. CPO and ORPO
     # have no reference model at all.
     reference = {} if settings.method in (*LOSS_SELECTED_METHODS, REWARD_METHOD) else {"ref_model": None}
     with plain_lm_head_on_cpu(device.device == "cpu"):
-        trainer = trainer_cls(
+        trainer = _trainer_class(settings)(
             model=model,
             **reference,
             args=args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
+            train_dataset=_to_dataset(train_rows, keys),
+            eval_dataset=_to_dataset(validation_rows, keys) if validation_rows else None,
             processing_class=tokenizer,
-            peft_config=peft_config,
+            peft_config=_lora_config(model, settings),
             callbacks=[callback],
         )
     if fsdp_layers and not trainer.is_fsdp_enabled:
@@ -707,54 +742,24 @@ def train(
             f"Every training row's prompt is at least max_length={settings.max_length} tokens long, so nothing is "
             "left to train on; raise max_length or shorten the prompts."
         )
+    return trainer
 
-    if resume_from_checkpoint is not None and checkpoint_is_final(resume_from_checkpoint):
-        # transformers checks the step limit only after a step, so resuming from the last step's checkpoint (a worker
-        # stopped between that save and the adapter's) would train one step past the end ("step 4 of 3"). With no
-        # epoch to run, train() still loads the checkpoint's weights and state and finishes as usual (best checkpoint
-        # reloaded, metrics, callbacks); tests/trainer/test_core.py pins this on the installed transformers.
-        trainer._run_epoch = lambda **_: None  # noqa: SLF001
-    guard_checkpoints(trainer, before_save)
-    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+
+def _kept_step_figures(trainer: Any, callback: _ProgressCallback) -> tuple[int, dict[str, float]]:  # noqa: ANN401
+    """The kept step and its validation figures. With keep_best, transformers has loaded the checkpoint with the best
+    validation score back into the model."""
     state = trainer.state
-    train_metrics = final_train_metrics(output, callback)
+    kept_step = int(state.best_global_step or state.global_step) if trainer.args.load_best_model_at_end else int(state.global_step)
+    if trainer.eval_dataset is None:
+        return kept_step, {}
+    at_kept = [e for e in callback.history if e.kind == "eval" and e.step == kept_step]
+    if at_kept:
+        return kept_step, dict(at_kept[-1].metrics)
+    return kept_step, {k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, (int, float))}
 
-    if callback.cancelled:
-        return TrainResult(
-            adapter_dir=None,
-            steps=int(state.global_step),
-            total_steps=int(state.max_steps),
-            train_metrics=train_metrics,
-            eval_metrics={},
-            tokens_seen=_tokens_seen(callback),
-            duration_s=time.monotonic() - started,
-            cancelled=True,
-            paused=callback.paused,
-            train_rows=len(train_rows),
-            validation_rows=len(validation_rows),
-            desirable_weight=kto_weights[0] if kto_weights else None,
-            undesirable_weight=kto_weights[1] if kto_weights else None,
-            history=callback.history,
-            settings=settings,
-        )
 
-    # With keep_best, transformers has loaded the checkpoint with the best validation score back into the model.
-    kept_step = int(state.best_global_step or state.global_step) if args.load_best_model_at_end else int(state.global_step)
-    eval_metrics: dict[str, float] = {}
-    if eval_dataset is not None:
-        at_kept = [e for e in callback.history if e.kind == "eval" and e.step == kept_step]
-        if at_kept:
-            eval_metrics = dict(at_kept[-1].metrics)
-        else:
-            eval_metrics = {k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, (int, float))}
-
-    reward_heldout = None
-    if settings.method == REWARD_METHOD and validation_rows:
-        # Exactly, pair by pair: TRL's eval_accuracy averages per-batch means, which a short last batch skews.
-        reward_heldout = pairwise_accuracy(
-            score_pairs(trainer.model, tokenizer, validation_rows, batch_size=settings.per_device_batch_size,
-                        max_length=settings.max_length)
-        ).as_dict()
+def _save_adapter(trainer: Any, out: Path, model_path: str, settings: TrainSettings, device: DeviceSettings) -> Path:  # noqa: ANN401
+    """The trained adapter (chained onto the version it started from, if any) and the tokenizer, in `<out>/adapter`."""
     adapter_dir = out / ADAPTER_DIRNAME
     # A sharded model's weights are pieces on each rank; every rank takes part in gathering the adapter.
     gathered = _gathered_trainable_weights(trainer.model) if trainer.is_fsdp_enabled else None
@@ -762,27 +767,8 @@ def train(
         trainer.model.save_pretrained(str(adapter_dir), state_dict=gathered, safe_serialization=True)
         if settings.init_adapter:
             chain_adapters(model_path, settings.init_adapter, str(adapter_dir), out=str(adapter_dir), dtype=device.dtype)
-        tokenizer.save_pretrained(str(adapter_dir))
-    return TrainResult(
-        adapter_dir=str(adapter_dir),
-        steps=int(state.global_step),
-        total_steps=int(state.max_steps),
-        train_metrics=train_metrics,
-        eval_metrics=eval_metrics,
-        tokens_seen=_tokens_seen(callback),
-        duration_s=time.monotonic() - started,
-        cancelled=False,
-        train_rows=len(train_rows),
-        validation_rows=len(validation_rows),
-        desirable_weight=kto_weights[0] if kto_weights else None,
-        undesirable_weight=kto_weights[1] if kto_weights else None,
-        history=callback.history,
-        outcome=_outcome(
-            settings, callback.history, kept_step=kept_step, steps=int(state.global_step),
-            train_rows=len(train_rows), validation_rows=len(validation_rows), reward_heldout=reward_heldout,
-        ),
-        settings=settings,
-    )
+        trainer.processing_class.save_pretrained(str(adapter_dir))
+    return adapter_dir
 
 
 def guard_checkpoints(trainer: Any, before_save: Callable[[], None] | None) -> None:  # noqa: ANN401
