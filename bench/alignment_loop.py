@@ -519,6 +519,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     from training.models import BaseModel
     from training.review import generation as review_generation
     from training.review.versions import base_version_get_or_create
+    from training.services import LaunchError
 
     stages = Stages()
     rule = RULES[args.rule]
@@ -605,7 +606,12 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
             elif rl_methods:
                 # --set changes meant for the RL run (its own fields) would make the DPO run refuse them.
                 data = {k: v for k, v in form_data.items() if k not in ("num_generations", "max_completion_length")}
-            run = _launch(project, base_model, admin, method, data, noise, f"bench {rule.name} {label}")
+            try:
+                run = _launch(project, base_model, admin, method, data, noise, f"bench {rule.name} {label}")
+            except LaunchError as refused:
+                # Online RL refuses a reward model that is not clearly above chance: a figure, not a crash.
+                stages.done(f"{label}: refused", refused.message)
+                continue
             run = _wait(run, what="training", timeout=6 * 3600, log=log)
             if run.status != "succeeded":
                 raise RuntimeError(f"The run {label} ended {run.status}: {run.error}")
