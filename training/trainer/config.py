@@ -541,8 +541,7 @@ class TrainSettings:
                     "at beta 2 to 2.5."
                 )
         if resolved.learning_rate is None:
-            rate = AUTO_LORA_LEARNING_RATE * math.sqrt(AUTO_FULL_RANK_REFERENCE / resolved.lora.r)
-            resolved.learning_rate = float(f"{min(rate, 2e-3):.2g}")
+            resolved.learning_rate = lora_learning_rate(AUTO_LORA_LEARNING_RATE, resolved.lora.r, ceiling=2e-3)
             notes.append(
                 f"Learning rate {resolved.learning_rate:g}: a LoRA adapter of rank {resolved.lora.r} needs a far larger "
                 "rate than full fine-tuning (5e-4 at rank 16, scaled by the square root of 16 / rank)."
@@ -590,6 +589,13 @@ class TrainSettings:
         return resolved.validate(), notes
 
 
+def lora_learning_rate(at_rank_16: float, rank: int, *, ceiling: float) -> float:
+    """The automatic rate for a LoRA adapter of `rank`: `at_rank_16`, scaled by the square root of 16 / rank (a
+    higher rank has more directions to move in), at most `ceiling`, to two significant figures."""
+    rate = at_rank_16 * math.sqrt(AUTO_FULL_RANK_REFERENCE / rank)
+    return float(f"{min(rate, ceiling):.2g}")
+
+
 def _resolve_online_rl(resolved: TrainSettings, device: str) -> list[str]:
     """An online RL run's automatic choices (in place), with their reasons."""
     notes = []
@@ -602,8 +608,7 @@ def _resolve_online_rl(resolved: TrainSettings, device: str) -> list[str]:
             "preferring it."
         )
     if resolved.learning_rate is None:
-        rate = AUTO_RL_LEARNING_RATE * math.sqrt(AUTO_FULL_RANK_REFERENCE / resolved.lora.r)
-        resolved.learning_rate = float(f"{min(rate, 1e-3):.2g}")
+        resolved.learning_rate = lora_learning_rate(AUTO_RL_LEARNING_RATE, resolved.lora.r, ceiling=1e-3)
         notes.append(
             f"Learning rate {resolved.learning_rate:g}: below DPO's, since each step learns from the policy's own "
             "few answers, a noisier signal than fixed pairs."
