@@ -30,6 +30,14 @@ def test_a_watch_point_counts_words_degeneration_and_keeps_the_highest_reward_an
     assert point.metrics()["cut_off_share"] == 1 / 3
 
 
+def test_a_broken_answer_is_kept_as_an_example_wherever_the_reward_model_ranks_it():
+    prompts = [f"Question {i}?" for i in range(5)]
+    texts = [f"A fine answer number {i} with words." for i in range(4)] + ["la la la la la la la la la la la la la la la la la la la la la la la la"]
+    point = watch_point(8, prompts, texts, [False] * 5, [0.9, 0.8, 0.7, 0.6, -1.0])
+    assert [s["reward"] for s in point.samples] == [0.9, 0.8, 0.7, -1.0]
+    assert point.samples[-1]["degenerate"] == "one short string repeated"
+
+
 def test_repetition_share_is_zero_for_fresh_text_and_high_for_a_loop():
     assert repetition_share("the cat sat on the mat today") == 0.0
     assert repetition_share("buy now " * 30) > 0.9

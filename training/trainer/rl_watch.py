@@ -95,8 +95,11 @@ def watch_point(
     mean = sum(rewards) / n
     std = (sum((r - mean) ** 2 for r in rewards) / (n - 1)) ** 0.5 if n > 1 else 0.0
     reasons = [degeneration(t) for t in texts]
-    # The examples a warning shows: the answers the reward model likes best, where hacking shows first.
-    order = sorted(range(n), key=lambda i: rewards[i], reverse=True)[:SAMPLES_KEPT]
+    # The examples a warning shows: the answers the reward model likes best, where hacking shows first, and the
+    # broken ones wherever they rank (a degeneration warning must show what degenerated).
+    ranked = sorted(range(n), key=lambda i: rewards[i], reverse=True)
+    broken = [i for i in ranked[SAMPLES_KEPT:] if reasons[i]][:SAMPLES_KEPT]
+    order = ranked[:SAMPLES_KEPT] + broken
     samples = [
         {"prompt": prompts[i], "answer": texts[i], "reward": rewards[i], "words": word_count(texts[i]),
          "cut_off": bool(cut_off[i]), "degenerate": reasons[i] or ""}
