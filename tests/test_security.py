@@ -49,6 +49,7 @@ ADMIN_URLS = {
     "training:base_models",
     "training:version_download",
     "training:version_export_start",
+    "training:version_export_cancel",
     "training:version_exports",
     # Admins' unless a project lets its annotators use the playground (tests/playground/test_playground.py).
     "training:playground",
@@ -78,7 +79,8 @@ def _url(name: str, project, pair: PairTask) -> str:
     kwargs = {}
     if name.startswith("training:run_") and name != "training:run_new":
         return reverse(name, kwargs={"run_id": make_run(project).pk})
-    if name in ("training:version_download", "training:version_export_start", "training:version_exports"):
+    if name in ("training:version_download", "training:version_export_start", "training:version_export_cancel",
+                "training:version_exports"):
         run = make_run(project)
         version = ModelVersion.objects.create(name=f"v{run.pk}", base_model=run.base_model, adapter_path="/nonexistent/adapter")
         kind = {} if name == "training:version_exports" else {"kind": "adapter"}
