@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import ProjectFactory, PromptFactory, make_run
+from tests.factories import PASSWORD, AdminFactory, ProjectFactory, PromptFactory, make_run
 from training.models import BaseModel, TuningRun
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,6 +16,14 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 CLEARLY_ABOVE_CHANCE = {"correct": 18, "pairs": 20, "ties": 0, "accuracy": 0.9, "interval": [0.7, 0.97]}
 AT_CHANCE = {"correct": 10, "pairs": 20, "ties": 0, "accuracy": 0.5, "interval": [0.3, 0.7]}
+
+
+@pytest.fixture
+def admin_client(client):
+    """A staff user, logged in on ``client``."""
+    admin = AdminFactory()
+    assert client.login(username=admin.username, password=PASSWORD)
+    return client
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import PASSWORD, AdminFactory
 from tests.online_rl.conftest import AT_CHANCE, project_with_prompts, reward_run
 from training.models import DatasetSnapshot, TuningRun
 from training.trainer.config import SettingsError, TrainSettings
@@ -16,13 +15,6 @@ RL_FORM = {
     "seed": "1", "lora_r": "4", "lora_alpha": "8", "lora_dropout": "0.0", "lora_target_modules": "q_proj,v_proj",
     "noise_handling": "none", "temperature": "1.0",
 }
-
-
-@pytest.fixture
-def admin_client(client):
-    admin = AdminFactory()
-    assert client.login(username=admin.username, password=PASSWORD)
-    return client
 
 
 def _launch(client, project, base, **changes):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import PASSWORD, AdminFactory
 from tests.online_rl.conftest import project_with_prompts, reward_run
 from tests.online_rl.test_launch import RL_FORM
 from tests.worker_process import celery_worker, purge_queues, wait_for
@@ -21,13 +20,6 @@ def rl_worker(django_db_setup):
     purge_queues("default", "gpu")
     with celery_worker("rl") as process:
         yield process
-
-
-@pytest.fixture
-def admin_client(client):
-    admin = AdminFactory()
-    assert client.login(username=admin.username, password=PASSWORD)
-    return client
 
 
 def _train(client, project, base, method: str) -> TuningRun:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import PASSWORD, AdminFactory, ProjectFactory, make_run
+from tests.factories import ProjectFactory, make_run
 from training.models import TuningRun
 from training.rl_selectors import rl_watch
 from training.trainer.rl_watch import watch_point
@@ -27,13 +27,6 @@ def _watched_run(*, hacked: bool) -> TuningRun:
         "kept_reason": "the highest validation reward among evaluations the watch did not flag"}}
     run.save(update_fields=["outcome"])
     return run
-
-
-@pytest.fixture
-def admin_client(client):
-    admin = AdminFactory()
-    assert client.login(username=admin.username, password=PASSWORD)
-    return client
 
 
 def test_a_hacked_run_warns_with_escaped_examples_and_keeps_the_clear_checkpoint(admin_client):

@@ -108,7 +108,7 @@ class _RewardWatch(TrainerCallback):
         finally:
             model.train(was_training)
         texts = [o.text for o in outputs]
-        rewards = self.scorer([p for p in self.prompts], [[{"role": "assistant", "content": t}] for t in texts])
+        rewards = self.scorer(self.prompts, [[{"role": "assistant", "content": t}] for t in texts])
         point = watch_point(step, [_prompt_text(p) for p in self.prompts], texts, [o.is_truncated for o in outputs], rewards)
         if reference:
             self.base = point
