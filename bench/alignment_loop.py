@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +45,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from alignment_prompts import alignment_prompts  # noqa: E402
-from simulated_annotators import (  # noqa: E402
-    RULES,
-    Rule,
-    is_degenerate,
-    judge,
-    rewrite,
-    thumbs,
-    vote_details,
-    word_count,
-)
+from alignment_report import Stages, percent, print_results  # noqa: E402
+from api_annotators import Annotators  # noqa: E402
+from simulated_annotators import RULES, Rule, is_degenerate, judge, word_count  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,21 +94,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class Stages:
-    """Wall time of each stage, printed as it ends."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.times: dict[str, float] = {}
-        self._stage_started = self.started
-
-    def done(self, name: str, detail: str = "") -> None:
-        now = time.monotonic()
-        self.times[name] = now - self._stage_started
-        self._stage_started = now
-        print(f"[{now - self.started:6.0f}s] {name}: {self.times[name]:.0f}s{'  ' + detail if detail else ''}", flush=True)
-
-
 def _environment(args: argparse.Namespace, workdir: Path) -> dict[str, str]:
     env = {
         "DJANGO_SETTINGS_MODULE": "webapp.settings",
@@ -159,88 +138,6 @@ def _wait(row: Any, *, what: str, timeout: float, log: Path) -> Any:  # noqa: AN
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} still {row.status} after {timeout:.0f}s; worker log:\n{log.read_text()[-3000:]}")
         time.sleep(2)
-
-
-class Annotators:
-    """Simulated annotators, each with an API token, voting through the JSON API by one hidden rule, with a
-    strength, now and then a rationale, and a reading time (``vote_details``). ``noise`` is one share of flipped
-    votes for all, or one per annotator. With ``edit_rate``, an annotator whose pick (or, on a tie or both-bad,
-    the first readable answer) misses the rule rewrites it as a person would (``rewrite``) that share of the
-    time, and sends the rewrite as the preferred answer; an answer cut off at the token limit is not rewritten (a
-    person would finish it, which a rule cannot), the other one is."""
-
-    def __init__(self, *, project: Any, count: int, rule: Rule, noise: float | list[float], seed: int,  # noqa: ANN401
-                 edit_rate: float = 0.0, names: list[str] | None = None) -> None:
-        from django.contrib.auth.models import User
-        from django.test import Client
-
-        from labeling.services import api_token_create
-
-        self.rule = rule
-        self.noises = list(noise) if isinstance(noise, list) else [noise] * count
-        self.edit_rate = edit_rate
-        self.edits = 0
-        self.clients = []
-        for i in range(count):
-            user = User.objects.create_user((names or [])[i] if names else f"annotator{i + 1}", password="bench-only")
-            project.members.add(user)
-            token = api_token_create(user=user, name="bench")
-            self.clients.append((Client(HTTP_AUTHORIZATION=f"Bearer {token}"), random.Random(seed * 1000 + i)))
-        self.project = project
-
-    def _pair_body(self, task: dict[str, Any], rng: random.Random, noise: float) -> dict[str, Any]:
-        left, right = task["left"]["text"], task["right"]["text"]
-        vote = judge(self.rule, left, right, rng=rng, noise=noise)
-        details = vote_details(self.rule, left, right, vote, rng=rng)
-        body: dict[str, Any] = {"pick": {"a": "left", "b": "right"}.get(vote, vote), "time_spent_ms": details.time_spent_ms}
-        if details.strength is not None:
-            body["strength"] = details.strength
-        if details.rationale:
-            body["rationale"] = details.rationale
-        if self.edit_rate and rng.random() < self.edit_rate:
-            # A person rewrites an answer they can finish reading: their pick if it is one, else the first such.
-            sides = {"a": task["left"], "b": task["right"]}
-            order = [vote] if vote in sides else []
-            order += [side for side in sides if side not in order]
-            readable = [sides[side]["text"] for side in order
-                        if not sides[side].get("cut_off") and not is_degenerate(sides[side]["text"])]
-            base = readable[0] if readable else None
-            fixed = rewrite(self.rule, base) if base else None
-            if fixed and fixed.strip() != base.strip() and not self.rule.satisfied(base):
-                body["edited_text"] = fixed
-                self.edits += 1
-        return body
-
-    def work(self, *, limit: int | None = None) -> dict[str, int]:
-        """Each annotator in turn takes the next task and votes, until ``limit`` votes or no task is left."""
-        cast: dict[str, int] = {}
-        active = list(range(len(self.clients)))
-        total = 0
-        while active and (limit is None or total < limit):
-            for index in list(active):
-                if limit is not None and total >= limit:
-                    break
-                client, rng = self.clients[index]
-                response = client.get(f"/api/projects/{self.project.pk}/next")
-                if response.status_code != 200:
-                    raise RuntimeError(f"GET next: {response.status_code} {response.content[:300]!r}")
-                task = response.json()["task"]
-                if task is None:
-                    active.remove(index)
-                    continue
-                if task["kind"] == "pair":
-                    body = self._pair_body(task, rng, self.noises[index])
-                else:
-                    up = thumbs(self.rule, task["completion"]["text"], rng=rng, noise=self.noises[index])
-                    body = {"value": "up" if up else "down"}
-                body["client_key"] = response.json()["client_key"]
-                answer = client.post(task["vote_url"], data=json.dumps(body), content_type="application/json")
-                if answer.status_code not in (200, 201):
-                    raise RuntimeError(f"POST vote: {answer.status_code} {answer.content[:300]!r}")
-                key = body.get("pick") or body["value"]
-                cast[key] = cast.get(key, 0) + 1
-                total += 1
-        return cast
 
 
 def _fill_form_defaults(args: argparse.Namespace) -> None:
@@ -324,13 +221,11 @@ def _rule_win_rate(rule: Rule, pairs: list[Any]) -> tuple[Any, dict[str, float]]
     return paired_win_rate(outcomes, rounds=2000), facts
 
 
-def _percent(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
 
 def _review(run: Any, *, project: Any, annotators: Annotators, rule: Rule, args: argparse.Namespace, stages: Stages,  # noqa: ANN401, PLR0913
             log: Path, admin: Any, label: str) -> dict[str, Any]:  # noqa: ANN401
     from training.review import generation as review_generation
+    from training.review import matched_outputs as review_matched_outputs
     from training.review import results as review_results
     from training.review import selectors as review_selectors
     from training.review.versions import run_review_versions
@@ -349,7 +244,7 @@ def _review(run: Any, *, project: Any, annotators: Annotators, rule: Rule, args:
     cast = annotators.work()
     stages.done(f"{label}: blind judging through the API", f"{sum(cast.values())} votes {cast}")
     rewards = _reward_figures(project, base, tuned, job, log=log, stages=stages, label=label) if args.reward_model else None
-    pairs = review_selectors.matched_pairs(project=project, first=tuned, second=base, settings=job.settings)
+    pairs = review_matched_outputs.matched_pairs(project=project, first=tuned, second=base, settings=job.settings)
     paired, facts = _rule_win_rate(rule, pairs)
     figures: dict[str, Any] = {"run": run, "job": job, "pairs": len(pairs), "paired": paired, **facts, "rewards": rewards,
                                "examples": [p.first.text[:160] for p in pairs[:: max(1, len(pairs) // 3)]]}
@@ -360,144 +255,41 @@ def _review(run: Any, *, project: Any, annotators: Annotators, rule: Rule, args:
     return figures
 
 
+
 def _reward_figures(project: Any, base: Any, tuned: Any, job: Any, *, log: Path, stages: Stages, label: str) -> Any:  # noqa: ANN401
     """The review outputs as the project's reward model scores them (the review page's figures), once the scoring
     job that the review job queued has run."""
     from training.models import GenerationJob
     from training.review import rewards as review_rewards
-    from training.review import selectors as review_selectors
+    from training.review import side_by_side as review_side_by_side
 
     for scoring in GenerationJob.objects.filter(project=project, purpose="scores", status__in=["queued", "running"]):
         _wait(scoring, what="reward scoring", timeout=3600, log=log)
-    rows = review_selectors.side_by_side(project=project, base=base, tuned=tuned, settings=job.settings)
+    rows = review_side_by_side.side_by_side(project=project, base=base, tuned=tuned, settings=job.settings)
     found = review_rewards.reward_comparison(project=project, rows=rows, base=base, tuned=tuned)
     stages.done(f"{label}: reward scores", f"{found.base.count if found else 0} matched pairs scored")
     return found
 
 
-def _report_rewards(found: Any) -> None:  # noqa: ANN401
-    def spread(d: Any) -> str:  # noqa: ANN401
-        low, high = d.mean_interval or (float("nan"), float("nan"))
-        return f"mean {d.mean:.3f} (95% CI {low:.3f} to {high:.3f}), sd {d.std:.3f}, n {d.count}"
+@dataclass
+class _Bench:
+    """What the stages of one bench run share, once the project exists."""
 
-    print(f"    reward model scores, base: {spread(found.base)}")
-    print(f"    reward model scores, tuned: {spread(found.tuned)}{'  SPREAD COLLAPSED' if found.collapsed else ''}")
-    low, high = found.paired.mean_interval or (float("nan"), float("nan"))
-    print(f"    tuned minus base, paired: {found.paired.mean:.3f} (95% CI {low:.3f} to {high:.3f})")
-    if found.best_of_n is not None:
-        bon, share = found.best_of_n, found.best_of_n.win_share
-        low, high = share.interval()
-        print(f"    TUNED vs BASE BEST-OF-{bon.n} (reward model's pick): tuned scores higher on {_percent(share.accuracy)} "
-              f"(95% CI {_percent(low)}–{_percent(high)}) of {bon.prompts} held-out prompts; mean score base best-of-{bon.n} "
-              f"{bon.base_best_mean:.3f}, tuned {bon.tuned_mean:.3f}")
+    args: argparse.Namespace
+    rule: Rule
+    stages: Stages
+    log: Path
+    project: Any
+    base_model: Any
+    admin: Any
 
 
-def _reached_training(summary: dict[str, int]) -> str:
-    """Of the decided judgements (pairs won by a side, or rewritten on a tie or both-bad), how many gave a row."""
-    no_preference = summary.get("ties", 0) + summary.get("both_bad", 0) + summary.get("disagreements", 0)
-    left_out = {name: summary.get(name, 0) for name in ("identical", "low_agreement", "cut_off_chosen") if summary.get(name)}
-    # A tie or both-bad with a rewrite is decided (labeling.exporting counts it apart from the ties): it gives up
-    # to two rows, the rewrite preferred to each shown answer.
-    decided = summary.get("considered", 0) - no_preference
-    reached = decided - sum(left_out.values())
-    share = reached / decided if decided else float("nan")
-    return (f"DECIDED JUDGEMENTS THAT REACHED TRAINING: {reached} of {decided} ({_percent(share)}), "
-            f"{summary.get('rows', 0)} rows with {summary.get('edited', 0)} written by annotators; "
-            f"no preference: {no_preference}; left out: {left_out or 'none'}")
+def _rl_methods(method: str) -> list[str]:
+    return [m for m in method.split("+") if m in ("grpo", "rloo")]
 
 
-def _print_win_rate(figures: dict[str, Any]) -> None:
-    paired = figures["paired"]
-    print(f"    HELD-OUT WIN RATE by the rule: {_percent(paired.rate)} (95% CI {_percent(paired.low)}–{_percent(paired.high)}) "
-          f"over {figures['pairs']} matched pairs on {paired.prompts} prompts; sign test p = {paired.sign_test_p:.2g}")
-
-
-def _print_answers(figures: dict[str, Any]) -> None:
-    print(f"    words base {figures['base_words']:.0f} -> tuned {figures['tuned_words']:.0f}; degenerate base "
-          f"{figures['base_degenerate']} / tuned {figures['tuned_degenerate']}; cut off base {figures['base_cut_off']} / "
-          f"tuned {figures['tuned_cut_off']}; has the preferred property: base {_percent(figures['base_satisfies'])} / "
-          f"tuned {_percent(figures['tuned_satisfies'])}")
-
-
-def _report_watch(run: Any, figures: dict[str, Any]) -> None:  # noqa: ANN401
-    """An online RL run: the held-out figures, then what its reward-hacking watch saw and kept."""
-    movement, settings = figures["job"].movement or {}, run.settings
-    watch = (run.outcome or {}).get("watch") or {}
-    base = watch.get("base") or {}
-    kept = next((p for p in watch.get("points", []) if p["step"] == watch.get("kept_step")), {})
-    seconds = (run.finished_at - run.started_at).total_seconds() if run.finished_at and run.started_at else float("nan")
-    print(f"    KL coefficient {settings['beta']:g}, group {settings['num_generations']}, answers up to "
-          f"{settings['max_completion_length']} tokens, temperature {settings['temperature']:g}, lr {settings['learning_rate']:g}; "
-          f"{run.train_rows} train prompts, {run.validation_rows} watched; training took {seconds:.0f}s")
-    _print_win_rate(figures)
-    print(f"    did it move: KL {movement.get('kl_per_token', float('nan')):.4f} per token; {movement.get('identical', '?')} of "
-          f"{movement.get('pairs', '?')} outputs identical to the base's")
-    _print_answers(figures)
-    if "battles" in figures:
-        b = figures["battles"]
-        print(f"    annotators' blind battles: {b.wins}-{b.ties}-{b.losses}, raw {_percent(b.rate)} "
-              f"({_percent(b.low)}–{_percent(b.high)})")
-    print(f"    WATCH: validation reward {base.get('reward_mean', float('nan')):+.3f} before training -> "
-          f"{kept.get('reward_mean', float('nan')):+.3f} at the kept step {watch.get('kept_step')} ({watch.get('kept_reason')}); "
-          f"words {base.get('mean_words', float('nan')):.0f} -> {kept.get('mean_words', float('nan')):.0f}")
-    print("    step  reward   words  cut-off  degenerate  repeated")
-    for point in [base, *watch.get("points", [])]:
-        print(f"    {point['step']:>4}  {point['reward_mean']:+.3f}  {point['mean_words']:>5.0f}  {point['cut_off']:>3}/{point['answers']:<3}"
-              f"  {point['degenerate']:>3}/{point['answers']:<6}  {point['repetition']:.0%}")
-    warnings = watch.get("warnings") or []
-    print(f"    WATCH WARNINGS: {len(warnings)}" + ("" if warnings else " (none fired)"))
-    for warning in warnings:
-        print(f"    ! step {warning['step']} [{warning['kind']}] {warning['message']}")
-        for example in warning["examples"][:2]:
-            print(f"        e.g. reward {example['reward']:+.2f}, {example['words']} words"
-                  f"{', cut off' if example['cut_off'] else ''}: {example['answer'][:200]!r}")
-    for text in figures["examples"][:2]:
-        print(f"    e.g. {text!r}")
-
-
-def _report(figures: dict[str, Any], label: str) -> None:
-    run, job = figures["run"], figures["job"]
-    outcome = run.outcome or {}
-    validation = outcome.get("validation", {})
-    accuracy = validation.get("rewards/accuracies", validation.get("ranking_accuracy"))
-    movement = job.movement or {}
-    settings = run.settings
-    print(f"\n--- {label}: run {run.pk} ({run.status}), {run.method.upper()} "
-          f"loss {settings.get('loss_type') or 'default'}, lr {settings['learning_rate']:g}, "
-          f"{settings['num_train_epochs']:g} epochs, {outcome.get('steps')} steps, kept step {outcome.get('kept_step')}")
-    print(f"    training rows {run.train_rows} + {run.validation_rows} validation; "
-          f"lineage noise handling: {run.snapshot.lineage.get('noise_handling')}"
-          + (f", estimated flip rate {run.snapshot.lineage['estimated_flip_rate']}" if "estimated_flip_rate" in run.snapshot.lineage else ""))
-    if run.method == "dpo":
-        print(f"    {_reached_training(run.snapshot.summary)}")
-    if run.method in ("grpo", "rloo"):
-        _report_watch(run, figures)
-        return
-    print(f"    validation {'ranking' if run.method == 'kto' else 'implicit-reward'} accuracy: "
-          f"{'—' if accuracy is None else f'{accuracy:.3f}'} on {outcome.get('validation_rows')} rows; "
-          f"margin {validation.get('rewards/margins', validation.get('reward_gap', float('nan'))):.3f}")
-    print(f"    did it move: {movement.get('identical', '?')} of {movement.get('pairs', '?')} outputs identical to the base's, "
-          f"KL {movement.get('kl_per_token', float('nan')):.4f} per token over {movement.get('tokens', '?')} tokens")
-    _print_win_rate(figures)
-    _print_answers(figures)
-    if "battles" in figures:
-        b = figures["battles"]
-        lc = b.length_controlled
-        print(f"    annotators' blind battles (identical pairs are not battled): {b.wins}-{b.ties}-{b.losses}, raw "
-              f"{_percent(b.rate)}" + (f", paired {_percent(b.paired.rate)} ({_percent(b.paired.low)}–{_percent(b.paired.high)})" if b.paired else "")
-              + (f", length-controlled {_percent(lc.rate)} ({_percent(lc.low)}–{_percent(lc.high)})" if lc else ""))
-    if "thumbs" in figures:
-        t = figures["thumbs"]
-        print(f"    annotators' held-out thumbs: base {_percent(t.base.rate)} up ({t.base.ups}/{t.base.ups + t.base.downs}), "
-              f"tuned {_percent(t.tuned.rate)} up ({t.tuned.ups}/{t.tuned.ups + t.tuned.downs})")
-    for text in figures["examples"][:3]:
-        print(f"    e.g. {text!r}")
-    if figures.get("rewards") is not None:
-        _report_rewards(figures["rewards"])
-
-
-def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
-    args = parse_args(argv)
+def _settle_args(args: argparse.Namespace) -> int:
+    """Apply --quick and what online RL needs to ``args``; the overlap, refused when above the annotators."""
     if args.quick:
         args.votes, args.heldout = min(args.votes, 16), min(args.heldout, 3)
         args.max_new_tokens = min(args.max_new_tokens or 32, 32)
@@ -505,44 +297,45 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     overlap = args.overlap or min(args.annotators, 3)
     if overlap > args.annotators:
         raise SystemExit(f"--overlap {overlap} needs at least that many --annotators.")
-    workdir = Path(tempfile.mkdtemp(prefix="preftune-alignment-"))
-    env = _environment(args, workdir)
-    os.environ.update(env)
-    import django
+    if _rl_methods(args.method):
+        args.reward_model = True  # online RL trains against it
+    return overlap
 
-    django.setup()
-    from django.contrib.auth.models import User
-    from django.core.management import call_command
 
-    from labeling.importing import project_import
-    from labeling.models import Project
-    from training.models import BaseModel
-    from training.review import generation as review_generation
-    from training.review.versions import base_version_get_or_create
-    from training.services import LaunchError
-
-    stages = Stages()
-    rule = RULES[args.rule]
-    _fill_form_defaults(args)
+def _print_plan(args: argparse.Namespace, rule: Rule, overlap: int, workdir: Path) -> None:
     print(f"alignment loop: rule {rule.name} ({rule.kind}: {rule.description}); {args.method.upper()} from "
           f"{args.votes} {'thumbs' if args.method == 'kto' else 'votes'} by {args.annotators} annotator(s), overlap {overlap}, "
           f"noise {args.annotator_noise:.0%}, edit rate {args.edit_rate:.0%}; {args.candidates} candidates a prompt at "
           f"{args.max_new_tokens} tokens, temperature {args.candidate_temperature:g}, cut-off answers "
           f"{args.cut_off.replace('_', ' ')} in pairs"
           f"{' under style hints' if args.styles else ''}; folder {workdir}", flush=True)
+
+
+def _set_up(args: argparse.Namespace, rule: Rule, overlap: int) -> tuple[Any, Any, Any]:
+    """Migrate the fresh database and prepare the bundled model; the project, the base model and the admin."""
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+
+    from labeling.models import Project
+    from training.models import BaseModel
+
     call_command("migrate", verbosity=0)
     call_command("prepare_base_model", verbosity=0)
     base_model = BaseModel.objects.get()
     admin = User.objects.create_superuser("admin", password="bench-only")
-    rl_methods = [m for m in args.method.split("+") if m in ("grpo", "rloo")]
-    if rl_methods:
-        args.reward_model = True  # online RL trains against it
     mode = "rate" if args.method == "kto" else "compare"
     project = Project.objects.create(name=f"Alignment bench: {rule.name}", mode=mode, overlap=overlap,
                                      guidelines=f"Simulated: {rule.description}.")
+    return project, base_model, admin
+
+
+def _import_prompts(args: argparse.Namespace, project: Any, overlap: int) -> Any:  # noqa: ANN401
+    """Enough train prompts for the votes wanted, and the held-out ones, through the app's import."""
+    from labeling.importing import project_import
+
     tasks_wanted = math.ceil(args.votes / overlap)
     per_prompt = float(args.candidates)
-    if mode == "compare":
+    if project.mode == "compare":
         from training.trainer.candidates import expected_pairs
 
         # The bundled model finished 144 of 225 candidates at 384 tokens (64%, 2026-12-06); fewer at lower limits.
@@ -552,85 +345,141 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     prompts = alignment_prompts(train_count + args.heldout, seed=args.seed + 1)
     lines = [{"id": f"train-{i}", "prompt": p, "split": "train"} for i, p in enumerate(prompts[:train_count])]
     lines += [{"id": f"heldout-{i}", "prompt": p, "split": "heldout"} for i, p in enumerate(prompts[train_count:])]
-    report = project_import(project=project, filename="prompts.jsonl",
-                            data="".join(json.dumps(line) + "\n" for line in lines).encode())
-    stages.done("import prompts", str(report))
+    return project_import(project=project, filename="prompts.jsonl",
+                          data="".join(json.dumps(line) + "\n" for line in lines).encode())
 
-    log = workdir / "worker.log"
-    worker = _start_worker(env, log)
-    try:
-        stages.done("start the worker")
-        base_version = base_version_get_or_create(base_model=base_model)
-        job = review_generation.generation_job_create(
-            project=project, versions=[base_version], purpose="candidates", split="train", created_by=admin,
-            settings_data={"temperature": args.candidate_temperature, "top_p": args.candidate_top_p, "max_new_tokens": args.max_new_tokens,
-                           "seed": args.seed,
-                           "n": args.candidates, **({"style_hints": True} if args.styles else {})},
-            pairing=args.pairing, cut_off=args.cut_off,
-        )
-        job = _wait(job, what="candidate generation", timeout=3 * 3600, log=log)
-        if job.status != "succeeded":
-            raise RuntimeError(f"Candidate generation failed: {job.error}")
-        stages.done("generate candidates", f"{job.completions_created} candidates for {job.prompt_count} prompts, "
-                    f"{job.tasks_created} tasks; {'; '.join(job.notes) or 'nothing left out'}")
 
-        annotators = Annotators(project=project, count=args.annotators, rule=rule, noise=args.annotator_noise, seed=args.seed,
-                                edit_rate=args.edit_rate)
-        cast = annotators.work(limit=args.votes)
-        annotators.edit_rate = 0.0  # battles are judged, not rewritten
-        stages.done("annotators vote through the JSON API", f"{sum(cast.values())} votes {cast}, {annotators.edits} with a rewrite")
+def _generate_candidates(bench: _Bench) -> None:
+    from training.review import generation as review_generation
+    from training.review.versions import base_version_get_or_create
 
-        form_data = _launch_form_defaults(args.set)
-        if args.reward_model:
-            reward_run = _launch(project, base_model, admin, "reward", {**form_data, "beta": None}, "none",
-                                 f"bench {rule.name} reward model")
-            reward_run = _wait(reward_run, what="reward model training", timeout=6 * 3600, log=log)
-            if reward_run.status != "succeeded":
-                raise RuntimeError(f"The reward model run ended {reward_run.status}: {reward_run.error}")
-            held = reward_run.outcome.get("reward_model") or {}
-            stages.done("reward model: train", f"{reward_run.outcome.get('steps')} steps, {reward_run.train_rows} rows; "
-                        f"held-out pairwise accuracy {_percent(held.get('accuracy'))} "
-                        f"(95% CI {_percent((held.get('interval') or [None, None])[0])}–"
-                        f"{_percent((held.get('interval') or [None, None])[1])}) on {held.get('pairs')} pairs")
-        plans = [("plain" if args.compare_noise_handling else "run", args.noise_handling, args.method)]
-        if args.compare_noise_handling:
-            plans.append((f"noise-aware ({args.compare_noise_handling})", args.compare_noise_handling, args.method))
-        if rl_methods:
-            plans = [] if args.rl_only else [("DPO on the same votes", "none", "dpo")]
-            plans += [(f"{m.upper()} against the reward model", "none", m) for m in rl_methods]
-        results = []
-        for label, noise, method in plans:
-            data = form_data
-            if method in ("grpo", "rloo"):
-                data = {**form_data, "beta": form_data.get("beta", "")}
-            elif rl_methods:
-                # --set changes meant for the RL run (its own fields) would make the DPO run refuse them.
-                data = {k: v for k, v in form_data.items() if k not in ("num_generations", "max_completion_length")}
-            try:
-                run = _launch(project, base_model, admin, method, data, noise, f"bench {rule.name} {label}")
-            except LaunchError as refused:
-                # Online RL refuses a reward model that is not clearly above chance: a figure, not a crash.
-                stages.done(f"{label}: refused", refused.message)
-                continue
-            run = _wait(run, what="training", timeout=6 * 3600, log=log)
-            if run.status != "succeeded":
-                raise RuntimeError(f"The run {label} ended {run.status}: {run.error}")
-            stages.done(f"{label}: train", f"{run.outcome.get('steps')} steps, {run.train_rows} rows")
-            figures = _review(run, project=project, annotators=annotators, rule=rule, args=args, stages=stages,
-                              log=log, admin=admin, label=label)
-            results.append((label, figures))
-    finally:
-        worker.terminate()
+    args = bench.args
+    base_version = base_version_get_or_create(base_model=bench.base_model)
+    job = review_generation.generation_job_create(
+        project=bench.project, versions=[base_version], purpose="candidates", split="train", created_by=bench.admin,
+        settings_data={"temperature": args.candidate_temperature, "top_p": args.candidate_top_p, "max_new_tokens": args.max_new_tokens,
+                       "seed": args.seed,
+                       "n": args.candidates, **({"style_hints": True} if args.styles else {})},
+        pairing=args.pairing, cut_off=args.cut_off,
+    )
+    job = _wait(job, what="candidate generation", timeout=3 * 3600, log=bench.log)
+    if job.status != "succeeded":
+        raise RuntimeError(f"Candidate generation failed: {job.error}")
+    bench.stages.done("generate candidates", f"{job.completions_created} candidates for {job.prompt_count} prompts, "
+                      f"{job.tasks_created} tasks; {'; '.join(job.notes) or 'nothing left out'}")
+
+
+def _vote(bench: _Bench) -> Annotators:
+    """The annotators cast the labelling votes; they judge the battles later, without rewriting."""
+    args = bench.args
+    annotators = Annotators(project=bench.project, count=args.annotators, rule=bench.rule, noise=args.annotator_noise,
+                            seed=args.seed, edit_rate=args.edit_rate)
+    cast = annotators.work(limit=args.votes)
+    annotators.edit_rate = 0.0  # battles are judged, not rewritten
+    bench.stages.done("annotators vote through the JSON API",
+                      f"{sum(cast.values())} votes {cast}, {annotators.edits} with a rewrite")
+    return annotators
+
+
+def _train_reward_model(bench: _Bench, form_data: dict[str, Any]) -> None:
+    reward_run = _launch(bench.project, bench.base_model, bench.admin, "reward", {**form_data, "beta": None}, "none",
+                         f"bench {bench.rule.name} reward model")
+    reward_run = _wait(reward_run, what="reward model training", timeout=6 * 3600, log=bench.log)
+    if reward_run.status != "succeeded":
+        raise RuntimeError(f"The reward model run ended {reward_run.status}: {reward_run.error}")
+    held = reward_run.outcome.get("reward_model") or {}
+    bench.stages.done("reward model: train", f"{reward_run.outcome.get('steps')} steps, {reward_run.train_rows} rows; "
+                      f"held-out pairwise accuracy {percent(held.get('accuracy'))} "
+                      f"(95% CI {percent((held.get('interval') or [None, None])[0])}–"
+                      f"{percent((held.get('interval') or [None, None])[1])}) on {held.get('pairs')} pairs")
+
+
+def _plans(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """(label, noise handling, method) of each run to train and review."""
+    rl_methods = _rl_methods(args.method)
+    plans = [("plain" if args.compare_noise_handling else "run", args.noise_handling, args.method)]
+    if args.compare_noise_handling:
+        plans.append((f"noise-aware ({args.compare_noise_handling})", args.compare_noise_handling, args.method))
+    if rl_methods:
+        plans = [] if args.rl_only else [("DPO on the same votes", "none", "dpo")]
+        plans += [(f"{m.upper()} against the reward model", "none", m) for m in rl_methods]
+    return plans
+
+
+def _form_data_for(method: str, form_data: dict[str, Any], *, rl_methods: list[str]) -> dict[str, Any]:
+    if method in ("grpo", "rloo"):
+        return {**form_data, "beta": form_data.get("beta", "")}
+    if rl_methods:
+        # --set changes meant for the RL run (its own fields) would make the DPO run refuse them.
+        return {k: v for k, v in form_data.items() if k not in ("num_generations", "max_completion_length")}
+    return form_data
+
+
+def _train_and_review(bench: _Bench, annotators: Annotators, form_data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Each planned run trained, then reviewed; (label, figures) for each run that was not refused."""
+    from training.services import LaunchError
+
+    results = []
+    for label, noise, method in _plans(bench.args):
+        data = _form_data_for(method, form_data, rl_methods=_rl_methods(bench.args.method))
         try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+            run = _launch(bench.project, bench.base_model, bench.admin, method, data, noise, f"bench {bench.rule.name} {label}")
+        except LaunchError as refused:
+            # Online RL refuses a reward model that is not clearly above chance: a figure, not a crash.
+            bench.stages.done(f"{label}: refused", refused.message)
+            continue
+        run = _wait(run, what="training", timeout=6 * 3600, log=bench.log)
+        if run.status != "succeeded":
+            raise RuntimeError(f"The run {label} ended {run.status}: {run.error}")
+        bench.stages.done(f"{label}: train", f"{run.outcome.get('steps')} steps, {run.train_rows} rows")
+        figures = _review(run, project=bench.project, annotators=annotators, rule=bench.rule, args=bench.args,
+                          stages=bench.stages, log=bench.log, admin=bench.admin, label=label)
+        results.append((label, figures))
+    return results
 
-    print(f"\n=== rule {rule.name}: {rule.description} ===")
-    for label, figures in results:
-        _report(figures, label)
-    print(f"\ntotal {time.monotonic() - stages.started:.0f}s; stages: "
-          + ", ".join(f"{name} {seconds:.0f}s" for name, seconds in stages.times.items()))
+
+def _stop_worker(worker: subprocess.Popen) -> None:
+    worker.terminate()
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+
+
+def _run_the_loop(bench: _Bench, env: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """Everything the worker does, from the candidates to the last review; the worker is stopped however it ends."""
+    worker = _start_worker(env, bench.log)
+    try:
+        bench.stages.done("start the worker")
+        _generate_candidates(bench)
+        annotators = _vote(bench)
+        form_data = _launch_form_defaults(bench.args.set)
+        if bench.args.reward_model:
+            _train_reward_model(bench, form_data)
+        return _train_and_review(bench, annotators, form_data)
+    finally:
+        _stop_worker(worker)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    overlap = _settle_args(args)
+    workdir = Path(tempfile.mkdtemp(prefix="preftune-alignment-"))
+    env = _environment(args, workdir)
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    stages = Stages()
+    rule = RULES[args.rule]
+    _fill_form_defaults(args)
+    _print_plan(args, rule, overlap, workdir)
+    project, base_model, admin = _set_up(args, rule, overlap)
+    stages.done("import prompts", str(_import_prompts(args, project, overlap)))
+    bench = _Bench(args=args, rule=rule, stages=stages, log=workdir / "worker.log", project=project,
+                   base_model=base_model, admin=admin)
+    results = _run_the_loop(bench, env)
+    print_results(rule, results, stages)
     if args.keep:
         print(f"kept {workdir}")
     else:

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -91,7 +92,7 @@ def held_out_win_rate(rule, base: list[list[str]], tuned: list[list[str]]) -> tu
     return result.rate, result.low, result.high, len(outcomes)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "var/models/smollm2-135m-instruct"))
     parser.add_argument("--train-prompts", type=int, default=200)
@@ -107,19 +108,13 @@ def main() -> None:
         help='method:pairing:rule:config, e.g. "dpo:first:length:lr=5e-4,epochs=2" (pairing first|all|extremes; '
         "an empty config is automatic)",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    import torch
 
-    from training.trainer.config import LoraSettings, TrainSettings
-    from training.trainer.core import train
+def _base_outputs(args: argparse.Namespace, train_prompts: list[str],
+                  heldout_prompts: list[str]) -> tuple[list[list[str]], list[list[str]]]:
+    """The base model's candidates for the train prompts and its samples for the held-out ones."""
     from training.trainer.review import GenerationSettings, generate_for_versions
-    from training.trainer.rows import RowsError
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"device {device} {torch.cuda.get_device_name(0) if device == 'cuda' else ''} torch {torch.__version__}", flush=True)
-    prompts = alignment_prompts(args.train_prompts + args.heldout, seed=1)
-    train_prompts, heldout_prompts = prompts[: args.train_prompts], prompts[args.train_prompts :]
 
     started = time.monotonic()
     candidates = generate_for_versions(
@@ -137,58 +132,92 @@ def main() -> None:
         batch_size=args.batch_size,
     )["base"]
     print(f"base held-out: {args.heldout}x{args.samples} in {time.monotonic() - started:.0f}s", flush=True)
+    return candidates, base_heldout
 
-    for spec in args.runs:
-        method, pairing, rule_name, config = (spec.split(":", 3) + [""] * 4)[:4]
-        rule = RULES[rule_name]
-        rng = random.Random(7)
-        if method == "dpo":
-            rows = dpo_rows(rule, train_prompts, candidates, pairing=pairing, rng=rng, noise=args.noise)
-        else:
-            usable = [c[:2] for c in candidates] if pairing == "first" else candidates
-            rows = kto_rows(rule, train_prompts, usable, rng=rng, noise=args.noise)
-        base_ok = statistics.mean(rule.satisfied(t) for s in base_heldout for t in s)
-        print(f"\n== {method} {pairing} {rule_name} ({rule.description}): {len(rows)} rows; base held-out satisfies {base_ok:.0%}", flush=True)
-        if len(rows) < 4:
-            print("   too few rows to train: the candidates never differ by this rule", flush=True)
-            continue
-        values = parse_config(config)
-        r = int(values.pop("r", 16))
-        steps = int(values.pop("max_steps", -1))
-        settings = TrainSettings(method=method, max_length=512, lora=LoraSettings(r=r, alpha=2 * r), max_steps=steps,
-                                 **{k: v for k, v in values.items()})
-        if values.get("label_smoothing", 0) > 0:
-            settings.loss_type = "robust"
+
+def _train_settings(method: str, config: str) -> Any:  # noqa: ANN401
+    """The trainer's settings for a run's ``config`` (empty: automatic)."""
+    from training.trainer.config import LoraSettings, TrainSettings
+
+    values = parse_config(config)
+    r = int(values.pop("r", 16))
+    steps = int(values.pop("max_steps", -1))
+    settings = TrainSettings(method=method, max_length=512, lora=LoraSettings(r=r, alpha=2 * r), max_steps=steps,
+                             **{k: v for k, v in values.items()})
+    if values.get("label_smoothing", 0) > 0:
+        settings.loss_type = "robust"
+    return settings
+
+
+def _sweep_run(args: argparse.Namespace, spec: str, train_prompts: list[str], heldout_prompts: list[str],
+               candidates: list[list[str]], base_heldout: list[list[str]]) -> None:
+    """One ``--runs`` entry: rows voted by its rule, training, held-out samples of the tuned model, one result line."""
+    from training.trainer.core import train
+    from training.trainer.review import GenerationSettings, generate_for_versions
+    from training.trainer.rows import RowsError
+
+    method, pairing, rule_name, config = (spec.split(":", 3) + [""] * 4)[:4]
+    rule = RULES[rule_name]
+    rng = random.Random(7)
+    if method == "dpo":
+        rows = dpo_rows(rule, train_prompts, candidates, pairing=pairing, rng=rng, noise=args.noise)
+    else:
+        usable = [c[:2] for c in candidates] if pairing == "first" else candidates
+        rows = kto_rows(rule, train_prompts, usable, rng=rng, noise=args.noise)
+    base_ok = statistics.mean(rule.satisfied(t) for s in base_heldout for t in s)
+    print(f"\n== {method} {pairing} {rule_name} ({rule.description}): {len(rows)} rows; base held-out satisfies {base_ok:.0%}", flush=True)
+    if len(rows) < 4:
+        print("   too few rows to train: the candidates never differ by this rule", flush=True)
+        return
+    settings = _train_settings(method, config)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as out:
+        try:
+            result = train(model_path=args.model, rows=rows, settings=settings, output_dir=out)
+        except RowsError as exc:
+            print(f"   cannot train: {exc}", flush=True)
+            return
+        trained = time.monotonic() - started
         started = time.monotonic()
-        with tempfile.TemporaryDirectory() as out:
-            try:
-                result = train(model_path=args.model, rows=rows, settings=settings, output_dir=out)
-            except RowsError as exc:
-                print(f"   cannot train: {exc}", flush=True)
-                continue
-            trained = time.monotonic() - started
-            started = time.monotonic()
-            tuned = generate_for_versions(
-                args.model, {"tuned": result.adapter_dir}, [_user(p) for p in heldout_prompts],
-                GenerationSettings(temperature=0.7, top_p=0.9, max_new_tokens=args.max_new_tokens, seed=100, n=args.samples),
-                batch_size=args.batch_size,
-            )["tuned"]
-        rate, low, high, n = held_out_win_rate(rule, base_heldout, tuned)
-        val = result.outcome.get("validation", {})
-        acc = val.get("rewards/accuracies", val.get("ranking_accuracy"))
-        words_b = statistics.mean(word_count(t) for s in base_heldout for t in s)
-        words_t = statistics.mean(word_count(t) for s in tuned for t in s)
-        short = sum(1 for s in tuned for t in s if is_degenerate(t))
-        used = result.settings
-        print(
-            f"[{config or 'auto'}] lr {used.learning_rate:g} epochs {used.num_train_epochs:g} steps {result.steps} kept {result.outcome.get('kept_step')}"
-            f" | val acc {acc if acc is None else round(acc, 3)} | win {rate:.1%} [{low:.1%}, {high:.1%}] of {n}"
-            f" | words {words_b:.0f} -> {words_t:.0f} (degenerate: {short}) | satisfies {statistics.mean(rule.satisfied(t) for x in tuned for t in x):.0%}"
-            f" | train {trained:.0f}s gen {time.monotonic() - started:.0f}s",
-            flush=True,
-        )
-        print("   e.g.:", repr(tuned[0][0][:200]), "|", repr(tuned[1][0][:200]), flush=True)
+        tuned = generate_for_versions(
+            args.model, {"tuned": result.adapter_dir}, [_user(p) for p in heldout_prompts],
+            GenerationSettings(temperature=0.7, top_p=0.9, max_new_tokens=args.max_new_tokens, seed=100, n=args.samples),
+            batch_size=args.batch_size,
+        )["tuned"]
+    _print_result(rule, config, result, base_heldout, tuned, trained=trained, generation_started=started)
 
+
+def _print_result(rule: Any, config: str, result: Any, base_heldout: list[list[str]], tuned: list[list[str]], *,  # noqa: ANN401
+                  trained: float, generation_started: float) -> None:
+    rate, low, high, n = held_out_win_rate(rule, base_heldout, tuned)
+    val = result.outcome.get("validation", {})
+    acc = val.get("rewards/accuracies", val.get("ranking_accuracy"))
+    words_b = statistics.mean(word_count(t) for s in base_heldout for t in s)
+    words_t = statistics.mean(word_count(t) for s in tuned for t in s)
+    short = sum(1 for s in tuned for t in s if is_degenerate(t))
+    used = result.settings
+    print(
+        f"[{config or 'auto'}] lr {used.learning_rate:g} epochs {used.num_train_epochs:g} steps {result.steps} kept {result.outcome.get('kept_step')}"
+        f" | val acc {acc if acc is None else round(acc, 3)} | win {rate:.1%} [{low:.1%}, {high:.1%}] of {n}"
+        f" | words {words_b:.0f} -> {words_t:.0f} (degenerate: {short}) | satisfies {statistics.mean(rule.satisfied(t) for x in tuned for t in x):.0%}"
+        f" | train {trained:.0f}s gen {time.monotonic() - generation_started:.0f}s",
+        flush=True,
+    )
+    print("   e.g.:", repr(tuned[0][0][:200]), "|", repr(tuned[1][0][:200]), flush=True)
+
+
+def main() -> None:
+    args = parse_args()
+
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"device {device} {torch.cuda.get_device_name(0) if device == 'cuda' else ''} torch {torch.__version__}", flush=True)
+    prompts = alignment_prompts(args.train_prompts + args.heldout, seed=1)
+    train_prompts, heldout_prompts = prompts[: args.train_prompts], prompts[args.train_prompts :]
+    candidates, base_heldout = _base_outputs(args, train_prompts, heldout_prompts)
+    for spec in args.runs:
+        _sweep_run(args, spec, train_prompts, heldout_prompts, candidates, base_heldout)
 
 if __name__ == "__main__":
     main()

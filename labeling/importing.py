@@ -20,39 +20,41 @@ A train prompt of a compare project with exactly one completion is refused: one 
 CSV (``.csv``) with a header row: ``prompt``, optional ``id``, ``split``, ``model``, and completion
 columns ``completion``, ``completion_1``, ``completion_2``, … (or ``completion_a``, ``completion_b``);
 empty cells are ignored, and a file with only ``prompt`` (and ``id``, ``split``) imports prompts alone.
+
+Each format is read in its own module (labeling.import_jsonl, labeling.import_csv), into the records and checks
+of labeling.import_records; this module decodes the file, checks it against the project and writes it.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 import random
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
-from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from labeling.import_csv import parse_csv
+from labeling.import_jsonl import parse_jsonl
+from labeling.import_records import MAX_LINE_CHARS, ImportRecord
 from labeling.models import Completion, PairTask, Project, Prompt, RateTask
 
-MAX_LINE_CHARS = 1_000_000
+__all__ = [
+    "FORMAT_HELP",
+    "MAX_COMPLETIONS",
+    "MAX_ERRORS_SHOWN",
+    "MAX_LINE_CHARS",
+    "MULTIPART_OVERHEAD_BYTES",
+    "ImportFailed",
+    "ImportReport",
+    "project_import",
+]
+
 MAX_COMPLETIONS = 10
 MAX_ERRORS_SHOWN = 200
 # A multipart upload of a file at the size limit is this much longer: boundaries, part headers, a CSRF token.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
-# Our records are at most three levels deep; anything far deeper is a broken or hostile file.
-MAX_JSON_DEPTH = 20
-_MAX_ID_CHARS = 200
-_MAX_MODEL_CHARS = 200
-_ROLES = ("system", "user", "assistant")
-_JSONL_KEYS = ("id", "prompt", "messages", "completions", "completion", "split", "model", "completion_models")
-_CSV_FIXED_COLUMNS = ("id", "prompt", "split", "model")
-_CSV_COMPLETION_COLUMN = re.compile(r"^completion(?:_(\d+|[a-z]))?$")
-_SPLITS = (Prompt.Split.TRAIN.value, Prompt.Split.HELDOUT.value)
 
 FORMAT_HELP = (
     "JSON Lines (.jsonl): one object per line with 'prompt' (or chat 'messages') and 'completions' "
@@ -109,16 +111,6 @@ class ImportFailed(Exception):
         self.message = message
 
 
-@dataclass
-class _Record:
-    line: int
-    external_id: str
-    messages: list[dict[str, str]]
-    split: str
-    completions: list[str] = field(default_factory=list)
-    models: list[str] = field(default_factory=list)
-
-
 def project_import(*, project: Project, filename: str, data: bytes) -> ImportReport:
     """Add the prompts and completions in ``data`` to ``project`` and create their tasks.
 
@@ -130,7 +122,7 @@ def project_import(*, project: Project, filename: str, data: bytes) -> ImportRep
     """
     text = _decoded(data)
     fmt = _format_of(filename, text)
-    records, errors = _parse_jsonl(text) if fmt == "jsonl" else _parse_csv(text)
+    records, errors = parse_jsonl(text) if fmt == "jsonl" else parse_csv(text)
     if not records and not errors:
         errors.append("The file has no prompts in it (only blank lines or a header).")
     errors.extend(_check_against_project(project, records))
@@ -200,348 +192,10 @@ def _format_of(filename: str, text: str) -> str:
     )
 
 
-# ---------------------------------------------------------------- JSON Lines
+# ---------------------------------------------------------------- checks across the lines
 
 
-def _parse_jsonl(text: str) -> tuple[list[_Record], list[str]]:
-    records: list[_Record] = []
-    errors: list[str] = []
-    if text.lstrip().startswith("["):
-        return [], ["line 1: the file is one JSON array; put one JSON object on each line (JSON Lines) instead."]
-    # Split on \n only: str.splitlines would also break on U+2028 and friends, which JSON strings may hold.
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.rstrip("\r")
-        if not line.strip():
-            continue
-        if len(line) > MAX_LINE_CHARS:
-            errors.append(f"line {number}: longer than {MAX_LINE_CHARS:,} characters.")
-            continue
-        try:
-            obj = json.loads(line)
-        except RecursionError:
-            errors.append(f"line {number}: JSON nested too deeply.")
-            continue
-        except json.JSONDecodeError as exc:
-            errors.append(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno}).")
-            continue
-        except ValueError:
-            # Python refuses integers of more than 4,300 digits with a plain ValueError, not a JSONDecodeError.
-            errors.append(f"line {number}: not valid JSON (a number with too many digits).")
-            continue
-        problems: list[str] = []
-        record = _record_from_json(number, obj, problems)
-        if problems:
-            errors.extend(f"line {number}: {problem}" for problem in problems)
-        elif record is not None:
-            records.append(record)
-    return records, errors
-
-
-def _record_from_json(number: int, obj: Any, problems: list[str]) -> _Record | None:
-    if not isinstance(obj, dict):
-        problems.append(f"expected a JSON object, got {_json_type(obj)}.")
-        return None
-    if _depth(obj) > MAX_JSON_DEPTH:
-        problems.append("JSON nested too deeply.")
-        return None
-    unknown = [key for key in obj if key not in _JSONL_KEYS]
-    if unknown:
-        problems.append(f"unknown field {unknown[0]!r}; the fields are {', '.join(_JSONL_KEYS)}.")
-        return None
-
-    external_id = _external_id(obj.get("id"), problems)
-    messages = _messages(obj, problems)
-    split = obj.get("split", Prompt.Split.TRAIN)
-    if split not in _SPLITS:
-        problems.append(f"'split' must be 'train' or 'heldout', not {_short(split)}.")
-
-    if "completions" in obj and "completion" in obj:
-        problems.append("give either 'completions' or 'completion', not both.")
-        completions: list[str] = []
-    elif "completion" in obj:
-        value = obj["completion"]
-        completions = [value] if _text_ok(value, "'completion'", problems) else []
-    elif "completions" in obj:
-        completions = _completion_list(obj["completions"], problems)
-    else:
-        completions = []
-
-    models = _models(obj, len(completions), problems)
-    if problems:
-        return None
-    return _Record(number, external_id, messages, split, completions, models)
-
-
-def _external_id(value: Any, problems: list[str]) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str) or not value.strip():
-        problems.append(f"'id' must be a non-empty string, not {_short(value)}.")
-        return ""
-    value = value.strip()
-    if len(value) > _MAX_ID_CHARS:
-        problems.append(f"'id' is longer than {_MAX_ID_CHARS} characters.")
-    elif not _storable(value):
-        problems.append("'id' holds a NUL character or an invalid \\u escape.")
-    return value
-
-
-def _messages(obj: dict[str, Any], problems: list[str]) -> list[dict[str, str]]:
-    if "prompt" in obj and "messages" in obj:
-        problems.append("give either 'prompt' or 'messages', not both.")
-        return []
-    if "prompt" in obj:
-        prompt = obj["prompt"]
-        return [{"role": "user", "content": prompt}] if _text_ok(prompt, "'prompt'", problems) else []
-    if "messages" not in obj:
-        problems.append("missing 'prompt' (a string) or 'messages' (a list of chat messages).")
-        return []
-    raw = obj["messages"]
-    if not isinstance(raw, list) or not raw:
-        problems.append("'messages' must be a non-empty list of {\"role\": …, \"content\": …} objects.")
-        return []
-    messages: list[dict[str, str]] = []
-    for index, message in enumerate(raw):
-        where = f"'messages'[{index}]"
-        if not isinstance(message, dict) or set(message) - {"role", "content"}:
-            problems.append(f"{where} must be an object with only 'role' and 'content'.")
-            return []
-        role = message.get("role")
-        if role not in _ROLES:
-            problems.append(f"{where} has role {_short(role)}; use system, user or assistant.")
-            return []
-        if role == "system" and index != 0:
-            problems.append(f"{where}: a system message may only come first.")
-            return []
-        if not _text_ok(message.get("content"), f"{where}'s 'content'", problems):
-            return []
-        messages.append({"role": role, "content": message["content"]})
-    if messages[-1]["role"] != "user":
-        problems.append("the last of 'messages' must be a user message (the completions answer it).")
-    return messages
-
-
-def _completion_list(value: Any, problems: list[str]) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        problems.append("'completions' must be a list of strings.")
-        return []
-    for index, item in enumerate(value):
-        if not _text_ok(item, f"'completions'[{index}]", problems):
-            return []
-    return value
-
-
-def _models(obj: dict[str, Any], n_completions: int, problems: list[str]) -> list[str]:
-    if "model" in obj and "completion_models" in obj:
-        problems.append("give either 'model' or 'completion_models', not both.")
-        return []
-    if "model" in obj:
-        model = obj["model"]
-        if not isinstance(model, str) or len(model) > _MAX_MODEL_CHARS or not _storable(model):
-            problems.append(f"'model' must be a string of at most {_MAX_MODEL_CHARS} characters.")
-            return []
-        return [model.strip()] * n_completions
-    if "completion_models" in obj:
-        models = obj["completion_models"]
-        if (
-            not isinstance(models, list)
-            or not all(isinstance(m, str) and len(m) <= _MAX_MODEL_CHARS and _storable(m) for m in models)
-        ):
-            problems.append(f"'completion_models' must be a list of strings of at most {_MAX_MODEL_CHARS} characters.")
-            return []
-        if len(models) != n_completions:
-            problems.append(f"'completion_models' has {len(models)} names for {n_completions} completions.")
-            return []
-        return [m.strip() for m in models]
-    return [""] * n_completions
-
-
-# ---------------------------------------------------------------- CSV
-
-
-def _parse_csv(text: str) -> tuple[list[_Record], list[str]]:
-    # The csv module's default field limit (128 KiB) is below our line limit; raising it is harmless
-    # to other readers in the process, which only ever see a higher ceiling.
-    if csv.field_size_limit() < MAX_LINE_CHARS:
-        csv.field_size_limit(MAX_LINE_CHARS)
-    lines = _CsvLines(text)
-    reader = csv.reader(lines)
-    records: list[_Record] = []
-    errors: list[str] = []
-    rows = _csv_rows(reader, lines, errors)
-    header_row = next(rows, None)
-    if header_row is None:
-        return [], errors
-    header_line, header, _ = header_row
-    columns, completion_columns = _csv_header(header_line, header, errors)
-    if columns is None:
-        return [], errors
-    for number, row, unclosed in rows:
-        if len(row) != len(header):
-            errors.append(_unclosed_quote_error(number) if unclosed else _cell_count_error(number, len(row), header))
-            continue
-        if sum(len(cell) for cell in row) > MAX_LINE_CHARS:
-            errors.append(f"line {number}: longer than {MAX_LINE_CHARS:,} characters.")
-            continue
-        cells = dict(zip(columns, row, strict=True))
-        problems: list[str] = []
-        external_id = _external_id(cells.get("id") or None, problems)
-        prompt = cells["prompt"]
-        messages = [{"role": "user", "content": prompt}] if _text_ok(prompt, "'prompt'", problems) else []
-        split = cells.get("split", "").strip() or Prompt.Split.TRAIN
-        if split not in _SPLITS:
-            problems.append(f"'split' must be 'train' or 'heldout', not {_short(split)}.")
-        completions = [cells[name] for name in completion_columns if cells[name].strip()]
-        for name in completion_columns:
-            if cells[name].strip():
-                _text_ok(cells[name], f"{name!r}", problems)
-        model = cells.get("model", "").strip()
-        if len(model) > _MAX_MODEL_CHARS:
-            problems.append(f"'model' is longer than {_MAX_MODEL_CHARS} characters.")
-        if problems:
-            errors.extend(f"line {number}: {problem}" for problem in problems)
-            continue
-        if unclosed:
-            # Checked last, so a record with another problem keeps the message it always had.
-            errors.append(_unclosed_quote_error(number))
-            continue
-        records.append(_Record(number, external_id, messages, split, completions, [model] * len(completions)))
-    return records, errors
-
-
-class _CsvLines:
-    """The file's lines for csv.reader, noting when they run out.
-
-    csv.reader (not strict) ends a quoted cell left open at the end of the file as if it had been closed,
-    taking every later line into that cell. A cell count catches that only when the open cell is not the
-    last column; in a file of prompts alone there is one column, so a stray quote would turn the rest of
-    the file into one prompt. The reader asks for a line past the end only while a quoted cell is open.
-    """
-
-    def __init__(self, text: str) -> None:
-        self._lines = iter(io.StringIO(text, newline=""))
-        self.ran_out = False
-
-    def __iter__(self) -> _CsvLines:
-        return self
-
-    def __next__(self) -> str:
-        try:
-            return next(self._lines)
-        except StopIteration:
-            self.ran_out = True
-            raise
-
-
-def _unclosed_quote_error(number: int) -> str:
-    return (f'line {number}: a quote (") opens a cell that is never closed, so the rest of the file ran into '
-            'that cell; close the quote, or write a quote inside a quoted cell as two ("").')
-
-
-def _cell_count_error(number: int, found: int, header: list[str]) -> str:
-    """Line ``number`` has ``found`` values where the header names ``len(header)`` columns: say which are missing
-    or extra, and the usual cause (an unquoted comma in a text, or a value left out)."""
-    expected = len(header)
-    values = f"{found} value{'s' if found != 1 else ''}"
-    if found < expected:
-        missing = ", ".join(header[found:])
-        return (f"line {number}: {values} where the header has {expected} columns ({', '.join(header)}), so "
-                f"{missing} {'is' if expected - found == 1 else 'are'} missing. Leave a value empty with two commas "
-                "in a row, or check for a line break inside a text that is not in double quotes.")
-    return (f"line {number}: {values} where the header has {expected} columns ({', '.join(header)}). A text with a "
-            'comma in it needs double quotes around it: "Yes, it does".')
-
-
-def _csv_rows(reader: Any, lines: _CsvLines, errors: list[str]) -> Iterator[tuple[int, list[str], bool]]:
-    """(line where the record starts, cells, whether a quoted cell in it is never closed) for each non-blank
-    record; stops at a malformed one."""
-    while True:
-        start = reader.line_num + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            errors.append(f"line {start}: CSV error: {exc}; nothing after this line was read.")
-            return
-        if any(cell.strip() for cell in row):
-            yield start, row, lines.ran_out
-
-
-def _csv_header(line: int, header: list[str], errors: list[str]) -> tuple[list[str] | None, list[str]]:
-    columns = [name.strip().lower() for name in header]
-    problems: list[str] = []
-    for name in columns:
-        if name not in _CSV_FIXED_COLUMNS and not _CSV_COMPLETION_COLUMN.match(name):
-            problems.append(
-                f"line {line}: unknown column {name!r}; the columns are prompt, id, split, model, "
-                "and completion, completion_1, completion_2, … (or completion_a, completion_b)."
-            )
-    duplicates = sorted({name for name in columns if columns.count(name) > 1})
-    if duplicates:
-        problems.append(f"line {line}: column {duplicates[0]!r} appears more than once.")
-    if "prompt" not in columns:
-        problems.append(f"line {line}: the header has no 'prompt' column.")
-    completion_columns = sorted((name for name in columns if _CSV_COMPLETION_COLUMN.match(name)), key=_column_order)
-    if problems:
-        errors.extend(problems)
-        return None, []
-    return columns, completion_columns
-
-
-def _column_order(name: str) -> tuple[int, int, str]:
-    suffix = _CSV_COMPLETION_COLUMN.match(name).group(1) or ""  # type: ignore[union-attr]
-    if not suffix:
-        return (0, 0, "")
-    if suffix.isdigit():
-        return (1, int(suffix), "")
-    return (2, 0, suffix)
-
-
-# ---------------------------------------------------------------- checks shared by both formats
-
-
-def _text_ok(value: Any, what: str, problems: list[str]) -> bool:
-    if not isinstance(value, str):
-        problems.append(f"{what} must be a string, not {_json_type(value)}.")
-        return False
-    if not value.strip():
-        problems.append(f"{what} is empty.")
-        return False
-    if not _storable(value):
-        problems.append(f"{what} holds a NUL character or an invalid \\u escape, which cannot be stored.")
-        return False
-    return True
-
-
-def _storable(value: str) -> bool:
-    # A JSON "\u0000" or a lone surrogate ("\ud800") parses fine but PostgreSQL refuses to store it.
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _depth(value: Any) -> int:
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
-            if depth > MAX_JSON_DEPTH:
-                return depth
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _check_against_project(project: Project, records: list[_Record]) -> list[str]:
+def _check_against_project(project: Project, records: list[ImportRecord]) -> list[str]:
     """Problems that depend on the other lines or on what the project already holds."""
     errors: list[str] = []
     first_line_of: dict[str, int] = {}
@@ -587,29 +241,10 @@ def _line_of(error: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return "a string"
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "…"
-
-
 # ---------------------------------------------------------------- writing
 
 
-def _write(project: Project, records: list[_Record], *, seed: bytes) -> ImportReport:
+def _write(project: Project, records: list[ImportRecord], *, seed: bytes) -> ImportReport:
     # Seeded by the file's bytes: the same file always gives the same sides, and the order of the
     # completions in the file (often "reference answer first") says nothing about side A or B.
     rng = random.Random(seed)

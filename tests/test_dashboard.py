@@ -403,12 +403,12 @@ def test_it_shows_running_generation_jobs_with_a_polled_progress_bar(admin_clien
     html = admin_client.get(url(project, "dashboard")).content.decode()
 
     assert html.count('data-testid="generation-job"') == 1
-    assert f'data-job="{job.pk}"' in html and 'aria-valuenow="25"' in html and "25% · 2 of 8" in html
+    assert f'data-job="{job.pk}"' in html and 'aria-valuenow="25"' in html and 'job-percent">25%</span> · <span data-testid="job-done">2 of 8 answers' in html
     assert f'hx-get="/projects/{project.pk}/dashboard/" hx-trigger="every 3s"' in html
 
     GenerationJob.objects.filter(pk=job.pk).update(completions_created=6)
     polled = admin_client.get(url(project, "dashboard"), HTTP_HX_REQUEST="true").content.decode()
-    assert "75% · 6 of 8" in polled and "Annotators" not in polled, "the poll answers the jobs block alone"
+    assert 'job-percent">75%</span> · <span data-testid="job-done">6 of 8 answers' in polled and "Annotators" not in polled, "the poll answers the jobs block alone"
 
     GenerationJob.objects.filter(pk=job.pk).update(status="succeeded")
     finished = admin_client.get(url(project, "dashboard"), HTTP_HX_REQUEST="true").content.decode()

@@ -5,18 +5,17 @@ settings against the chosen base model (LoRA target modules, context length) and
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 
 from labeling.models import Project
-from training.data_needs import DataNeeds
 from training.model_inspection import local_model_shape
 from training.models import BaseModel, ModelVersion, TuningRun
-from training.selectors import training_device
+from training.online_rl import succeeded_reward_models
 from training.services import NOISE_HANDLING, DatasetPreview
-from training.trainer.config import (
+from training.step_estimate import ESTIMATE_FIELDS, StepEstimate, step_estimate_for
+from training.trainer.auto_settings import (
     AUTO_CENTER_REWARDS,
     AUTO_MAX_EPOCHS,
     AUTO_MAX_LENGTH,
@@ -27,6 +26,9 @@ from training.trainer.config import (
     AUTO_SFT_WEIGHT,
     AUTO_TARGET_STEPS,
     AUTO_TARGET_STEPS_CPU,
+)
+from training.trainer.config import LoraSettings, SettingsError, TrainSettings
+from training.trainer.settings_choices import (
     CPO_LOSS_TYPES,
     DPO_LOSS_TYPES,
     FORBIDDEN_LORA_TARGETS,
@@ -34,11 +36,7 @@ from training.trainer.config import (
     MAX_PROCESSES,
     RL_METHODS,
     SHARDINGS,
-    LoraSettings,
-    SettingsError,
-    TrainSettings,
 )
-from training.trainer.rows import RowsError, rows_format, split_rows
 
 _DEFAULTS = TrainSettings()
 _LORA = LoraSettings()
@@ -51,49 +49,6 @@ _SHARDING_LABELS = {
 # Shown first: what a run is, on which model, and for how long. Everything else has a default that suits a
 # small model and sits under "Advanced".
 ESSENTIAL_FIELDS = ("name", "method", "base_model", "start_from", "num_train_epochs", "max_steps", "learning_rate")
-
-
-@dataclass(frozen=True)
-class StepEstimate:
-    """How long a run launched with the form's values would train, before it is launched."""
-
-    method: str
-    train_rows: int
-    steps: int
-    epochs: float
-    automatic_epochs: bool
-    max_steps: bool
-    drops_split_pairs: bool
-    validation_rows: int = 0
-    ready_rows: int = 0
-    validation_fraction: float = 0.0
-    max_length: int | None = None
-    device: str = "cuda"
-    automatic_max_length: bool = False
-
-    @property
-    def needs(self) -> DataNeeds | None:
-        """What the validation split can resolve; None for SFT, whose validation gives a loss, not an accuracy."""
-        if self.method == "sft" or self.method in RL_METHODS:
-            return None
-        noun = "rated answers" if self.method == "kto" else "pairs"
-        return DataNeeds(
-            ready=self.ready_rows, train=self.train_rows, validation=self.validation_rows,
-            validation_fraction=self.validation_fraction, noun=noun,
-        )
-
-    @property
-    def note(self) -> str:
-        if self.max_steps:
-            how = "max steps"
-        elif self.automatic_epochs:
-            how = f"{self.epochs:g} epoch{'s' if self.epochs != 1 else ''}, chosen automatically"
-        else:
-            how = f"{self.epochs:g} epoch{'s' if self.epochs != 1 else ''}"
-        if self.automatic_max_length and self.max_length:
-            worker = "the CPU worker" if self.device == "cpu" else "a GPU worker"
-            how += f"; rows cut at {self.max_length} tokens for {worker}"
-        return how + ("; before pairs whose annotators disagreed are dropped" if self.drops_split_pairs else "")
 
 
 class RunLaunchForm(forms.Form):
@@ -289,8 +244,6 @@ class RunLaunchForm(forms.Form):
             for version in ModelVersion.objects.filter(run__project=project, run__status=TuningRun.Status.SUCCEEDED)
             .select_related("run").order_by("-run__finished_at")
         ] if project is not None else [("", "the base model")]
-        from training.online_rl import succeeded_reward_models
-
         self.fields["reward_model"].choices = [("", "the newest reward model")] + [
             (run.pk, f"{run.name} ({_held_out_text(run)})")
             for run in (succeeded_reward_models(project=project) if project is not None else [])
@@ -384,43 +337,11 @@ class RunLaunchForm(forms.Form):
     def step_estimate(self, previews: dict[str, DatasetPreview]) -> StepEstimate | None:
         """Training rows and optimizer steps for the form's values (its defaults before a submit), using the
         preview of the chosen method; None while a value it needs is missing or invalid."""
-        names = ("method", "num_train_epochs", "max_steps", "per_device_batch_size", "gradient_accumulation_steps",
-                 "validation_fraction", "seed", "num_processes", "max_length")
-        if self.is_bound and any(name in self.errors for name in names):
+        if self.is_bound and any(name in self.errors for name in ESTIMATE_FIELDS):
             return None
-        values = {name: self._value(name) for name in names}
-        values["num_processes"] = values["num_processes"] or 1
-        method = values.pop("method")
-        fmt = rows_format(method) if method in TuningRun.Method.values else None
-        if fmt not in previews:
-            return None
-        try:
-            settings = TrainSettings(
-                method=method, **{k: v for k, v in values.items() if k not in ("validation_fraction", "seed")}
-            ).validate()
-            train, validation = split_rows(
-                previews[fmt].rows, validation_fraction=values["validation_fraction"], seed=values["seed"], method=method
-            )
-            # No rows, no steps: an estimate for an empty project would promise a run that cannot start.
-            device = training_device(settings.num_processes)
-            resolved, _ = settings.resolve(max(len(train), 1), device=device)
-            steps = resolved.total_steps(len(train)) if train else 0
-        except (RowsError, SettingsError):
-            return None
-        return StepEstimate(
-            method=method,
-            train_rows=len(train),
-            validation_rows=len(validation),
-            ready_rows=len(previews[fmt].rows),
-            validation_fraction=float(values["validation_fraction"] or 0),
-            steps=steps,
-            epochs=float(resolved.num_train_epochs or 1),
-            automatic_epochs=settings.num_train_epochs is None,
-            max_steps=settings.max_steps > 0,
+        return step_estimate_for(
+            {name: self._value(name) for name in ESTIMATE_FIELDS}, previews,
             drops_split_pairs=self._value("noise_handling") in ("drop_split", "both"),
-            max_length=resolved.max_length,
-            device=device,
-            automatic_max_length=settings.max_length is None,
         )
 
     def base_model_value(self) -> int | None:

@@ -17,6 +17,7 @@ from training.exports import version_export_zip_path
 from training.models import BaseModel, GenerationJob, ModelVersion, RunMetric, TuningRun, VersionExport, Worker
 from training.presenters.headline import Series, run_headline
 from training.presenters.verdict import verdict_for_run
+from training.rl_selectors import rl_verdict
 from training.templatetags.numbers import format_number, format_setting, format_share, setting_rows
 
 _TABLE_KEYS = ("rewards/accuracies", "rewards/margins", "ranking_accuracy", "loss", "kl", "logps/chosen")
@@ -35,7 +36,7 @@ def runs_table(*, project: Project, now) -> list[TuningRun]:  # noqa: ANN001
     for run in runs:
         run.duration = run.duration_seconds(now)
         run.headline = run_headline(run=run, series=series[run.pk])
-        run.verdict = verdict_for_run(run=run, series=series[run.pk])
+        run.verdict = rl_verdict(run=run) or verdict_for_run(run=run, series=series[run.pk])
     return runs
 
 

@@ -17,7 +17,7 @@ from training.models import ModelVersion, TuningRun, VersionExport
 from training.presenters.charts import run_charts
 from training.presenters.headline import run_headline
 from training.presenters.verdict import verdict_for_run
-from training.review import selectors as review_selectors
+from training.review import movement as review_movement
 
 
 @require_safe
@@ -89,7 +89,6 @@ def _run_context(run: TuningRun) -> dict:
     return {
         "run": run,
         "project": run.project,
-        "eta": run.eta_seconds(now),
         "duration": run.duration_seconds(now),
         "headline": run_headline(run=run, series=series),
         "verdict": rl_selectors.rl_verdict(run=run) or verdict_for_run(run=run, series=series),
@@ -99,7 +98,7 @@ def _run_context(run: TuningRun) -> dict:
         "lineage": selectors.lineage_rows(lineage=snapshot.lineage, includes_heldout=snapshot.includes_heldout),
         "no_worker_yet": run.status == TuningRun.Status.QUEUED and not selectors.workers_taking(run.gpus),
         "exports": selectors.version_exports(version=run.model_version) if run.model_version else None,
-        "movement": review_selectors.run_movement(run=run) if run.model_version else None,
+        "movement": review_movement.run_movement(run=run) if run.model_version else None,
         "rl_watch": rl_selectors.rl_watch(run=run),
     }
 

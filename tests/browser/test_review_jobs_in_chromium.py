@@ -41,7 +41,7 @@ def test_a_review_job_shows_progress_refuses_a_second_generate_and_cancels_withi
         row = page.locator(f"#review-jobs tr[data-job='{job.pk}']")
         row.locator("[data-testid=job-eta]", has_text=re.compile(r"left$")).wait_for(timeout=120_000)
         job.refresh_from_db()
-        assert re.search(rf"\d+% · \d+ of {job.completions_total}", row.locator("[data-testid=job-percent]").inner_text())
+        assert re.search(rf"\d+% · \d+ of {job.completions_total}", row.locator("[data-testid=job-progress]").inner_text())
 
         # Generate again while it runs: told, nothing queued
         page.click("[data-testid=generate]")

@@ -57,7 +57,7 @@ def test_a_launched_rl_run_trains_on_train_prompts_against_the_newest_reward_mod
     assert run.settings["reward_adapter"].endswith(f"reward-run-{newest.pk}/attempt-1/adapter")
     assert run.settings["beta"] == 0.05 and run.settings["num_generations"] == 2
     from training.selectors import training_device
-    from training.trainer.config import AUTO_RL_STEPS
+    from training.trainer.auto_settings import AUTO_RL_STEPS
 
     assert run.settings["max_completion_length"] == 24 and run.settings["max_steps"] == AUTO_RL_STEPS[training_device()]
     assert run.snapshot.row_count == 8 and all("chosen" not in row for row in run.snapshot.rows)

@@ -60,3 +60,11 @@ def test_battles_that_do_not_follow_the_reward_raise_a_warning(admin_client):
     assert "preferred it in only 25% of 6 blind battles (95% interval" in view.warnings[0].message
     page = admin_client.get(f"/runs/{run.pk}/").content.decode()
     assert 'data-kind="battles"' in page and 'data-testid="rl-battles"' in page
+
+
+def test_the_runs_list_shows_an_rl_runs_own_verdict(admin_client):
+    # The runs table read the preference-tuning verdict, which knows nothing of the watch: a hacked RL run read
+    # like any other there while its own page warned.
+    run = _watched_run(hacked=True)
+    html = admin_client.get(f"/projects/{run.project_id}/runs/", HTTP_HX_REQUEST="true").content.decode()
+    assert 'data-testid="run-verdict-kind"' in html and "Reward hacking suspected" in html

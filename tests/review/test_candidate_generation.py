@@ -8,6 +8,7 @@ from labeling.models import Completion, PairTask
 from tests.factories import UserFactory
 from tests.review.conftest import review_setup
 from training.models import GenerationJob
+from training.review import candidate_pairs as review_candidate_pairs
 from training.review import generation as review_generation
 from training.review.versions import ReviewError
 from training.trainer import review as generation_core
@@ -149,12 +150,12 @@ def test_shortest_against_longest_makes_one_pair_per_prompt_once(db):
     ])
     arguments = {"project": s.project, "prompt_ids": [s.heldout[0].pk], "versions": [s.base], "settings": settings}
 
-    made = review_generation.candidate_pairs_create(**arguments, pairing="length_extremes")
+    made = review_candidate_pairs.candidate_pairs_create(**arguments, pairing="length_extremes")
 
     task = PairTask.objects.get()
     assert {task.completion_a_id, task.completion_b_id} == {short.pk, long_.pk}
     assert (made.created, made.truncated_left_out, made.duplicates_left_out) == (1, 1, 1)
-    assert review_generation.candidate_pairs_create(**arguments, pairing="length_extremes").created == 0
+    assert review_candidate_pairs.candidate_pairs_create(**arguments, pairing="length_extremes").created == 0
     assert PairTask.objects.count() == 1
 
 
@@ -163,7 +164,7 @@ def test_two_temperatures_are_paired_only_across(db):
     settings = GenerationSettings(temperature=0.3, alt_temperature=1.1, n=4)
     cool, hot, cool2, hot2 = _stored(s, s.heldout[0], settings, [(f"Answer {k}", "stop") for k in range(4)])
 
-    made = review_generation.candidate_pairs_create(
+    made = review_candidate_pairs.candidate_pairs_create(
         project=s.project, prompt_ids=[s.heldout[0].pk], versions=[s.base], settings=settings, pairing="mixed_temperatures"
     )
 

@@ -141,14 +141,14 @@ def test_the_jobs_table_shows_progress_and_notes_and_polls_while_a_job_runs(admi
 
     html = admin_client.get(f"/projects/{project.pk}/candidates/").content.decode()
 
-    assert 'aria-valuenow="50"' in html and "50% · 5 of 10" in html
+    assert 'aria-valuenow="50"' in html and 'job-percent">50%</span> · <span data-testid="job-done">5 of 10 answers' in html
     assert "3 answers were cut off at 256 tokens and left out of pairs." in html
     assert "Shortest against longest" in html
     assert f'hx-get="/projects/{project.pk}/candidates/" hx-trigger="every 3s"' in html
     assert 'http-equiv="refresh"' not in html, "htmx refreshes the table, not the whole page with its form"
 
     partial = admin_client.get(f"/projects/{project.pk}/candidates/", HTTP_HX_REQUEST="true").content.decode()
-    assert 'id="candidate-jobs"' in partial and 'class="candidates"' not in partial and "50% · 5 of 10" in partial
+    assert 'id="candidate-jobs"' in partial and 'class="candidates"' not in partial and 'job-percent">50%</span> · <span data-testid="job-done">5 of 10 answers' in partial
 
     GenerationJob.objects.filter(pk=job.pk).update(status="succeeded", completions_created=9)
     done = admin_client.get(f"/projects/{project.pk}/candidates/", HTTP_HX_REQUEST="true").content.decode()

@@ -15,7 +15,8 @@ from labeling.models import Completion
 from tests.review.conftest import MATCHED, SETTINGS, add_output, review_setup
 from training.models import Battle, GenerationJob
 from training.review import generation as review_generation
-from training.review import selectors as review_selectors
+from training.review import matched_outputs as review_matched_outputs
+from training.review import side_by_side as review_side_by_side
 from training.review.comparisons import comparison_key, describe_settings, matched_settings_of
 from training.trainer.generation_backends import TRANSFORMERS, generation_dtype
 
@@ -112,7 +113,7 @@ def test_outputs_of_another_engine_or_precision_are_not_reused_or_matched_by_def
     assert (job.completions_created, job.completions_skipped) == (6, 0), "both sides written again on this engine"
     assert job.movement["pairs"] == 3 and job.movement["mixed_engines"] == 0
     assert job.movement["engines"] == engine
-    battled = review_selectors.matched_pairs(project=s.project, first=s.tuned, second=s.base, settings=MATCHED)
+    battled = review_matched_outputs.matched_pairs(project=s.project, first=s.tuned, second=s.base, settings=MATCHED)
     assert {(p.first.generation_settings["backend"], p.second.generation_settings["backend"]) for p in battled} == {
         ("transformers", "transformers")
     }
@@ -148,18 +149,18 @@ def test_outputs_of_one_settings_from_two_engines_are_one_comparison_matched_onl
         add_output(prompt, s.tuned, f"Tuned {n}.", vllm)
 
     def pairs(**kwargs):
-        return review_selectors.matched_pairs(project=s.project, first=s.tuned, second=s.base, settings=MATCHED, **kwargs)
+        return review_matched_outputs.matched_pairs(project=s.project, first=s.tuned, second=s.base, settings=MATCHED, **kwargs)
 
     assert comparison_key(vllm) == comparison_key(SETTINGS) and matched_settings_of(vllm) == MATCHED
     assert "backend" not in describe_settings(vllm) and "dtype" not in describe_settings(vllm)
     assert pairs() == [], "fp32 against bf16 measures the precision as well as the adapter"
-    [comparison] = review_selectors.comparisons(project=s.project, first=s.tuned, second=s.base)
+    [comparison] = review_matched_outputs.comparisons(project=s.project, first=s.tuned, second=s.base)
     assert comparison.pairs == 0 and (comparison.first_outputs, comparison.second_outputs) == (3, 3)
     mixed = pairs(mixed_engines=True)
     assert len(mixed) == 3 and all(p.engines_differ for p in mixed)
-    assert review_selectors.engines_of_pairs(mixed) == "vllm bfloat16 against transformers float32"
+    assert review_matched_outputs.engines_of_pairs(mixed) == "vllm bfloat16 against transformers float32"
     # The side by side still shows both answers, and says they are not a matched pair.
-    rows = review_selectors.side_by_side(project=s.project, base=s.base, tuned=s.tuned, settings=MATCHED)
+    rows = review_side_by_side.side_by_side(project=s.project, base=s.base, tuned=s.tuned, settings=MATCHED)
     assert [row.engines for row in rows] == ["vllm bfloat16 against transformers float32"] * 3
 
     # Once the base has answers from vLLM in bf16 too, those are the ones matched, with or without mixing.
@@ -168,7 +169,7 @@ def test_outputs_of_one_settings_from_two_engines_are_one_comparison_matched_onl
     for found in (pairs(), pairs(mixed_engines=True)):
         assert [p.second.text for p in found] == ["Base 0 on vLLM.", "Base 1 on vLLM.", "Base 2 on vLLM."]
         assert not any(p.engines_differ for p in found)
-    assert review_selectors.comparisons(project=s.project, first=s.tuned, second=s.base)[0].pairs == 3
+    assert review_matched_outputs.comparisons(project=s.project, first=s.tuned, second=s.base)[0].pairs == 3
 
 
 def test_outputs_stored_before_engines_or_precisions_were_recorded_match_only_their_like(db):
@@ -177,12 +178,12 @@ def test_outputs_stored_before_engines_or_precisions_were_recorded_match_only_th
         add_output(prompt, s.base, f"Base {n}.", SETTINGS)
         add_output(prompt, s.tuned, f"Tuned {n}.", {**SETTINGS, "backend": "transformers"})
 
-    assert len(review_selectors.matched_pairs(project=s.project, first=s.tuned, second=s.base, settings=MATCHED)) == 2, (
+    assert len(review_matched_outputs.matched_pairs(project=s.project, first=s.tuned, second=s.base, settings=MATCHED)) == 2, (
         "before engines were recorded every output came from transformers"
     )
     for n, prompt in enumerate(s.heldout):
         add_output(prompt, s.tuned, f"Tuned {n} in fp32.", {**SETTINGS, "backend": "transformers", "dtype": "float32"})
-    found = review_selectors.matched_pairs(project=s.project, first=s.tuned, second=s.base, settings=MATCHED)
+    found = review_matched_outputs.matched_pairs(project=s.project, first=s.tuned, second=s.base, settings=MATCHED)
     assert [p.first.text for p in found] == ["Tuned 0.", "Tuned 1."], "an unknown precision is not assumed to be fp32"
 
 

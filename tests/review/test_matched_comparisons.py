@@ -11,8 +11,10 @@ from tests.factories import UserFactory, make_pair_vote
 from tests.review.conftest import MATCHED, SETTINGS, add_output, review_setup
 from training.models import Battle, GenerationJob
 from training.review import battles as review_battles
+from training.review import leaderboard as review_leaderboard
+from training.review import matched_outputs as review_matched_outputs
 from training.review import results as review_results
-from training.review import selectors as review_selectors
+from training.review import side_by_side as review_side_by_side
 from training.review.comparisons import comparison_key, describe_settings
 from training.review.versions import ReviewError
 
@@ -87,9 +89,9 @@ def test_a_legacy_unmatched_pair_is_left_out_of_win_rates_and_the_leaderboard(se
     # Then the legacy vote counts nowhere
     results = review_results.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)
     assert (results.wins, results.losses, results.tasks, results.unmatched) == (0, 4, 4, 1)
-    assert all(a != b for a, b, *_ in review_selectors.review_battles(project=setup.project))
-    assert len(review_selectors.review_battles(project=setup.project)) == 4
-    top = review_selectors.leaderboard(project=setup.project, rounds=10)[0]
+    assert all(a != b for a, b, *_ in review_leaderboard.review_battles(project=setup.project))
+    assert len(review_leaderboard.review_battles(project=setup.project)) == 4
+    top = review_leaderboard.leaderboard(project=setup.project, rounds=10)[0]
     assert top.version == setup.base and top.battles == 4 and (top.wins, top.losses) == (4, 0)
 
 
@@ -98,7 +100,7 @@ def test_outputs_stored_without_settings_are_never_paired():
     for prompt in s.heldout:
         add_output(prompt, s.base, "old base", {})
         add_output(prompt, s.tuned, "old tuned", {})
-    assert review_selectors.comparisons(project=s.project, first=s.base, second=s.tuned) == []
+    assert review_matched_outputs.comparisons(project=s.project, first=s.base, second=s.tuned) == []
     with pytest.raises(ReviewError, match="generate them first"):
         review_battles.battles_create(project=s.project, version_a=s.tuned, version_b=s.base)
     with pytest.raises(ReviewError, match="generate them first"):
@@ -135,14 +137,14 @@ def test_the_default_comparison_is_the_newest_review_jobs_settings():
         for settings in (WARM, HOT):
             add_output(prompt, s.base, f"base {settings['temperature']} {prompt.pk}", _sample(settings, 0))
             add_output(prompt, s.tuned, f"tuned {settings['temperature']} {prompt.pk}", _sample(settings, 0))
-    options = review_selectors.comparisons(project=s.project, first=s.base, second=s.tuned)
+    options = review_matched_outputs.comparisons(project=s.project, first=s.base, second=s.tuned)
     assert [c.settings for c in options] == [HOT, WARM], "newest outputs first"
     assert all(c.pairs == 2 and c.prompts == 2 for c in options)
     GenerationJob.objects.create(project=s.project, run=s.run, prompt_ids=[], settings={**WARM, "n": 1}, status="succeeded")
-    assert review_selectors.comparison_choose(options, run=s.run).settings == WARM
-    assert review_selectors.comparison_choose(options, key=comparison_key(HOT), run=s.run).settings == HOT
-    assert review_selectors.comparison_choose(options, key="no-such-key", run=s.run).settings == WARM
-    assert review_selectors.comparison_choose(options).settings == HOT
+    assert review_matched_outputs.comparison_choose(options, run=s.run).settings == WARM
+    assert review_matched_outputs.comparison_choose(options, key=comparison_key(HOT), run=s.run).settings == HOT
+    assert review_matched_outputs.comparison_choose(options, key="no-such-key", run=s.run).settings == WARM
+    assert review_matched_outputs.comparison_choose(options).settings == HOT
 
 
 def test_settings_are_described_for_people():
@@ -164,11 +166,11 @@ def test_side_by_side_shows_one_row_per_prompt_and_sample_of_the_chosen_comparis
             add_output(prompt, s.base, f"base {prompt.pk}/{k}", _sample(WARM, k))
             add_output(prompt, s.tuned, f"tuned {prompt.pk}/{k}", _sample(WARM, k), finish_reason="length" if k else "stop")
         add_output(prompt, s.tuned, f"tuned hot {prompt.pk}", _sample(HOT, 0))
-    rows = review_selectors.side_by_side(project=s.project, base=s.base, tuned=s.tuned, settings=WARM)
+    rows = review_side_by_side.side_by_side(project=s.project, base=s.base, tuned=s.tuned, settings=WARM)
     assert [(r.prompt.pk, r.sample) for r in rows] == [(p.pk, k) for p in s.heldout for k in range(2)]
     assert all(r.base.generation_settings == r.tuned.generation_settings for r in rows)
     assert [r.tuned.is_truncated for r in rows] == [False, True, False, True]
-    hot = review_selectors.side_by_side(project=s.project, base=s.base, tuned=s.tuned, settings=HOT)
+    hot = review_side_by_side.side_by_side(project=s.project, base=s.base, tuned=s.tuned, settings=HOT)
     assert [(r.base, r.tuned.text) for r in hot] == [(None, f"tuned hot {p.pk}") for p in s.heldout]
 
 
@@ -181,9 +183,9 @@ def test_search_finds_accented_and_quoted_text(setup):
     add_output(prompt, setup.tuned, "Le café est près de la gare.", SETTINGS)
     compare = {"project": setup.project, "base": setup.base, "tuned": setup.tuned, "settings": MATCHED}
     for needle in ("café", "CAFÉ", '"hello there"', "said \"hello", "Où est", "près de la gare", "cafe\u0301"):
-        found = review_selectors.side_by_side(**compare, search=needle)
+        found = review_side_by_side.side_by_side(**compare, search=needle)
         assert [r.prompt.pk for r in found] == [prompt.pk], needle
-    assert review_selectors.side_by_side(**compare, search='"hello here"') == []
+    assert review_side_by_side.side_by_side(**compare, search='"hello here"') == []
 
 
 def test_the_review_page_searches_accented_and_quoted_text(admin_client, setup):

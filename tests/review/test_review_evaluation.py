@@ -12,8 +12,8 @@ from tests.factories import PASSWORD, UserFactory, make_rating
 from tests.review.conftest import review_setup
 from training.models import GenerationJob
 from training.review import generation as review_generation
+from training.review import matched_outputs as review_matched_outputs
 from training.review import results as review_results
-from training.review import selectors as review_selectors
 from training.review.evaluation import heldout_thumbs_create
 from training.trainer.review import GenerationSettings
 
@@ -56,7 +56,7 @@ def test_a_review_job_measures_movement_and_battles_each_sample(tiny_model_dir, 
     movement = job.movement
     assert movement["pairs"] == 6 and movement["tokens"] > 6
     assert movement["kl_per_token"] > 1e-3, "a random adapter at scale 20 moves the model a lot"
-    pairs = review_selectors.matched_pairs(project=s.project, first=s.tuned, second=s.base, settings={k: v for k, v in SAMPLED.items() if k != "n"})
+    pairs = review_matched_outputs.matched_pairs(project=s.project, first=s.tuned, second=s.base, settings={k: v for k, v in SAMPLED.items() if k != "n"})
     assert movement["identical"] == sum(p.identical for p in pairs) and movement["identical_share"] == movement["identical"] / 6
     tasks = list(PairTask.objects.filter(purpose="review").select_related("completion_a", "completion_b"))
     assert job.tasks_created == len(tasks) == 6 - movement["identical"]

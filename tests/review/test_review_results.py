@@ -8,8 +8,10 @@ from tests.factories import UserFactory, make_pair_vote
 from tests.review.conftest import MATCHED
 from training.models import ModelVersion
 from training.review import battles as review_battles
+from training.review import leaderboard as review_leaderboard
 from training.review import results as review_results
 from training.review import selectors as review_selectors
+from training.review import side_by_side as review_side_by_side
 
 pytestmark = pytest.mark.django_db
 
@@ -27,17 +29,17 @@ def _vote_as(setup, outcomes: list[str]) -> None:
 def test_side_by_side_pairs_outputs_and_filters(setup):
     Completion.objects.filter(model_version=setup.tuned, prompt=setup.heldout[0]).update(text="Base answer 0.")
     compare = {"project": setup.project, "base": setup.base, "tuned": setup.tuned, "settings": MATCHED}
-    rows = review_selectors.side_by_side(**compare)
+    rows = review_side_by_side.side_by_side(**compare)
     assert [r.prompt.pk for r in rows] == [p.pk for p in setup.heldout]
     assert [r.sample for r in rows] == [0, 0, 0, 0]
     assert [r.differ for r in rows] == [False, True, True, True]
     assert rows[1].length_change == 16
-    assert len(review_selectors.side_by_side(**compare, only_different=True)) == 3
-    found = review_selectors.side_by_side(**compare, search="question 2")
+    assert len(review_side_by_side.side_by_side(**compare, only_different=True)) == 3
+    found = review_side_by_side.side_by_side(**compare, search="question 2")
     assert [r.prompt.pk for r in found] == [setup.heldout[2].pk]
-    found = review_selectors.side_by_side(**compare, search="TUNED ANSWER 3")
+    found = review_side_by_side.side_by_side(**compare, search="TUNED ANSWER 3")
     assert [r.prompt.pk for r in found] == [setup.heldout[3].pk]
-    assert review_selectors.output_lengths(rows)["pairs"] == 4
+    assert review_side_by_side.output_lengths(rows)["pairs"] == 4
 
 
 def test_battle_results_count_ties_half_with_a_wilson_interval_and_length_change(setup):
@@ -61,7 +63,7 @@ def test_both_bad_counts_as_a_tie(setup):
 def test_the_leaderboard_ranks_versions_with_intervals(setup):
     review_battles.battles_create(project=setup.project, version_a=setup.tuned, version_b=setup.base, seed=2)
     _vote_as(setup, ["tuned", "tuned", "tuned", "base"])
-    rows = review_selectors.leaderboard(project=setup.project)
+    rows = review_leaderboard.leaderboard(project=setup.project)
     assert [r.version for r in rows] == [setup.tuned, setup.base]
     top = rows[0]
     assert (top.battles, top.wins, top.ties, top.losses) == (4, 3, 0, 1)
@@ -70,7 +72,7 @@ def test_the_leaderboard_ranks_versions_with_intervals(setup):
 
     assert top.rating - rows[1].rating == pytest.approx(400 * math.log10(3.25 / 1.25), abs=1e-6)
     assert top.low <= top.rating <= top.high
-    assert review_selectors.leaderboard(project=setup.project) == rows, "seeded: a reload shows the same figures"
+    assert review_leaderboard.leaderboard(project=setup.project) == rows, "seeded: a reload shows the same figures"
 
 
 def test_the_leaderboard_and_battle_results_count_only_battles_on_held_out_prompts(setup):
@@ -90,7 +92,7 @@ def test_the_leaderboard_and_battle_results_count_only_battles_on_held_out_promp
     make_pair_vote(on_train, UserFactory(), "a" if on_train.completion_a.model_version_id == setup.base.pk else "b")
 
     # Then the leaderboard is what the held-out battles say, the train-prompt vote left out
-    top = review_selectors.leaderboard(project=setup.project)[0]
+    top = review_leaderboard.leaderboard(project=setup.project)[0]
     assert (top.version, top.battles, top.wins, top.losses) == (setup.tuned, 4, 3, 1)
     # and so are the run's battle results, which say how many train-prompt battles they left out
     results = review_results.battle_results(project=setup.project, tuned=setup.tuned, base=setup.base)

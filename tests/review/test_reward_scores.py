@@ -14,6 +14,7 @@ from tests.factories import make_run
 from tests.review.conftest import review_setup
 from tests.trainer.conftest import make_dpo_rows
 from training.models import GenerationJob, RewardScore, TuningRun
+from training.review import candidate_pairs as review_candidate_pairs
 from training.review import generation as review_generation
 from training.review import rewards as review_rewards
 
@@ -157,7 +158,7 @@ def test_best_against_worst_pairs_the_candidates_the_reward_model_ranks_highest_
     for completion, score in ((worst, -100.0), (best, 100.0), (middle, 0.5)):
         RewardScore.objects.create(reward_run=reward_run, completion=completion, score=score)
 
-    made = review_generation.candidate_pairs_create(
+    made = review_candidate_pairs.candidate_pairs_create(
         project=s.project, prompt_ids=[s.heldout[0].pk], versions=[s.base], settings=settings,
         pairing="reward_extremes", scorer=review_rewards.RewardScorer(reward_run),
     )

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from tests.trainer.conftest import make_dpo_rows
+from training.trainer.checkpoints import checkpoint_complete, latest_checkpoint
 from training.trainer.child import RunSpec
-from training.trainer.core import checkpoint_complete, latest_checkpoint
 from training.trainer.process import run_supervised
 from training.trainer.rows import rows_hash
 

@@ -150,7 +150,7 @@ def test_absurdly_large_values_are_refused(field, value, message):
 
 def test_dpo_trains_the_chosen_answers_likelihood_too_unless_told_not_to():
     # An empty SFT weight is AUTO_SFT_WEIGHT for DPO, with a sentence saying why, and 0 for KTO
-    from training.trainer.config import AUTO_SFT_WEIGHT
+    from training.trainer.auto_settings import AUTO_SFT_WEIGHT
 
     dpo, notes = TrainSettings().resolve(180)
     assert dpo.sft_weight == AUTO_SFT_WEIGHT > 0
@@ -176,8 +176,8 @@ def test_impossible_sft_weights_are_refused(changes, message):
 
 
 def test_the_sft_weight_becomes_a_combined_trl_loss(tmp_path):
-    from training.trainer.core import _trl_config
     from training.trainer.device import choose_device
+    from training.trainer.trl_config import _trl_config
 
     def config(weight: float):  # noqa: ANN202
         settings = TrainSettings(sft_weight=weight).resolve(8)[0]
@@ -190,7 +190,7 @@ def test_the_sft_weight_becomes_a_combined_trl_loss(tmp_path):
 
 
 def test_equal_validation_accuracy_ties_so_the_earlier_checkpoint_is_kept():
-    from training.trainer.core import dpo_selection_score
+    from training.trainer.progress import dpo_selection_score
 
     # The alignment bench's run: steps 22 and 66 both at 0.875; the later one, with the lower loss, had drifted.
     early, later = dpo_selection_score(0.875, 1.901), dpo_selection_score(0.875, 1.740)
@@ -239,7 +239,7 @@ def test_sharding_is_off_by_default_and_is_recorded_with_the_settings():
     [(25, 4, 1, 1), (24, 4, 1, 4), (27, 4, 1, 3), (26, 4, 1, 2), (3, 4, 1, 3), (12, 4, 2, 3), (13, 4, 2, 1), (0, 4, 1, 4)],
 )
 def test_validation_batches_are_equal_so_a_mean_of_batch_means_is_the_exact_share(rows, batch, processes, expected):
-    from training.trainer.core import even_eval_batch_size
+    from training.trainer.trl_config import even_eval_batch_size
 
     size = even_eval_batch_size(rows, batch, processes)
 
@@ -249,8 +249,8 @@ def test_validation_batches_are_equal_so_a_mean_of_batch_means_is_the_exact_shar
 
 
 def test_the_trl_config_evaluates_in_equal_batches(tmp_path):
-    from training.trainer.core import _trl_config
     from training.trainer.device import choose_device
+    from training.trainer.trl_config import _trl_config
 
     settings = TrainSettings().resolve(100)[0]
     args = _trl_config(
@@ -261,7 +261,7 @@ def test_the_trl_config_evaluates_in_equal_batches(tmp_path):
 
 
 def test_a_dpo_run_keeps_no_checkpoint_from_inside_its_first_pass_over_the_rows():
-    from training.trainer.core import first_keepable_step
+    from training.trainer.progress import first_keepable_step
 
     two_epochs = TrainSettings(num_train_epochs=2).resolve(74)[0]  # 19 steps a pass at batch 4
     short = TrainSettings(max_steps=5).resolve(74)[0]

@@ -19,7 +19,8 @@ from training.trainer import (
     sequence_logprob,
     train,
 )
-from training.trainer.core import NEVER_KEPT, checkpoint_is_final, first_keepable_step
+from training.trainer.checkpoints import checkpoint_is_final
+from training.trainer.progress import NEVER_KEPT, first_keepable_step
 
 DPO_KEYS = {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen"}
 
@@ -322,7 +323,7 @@ def test_kto_scores_validation_thumbs_by_implicit_reward_ranking(tiny_model_dir,
 
 
 def test_ranking_accuracy_is_the_share_of_good_bad_pairs_in_order():
-    from training.trainer.core import ranking_accuracy
+    from training.trainer.progress import ranking_accuracy
 
     # 2 good x 2 bad = 4 pairs: (3>1) (3>2) (1=1 half) (1<2) -> 2.5 / 4
     assert ranking_accuracy([3.0, 1.0], [1.0, 2.0]) == 0.625

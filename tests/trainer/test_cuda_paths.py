@@ -42,7 +42,7 @@ def test_qlora_loads_the_base_in_4bit_and_trains_an_adapter(tiny_model, tmp_path
     import bitsandbytes as bnb
 
     from training.trainer import TrainSettings, choose_device, train
-    from training.trainer.core import _load_base_model
+    from training.trainer.model_loading import _load_base_model
 
     settings = TrainSettings(
         max_steps=3, per_device_batch_size=2, learning_rate=5e-3, validation_fraction=0.25, max_length=64,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.trainer.conftest import make_dpo_rows
+from training.trainer.checkpoints import latest_checkpoint
 from training.trainer.child import RunSpec
-from training.trainer.core import latest_checkpoint
 from training.trainer.process import ChildOutcome, run_supervised
 from training.trainer.rows import rows_hash
 

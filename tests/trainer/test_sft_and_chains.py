@@ -11,8 +11,8 @@ import torch
 
 from tests.trainer.conftest import make_dpo_rows, make_kto_rows
 from training.trainer import RowsError, SettingsError, TrainSettings, train
-from training.trainer.core import chain_adapters
 from training.trainer.generation import adapter_disabled, load_for_generation, sequence_logprob
+from training.trainer.model_loading import chain_adapters
 from training.trainer.rows import sft_rows_from, validate_sft_rows
 
 

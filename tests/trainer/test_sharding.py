@@ -67,8 +67,8 @@ def test_the_launch_flags_and_the_trainer_config_agree():
 
 
 def test_transformers_builds_accelerates_fsdp2_plugin_from_the_run_settings(tmp_path, monkeypatch):
-    from training.trainer.core import _trl_config
     from training.trainer.device import choose_device
+    from training.trainer.trl_config import _trl_config
 
     # TrainingArguments writes this to the environment; keep it from leaking into later tests.
     monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")
@@ -88,8 +88,8 @@ def test_transformers_builds_accelerates_fsdp2_plugin_from_the_run_settings(tmp_
 
 
 def test_an_unsharded_run_gets_no_fsdp_config(tmp_path):
-    from training.trainer.core import _trl_config
     from training.trainer.device import choose_device
+    from training.trainer.trl_config import _trl_config
 
     settings, _ = TrainSettings(num_processes=2, max_steps=2, learning_rate=1e-4).resolve(8)
 
@@ -111,7 +111,7 @@ def test_the_layers_to_shard_are_the_models_own_decoder_layers(tiny_model_dir):
 
 
 def test_a_sharded_runs_checkpoint_is_complete_with_accelerates_optimizer_file(tmp_path):
-    from training.trainer.core import checkpoint_complete
+    from training.trainer.checkpoints import checkpoint_complete
 
     folder = tmp_path / "checkpoint-4"
     folder.mkdir()

@@ -1,6 +1,7 @@
 """TuningRun.eta_seconds: a forecast that holds steady through evaluations and checkpoints (issue 10)."""
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -97,3 +98,30 @@ def test_no_forecast_until_two_steps_are_logged_so_model_loading_is_not_taken_fo
     run = _running_run(2, started=timezone.now() - timedelta(seconds=_logged_at(2)))
     eta = run.eta_seconds(timezone.now())
     assert eta == pytest.approx(STEP * (TOTAL - 2), abs=1.0), "the pace of the steps, not of the start-up"
+
+
+def test_the_run_page_draws_the_run_like_every_long_job_with_steps_rate_eta_and_cancel(admin_client):
+    # Issue 26: the run page had its own bar, no rate, and Cancel apart from it; generation jobs and exports had
+    # theirs. Now each draws templates/_progress.html from training.presenters.progress.
+    now = timezone.now()
+    run = _running_run(35, started=now - timedelta(seconds=_logged_at(35)))
+
+    html = admin_client.get(f"/runs/{run.pk}/status/").content.decode()
+
+    assert 'data-testid="run-progress" data-status="running"' in html
+    assert 'data-testid="run-percent">35%' in html and 'data-testid="run-done">step 35 of 100' in html
+    assert 'data-testid="run-rate">28.6 steps a minute' in html  # 1.5 s a step and 6 s an evaluation every 10
+    assert 'data-testid="run-eta">about 2 min left' in html  # 65 steps at 2.1 s
+    assert f'action="/runs/{run.pk}/cancel/"' in html and 'data-testid="run-cancel">Cancel run</button>' in html
+
+
+def test_a_queued_run_says_it_waits_and_a_cancelled_one_says_it_is_stopping(admin_client):
+    run = make_run(ProjectFactory(), status="queued")
+    html = admin_client.get(f"/runs/{run.pk}/status/").content.decode()
+    assert 'data-testid="run-waiting">waiting for a worker' in html and 'data-testid="run-eta"' not in html
+
+    run.status, run.cancel_requested, run.started_at = "running", True, timezone.now()
+    run.save()
+    html = admin_client.get(f"/runs/{run.pk}/status/").content.decode()
+    assert 'data-testid="run-cancelling">Cancelling: training stops after the current step.' in html
+    assert 'data-testid="run-cancel"' not in html and 'data-testid="run-waiting">loading the model' in html

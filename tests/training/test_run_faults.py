@@ -18,7 +18,7 @@ from tests.training.conftest import LONG_RUN, voted_compare_project
 from tests.worker_process import celery_worker, kill_worker, purge_queues, wait_for
 from training import services
 from training.models import TuningRun
-from training.trainer.core import latest_checkpoint
+from training.trainer.checkpoints import latest_checkpoint
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -108,61 +108,81 @@ def run_verdict(
     displacement_note = _displacement_text(displacement) if displacement else ""
     rows = outcome.get("validation_rows", validation_rows)
     noun = _noun(method, rows)
-    also: list[str] = []
     if not any(_number(validation, key) is not None for key, _ in VALIDATION_FIGURES[method]):
         if displacement:
-            return Verdict("displacement", f"{displacement_note}.", _DISPLACEMENT_ADVICE, tuple(also))
+            return Verdict("displacement", f"{displacement_note}.", _DISPLACEMENT_ADVICE, ())
         return None
     if isinstance(rows, int) and 0 < rows < ROWS_TO_TELL:
         return _too_few_verdict(method, validation, rows, noun, validation_fraction, displacement_note)
+    return _fit_verdict(
+        method, validation, outcome, series, noun=noun, still_training=still_training,
+        displacement_note=displacement_note,
+    )
+
+
+def _fit_verdict(
+    method: str, validation: Mapping[str, Any], outcome: Mapping[str, Any], series: Series, *, noun: str,
+    still_training: bool, displacement_note: str,
+) -> Verdict:
+    """Checks 1 to 4 of ``run_verdict`` (over-fitted, under-fitted, displacement, ok), for a run whose validation
+    figures are on enough rows to tell; ``displacement_note`` is empty when there is no displacement."""
     kept = outcome.get("kept_step")
-
-    def sentence(text: str) -> str:
-        return f"So far, {text[0].lower()}{text[1:]}" if still_training else text
-
     # The saved adapter is the kept checkpoint: judge it on the steps up to it. Memorising that came later (the
     # training batches right every time in a second pass) is said beside the verdict, not as it.
     kept_before_end = isinstance(kept, int) and kept < _last_train_step(series)
     over = _over_fitted(method, validation, outcome, series, up_to=kept if kept_before_end else None)
+    also: list[str] = []
     if not over and kept_before_end and (later := _over_fitted(method, validation, outcome, series)):
         also.append(
             f"After step {kept} it went on to learn the training {noun} by heart ({later[0].lower()}{later[1:]}); "
             f"the saved adapter is the step-{kept} checkpoint, from before that."
         )
+    with_displacement = tuple(also + ([displacement_note] if displacement_note else []))
     if over:
-        saved = (
-            "A reward model keeps its last step, so its validation pairs stay an unbiased test. "
-            if method == "reward"
-            else f"The saved adapter is the kept checkpoint (step {kept}), from before validation got worse. "
-            if kept is not None
-            else "Keep the best-validation checkpoint rather than the last. "
-        )
-        return Verdict(
-            "over_fitted",
-            sentence(f"{over}: the model is learning the training {noun} rather than the preference behind them."),
-            f"{saved}Next time train fewer epochs or at a lower learning rate, and label more data.",
-            tuple(also + ([displacement_note] if displacement_note else [])),
-        )
+        return _over_fitted_verdict(method, over, kept, noun, still_training, with_displacement)
     under = _under_fitted(method, validation)
     if under:
         return Verdict(
             "under_fitted",
-            sentence(f"{under}, about what a coin flip would do: the adapter has not learned the preference."),
+            _so_far(f"{under}, about what a coin flip would do: the adapter has not learned the preference.", still_training),
             "Train more epochs, raise the learning rate (2–5× is a reasonable next try), or label more data.",
-            tuple(also + ([displacement_note] if displacement_note else [])),
+            with_displacement,
         )
-    if displacement:
-        return Verdict("displacement", sentence(f"{displacement_note}."), _DISPLACEMENT_ADVICE, tuple(also))
+    if displacement_note:
+        return Verdict("displacement", _so_far(f"{displacement_note}.", still_training), _DISPLACEMENT_ADVICE, tuple(also))
     ok = _ok_sentence(method, validation, noun)
     if also and kept_before_end:
         ok = ok.replace("with no sign of over-fitting.", f"with no sign of over-fitting up to step {kept}, the one kept.")
     return Verdict(
         "ok",
-        sentence(ok),
+        _so_far(ok, still_training),
         REWARD_NEXT if method == "reward"
         else "Next: review base and tuned outputs side by side, then send them to annotators as blind battles.",
         tuple(also),
     )
+
+
+def _over_fitted_verdict(
+    method: str, over: str, kept: Any, noun: str, still_training: bool, also: tuple[str, ...]
+) -> Verdict:
+    saved = (
+        "A reward model keeps its last step, so its validation pairs stay an unbiased test. "
+        if method == "reward"
+        else f"The saved adapter is the kept checkpoint (step {kept}), from before validation got worse. "
+        if kept is not None
+        else "Keep the best-validation checkpoint rather than the last. "
+    )
+    return Verdict(
+        "over_fitted",
+        _so_far(f"{over}: the model is learning the training {noun} rather than the preference behind them.", still_training),
+        f"{saved}Next time train fewer epochs or at a lower learning rate, and label more data.",
+        also,
+    )
+
+
+def _so_far(text: str, still_training: bool) -> str:
+    """A verdict sentence, as it stands so far while the run is still training."""
+    return f"So far, {text[0].lower()}{text[1:]}" if still_training else text
 
 
 def _too_few_verdict(

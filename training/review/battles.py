@@ -10,7 +10,7 @@ from django.db import transaction
 
 from labeling.models import PairTask, Project, Prompt
 from training.models import Battle, ModelVersion, TuningRun
-from training.review import selectors as review_selectors
+from training.review import matched_outputs as review_matched_outputs
 from training.review.comparisons import describe_settings, matched_settings_of
 from training.review.versions import ReviewError
 
@@ -44,26 +44,11 @@ def battles_create(
         raise ReviewError("A battle needs two different model versions.")
     if project.mode != Project.Mode.COMPARE:
         raise ReviewError("Blind battles are voted on in the compare screen: this project is a thumbs (rate) project.")
-    prompts = Prompt.objects.filter(project=project)
-    if prompt_ids is None:
-        prompts = prompts.filter(split=Prompt.Split.HELDOUT)
-    else:
-        prompts = prompts.filter(pk__in=prompt_ids)
-    ids = list(prompts.order_by("id").values_list("pk", flat=True))
-    if not ids:
-        raise ReviewError(f"{project.name!r} has no held-out prompts to battle on.")
+    ids = _battle_prompt_ids(project, prompt_ids)
     if settings is None:
-        chosen = review_selectors.comparison_choose(
-            review_selectors.comparisons(project=project, first=version_a, second=version_b, prompt_ids=ids), run=run
-        )
-        if chosen is None or not chosen.pairs:
-            raise ReviewError(
-                f"No held-out prompt has outputs from both {version_a.name!r} and {version_b.name!r} made with the "
-                "same settings yet: generate them first."
-            )
-        settings = chosen.settings
+        settings = _newest_shared_settings(project, version_a, version_b, ids, run)
     settings = matched_settings_of(settings)
-    pairs = review_selectors.matched_pairs(
+    pairs = review_matched_outputs.matched_pairs(
         project=project, first=version_a, second=version_b, settings=settings, prompt_ids=ids, mixed_engines=mixed_engines
     )
     if not pairs:
@@ -97,14 +82,44 @@ def battles_create(
         battle = Battle.objects.create(
             project=project, version_a=version_a, version_b=version_b, run=run, tasks_created=created,
             prompts_missing_outputs=len(ids) - len({p.prompt_id for p in pairs}), settings=settings,
-            identical_skipped=identical, created_by=created_by, engines=review_selectors.engines_of_pairs(pairs)[:200],
+            identical_skipped=identical, created_by=created_by, engines=review_matched_outputs.engines_of_pairs(pairs)[:200],
             mixed_engines=sum(1 for pair in pairs if pair.engines_differ),
         )
     return battle
 
 
+def _battle_prompt_ids(project: Project, prompt_ids: Sequence[int] | None) -> list[int]:
+    """The prompts to battle on, in id order: ``prompt_ids`` of the project, else its held-out prompts; ReviewError
+    when there are none."""
+    prompts = Prompt.objects.filter(project=project)
+    if prompt_ids is None:
+        prompts = prompts.filter(split=Prompt.Split.HELDOUT)
+    else:
+        prompts = prompts.filter(pk__in=prompt_ids)
+    ids = list(prompts.order_by("id").values_list("pk", flat=True))
+    if not ids:
+        raise ReviewError(f"{project.name!r} has no held-out prompts to battle on.")
+    return ids
+
+
+def _newest_shared_settings(
+    project: Project, version_a: ModelVersion, version_b: ModelVersion, ids: list[int], run: TuningRun | None
+) -> dict[str, Any]:
+    """The settings of the comparison a battle defaults to (``comparison_choose`` on these prompts); ReviewError
+    when the two versions have no matched outputs in any."""
+    chosen = review_matched_outputs.comparison_choose(
+        review_matched_outputs.comparisons(project=project, first=version_a, second=version_b, prompt_ids=ids), run=run
+    )
+    if chosen is None or not chosen.pairs:
+        raise ReviewError(
+            f"No held-out prompt has outputs from both {version_a.name!r} and {version_b.name!r} made with the "
+            "same settings yet: generate them first."
+        )
+    return chosen.settings
+
+
 def _existing_review_pairs(
-    project: Project, pairs: Sequence[review_selectors.MatchedPair]
+    project: Project, pairs: Sequence[review_matched_outputs.MatchedPair]
 ) -> tuple[set[frozenset[int]], list[int]]:
     """The review pairs already made of these outputs ({a, b} either way round), and which of them carry no
     settings yet (legacy)."""

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from labeling.models import Project
 from training.models import ModelVersion, TuningRun
+from training.review import matched_outputs as review_matched_outputs
+from training.review import movement as review_movement
 from training.review import results as review_results
-from training.review import selectors as review_selectors
 from training.review.rewards import project_reward_model
 from training.trainer.win_rates import PairedWinRate
 
@@ -36,8 +37,8 @@ class VersionDrift:
     run: TuningRun
     version: ModelVersion
     base: ModelVersion | None  # the base model alone; None before anything of it was generated
-    comparison: review_selectors.Comparison | None  # the matched comparison both figures come from
-    movement: review_selectors.MovementSummary | None
+    comparison: review_matched_outputs.Comparison | None  # the matched comparison both figures come from
+    movement: review_movement.MovementSummary | None
     win_rate: PairedWinRate | None
     battles: int  # matched review pairs against the base in the comparison, voted on or not
     thumbs_project: bool
@@ -102,9 +103,9 @@ def version_drift(*, run: TuningRun) -> VersionDrift:
     comparison = movement = win_rate = None
     battles = 0
     if base is not None:
-        options = review_selectors.comparisons(project=project, first=base, second=tuned)
-        comparison = review_selectors.comparison_choose(options, run=run)
-        movement = review_selectors.comparison_movement(
+        options = review_matched_outputs.comparisons(project=project, first=base, second=tuned)
+        comparison = review_matched_outputs.comparison_choose(options, run=run)
+        movement = review_movement.comparison_movement(
             project=project, run=run, base=base, tuned=tuned, comparison=comparison
         )
         if comparison is not None and comparison.pairs and not thumbs_project:

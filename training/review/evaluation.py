@@ -13,7 +13,7 @@ from django.db import transaction
 
 from labeling.models import Completion, Project, Prompt, RateTask
 from training.models import GenerationJob, ModelVersion
-from training.review import selectors as review_selectors
+from training.review import matched_outputs as review_matched_outputs
 from training.review.comparisons import comparison_key, matched_settings_of, sample_of
 from training.review.versions import ReviewError, run_review_versions
 from training.trainer.movement import Movement, identical_counts
@@ -35,13 +35,13 @@ def review_outputs_finish(*, job: GenerationJob, versions: list[ModelVersion], s
         movement = movement_measure(job=job, base=pair[0], tuned=pair[1], settings=settings, pairs=pairs)
         mixed = sum(1 for p in pairs if p.engines_differ)
         GenerationJob.objects.filter(pk=job.pk).update(movement={
-            **movement.to_dict(), "engines": review_selectors.engines_of_pairs(pairs), "mixed_engines": mixed,
+            **movement.to_dict(), "engines": review_matched_outputs.engines_of_pairs(pairs), "mixed_engines": mixed,
         })
         if mixed:
             _note(
                 job,
                 f"{mixed} of {len(pairs)} matched pairs compare answers of different engines or precisions "
-                f"({review_selectors.engines_of_pairs(pairs)}), as asked: the identical share, KL and battles "
+                f"({review_matched_outputs.engines_of_pairs(pairs)}), as asked: the identical share, KL and battles "
                 "measure the engine as well as the adapter.",
             )
     if not job.create_review_tasks:
@@ -77,11 +77,11 @@ def _job_groups(settings: GenerationSettings) -> dict[str, tuple[dict, list[int]
 
 def _job_pairs(
     job: GenerationJob, base: ModelVersion, tuned: ModelVersion, settings: GenerationSettings
-) -> list[review_selectors.MatchedPair]:
+) -> list[review_matched_outputs.MatchedPair]:
     """The job's matched (tuned, base) outputs: its prompts, each of its samples, that sample's settings."""
-    pairs: list[review_selectors.MatchedPair] = []
+    pairs: list[review_matched_outputs.MatchedPair] = []
     for matched, samples in _job_groups(settings).values():
-        pairs += review_selectors.matched_pairs(
+        pairs += review_matched_outputs.matched_pairs(
             project=job.project, first=tuned, second=base, settings=matched, prompt_ids=job.prompt_ids, samples=samples,
             mixed_engines=job.reuse_other_engines,
         )
@@ -90,7 +90,7 @@ def _job_pairs(
 
 def movement_measure(
     *, job: GenerationJob, base: ModelVersion, tuned: ModelVersion, settings: GenerationSettings, batch_size: int = 4,
-    pairs: list[review_selectors.MatchedPair] | None = None,
+    pairs: list[review_matched_outputs.MatchedPair] | None = None,
 ) -> Movement:
     """Did ``tuned`` move away from ``base`` on this job's matched outputs? The identical share, and the mean
     per-token KL(tuned ‖ base) over the tuned outputs, measured with one loaded base and the adapter switched

@@ -43,7 +43,7 @@ def project_reward_model(*, project: Project) -> TuningRun | None:
 
 def reward_adapter_dir(run: TuningRun) -> str:
     """The adapter of the attempt that finished the run (runs from before attempts had folders: the run folder's)."""
-    from training.trainer.core import ADAPTER_DIRNAME
+    from training.trainer.checkpoints import ADAPTER_DIRNAME
 
     attempt = run.attempt_dir() / ADAPTER_DIRNAME
     return str(attempt if attempt.is_dir() else Path(run.output_dir) / ADAPTER_DIRNAME)

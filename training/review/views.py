@@ -15,17 +15,22 @@ from labeling.models import Project
 from labeling.permissions import project_for_admin
 from training.access import run_for_admin
 from training.models import Battle, GenerationJob, ModelVersion, TuningRun
+from training.presenters.validation import run_validation
 from training.review import battles as review_battles
 from training.review import drift as review_drift
 from training.review import figures
 from training.review import generation as review_generation
+from training.review import leaderboard as review_leaderboard
 from training.review import results as review_results
 from training.review import rewards as review_rewards
 from training.review import selectors as review_selectors
 from training.review import versions as review_versions
+from training.review.candidate_expectation import CandidateExpectation, candidate_expectation
 from training.review.comparisons import comparison_key, describe_settings
 from training.review.drift_chart import drift_chart
 from training.review.forms import CandidatesForm, GenerationForm, SideBySideFilter, VersionPairForm
+from training.review.matched_outputs import comparison_choose, comparisons
+from training.review.side_by_side import output_lengths, side_by_side
 
 ROWS_PER_PAGE = 20
 
@@ -69,7 +74,7 @@ def run_review(request: HttpRequest, run_id: int) -> HttpResponse:
         heldout_prompts=review_selectors.heldout_prompt_count(project=project), rate_project=project.mode == Project.Mode.RATE
     )
     context: dict = {
-        "form": form, "validation": review_selectors.run_validation(run=run), **_review_jobs_context(run),
+        "form": form, "validation": run_validation(run=run), **_review_jobs_context(run),
     }
     versions = _versions_or_none(run)
     if versions is not None:
@@ -79,12 +84,12 @@ def run_review(request: HttpRequest, run_id: int) -> HttpResponse:
         if filters.is_valid():
             search, differ, key = filters.cleaned_data["q"], filters.cleaned_data["differ"], filters.cleaned_data["settings"]
         view = review_selectors.comparison_view(project=project, run=run, base=base, tuned=tuned, key=key)
-        rows = review_selectors.side_by_side(
+        rows = side_by_side(
             project=project, base=base, tuned=tuned, settings=view.settings, search=search, only_different=differ
         )
         query = request.GET.copy()
         query.pop("page", None)
-        every_row = rows if not (search or differ) else review_selectors.side_by_side(
+        every_row = rows if not (search or differ) else side_by_side(
             project=project, base=base, tuned=tuned, settings=view.settings
         )
         rewards = review_rewards.reward_comparison(project=project, rows=every_row, base=base, tuned=tuned)
@@ -93,7 +98,7 @@ def run_review(request: HttpRequest, run_id: int) -> HttpResponse:
         context.update(
             base=base, tuned=tuned, filters=filters, view=view, results=view.results, thumbs=view.thumbs,
             page=Paginator(rows, ROWS_PER_PAGE).get_page(request.GET.get("page")), query=query.urlencode(),
-            lengths=review_selectors.output_lengths(rows), **_labels(base, tuned),
+            lengths=output_lengths(rows), **_labels(base, tuned),
         )
     return render(request, "training/review.html", context)
 
@@ -162,8 +167,8 @@ def run_battles_create(request: HttpRequest, run_id: int) -> HttpResponse:
     key = filters.cleaned_data["settings"] if filters.is_valid() else None
     try:
         base, tuned = review_versions.run_review_versions(run=run)
-        options = review_selectors.comparisons(project=run.project, first=base, second=tuned)
-        chosen = review_selectors.comparison_choose(options, key=key, run=run)
+        options = comparisons(project=run.project, first=base, second=tuned)
+        chosen = comparison_choose(options, key=key, run=run)
         battle = review_battles.battles_create(
             project=run.project, version_a=tuned, version_b=base, run=run, created_by=request.user,
             settings=chosen.settings if chosen is not None and chosen.pairs else None,
@@ -179,7 +184,7 @@ def run_battles_create(request: HttpRequest, run_id: int) -> HttpResponse:
 @require_safe
 def run_battles(request: HttpRequest, run_id: int) -> HttpResponse:
     run = run_for_admin(request.user, run_id)
-    context: dict = {"run": run, "project": run.project, "validation": review_selectors.run_validation(run=run)}
+    context: dict = {"run": run, "project": run.project, "validation": run_validation(run=run)}
     versions = _versions_or_none(run)
     if versions is not None:
         base, tuned = versions
@@ -196,7 +201,7 @@ def leaderboard(request: HttpRequest, project_id: int) -> HttpResponse:
     versions = review_selectors.project_versions_with_outputs(project=project)
     context = {
         "project": project,
-        "rows": review_selectors.leaderboard(project=project),
+        "rows": review_leaderboard.leaderboard(project=project),
         "pair_form": VersionPairForm(versions=versions),
         "can_pair": len(versions) >= 2,
         "contaminated": review_results.CONTAMINATED,
@@ -270,12 +275,12 @@ def project_candidates(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(request, "training/candidates.html", context, status=status)
 
 
-def _candidate_expectation(project: Project, form: CandidatesForm) -> review_selectors.CandidateExpectation | None:
+def _candidate_expectation(project: Project, form: CandidatesForm) -> CandidateExpectation | None:
     values = form.expectation_values()
     if values is None:
         return None
     choices = values.pop("choices")
-    return review_selectors.candidate_expectation(
+    return candidate_expectation(
         project=project, base_model_id=review_versions.base_model_of_choice(choices[0]), versions=len(choices), **values
     )
 

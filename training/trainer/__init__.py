@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import DPO_LOSS_TYPES, KTO_LOSS_TYPES, METHODS, LoraSettings, SettingsError, TrainSettings
+from .config import LoraSettings, SettingsError, TrainSettings
 from .rows import (
     RowsError,
     count_kto_labels,
@@ -22,16 +22,19 @@ from .rows import (
     validate_kto_rows,
     validate_rows,
 )
+from .settings_choices import DPO_LOSS_TYPES, KTO_LOSS_TYPES, METHODS
 
 if TYPE_CHECKING:
-    from .core import ProgressEvent, TrainResult, latest_checkpoint, train
+    from .checkpoints import latest_checkpoint
+    from .core import TrainResult, train
     from .device import DeviceSettings, choose_device
     from .generation import adapter_disabled, generate, load_for_generation, sequence_logprob
+    from .progress import ProgressEvent
 
 _LAZY = {
-    "ProgressEvent": "core",
+    "ProgressEvent": "progress",
     "TrainResult": "core",
-    "latest_checkpoint": "core",
+    "latest_checkpoint": "checkpoints",
     "train": "core",
     "DeviceSettings": "device",
     "choose_device": "device",

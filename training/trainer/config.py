@@ -8,110 +8,21 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-Method = Literal["dpo", "kto", "simpo", "cpo", "orpo", "sft", "reward", "grpo", "rloo"]
-
-METHODS: tuple[str, ...] = ("dpo", "kto", "simpo", "cpo", "orpo", "sft", "reward", "grpo", "rloo")
-# Online RL against the project's reward model (TRL's GRPOTrainer and RLOOTrainer): the policy writes answers to
-# the training prompts, the reward model scores them, and the update favours the better answers of each group,
-# held near the reference by a KL penalty. They train on prompts, not on votes.
-RL_METHODS: tuple[str, ...] = ("grpo", "rloo")
-# Methods that train on preference pairs (prompt, chosen, rejected); KTO trains on thumbs.
-PAIR_METHODS: tuple[str, ...] = ("dpo", "simpo", "cpo", "orpo")
-# Methods without a reference model (TRL's CPO and ORPO trainers): half the forward passes of DPO.
-REFERENCE_FREE_METHODS: tuple[str, ...] = ("simpo", "cpo", "orpo")
-# Methods whose kept checkpoint is the one with the lowest validation loss (no implicit reward to rank by).
-LOSS_SELECTED_METHODS: tuple[str, ...] = (*REFERENCE_FREE_METHODS, "sft")
-# A reward model (TRL's RewardTrainer): the base with a scalar head, trained on the same pairs to score answers.
-# It writes nothing; it ranks candidates, scores review outputs and says which pairs are worth labeling next.
-REWARD_METHOD = "reward"
-# Methods with nothing to choose about the loss's temperature.
-BETA_FREE_METHODS: tuple[str, ...] = ("sft", REWARD_METHOD)
-QUANTIZATIONS: tuple[str, ...] = ("none", "4bit")
-# How several processes share the model. "none": data parallel (DDP), a whole copy of the weights on every GPU.
-# "fsdp": PyTorch FSDP2 full sharding (ZeRO-3's equivalent) through accelerate: each GPU keeps 1/N of the weights,
-# gradients and optimizer state and gathers one decoder layer at a time, so a model too big for one GPU trains.
-SHARDINGS: tuple[str, ...] = ("none", "fsdp")
-MAX_PROCESSES = 64
-
-# DPO loss types accepted by TRL 1.16's DPOConfig (read from trl/trainer/dpo_config.py). "exo_pair"
-# needs label_smoothing > 0 and is left out; "robust" (Chowdhury et al. 2024, unbiased under a known
-# label-flip rate) needs label_smoothing > 0, which validate() checks.
-DPO_LOSS_TYPES: tuple[str, ...] = (
-    "sigmoid",
-    "ipo",
-    "robust",
-    "hinge",
-    "nca_pair",
-    "bco_pair",
-    "sppo_hard",
-    "aot",
-    "aot_unpaired",
-    "apo_zero",
-    "apo_down",
-    "discopop",
-    "sigmoid_norm",
+from .auto_settings import AutomaticChoices
+from .settings_choices import (
+    DEFAULT_LOSS_TYPES,
+    FORBIDDEN_LORA_TARGETS,
+    LOSS_SELECTED_METHODS,
+    LOSS_TYPES,
+    MAX_PROCESSES,
+    METHODS,
+    QUANTIZATIONS,
+    REWARD_METHOD,
+    RL_METHODS,  # also imported from here, as public vocabulary, by services, selectors, presenters and the child
+    SHARDINGS,
 )
-# KTOConfig.loss_type choices in TRL 1.16.
-KTO_LOSS_TYPES: tuple[str, ...] = ("kto", "apo_zero_unpaired")
-# CPOConfig.loss_type choices for the CPO method (SimPO is its own method: loss "simpo", no NLL term).
-CPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "hinge", "ipo")
-LOSS_TYPES: dict[str, tuple[str, ...]] = {
-    "dpo": DPO_LOSS_TYPES, "kto": KTO_LOSS_TYPES, "cpo": CPO_LOSS_TYPES, "simpo": ("simpo",), "orpo": ("orpo",),
-    "sft": ("nll",), "reward": ("bradley_terry",), "grpo": ("dapo", "grpo", "dr_grpo", "bnpo"), "rloo": ("rloo",),
-}
-DEFAULT_LOSS_TYPES: dict[str, str] = {
-    "dpo": "sigmoid", "kto": "kto", "cpo": "sigmoid", "simpo": "simpo", "orpo": "orpo", "sft": "nll",
-    "reward": "bradley_terry", "grpo": "dapo", "rloo": "rloo",
-}
-# beta when left empty. SimPO's reward is beta times the length-normalised log-probability, and its paper works
-# at beta 2 to 2.5 (Meng et al. 2024); for the others beta scales a log-ratio (DPO, KTO, CPO) or, in ORPO, the
-# odds-ratio term against the NLL (lambda in Hong et al. 2024), and 0.1 is each paper's and TRL's default.
-AUTO_BETA: dict[str, float] = {"dpo": 0.1, "kto": 0.1, "cpo": 0.1, "simpo": 2.0, "orpo": 0.1, "sft": 0.1}
-# Online RL's beta is the KL coefficient to the reference. TRL 1.16's GRPO default is 0, which removes the leash: a
-# reward model is a proxy fitted on a few hundred votes, and a policy free to drift finds the answers it scores
-# highly without people preferring them (reward hacking). 0.05 is RLOO's TRL default and the order of GRPO's
-# original 0.04: strong enough that drift shows up as a cost the reward gain has to pay for, weak enough to move.
-AUTO_BETA.update({"grpo": 0.05, "rloo": 0.05})
-# Online RL's automatic sizes. A step writes group-size answers per prompt and scores them; on 2 CPU cores a group
-# of 4 answers of 128 tokens of SmolLM2-135M takes about 9 s, so 60 steps fit the minutes a CPU DPO run takes. At
-# 128 tokens a short answer ends and a long one is cut off, so the reward model sees both kinds.
-AUTO_RL_STEPS = {"cuda": 200, "cpu": 60}
-AUTO_RL_COMPLETION_TOKENS = {"cuda": 256, "cpu": 128}
-AUTO_RL_GROUP_SIZE = 4
-# A policy-gradient step is noisier than a DPO step on fixed pairs, and every step's answers come from the policy
-# itself: a LoRA rate below DPO's keeps one bad batch from throwing the policy off its own distribution.
-AUTO_RL_LEARNING_RATE = 2e-4
-
-# Names PEFT would wrap with LoRA that must never be adapted: TRL computes log-probabilities from
-# lm_head.weight directly, so an adapter there is silently untrained (TRL raises on it).
-FORBIDDEN_LORA_TARGETS: frozenset[str] = frozenset({"lm_head", "embed_tokens"})
-
-# Automatic choices (learning rate, epochs, evaluation cadence) when a setting is left empty. See
-# `TrainSettings.resolve` for the reasoning; the launch form's help text repeats it.
-AUTO_LORA_LEARNING_RATE = 5e-4
-AUTO_FULL_RANK_REFERENCE = 16
-AUTO_TARGET_STEPS = 90
-AUTO_MAX_EPOCHS = 4
-# On a CPU worker a step costs seconds, not milliseconds, and the cost grows faster than the tokens it holds (one
-# DPO step of 4 pairs of SmolLM2-135M on 2 cores: 36 s at 400 tokens a row, 13 s at 256, 7 s at 160). There the
-# automatic choices size a run to finish in minutes: rows cut at 160 tokens (the prompt and the answer's
-# beginning; an answer that ends before it keeps its end, which is what a length or format preference is
-# learnt from) and fewer steps, but always two passes, since a DPO run never keeps a checkpoint from its first.
-# The demo's run (122 training rows, 62 steps) took 19 minutes at 192 tokens, with its page open.
-AUTO_MAX_LENGTH = {"cuda": 512, "cpu": 160}
-AUTO_TARGET_STEPS_CPU = 60
-AUTO_MIN_EPOCHS_CPU_DPO = 2
-DEVICES = tuple(AUTO_MAX_LENGTH)
-AUTO_EVALUATIONS = 8
-# Twice the preference loss: on the alignment bench (length rule, 200 votes) weight 1 left 10 to 12 of 90 tuned
-# answers looping as lists ("1. All sleep is the same. 2. ...") against the base's 1, even at a KL of 0.04 per
-# token; weight 2 left 2, won 84.4% of held-out comparisons and kept validation accuracy at 0.944.
-AUTO_SFT_WEIGHT = 2.0
-# TRL's recommended centring for a reward model's scores (Eisenstein et al. 2023): a small penalty on the mean
-# squared reward keeps scores near zero, so two reward models, or two runs, can be read on one scale.
-AUTO_CENTER_REWARDS = 0.01
 
 
 class SettingsError(ValueError):
@@ -193,7 +104,7 @@ class LoraSettings:
 
 
 @dataclass
-class TrainSettings:
+class TrainSettings(AutomaticChoices):
     """Everything a preference-tuning run needs besides the model and rows.
 
     `learning_rate` and `num_train_epochs` left as None are chosen from the data size and the
@@ -259,7 +170,26 @@ class TrainSettings:
         return DEFAULT_LOSS_TYPES.get(self.method, "sigmoid")
 
     def validate(self) -> TrainSettings:
-        """Raise SettingsError for impossible or unsupported values; return self for chaining."""
+        """Raise SettingsError for impossible or unsupported values; return self for chaining.
+
+        The checks run in a fixed order, and the first that fails is the error the launch form shows."""
+        self._check_method_and_loss()
+        self._check_schedule_and_sizes()
+        self._check_label_smoothing_and_sft()
+        if self.eval_steps is not None and (not _is_int(self.eval_steps) or self.eval_steps <= 0):
+            raise SettingsError(f"eval_steps must be a positive integer (or empty for automatic), got {self.eval_steps!r}.", field="eval_steps")
+        self._check_model_loading()
+        self._check_switches()
+        self._check_kto()
+        self._check_online_rl()
+        if not isinstance(self.lora, LoraSettings):
+            raise SettingsError("lora must be a LoraSettings.", field="lora")
+        self.lora.validate()
+        return self
+
+    def _check_method_and_loss(self) -> None:
+        """The method, its loss type and the loss's parameters (beta, reward centring, SimPO's gamma, CPO's alpha,
+        ld_alpha)."""
         if self.method not in METHODS:
             raise SettingsError(f"Unknown method {self.method!r}; choose one of: {', '.join(METHODS)}.", field="method")
         allowed = LOSS_TYPES[self.method]
@@ -290,6 +220,9 @@ class TrainSettings:
                 , field="ld_alpha")
             if self.method != "dpo":
                 raise SettingsError("ld_alpha (length-desensitised DPO) only applies to DPO runs; leave it empty.", field="method")
+
+    def _check_schedule_and_sizes(self) -> None:
+        """The learning rate, the run's length, batch sizes and seed, the validation split, checkpoints and warm-up."""
         if self.learning_rate is not None:
             if not _is_number(self.learning_rate) or self.learning_rate <= 0:
                 raise SettingsError(f"Learning rate must be a positive number, got {self.learning_rate!r}.", field="learning_rate")
@@ -320,6 +253,9 @@ class TrainSettings:
             raise SettingsError(f"Checkpoints kept must be a positive whole number, got {self.save_total_limit!r}.", field="save_total_limit")
         if not _is_number(self.warmup_ratio) or not 0 <= self.warmup_ratio < 1:
             raise SettingsError(f"Warmup ratio must be in [0, 1), got {self.warmup_ratio!r}.", field="warmup_ratio")
+
+    def _check_label_smoothing_and_sft(self) -> None:
+        """The extra loss terms: label smoothing (and the robust loss that needs it) and DPO's SFT weight."""
         if not _is_number(self.label_smoothing) or not 0 <= self.label_smoothing < 0.5:
             raise SettingsError(
                 f"Label smoothing (the assumed share of flipped votes) must be in [0, 0.5), got {self.label_smoothing!r}."
@@ -340,8 +276,9 @@ class TrainSettings:
                 f"The SFT weight only applies to DPO runs; leave it at 0 for {self.method.upper()}"
                 + (" (CPO and ORPO have their own NLL term)." if self.method in ("cpo", "orpo") else ".")
             , field="sft_weight")
-        if self.eval_steps is not None and (not _is_int(self.eval_steps) or self.eval_steps <= 0):
-            raise SettingsError(f"eval_steps must be a positive integer (or empty for automatic), got {self.eval_steps!r}.", field="eval_steps")
+
+    def _check_model_loading(self) -> None:
+        """How the model is loaded and spread: the processes (GPUs), 4-bit weights, sharding, the version started from."""
         if not _is_int(self.num_processes) or not 1 <= self.num_processes <= MAX_PROCESSES:
             raise SettingsError(
                 f"The number of GPUs (processes) must be a whole number from 1 to {MAX_PROCESSES}, got {self.num_processes!r}."
@@ -364,11 +301,17 @@ class TrainSettings:
                     "A run that starts from a trained version cannot use 4-bit base weights: the version's adapter is "
                     "merged into the base first, and a 4-bit base cannot take it exactly."
                 , field="quantization")
+
+    def _check_switches(self) -> None:
+        """group_by_length (DPO only) and the true/false switches."""
         if self.group_by_length and self.method in (*LOSS_SELECTED_METHODS, REWARD_METHOD):
             raise SettingsError(f"group_by_length is offered for DPO runs only; leave it off for {self.method.upper()}.", field="group_by_length")
         for name in ("precompute_ref_log_probs", "group_by_length", "keep_best"):
             if not isinstance(getattr(self, name), bool):
                 raise SettingsError(f"{name} must be true or false, got {getattr(self, name)!r}.")
+
+    def _check_kto(self) -> None:
+        """KTO's class weights (KTO only) and what its KL term needs of the batch."""
         for name in ("desirable_weight", "undesirable_weight"):
             value = getattr(self, name)
             if value is None:
@@ -388,11 +331,6 @@ class TrainSettings:
                     "group_by_length cannot be used with KTO: its KL term pairs each example with its neighbours "
                     "in a fixed-order batch, so the order must stay sequential."
                 , field="group_by_length")
-        self._check_online_rl()
-        if not isinstance(self.lora, LoraSettings):
-            raise SettingsError("lora must be a LoraSettings.", field="lora")
-        self.lora.validate()
-        return self
 
     def _check_online_rl(self) -> None:
         online = self.method in RL_METHODS
@@ -506,143 +444,3 @@ class TrainSettings:
         if self.max_steps > 0:
             return self.max_steps
         return max(1, math.ceil(self.steps_per_epoch(train_rows) * (self.num_train_epochs or 1)))
-
-    def resolve(self, train_rows: int, *, device: str = "cuda") -> tuple[TrainSettings, list[str]]:
-        """A copy with every automatic (None) setting chosen for `train_rows` training rows on `device`
-        ("cuda" or "cpu"), and one sentence per choice saying why, for the run page.
-
-        - Learning rate: a LoRA adapter starts at zero and its update is scaled by alpha / r, so it needs
-          a far larger rate than full fine-tuning; 5e-4 at r=16 (alpha 2r) moved SmolLM2-135M clearly on
-          the alignment bench without breaking its answers, where 5e-5 barely moved it. Higher ranks
-          get a smaller rate (x sqrt(16 / r)), since their update has more directions to move in.
-        - Epochs: the whole number of passes nearest to AUTO_TARGET_STEPS optimizer steps (a small
-          preference set needs several passes to move an adapter), at most AUTO_MAX_EPOCHS; the best
-          checkpoint by validation score is kept. Nearest, not at least: on the alignment bench (175
-          rows, 44 steps an epoch) validation accuracy peaked by step 51 of 132, and the third pass
-          only cost 8 of the bench's 30 minutes.
-        - Evaluation: about AUTO_EVALUATIONS times per run on the validation split.
-        - On a CPU: rows cut at AUTO_MAX_LENGTH["cpu"] tokens and epochs nearest AUTO_TARGET_STEPS_CPU steps (at
-          least two for DPO), so the run takes minutes; see AUTO_MAX_LENGTH.
-        """
-        if device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-        on_cpu = device == "cpu"
-        resolved = dataclasses.replace(self, lora=dataclasses.replace(self.lora))
-        notes: list[str] = []
-        if resolved.method == REWARD_METHOD:
-            notes.extend(_resolve_reward(resolved))
-        elif resolved.method in RL_METHODS:
-            notes.extend(_resolve_online_rl(resolved, device))
-        elif resolved.beta is None:
-            resolved.beta = AUTO_BETA[resolved.method]
-            if resolved.method == "simpo":
-                notes.append(
-                    f"beta {resolved.beta:g}: SimPO scales the length-normalised log-probability, and its paper trains "
-                    "at beta 2 to 2.5."
-                )
-        if resolved.learning_rate is None:
-            resolved.learning_rate = lora_learning_rate(AUTO_LORA_LEARNING_RATE, resolved.lora.r, ceiling=2e-3)
-            notes.append(
-                f"Learning rate {resolved.learning_rate:g}: a LoRA adapter of rank {resolved.lora.r} needs a far larger "
-                "rate than full fine-tuning (5e-4 at rank 16, scaled by the square root of 16 / rank)."
-            )
-        if resolved.max_length is None:
-            resolved.max_length = AUTO_MAX_LENGTH[device]
-            if on_cpu:
-                notes.append(
-                    f"Rows cut at {resolved.max_length} tokens, prompt and answer together, on a CPU worker: a step's "
-                    "cost grows faster than its tokens, and an answer's beginning, or its end where it ends sooner, "
-                    "carries the preference."
-                )
-        per_epoch = resolved.steps_per_epoch(train_rows)
-        if resolved.num_train_epochs is None:
-            if resolved.max_steps > 0:
-                resolved.num_train_epochs = 1
-            else:
-                target = AUTO_TARGET_STEPS_CPU if on_cpu else AUTO_TARGET_STEPS
-                fewest = AUTO_MIN_EPOCHS_CPU_DPO if on_cpu and resolved.method == "dpo" else 1
-                epochs = min(AUTO_MAX_EPOCHS, max(fewest, round(target / per_epoch)))
-                resolved.num_train_epochs = epochs
-                where = f"on a CPU worker, at least {fewest}, " if on_cpu else ""
-                notes.append(
-                    f"{epochs} epoch{'s' if epochs != 1 else ''} ({per_epoch} steps each, {epochs * per_epoch} in all): "
-                    f"the number of passes over {train_rows} training rows nearest to {target} optimizer steps "
-                    f"({where}at most {AUTO_MAX_EPOCHS}); the checkpoint with the best validation score is kept."
-                )
-        if resolved.sft_weight is None:
-            resolved.sft_weight = AUTO_SFT_WEIGHT if resolved.method == "dpo" else 0.0
-            if resolved.sft_weight:
-                notes.append(
-                    f"SFT weight {resolved.sft_weight:g}: the chosen answers' own likelihood is trained alongside the "
-                    "preference, so the model learns what was preferred without drifting into loops and fragments."
-                )
-        if resolved.num_processes > 1 and resolved.precompute_ref_log_probs:
-            # TRL caches precomputed reference log-probs in a per-process temporary folder that the other ranks
-            # cannot read; computing them alongside each step gives the same numbers.
-            resolved.precompute_ref_log_probs = False
-            notes.append(
-                f"Reference log-probabilities are computed with each step rather than beforehand: {resolved.num_processes} "
-                "processes cannot share TRL's precomputed cache."
-            )
-        if resolved.eval_steps is None:
-            resolved.eval_steps = max(1, math.ceil(resolved.total_steps(train_rows) / AUTO_EVALUATIONS))
-        return resolved.validate(), notes
-
-
-def lora_learning_rate(at_rank_16: float, rank: int, *, ceiling: float) -> float:
-    """The automatic rate for a LoRA adapter of `rank`: `at_rank_16`, scaled by the square root of 16 / rank (a
-    higher rank has more directions to move in), at most `ceiling`, to two significant figures."""
-    rate = at_rank_16 * math.sqrt(AUTO_FULL_RANK_REFERENCE / rank)
-    return float(f"{min(rate, ceiling):.2g}")
-
-
-def _resolve_online_rl(resolved: TrainSettings, device: str) -> list[str]:
-    """An online RL run's automatic choices (in place), with their reasons."""
-    notes = []
-    if resolved.beta is None:
-        resolved.beta = AUTO_BETA[resolved.method]
-        notes.append(
-            f"KL coefficient {resolved.beta:g}: each step pays for drifting from the reference model, so the policy "
-            "moves only as far as the reward model's gain is worth. The reward model is fitted on a few hundred "
-            "votes; without the leash (TRL's GRPO default is 0) a policy finds what it scores highly without people "
-            "preferring it."
-        )
-    if resolved.learning_rate is None:
-        resolved.learning_rate = lora_learning_rate(AUTO_RL_LEARNING_RATE, resolved.lora.r, ceiling=1e-3)
-        notes.append(
-            f"Learning rate {resolved.learning_rate:g}: below DPO's, since each step learns from the policy's own "
-            "few answers, a noisier signal than fixed pairs."
-        )
-    if resolved.num_generations is None:
-        resolved.num_generations = AUTO_RL_GROUP_SIZE
-        while resolved.global_batch_size % resolved.num_generations:
-            resolved.num_generations -= 1
-    if resolved.max_completion_length is None:
-        resolved.max_completion_length = AUTO_RL_COMPLETION_TOKENS[device]
-    if resolved.max_steps <= 0:
-        resolved.max_steps = AUTO_RL_STEPS[device]
-        prompts = resolved.global_batch_size // resolved.num_generations
-        notes.append(
-            f"{resolved.max_steps} steps of {prompts} prompt{'s' if prompts != 1 else ''} x {resolved.num_generations} "
-            f"answers of up to {resolved.max_completion_length} tokens"
-            + (" on a CPU worker, sized to take about as long as a CPU DPO run." if device == "cpu" else ".")
-        )
-    if resolved.sft_weight is None:
-        resolved.sft_weight = 0.0
-    return notes
-
-
-def _resolve_reward(resolved: TrainSettings) -> list[str]:
-    """A reward model's automatic choices (in place), with their reasons."""
-    notes = []
-    if resolved.center_rewards is None:
-        resolved.center_rewards = AUTO_CENTER_REWARDS
-    if resolved.keep_best:
-        # Picking a checkpoint by validation accuracy would make that accuracy optimistic; the reward model's
-        # held-out accuracy is the number its users act on, so it must come from pairs nothing was chosen by.
-        resolved.keep_best = False
-        notes.append(
-            "The last step is kept, not the best on validation: the validation pairs then stay an unbiased test of "
-            "the reward model's pairwise accuracy."
-        )
-    return notes

@@ -22,25 +22,15 @@ from datasets import Dataset
 from transformers import AutoTokenizer, TrainerCallback, set_seed
 from transformers.trainer_callback import PrinterCallback
 
-from .config import AUTO_EVALUATIONS, SettingsError, TrainSettings
-from .core import (
-    ADAPTER_DIRNAME,
-    CHECKPOINTS_DIRNAME,
-    ProgressEvent,
-    TrainResult,
-    _load_base_model,
-    _lora_config,
-    _merged,
-    _ProgressCallback,
-    _tokens_seen,
-    chain_adapters,
-    checkpoint_is_final,
-    final_train_metrics,
-    guard_checkpoints,
-)
+from .auto_settings import AUTO_EVALUATIONS
+from .checkpoints import ADAPTER_DIRNAME, CHECKPOINTS_DIRNAME, checkpoint_is_final, guard_checkpoints
+from .config import SettingsError, TrainSettings
+from .core import TrainResult
 from .cpu_head import plain_lm_head_on_cpu
 from .device import DeviceSettings, choose_device
 from .generation import adapter_disabled, generate_outputs
+from .model_loading import _load_base_model, _lora_config, _merged, chain_adapters
+from .progress import ProgressEvent, _ProgressCallback, _tokens_seen, final_train_metrics
 from .reward import load_reward_model, score_conversations
 from .rl_watch import KeptChoice, WatchPoint, choose_kept, watch_point, watch_warnings
 from .rows import split_rows, validate_rows

@@ -12,8 +12,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from labeling.models import Project
 from training.models import TuningRun
+from training.review import leaderboard as review_leaderboard
 from training.review import results as review_results
-from training.review import selectors as review_selectors
 from training.review import versions as review_versions
 
 
@@ -26,7 +26,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", type=int)
         parser.add_argument("--run", type=int)
-        parser.add_argument("--rounds", type=int, default=review_selectors.LEADERBOARD_ROUNDS, help="Bootstrap rounds.")
+        parser.add_argument("--rounds", type=int, default=review_leaderboard.LEADERBOARD_ROUNDS, help="Bootstrap rounds.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["run"]:
@@ -67,7 +67,7 @@ class Command(BaseCommand):
                 f"(95% CI {r.lc_interval}, length in words){left_out}"
             )
         if options["project"]:
-            rows = review_selectors.leaderboard(project=project, rounds=options["rounds"])
+            rows = review_leaderboard.leaderboard(project=project, rounds=options["rounds"])
             self.stdout.write("Leaderboard (Bradley–Terry, 95% bootstrap interval):")
             for rank, row in enumerate(rows, 1):
                 flag = f"  [{review_results.CONTAMINATED}]" if row.contaminated else ""
