@@ -1,7 +1,6 @@
 """TuningRun.eta_seconds: a forecast that holds steady through evaluations and checkpoints (issue 10)."""
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
