@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.trainer.conftest import make_dpo_rows
 from training.trainer.checkpoints import checkpoint_complete, latest_checkpoint
 from training.trainer.child import RunSpec
-from training.trainer.process import run_supervised
+from training.trainer.process import TrainerProcess, run_supervised
 from training.trainer.rows import rows_hash
 
 SETTINGS = {
@@ -42,6 +42,29 @@ def _never() -> bool:
 
 def _always() -> bool:
     return True
+
+
+def test_events_written_just_before_the_child_exits_are_all_forwarded(tiny_model_dir, tmp_path, monkeypatch):
+    # A fast run's last steps were written between the parent's read of the events file and its look at the
+    # child's exit, and the read after the exit kept only the result: a 3-step run showed step 1 alone.
+    # Here every read lets the child finish before it returns, which puts each event in that window.
+    read = TrainerProcess.events
+
+    def read_then_let_it_finish(self):
+        events = read(self)
+        self.popen.wait()
+        return events
+
+    monkeypatch.setattr(TrainerProcess, "events", read_then_let_it_finish)
+    progress = []
+
+    ended = run_supervised(
+        _spec(tmp_path, tiny_model_dir, validation_fraction=0.0), on_progress=progress.append,
+        should_cancel=_never, still_ours=_always,
+    )
+
+    assert ended.error == "" and ended.result["steps"] == 3
+    assert [e["step"] for e in progress if e["kind"] == "train"] == [1, 2, 3]
 
 
 def test_the_child_trains_and_reports_progress_and_its_result(tiny_model_dir, tmp_path, monkeypatch):

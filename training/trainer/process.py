@@ -238,6 +238,9 @@ def run_supervised(
     next_check = 0.0
     try:
         while True:
+            exited = child.popen.poll() is not None
+            # Read after looking at the exit, so the events of a child that exited meanwhile are all read: a fast
+            # run's last steps were written between the read and the look and dropped (issue 24's e2e test).
             for event in child.events():
                 if event.get("type") == "progress":
                     on_progress(event)
@@ -245,12 +248,7 @@ def run_supervised(
                     result = event
                 elif event.get("type") == "refused":
                     refused = str(event.get("reason") or "")
-            if child.popen.poll() is not None:
-                for event in child.events():
-                    if event.get("type") == "result":
-                        result = event
-                    elif event.get("type") == "refused":
-                        refused = str(event.get("reason") or "")
+            if exited:
                 break
             now = time.monotonic()
             if now >= next_check:
