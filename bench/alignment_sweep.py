@@ -114,7 +114,8 @@ def parse_args() -> argparse.Namespace:
 def _base_outputs(args: argparse.Namespace, train_prompts: list[str],
                   heldout_prompts: list[str]) -> tuple[list[list[str]], list[list[str]]]:
     """The base model's candidates for the train prompts and its samples for the held-out ones."""
-    from training.trainer.review import GenerationSettings, generate_for_versions
+    from training.trainer.generation_settings import GenerationSettings
+    from training.trainer.version_generation import generate_for_versions
 
     started = time.monotonic()
     candidates = generate_for_versions(
@@ -153,8 +154,9 @@ def _sweep_run(args: argparse.Namespace, spec: str, train_prompts: list[str], he
                candidates: list[list[str]], base_heldout: list[list[str]]) -> None:
     """One ``--runs`` entry: rows voted by its rule, training, held-out samples of the tuned model, one result line."""
     from training.trainer.core import train
-    from training.trainer.review import GenerationSettings, generate_for_versions
+    from training.trainer.generation_settings import GenerationSettings
     from training.trainer.rows import RowsError
+    from training.trainer.version_generation import generate_for_versions
 
     method, pairing, rule_name, config = (spec.split(":", 3) + [""] * 4)[:4]
     rule = RULES[rule_name]

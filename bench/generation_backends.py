@@ -36,7 +36,9 @@ def main() -> None:
 
     from training.base_models import convert_bundled_model, random_lora_adapter
     from training.trainer.generation_backends import vllm_unavailable_reason
-    from training.trainer.review import GenerationSettings, generate_for_versions
+    from training.trainer.generation_settings import GenerationSettings
+    from training.trainer.text import word_count
+    from training.trainer.version_generation import generate_for_versions
 
     reason = vllm_unavailable_reason()
     if reason is not None:
@@ -59,7 +61,7 @@ def main() -> None:
         )
         seconds = time.perf_counter() - started
         cut = sum(r == "length" for r in reasons)
-        words = sum(len(t[0].split()) for name in versions for t in texts[name])
+        words = sum(word_count(t[0]) for name in versions for t in texts[name])
         figures[backend] = seconds
         print(f"{backend:>12}: {seconds:8.2f} s, {cut}/{len(reasons)} cut off at the limit, {words} words written")
     print(f"ratio (transformers / vllm): {figures['transformers'] / figures['vllm']:.2f}x")

@@ -52,7 +52,8 @@ def main() -> None:
 
     from training.base_models import convert_bundled_model, random_lora_adapter, tiny_random_model
     from training.trainer.generation import generate, load_for_generation
-    from training.trainer.review import GenerationSettings, generate_for_versions
+    from training.trainer.generation_settings import GenerationSettings
+    from training.trainer.version_generation import generate_for_versions
 
     work = Path(tempfile.mkdtemp(prefix="bench-gen-"))
     bundled = ROOT / "var" / "models" / "smollm2-135m-instruct"

@@ -27,7 +27,7 @@ def test_exact_binomial_test_against_a_fair_coin():
 
 
 def test_every_figure_reads_the_same_interval_and_test():
-    from training.trainer.review import win_rate
+    from training.trainer.ratings import win_rate
     from training.trainer.reward import PairwiseAccuracy
     from training.trainer.win_rates import _sign_test_p
 

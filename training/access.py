@@ -18,6 +18,7 @@ def run_for_admin(user: Any, run_id: int) -> TuningRun:  # noqa: ANN401
     return get_object_or_404(TuningRun.objects.select_related("project", "base_model", "snapshot", "model_version"), pk=run_id)
 
 
-def describe_failure(exc: BaseException) -> str:
-    """An exception as a run, job or export stores it for the page: its type and message, no traceback."""
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
+def describe_failure(exc: BaseException, *, limit: int = 4000) -> str:
+    """An exception as a run, job, export or playground request stores it for the page: its type and message, no
+    traceback, at most ``limit`` characters."""
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()[:limit]

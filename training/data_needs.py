@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from labeling.agreement import wilson_interval
+from labeling.statistics import wilson_interval
 
 EXPECTED_ACCURACY = 0.7
 CHANCE = 0.5

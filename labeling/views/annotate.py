@@ -1,8 +1,11 @@
 """The annotator's screens: the compare / rate queue, voting, skipping. Plain forms, made fast with htmx."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -96,48 +99,65 @@ def _saved_draft(request: HttpRequest, task: PairTask | RateTask | None) -> dict
     return {name: str(saved.get(name, "")) for name in _DRAFT_FIELDS}
 
 
-@require_POST
-def pair_vote(request: HttpRequest, project_id: int, task_id: int) -> HttpResponse:
+def _pair_vote_fields(post: QueryDict) -> dict[str, Any]:
+    return {
+        "pick": post.get("pick", ""),
+        "strength": _optional_int(post.get("strength"), "Strength"),
+        "rationale": post.get("rationale", ""),
+        "edited_text": post.get("edited_text", ""),
+        "time_spent_ms": _optional_int(post.get("time_spent_ms"), "Time spent"),
+    }
+
+
+def _rate_vote_fields(post: QueryDict) -> dict[str, Any]:
+    return {
+        "value": post.get("value", ""),
+        "rationale": post.get("rationale", ""),
+        "time_spent_ms": _optional_int(post.get("time_spent_ms"), "Time spent"),
+    }
+
+
+def _vote(
+    request: HttpRequest,
+    project_id: int,
+    task_id: int,
+    *,
+    model: type[PairTask] | type[RateTask],
+    missing: str,
+    fields: Callable[[QueryDict], dict[str, Any]],
+    record: Callable[..., object],
+) -> HttpResponse:
+    """One plain-form vote on a task of ``model`` in the project: the service ``record`` with the posted ``fields``,
+    then the next card; ``missing`` (404) when the task is not in the project, the refusal when the service says no."""
     project = project_for_annotator(request.user, project_id)
-    task = PairTask.objects.filter(pk=task_id, project=project).first()
+    task = model.objects.filter(pk=task_id, project=project).first()
     if task is None:
-        return _next_card(request, project, error="That pair is not in this project.", status=404)
+        return _next_card(request, project, error=missing, status=404)
     try:
-        services.pair_vote_record(
-            task_id=task.pk,
-            annotator=request.user,
-            pick=request.POST.get("pick", ""),
-            client_key=request.POST.get("client_key", ""),
-            strength=_optional_int(request.POST.get("strength"), "Strength"),
-            rationale=request.POST.get("rationale", ""),
-            edited_text=request.POST.get("edited_text", ""),
-            time_spent_ms=_optional_int(request.POST.get("time_spent_ms"), "Time spent"),
-            project=project,
+        # The fields are read inside the try: a malformed number is refused like any other bad input.
+        record(
+            task_id=task.pk, annotator=request.user, client_key=request.POST.get("client_key", ""), project=project,
+            **fields(request.POST),
         )
     except LabelingError as error:
         return _refused(request, project, task, error)
     return _next_card(request, project)
+
+
+@require_POST
+def pair_vote(request: HttpRequest, project_id: int, task_id: int) -> HttpResponse:
+    return _vote(
+        request, project_id, task_id, model=PairTask, missing="That pair is not in this project.",
+        fields=_pair_vote_fields, record=services.pair_vote_record,
+    )
 
 
 @require_POST
 def rate_vote(request: HttpRequest, project_id: int, task_id: int) -> HttpResponse:
-    project = project_for_annotator(request.user, project_id)
-    task = RateTask.objects.filter(pk=task_id, project=project).first()
-    if task is None:
-        return _next_card(request, project, error="That item is not in this project.", status=404)
-    try:
-        services.rating_record(
-            task_id=task.pk,
-            annotator=request.user,
-            value=request.POST.get("value", ""),
-            client_key=request.POST.get("client_key", ""),
-            rationale=request.POST.get("rationale", ""),
-            time_spent_ms=_optional_int(request.POST.get("time_spent_ms"), "Time spent"),
-            project=project,
-        )
-    except LabelingError as error:
-        return _refused(request, project, task, error)
-    return _next_card(request, project)
+    return _vote(
+        request, project_id, task_id, model=RateTask, missing="That item is not in this project.",
+        fields=_rate_vote_fields, record=services.rating_record,
+    )
 
 
 @require_POST

@@ -11,8 +11,8 @@ from training.models import GenerationJob
 from training.review import candidate_pairs as review_candidate_pairs
 from training.review import generation as review_generation
 from training.review.versions import ReviewError
-from training.trainer import review as generation_core
-from training.trainer.review import GenerationSettings
+from training.trainer import version_generation as generation_core
+from training.trainer.generation_settings import GenerationSettings
 
 pytestmark = pytest.mark.django_db
 # Sampled, so the tiny random model writes different texts for different samples; it never ends on its own.

@@ -15,7 +15,7 @@ from training.review import generation as review_generation
 from training.review import matched_outputs as review_matched_outputs
 from training.review import results as review_results
 from training.review.evaluation import heldout_thumbs_create
-from training.trainer.review import GenerationSettings
+from training.trainer.generation_settings import GenerationSettings
 
 pytestmark = pytest.mark.django_db
 SAMPLED = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 6, "seed": 3, "n": 2}

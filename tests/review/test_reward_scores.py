@@ -149,7 +149,7 @@ def test_best_against_worst_pairs_the_candidates_the_reward_model_ranks_highest_
     tiny_model_dir, reward_output_dir
 ):
     from tests.review.test_candidate_generation import _stored
-    from training.trainer.review import GenerationSettings
+    from training.trainer.generation_settings import GenerationSettings
 
     s = review_setup(prompts=1, base_path=str(tiny_model_dir), with_outputs=False)
     reward_run = _reward_run(s.project, reward_output_dir)

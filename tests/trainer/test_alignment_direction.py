@@ -21,7 +21,8 @@ import pytest
 
 from training.trainer import TrainSettings, train
 from training.trainer.config import LoraSettings
-from training.trainer.review import GenerationSettings, generate_for_versions
+from training.trainer.generation_settings import GenerationSettings
+from training.trainer.version_generation import generate_for_versions
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))

@@ -17,7 +17,8 @@ from training.base_models import random_lora_adapter
 from training.trainer import generation_backends as backends
 from training.trainer.generation import FINISH_LENGTH, FINISH_STOP, load_for_generation, prompt_token_ids
 from training.trainer.generation_backends import GenerationBackendError, SampleRequest, resolve_backend
-from training.trainer.review import GenerationSettings, generate_for_versions, without_provenance
+from training.trainer.generation_settings import GenerationSettings, without_provenance
+from training.trainer.version_generation import generate_for_versions
 from training.trainer.vllm_backend import (
     VllmBackend,
     adapter_rank,

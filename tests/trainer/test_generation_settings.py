@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.trainer.review import GenerationSettings, GenerationSettingsError
+from training.trainer.generation_settings import GenerationSettings, GenerationSettingsError
 
 
 def test_without_a_second_temperature_the_stored_shapes_are_unchanged():

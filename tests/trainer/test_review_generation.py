@@ -7,7 +7,8 @@ import pytest
 
 from training.base_models import random_lora_adapter
 from training.trainer import generate, load_for_generation
-from training.trainer.review import GenerationSettings, generate_for_versions
+from training.trainer.generation_settings import GenerationSettings
+from training.trainer.version_generation import generate_for_versions
 
 PROMPTS = [
     [{"role": "user", "content": "Say hello."}],

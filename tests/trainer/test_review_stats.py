@@ -6,16 +6,8 @@ import math
 
 import pytest
 
-from training.trainer.review import (
-    LOSS,
-    TIE,
-    WIN,
-    GenerationSettings,
-    GenerationSettingsError,
-    bradley_terry,
-    bradley_terry_bootstrap,
-    win_rate,
-)
+from training.trainer.generation_settings import GenerationSettings, GenerationSettingsError
+from training.trainer.ratings import LOSS, TIE, WIN, bradley_terry, bradley_terry_bootstrap, win_rate
 
 
 def elo(strength_ratio: float) -> float:

@@ -46,7 +46,8 @@ def adapter(model_dir, tmp_path_factory) -> str:
 
 def test_vllm_writes_base_and_tuned_outputs_with_why_each_ended(model_dir, adapter):
     from training.trainer.generation_backends import resolve_backend
-    from training.trainer.review import GenerationSettings, generate_for_versions
+    from training.trainer.generation_settings import GenerationSettings
+    from training.trainer.version_generation import generate_for_versions
 
     assert resolve_backend("auto") == "vllm", "auto picks vLLM where it can run"
     # Sample 0 greedy, sample 1 drawn at temperature 1.0: one engine start covers both kinds of decoding.
@@ -76,7 +77,8 @@ def test_vllm_writes_base_and_tuned_outputs_with_why_each_ended(model_dir, adapt
 
 
 def test_vllm_answers_as_the_transformers_path_does_and_frees_the_gpu_for_the_next_engine(model_dir):
-    from training.trainer.review import GenerationSettings, generate_for_versions
+    from training.trainer.generation_settings import GenerationSettings
+    from training.trainer.version_generation import generate_for_versions
 
     settings = GenerationSettings(temperature=0.0, max_new_tokens=8, seed=0)
     on_vllm = generate_for_versions(str(model_dir), {"base": None}, [SUM, CAPITAL], settings, backend="vllm")

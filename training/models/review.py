@@ -35,7 +35,7 @@ class GenerationJob(models.Model):
         help_text="The run whose review this job serves, if any.",
     )
     prompt_ids = models.JSONField(help_text="The prompts to complete, fixed when the job is created.")
-    settings = models.JSONField(help_text="GenerationSettings as a dict (training.trainer.review).")
+    settings = models.JSONField(help_text="GenerationSettings as a dict (training.trainer.generation_settings).")
     purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.REVIEW)
     create_review_tasks = models.BooleanField(
         default=False,

@@ -8,7 +8,7 @@ from django import forms
 
 from training.playground.services import MAX_PROMPT_CHARS
 from training.review.forms import CANDIDATE_MAX_NEW_TOKENS
-from training.trainer.review import GenerationSettings
+from training.trainer.generation_settings import GenerationSettings
 
 _DEFAULTS = GenerationSettings()
 

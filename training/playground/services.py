@@ -12,7 +12,6 @@ import contextlib
 import logging
 import re
 import time
-import traceback
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -21,11 +20,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from labeling.models import Completion, Project, Prompt
+from training.access import describe_failure
 from training.broker import send_by_name
 from training.heartbeat import Heartbeat, stale_condition
 from training.models import Battle, ModelVersion, PlaygroundAnswer, PlaygroundRequest
 from training.review.versions import ReviewError
-from training.trainer.review import GenerationSettings, GenerationSettingsError
+from training.trainer.generation_settings import GenerationSettings, GenerationSettingsError
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -151,7 +151,7 @@ def playground_request_execute(*, request_id: int) -> PlaygroundRequest:
             logger.exception("Playground request %s failed", request_id)
             PlaygroundRequest.objects.filter(pk=request_id, status=Status.RUNNING).update(
                 status=Status.FAILED, finished_at=timezone.now(),
-                error="".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000],
+                error=describe_failure(exc, limit=2000),
             )
         else:
             PlaygroundRequest.objects.filter(pk=request_id, status=Status.RUNNING).update(

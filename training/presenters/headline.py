@@ -9,6 +9,7 @@ from typing import Any
 from training.models import TuningRun
 from training.templatetags.numbers import format_number, format_share
 from training.trainer.config import RL_METHODS
+from training.trainer.json_numbers import is_number, is_whole_number
 
 Series = dict[str, dict[str, list[list[float]]]]  # split → metric key (no eval_ prefix) → [[step, value], ...]
 
@@ -103,7 +104,7 @@ def _figures(values: Mapping[str, Any], wanted: tuple[tuple[str, str], ...]) -> 
     return tuple(
         Figure(key, label, float(values[key]))
         for key, label in wanted
-        if isinstance(values.get(key), int | float) and not isinstance(values.get(key), bool)
+        if is_number(values.get(key))
     )
 
 
@@ -178,6 +179,6 @@ def _evaluation_interval(settings: Mapping[str, Any]) -> int | None:
         every = settings["eval_steps"]
     else:
         every = settings.get("save_steps")
-    return every if isinstance(every, int) and not isinstance(every, bool) and every > 0 else None
+    return every if is_whole_number(every) and every > 0 else None
 
 

@@ -3,10 +3,10 @@ the checkpoint it kept (from ``run.outcome``), never the last train batch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from training.models import TuningRun
 from training.review import figures
+from training.trainer.json_numbers import number_or_none
 
 
 @dataclass(frozen=True)
@@ -21,10 +21,6 @@ _DPO_FIGURES = (("rewards/accuracies", "implicit-reward accuracy"), ("rewards/ma
 _KTO_FIGURES = (("loss", "loss"), ("kl", "KL"), ("ranking_accuracy", "ranking accuracy"))
 
 
-def _number(value: Any) -> float | None:  # noqa: ANN401
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def run_validation(*, run: TuningRun) -> ValidationHeadline | None:
     """The headline from ``run.outcome``, e.g. "validation implicit-reward accuracy 0.93 on 20 pairs (kept
     checkpoint, step 120)"; None for a run that recorded no outcome (trained before runs kept one)."""
@@ -35,7 +31,7 @@ def run_validation(*, run: TuningRun) -> ValidationHeadline | None:
     kept = outcome.get("kept_step")
     kept_text = f"kept checkpoint, step {kept}" if kept is not None else "kept checkpoint"
     rows = outcome.get("validation_rows", run.validation_rows)
-    known = [(label, _number(validation.get(key))) for key, label in (_KTO_FIGURES if run.method == "kto" else _DPO_FIGURES)]
+    known = [(label, number_or_none(validation.get(key))) for key, label in (_KTO_FIGURES if run.method == "kto" else _DPO_FIGURES)]
     shown = [(label, figures.significant(value)) for label, value in known if value is not None]
     if not shown:
         return ValidationHeadline(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from statistics import mean
 from typing import Any
 
-from labeling.agreement import wilson_interval
+from labeling.statistics import wilson_interval
 from training.data_needs import ROWS_TO_TELL, ready_rows_to_tell
 from training.models import TuningRun
 from training.presenters.headline import (
@@ -19,6 +19,7 @@ from training.presenters.headline import (
 )
 from training.templatetags.numbers import format_number, format_share
 from training.trainer.config import RL_METHODS
+from training.trainer.json_numbers import is_number, number_or_none
 
 # ---------------------------------------------------------------- verdict
 
@@ -63,8 +64,7 @@ RECENT_TRAIN_BATCHES = 5
 
 
 def _number(values: Mapping[str, Any], key: str) -> float | None:
-    value = values.get(key)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return number_or_none(values.get(key))
 
 
 def run_verdict(
@@ -229,7 +229,7 @@ def verdict_for_run(*, run: TuningRun, series: Series) -> Verdict | None:
         series=series,
         validation_rows=run.validation_rows,
         still_training=run.is_active,
-        validation_fraction=fraction if isinstance(fraction, int | float) and not isinstance(fraction, bool) else None,
+        validation_fraction=fraction if is_number(fraction) else None,
     )
 
 

@@ -14,7 +14,7 @@ from training.models import ModelVersion
 from training.review.stored_outputs import sampling_settings_key
 from training.review.versions import ReviewError
 from training.trainer import candidates as pairing_core
-from training.trainer.review import GenerationSettings
+from training.trainer.generation_settings import GenerationSettings
 
 if TYPE_CHECKING:
     from training.review.rewards import RewardScorer

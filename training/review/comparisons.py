@@ -14,7 +14,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from training.trainer.review import PROVENANCE_KEYS
+from training.trainer.generation_settings import PROVENANCE_KEYS
+from training.trainer.json_numbers import is_number, is_whole_number
 
 SAMPLE = "sample"
 # GenerationJob.settings also holds n (how many samples were asked for) and perhaps a second temperature for odd
@@ -26,7 +27,7 @@ _NOT_A_SETTING = {SAMPLE, "n", "alt_temperature", *PROVENANCE_KEYS}
 
 def _plain(value: Any) -> Any:  # noqa: ANN401
     # 0 and 0.0 are the same temperature: JSON from a form and from the API must not make two comparisons.
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if is_number(value):
         return float(value)
     return value
 
@@ -39,7 +40,7 @@ def matched_settings_of(settings: dict[str, Any] | None) -> dict[str, Any]:
 def sample_of(settings: dict[str, Any] | None) -> int:
     """Which of the n samples an output is (0 for outputs stored before samples were numbered)."""
     value = (settings or {}).get(SAMPLE, 0)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return value if is_whole_number(value) else 0
 
 
 def settings_key(settings: dict[str, Any] | None) -> str:
@@ -80,7 +81,7 @@ def describe_settings(settings: dict[str, Any] | None, samples: Iterable[int] | 
     if settings.get("max_new_tokens") is not None:
         parts.append(f"up to {_number(settings['max_new_tokens'])} tokens")
     seed = settings.get("seed")
-    has_seed = isinstance(seed, int | float) and not isinstance(seed, bool)
+    has_seed = is_number(seed)
     if samples is None:
         if has_seed:
             parts.append(f"from seed {_number(seed)}")

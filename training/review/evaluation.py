@@ -16,8 +16,8 @@ from training.models import GenerationJob, ModelVersion
 from training.review import matched_outputs as review_matched_outputs
 from training.review.comparisons import comparison_key, matched_settings_of, sample_of
 from training.review.versions import ReviewError, run_review_versions
+from training.trainer.generation_settings import GenerationSettings
 from training.trainer.movement import Movement, identical_counts
-from training.trainer.review import GenerationSettings
 
 logger = logging.getLogger(__name__)
 

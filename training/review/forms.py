@@ -9,7 +9,7 @@ from django import forms
 from training.review.generation import PAIRING_CHOICES, PAIRINGS
 from training.review.selectors import TARGET_MATCHED_PAIRS, samples_for_target
 from training.trainer.candidates import AGAINST_FINISHED, LEFT_OUT, MIXED_TEMPERATURES, PAIRED
-from training.trainer.review import GenerationSettings
+from training.trainer.generation_settings import GenerationSettings
 
 _DEFAULTS = GenerationSettings()
 

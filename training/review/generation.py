@@ -34,7 +34,7 @@ from training.review.queueing import generation_job_enqueue_on_commit
 from training.review.versions import ReviewError
 from training.trainer import candidates as pairing_core
 from training.trainer.generation_backends import generation_dtype, resolve_backend
-from training.trainer.review import GenerationSettings, GenerationSettingsError
+from training.trainer.generation_settings import GenerationSettings, GenerationSettingsError
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User

@@ -14,7 +14,9 @@ from training.models import GenerationJob, ModelVersion
 from training.review.candidate_pairs import CandidatePairs, candidate_pairs_create
 from training.review.stored_outputs import existing_output_keys, sampling_settings_key
 from training.trainer import candidates as pairing_core
-from training.trainer.review import BatchDone, GenerationSettings
+from training.trainer import version_generation as generation_core
+from training.trainer.generation_settings import GenerationSettings
+from training.trainer.version_generation import BatchDone
 
 # (prompt, version, sample index) of an output a job still has to make.
 MissingOutput = tuple[int, ModelVersion, int]
@@ -86,9 +88,6 @@ def generate_missing(
     as soon as all its candidates are stored. Missing means: no output of this engine and precision, or of any
     when the job reuses other engines' outputs. Raises ``GenerationCancelled`` after the batch during which the
     job was cancelled."""
-    # Looked up when called, not bound at import: a test stands in for the engine by patching training.trainer.review.
-    from training.trainer.review import generate_for_versions
-
     progress = GenerationProgress(job=job, settings=settings)
     missing, waiting = _missing_outputs(job, versions, settings, progress)
     pair_ready = _candidate_pairer(job, versions, settings, progress)
@@ -108,7 +107,9 @@ def generate_missing(
         job=job, settings=settings, progress=progress, by_name=by_name, prompt_ids=need_prompt_ids, waiting=waiting,
         pair_ready=pair_ready, backend=backend, dtype=dtype,
     )
-    generate_for_versions(
+    # Looked up on the module when called, not bound at import: a test stands in for the engine by patching
+    # training.trainer.version_generation.generate_for_versions.
+    generation_core.generate_for_versions(
         need_versions[0].base_model.path,
         {name: (v.adapter_path or None) for name, v in by_name.items()},
         [prompts[p].messages for p in need_prompt_ids],

@@ -8,7 +8,7 @@ from labeling.models import PairTask, PairVote, Project, Prompt
 from training.models import ModelVersion
 from training.review import figures
 from training.review.results import _OUTCOME
-from training.trainer.review import TIE, WIN, bradley_terry_bootstrap
+from training.trainer.ratings import TIE, WIN, bradley_terry_bootstrap
 
 # The Bradley–Terry fit adds this many virtual tied games to each pair of versions that met, so a version that
 # has won every battle so far gets a large, finite rating rather than an infinite one.

@@ -18,8 +18,8 @@ from training.review.comparisons import (
     matched_settings_of,
     sample_of,
 )
+from training.trainer.generation_settings import engine_of
 from training.trainer.movement import same_text
-from training.trainer.review import engine_of
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from training.review.comparisons import (
     sample_of,
     settings_key,
 )
-from training.trainer.review import LOSS, TIE, WIN, win_rate
+from training.trainer.ratings import LOSS, TIE, WIN, win_rate
 from training.trainer.text import word_count
 from training.trainer.win_rates import (
     LengthControlledWinRate,

@@ -11,8 +11,8 @@ from labeling.models import Completion, Project, Prompt
 from training.models import ModelVersion
 from training.review.comparisons import comparison_key
 from training.review.matched_outputs import generated_outputs, outputs_by_prompt_and_sample, pair_to_compare
+from training.trainer.generation_settings import engine_of
 from training.trainer.movement import same_text
-from training.trainer.review import engine_of
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 from labeling.models import Completion
 from training.models import ModelVersion
-from training.trainer.review import engine_of, without_provenance
+from training.trainer.generation_settings import engine_of, without_provenance
 
 
 def sampling_settings_key(settings: dict[str, Any]) -> str:

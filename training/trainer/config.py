@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .auto_settings import AutomaticChoices
+from .json_numbers import is_finite_number, is_whole_number
 from .settings_choices import (
     DEFAULT_LOSS_TYPES,
     FORBIDDEN_LORA_TARGETS,
@@ -32,14 +33,6 @@ class SettingsError(ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _from_dict(cls: type, data: dict[str, Any] | None, *, what: str) -> Any:
@@ -66,15 +59,15 @@ class LoraSettings:
 
     def validate(self) -> LoraSettings:
         """Raise SettingsError for values LoRA cannot use; return self for chaining."""
-        if not _is_int(self.r) or self.r <= 0:
+        if not is_whole_number(self.r) or self.r <= 0:
             raise SettingsError(f"LoRA rank r must be a positive integer, got {self.r!r}.", field="lora_r")
         if self.r > 1024:
             raise SettingsError(f"LoRA rank r={self.r} is implausibly large (at most 1024).", field="lora_r")
-        if not _is_number(self.alpha) or self.alpha <= 0:
+        if not is_finite_number(self.alpha) or self.alpha <= 0:
             raise SettingsError(f"LoRA alpha must be a positive number, got {self.alpha!r}.", field="lora_alpha")
         if self.alpha > 8192:
             raise SettingsError(f"LoRA alpha={self.alpha} is implausibly large (at most 8192).", field="lora_alpha")
-        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+        if not is_finite_number(self.dropout) or not 0 <= self.dropout < 1:
             raise SettingsError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}.", field="lora_dropout")
         if not isinstance(self.target_modules, (list, tuple)) or not self.target_modules:
             raise SettingsError(
@@ -176,7 +169,7 @@ class TrainSettings(AutomaticChoices):
         self._check_method_and_loss()
         self._check_schedule_and_sizes()
         self._check_label_smoothing_and_sft()
-        if self.eval_steps is not None and (not _is_int(self.eval_steps) or self.eval_steps <= 0):
+        if self.eval_steps is not None and (not is_whole_number(self.eval_steps) or self.eval_steps <= 0):
             raise SettingsError(f"eval_steps must be a positive integer (or empty for automatic), got {self.eval_steps!r}.", field="eval_steps")
         self._check_model_loading()
         self._check_switches()
@@ -198,23 +191,23 @@ class TrainSettings(AutomaticChoices):
                 f"Loss type {self.resolved_loss_type!r} is not available for {self.method.upper()}; "
                 f"choose one of: {', '.join(allowed)}."
             , field="label_smoothing")
-        if self.beta is not None and (not _is_number(self.beta) or self.beta <= 0):
+        if self.beta is not None and (not is_finite_number(self.beta) or self.beta <= 0):
             raise SettingsError(f"beta must be a positive number, got {self.beta!r}.", field="beta")
         if self.beta is not None and self.method == REWARD_METHOD:
             raise SettingsError("beta does not apply to a reward model (its loss has no temperature); leave it empty.", field="beta")
         if self.center_rewards is not None:
-            if not _is_number(self.center_rewards) or not 0 <= self.center_rewards <= 1:
+            if not is_finite_number(self.center_rewards) or not 0 <= self.center_rewards <= 1:
                 raise SettingsError(
                     f"The reward centring weight must be between 0 and 1, got {self.center_rewards!r}."
                 , field="center_rewards")
             if self.method != REWARD_METHOD:
                 raise SettingsError("Reward centring only applies to reward-model runs; leave it empty.", field="method")
-        if not _is_number(self.simpo_gamma) or not 0 <= self.simpo_gamma <= 10:
+        if not is_finite_number(self.simpo_gamma) or not 0 <= self.simpo_gamma <= 10:
             raise SettingsError(f"SimPO's target margin (gamma) must be between 0 and 10, got {self.simpo_gamma!r}.", field="simpo_gamma")
-        if not _is_number(self.cpo_alpha) or not 0 <= self.cpo_alpha <= 10:
+        if not is_finite_number(self.cpo_alpha) or not 0 <= self.cpo_alpha <= 10:
             raise SettingsError(f"CPO's NLL weight (alpha) must be between 0 and 10, got {self.cpo_alpha!r}.", field="cpo_alpha")
         if self.ld_alpha is not None:
-            if not _is_number(self.ld_alpha) or not 0 <= self.ld_alpha <= 1:
+            if not is_finite_number(self.ld_alpha) or not 0 <= self.ld_alpha <= 1:
                 raise SettingsError(
                     f"The length-desensitisation weight (ld_alpha) must be between 0 and 1, got {self.ld_alpha!r}."
                 , field="ld_alpha")
@@ -224,39 +217,39 @@ class TrainSettings(AutomaticChoices):
     def _check_schedule_and_sizes(self) -> None:
         """The learning rate, the run's length, batch sizes and seed, the validation split, checkpoints and warm-up."""
         if self.learning_rate is not None:
-            if not _is_number(self.learning_rate) or self.learning_rate <= 0:
+            if not is_finite_number(self.learning_rate) or self.learning_rate <= 0:
                 raise SettingsError(f"Learning rate must be a positive number, got {self.learning_rate!r}.", field="learning_rate")
             if self.learning_rate > 1e-2:
                 raise SettingsError(f"Learning rate {self.learning_rate} is too high to train anything (at most 0.01).", field="learning_rate")
-        if self.num_train_epochs is not None and (not _is_number(self.num_train_epochs) or self.num_train_epochs <= 0):
+        if self.num_train_epochs is not None and (not is_finite_number(self.num_train_epochs) or self.num_train_epochs <= 0):
             raise SettingsError(f"Number of epochs must be positive, got {self.num_train_epochs!r}.", field="num_train_epochs")
-        if not _is_int(self.max_steps) or (self.max_steps != -1 and self.max_steps <= 0):
+        if not is_whole_number(self.max_steps) or (self.max_steps != -1 and self.max_steps <= 0):
             raise SettingsError(
                 f"Max steps must be a positive whole number, or -1 to train for whole epochs; got {self.max_steps!r}."
             , field="max_steps")
-        if not _is_int(self.per_device_batch_size) or self.per_device_batch_size <= 0:
+        if not is_whole_number(self.per_device_batch_size) or self.per_device_batch_size <= 0:
             raise SettingsError(f"Batch size must be a positive integer, got {self.per_device_batch_size!r}.", field="per_device_batch_size")
-        if not _is_int(self.gradient_accumulation_steps) or self.gradient_accumulation_steps <= 0:
+        if not is_whole_number(self.gradient_accumulation_steps) or self.gradient_accumulation_steps <= 0:
             raise SettingsError(
                 f"Gradient accumulation steps must be a positive integer, got {self.gradient_accumulation_steps!r}."
             , field="gradient_accumulation_steps")
-        if self.max_length is not None and (not _is_int(self.max_length) or self.max_length < 16):
+        if self.max_length is not None and (not is_whole_number(self.max_length) or self.max_length < 16):
             raise SettingsError(f"Max length must be a whole number of at least 16 tokens, got {self.max_length!r}.", field="max_length")
-        if not _is_int(self.seed) or self.seed < 0:
+        if not is_whole_number(self.seed) or self.seed < 0:
             raise SettingsError(f"Seed must be a non-negative integer, got {self.seed!r}.", field="seed")
         self._check_upper_bounds()
-        if not _is_number(self.validation_fraction) or not 0 <= self.validation_fraction <= 0.5:
+        if not is_finite_number(self.validation_fraction) or not 0 <= self.validation_fraction <= 0.5:
             raise SettingsError(f"Validation fraction must be between 0 and 0.5, got {self.validation_fraction!r}.", field="validation_fraction")
-        if not _is_int(self.save_steps) or self.save_steps <= 0:
+        if not is_whole_number(self.save_steps) or self.save_steps <= 0:
             raise SettingsError(f"Checkpoint every (steps) must be a positive whole number, got {self.save_steps!r}.", field="save_steps")
-        if not _is_int(self.save_total_limit) or self.save_total_limit <= 0:
+        if not is_whole_number(self.save_total_limit) or self.save_total_limit <= 0:
             raise SettingsError(f"Checkpoints kept must be a positive whole number, got {self.save_total_limit!r}.", field="save_total_limit")
-        if not _is_number(self.warmup_ratio) or not 0 <= self.warmup_ratio < 1:
+        if not is_finite_number(self.warmup_ratio) or not 0 <= self.warmup_ratio < 1:
             raise SettingsError(f"Warmup ratio must be in [0, 1), got {self.warmup_ratio!r}.", field="warmup_ratio")
 
     def _check_label_smoothing_and_sft(self) -> None:
         """The extra loss terms: label smoothing (and the robust loss that needs it) and DPO's SFT weight."""
-        if not _is_number(self.label_smoothing) or not 0 <= self.label_smoothing < 0.5:
+        if not is_finite_number(self.label_smoothing) or not 0 <= self.label_smoothing < 0.5:
             raise SettingsError(
                 f"Label smoothing (the assumed share of flipped votes) must be in [0, 0.5), got {self.label_smoothing!r}."
             , field="label_smoothing")
@@ -269,7 +262,7 @@ class TrainSettings(AutomaticChoices):
                 "The robust DPO loss needs the share of flipped votes it should correct for: set label smoothing "
                 "(e.g. 0.1 for one vote in ten), or use the sigmoid loss."
             , field="label_smoothing")
-        if self.sft_weight is not None and (not _is_number(self.sft_weight) or not 0 <= self.sft_weight <= 10):
+        if self.sft_weight is not None and (not is_finite_number(self.sft_weight) or not 0 <= self.sft_weight <= 10):
             raise SettingsError(f"The SFT weight must be between 0 and 10, got {self.sft_weight!r}.", field="sft_weight")
         if self.sft_weight and self.method != "dpo":
             raise SettingsError(
@@ -279,7 +272,7 @@ class TrainSettings(AutomaticChoices):
 
     def _check_model_loading(self) -> None:
         """How the model is loaded and spread: the processes (GPUs), 4-bit weights, sharding, the version started from."""
-        if not _is_int(self.num_processes) or not 1 <= self.num_processes <= MAX_PROCESSES:
+        if not is_whole_number(self.num_processes) or not 1 <= self.num_processes <= MAX_PROCESSES:
             raise SettingsError(
                 f"The number of GPUs (processes) must be a whole number from 1 to {MAX_PROCESSES}, got {self.num_processes!r}."
             , field="num_processes")
@@ -318,7 +311,7 @@ class TrainSettings(AutomaticChoices):
                 continue
             if self.method != "kto":
                 raise SettingsError(f"{name} only applies to KTO runs; leave it empty for {self.method.upper()}.", field="method")
-            if not _is_number(value) or value <= 0:
+            if not is_finite_number(value) or value <= 0:
                 raise SettingsError(f"{name} must be a positive number, got {value!r}.")
         if self.method == "kto":
             if self.resolved_loss_type == "kto" and self.per_device_batch_size < 2:
@@ -342,13 +335,13 @@ class TrainSettings(AutomaticChoices):
                         f"{label} only applies to online RL runs (GRPO, RLOO); leave it empty for "
                         f"{self.method.upper()}.", field=name,
                     )
-        if not _is_number(self.temperature) or not 0 < self.temperature <= 2:
+        if not is_finite_number(self.temperature) or not 0 < self.temperature <= 2:
             raise SettingsError(f"The sampling temperature must be above 0 and at most 2, got {self.temperature!r}.",
                                 field="temperature")
         if not online:
             return
         if self.num_generations is not None:
-            if not _is_int(self.num_generations) or not 2 <= self.num_generations <= 64:
+            if not is_whole_number(self.num_generations) or not 2 <= self.num_generations <= 64:
                 raise SettingsError(
                     f"The group size must be a whole number from 2 to 64, got {self.num_generations!r}: each prompt's "
                     "answers are compared with their own group's mean, so a group needs at least two.",
@@ -361,7 +354,7 @@ class TrainSettings(AutomaticChoices):
                     field="per_device_batch_size",
                 )
         if self.max_completion_length is not None and (
-            not _is_int(self.max_completion_length) or not 8 <= self.max_completion_length <= 8192
+            not is_whole_number(self.max_completion_length) or not 8 <= self.max_completion_length <= 8192
         ):
             raise SettingsError(
                 f"The answer length must be a whole number of tokens from 8 to 8192, got {self.max_completion_length!r}.",

@@ -282,18 +282,14 @@ def generate(
     return [output.text for output in outputs]
 
 
-@torch.inference_mode()
-def sequence_logprob(
-    model: Any,
-    tokenizer: PreTrainedTokenizerBase,
-    prompt_messages: list[dict[str, str]],
-    completion_text: str,
-) -> float:
-    """Sum of log p(completion tokens | prompt) under `model`, with the chat template applied.
+def completion_token_ids(
+    tokenizer: PreTrainedTokenizerBase, prompt_messages: list[dict[str, str]], completion_text: str
+) -> tuple[list[int], int]:
+    """The chat-templated prompt + completion tokens, and the index where the completion's tokens start.
 
-    The completion starts where the rendered prompt and prompt+answer first differ (as in TRL), so
-    the template's end-of-turn token after the answer is counted too.
-    """
+    The completion starts where the rendered prompt and prompt+answer first differ (as in TRL), so the template's
+    end-of-turn token after the answer counts as the completion's too. The one rule for that boundary: the
+    log-probability here and the per-token KL (``movement.mean_token_kl``) read it."""
     prompt_ids = tokenizer.apply_chat_template(
         prompt_messages, tokenize=True, add_generation_prompt=True, return_dict=True
     )["input_ids"]
@@ -303,6 +299,19 @@ def sequence_logprob(
     start = 0
     while start < min(len(prompt_ids), len(full_ids)) and prompt_ids[start] == full_ids[start]:
         start += 1
+    return list(full_ids), start
+
+
+@torch.inference_mode()
+def sequence_logprob(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_messages: list[dict[str, str]],
+    completion_text: str,
+) -> float:
+    """Sum of log p(completion tokens | prompt) under `model`, with the chat template applied; the completion's
+    tokens are those `completion_token_ids` finds."""
+    full_ids, start = completion_token_ids(tokenizer, prompt_messages, completion_text)
     if start >= len(full_ids):
         raise ValueError("The completion adds no tokens after the prompt.")
     device = next(model.parameters()).device

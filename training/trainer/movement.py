@@ -63,23 +63,6 @@ def identical_counts(pairs: Iterable[tuple[str, str]]) -> tuple[int, int]:
     return identical, total
 
 
-def _completion_ids(tokenizer: Any, messages: Messages, completion: str) -> tuple[list[int], int]:  # noqa: ANN401
-    """The chat-templated prompt + completion tokens, and where the completion starts.
-
-    As in ``generation.sequence_logprob`` (and TRL): the completion starts where the rendered prompt and
-    prompt + answer first differ, so the template's end-of-turn token after the answer counts too."""
-    prompt_ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True)[
-        "input_ids"
-    ]
-    full_ids = tokenizer.apply_chat_template(
-        messages + [{"role": "assistant", "content": completion}], tokenize=True, return_dict=True
-    )["input_ids"]
-    start = 0
-    while start < min(len(prompt_ids), len(full_ids)) and prompt_ids[start] == full_ids[start]:
-        start += 1
-    return list(full_ids), start
-
-
 def mean_token_kl(
     model: Any,  # noqa: ANN401 - a PeftModel
     tokenizer: Any,  # noqa: ANN401
@@ -95,11 +78,11 @@ def mean_token_kl(
     has a completion token (nothing to measure)."""
     import torch
 
-    from .generation import adapter_disabled
+    from .generation import adapter_disabled, completion_token_ids
 
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    encoded = [_completion_ids(tokenizer, messages, text) for messages, text in items]
+    encoded = [completion_token_ids(tokenizer, messages, text) for messages, text in items]
     encoded = [(ids, start) for ids, start in encoded if start < len(ids)]
     if not encoded:
         raise ValueError("No completion tokens to measure the KL on.")

@@ -16,6 +16,7 @@ import torch
 from transformers import TrainerCallback
 
 from .config import TrainSettings
+from .json_numbers import is_number
 from .settings_choices import LOSS_SELECTED_METHODS, REWARD_METHOD
 
 
@@ -94,7 +95,7 @@ class _ProgressCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - transformers' signature
         if not logs:
             return
-        metrics = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = {k: float(v) for k, v in logs.items() if is_number(v)}
         epoch = metrics.pop("epoch", None)
         metrics.pop("total_flos", None)
         if any(k.startswith("eval_") for k in metrics):

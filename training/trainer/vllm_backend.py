@@ -29,6 +29,7 @@ from typing import Any
 
 from .engines import VLLM, GenerationBackendError, SampleRequest, generation_dtype, prepare_vllm_environment
 from .generation import FINISH_LENGTH, FINISH_STOP, GeneratedText, generation_end_ids, prompt_token_ids
+from .json_numbers import is_whole_number
 
 # The LoRA ranks vLLM's kernels are built for: its max_lora_rank must be one of these.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -40,7 +41,7 @@ _FINISH_REASONS = {"stop": FINISH_STOP, "length": FINISH_LENGTH}
 def adapter_rank(adapter_config: Mapping[str, Any]) -> int:
     """The largest LoRA rank in a PEFT ``adapter_config.json``: ``r`` and any per-module ``rank_pattern``."""
     ranks = [adapter_config.get("r"), *(adapter_config.get("rank_pattern") or {}).values()]
-    if not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in ranks):
+    if not all(is_whole_number(r) and r > 0 for r in ranks):
         raise GenerationBackendError(f"The adapter's LoRA rank must be a positive whole number, got {ranks!r}.")
     return max(ranks)
 

@@ -2,7 +2,7 @@
 sign test, a length-controlled win rate, and a thumbs-up rate.
 
 Outcomes are from the tuned model's point of view: 1 win, 0.5 tie (ties and both-bad count half, as in
-review.py), 0 loss. The k samples of one prompt, and the several annotators of one pair, are not independent
+ratings.py), 0 loss. The k samples of one prompt, and the several annotators of one pair, are not independent
 votes: a prompt that suits the tuned model tends to win all of them. So every interval here is a cluster
 bootstrap that resamples *prompts* with replacement and takes all their votes along; resampling votes would
 count correlated votes as independent evidence and give intervals that are too narrow.
@@ -18,7 +18,7 @@ import numpy as np
 
 from labeling.statistics import binomial_two_sided_p_half
 
-from .review import LOSS, TIE, WIN, win_rate
+from .ratings import LOSS, TIE, WIN, win_rate
 
 # L2 penalty λ on the length coefficient phi (λ·phi²/2 added to the negative log-likelihood), the same as a
 # Normal(0, sd ≈ 3.2) prior. It keeps phi finite when length separates wins from losses perfectly, and is
