@@ -12,8 +12,8 @@ model and a real Celery worker, with simulated annotators who vote by a hidden r
         --compare-noise-handling both                                                       # plain vs noise-aware
     .venv/bin/python bench/alignment_loop.py --rule length --votes 200 --method grpo        # reward model, then RL,
     .venv/bin/python bench/alignment_loop.py --rule length --votes 200 --method grpo+rloo   # against DPO on the votes
-    .venv/bin/python bench/alignment_loop.py --rule thorough --votes 100 --method grpo --rl-only \\
-        --set max_completion_length=256                             # a hackable reward model: the watch should fire
+    .venv/bin/python bench/alignment_loop.py --rule thorough --brief --votes 150 --method grpo --rl-only \\
+        --heldout 15                 # a hackable reward model (pays for length the prompts ask not to write)
 
 It runs on the embedded defaults in a temporary folder (SQLite, the filesystem broker), so it needs no services
 and leaves nothing behind; --database-url and --broker-url point it at PostgreSQL and Redis instead. It prints
@@ -91,6 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (database, adapters, logs)")
     parser.add_argument("--generation-batch-size", type=int, default=32)
     parser.add_argument("--quick", action="store_true", help="a few prompts and steps, to check the plumbing")
+    parser.add_argument("--brief", action="store_true", help="prompts that ask for two sentences (see BRIEF)")
     return parser.parse_args(argv)
 
 
@@ -342,7 +343,7 @@ def _import_prompts(args: argparse.Namespace, project: Any, overlap: int) -> Any
         per_prompt, _ = expected_pairs(args.candidates, 0.64, args.pairing, cut_off=args.cut_off)
     # A few spare prompts: identical candidates and ties give no task.
     train_count = math.ceil(tasks_wanted / per_prompt * 1.1) + 1
-    prompts = alignment_prompts(train_count + args.heldout, seed=args.seed + 1)
+    prompts = alignment_prompts(train_count + args.heldout, seed=args.seed + 1, brief=args.brief)
     lines = [{"id": f"train-{i}", "prompt": p, "split": "train"} for i, p in enumerate(prompts[:train_count])]
     lines += [{"id": f"heldout-{i}", "prompt": p, "split": "heldout"} for i, p in enumerate(prompts[train_count:])]
     return project_import(project=project, filename="prompts.jsonl",

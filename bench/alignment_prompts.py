@@ -36,9 +36,15 @@ SHAPES = (
 )
 
 
-def alignment_prompts(n: int, *, seed: int = 0) -> list[str]:
-    """``n`` distinct prompts (at most len(TOPICS) * len(SHAPES)), in a seeded order."""
-    everything = [shape.format(topic=topic) for topic in TOPICS for shape in SHAPES]
+# With --brief the prompts ask for short answers, so the base writes a few dozen words, far under the length
+# limit: a reward model that pays for length (the thorough rule) then has room to be hacked, and the watch's
+# length check (1.5x the base's words) something to see.
+BRIEF = " Answer in two sentences."
+
+
+def alignment_prompts(n: int, *, seed: int = 0, brief: bool = False) -> list[str]:
+    """``n`` distinct prompts (at most len(TOPICS) * len(SHAPES)), in a seeded order; `brief` appends BRIEF."""
+    everything = [shape.format(topic=topic) + (BRIEF if brief else "") for topic in TOPICS for shape in SHAPES]
     if n > len(everything):
         raise ValueError(f"At most {len(everything)} distinct prompts, asked for {n}.")
     random.Random(seed).shuffle(everything)
