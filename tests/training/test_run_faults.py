@@ -365,7 +365,7 @@ def test_a_worker_shut_down_mid_run_hands_the_run_back_to_resume_elsewhere(admin
         shutdown_took = time.monotonic() - asked_at
 
     run.refresh_from_db()
-    assert run.status == "queued" and run.error == "" and run.worker == ""
+    assert (run.status, run.error, run.worker) == ("queued", "", ""), f"at step {run.step} of {run.total_steps}"
     assert shutdown_took < 60, f"the shutdown waited {shutdown_took:.0f} s"
     handed_back_at = run.step
     checkpoint = _checkpoint(run)
