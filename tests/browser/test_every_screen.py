@@ -7,6 +7,10 @@ unless an ancestor below <body> clips or scrolls sideways (``overflow-x`` other 
 ``.table-scroll`` wrapper). Such a box is judged instead of what it holds: it is an element like any other, so it
 must fit, and what scrolls inside it by design does not count.
 
+The clipping rule (CLIPPED, below): no text a reader cannot read whole. No box scrolls sideways at a desktop width;
+no word and no button is cut by the side of a box at either width (on a phone a box may scroll a table's cells, a
+chart or the header's links out of view, never prose or a button); no text is wider than the block that holds it.
+
 The data is demo-like on purpose (labeling/demo's prompts, a tuned run with metrics, outputs, battles), so the
 1280 px screenshots of the compare screen, run page, review page and launch form can go into docs/.
 
@@ -63,51 +67,145 @@ OVERFLOWING = """() => {
 SCROLLS_SIDEWAYS = "() => document.documentElement.scrollWidth > document.documentElement.clientWidth"
 
 # A box that scrolls sideways must say what it holds and take the keyboard (a screen reader announces the region).
-UNLABELLED_SCROLL_BOXES = """() => [...document.querySelectorAll('.table-scroll')]
+UNLABELLED_SCROLL_BOXES = """() => [...document.querySelectorAll('.table-scroll, .table-wrap')]
   .filter(el => el.getAttribute('role') !== 'region' || !el.getAttribute('aria-label') || el.tabIndex !== 0)
   .map(el => `a sideways-scrolling box without a label: ${(el.innerText || '').trim().slice(0, 60)}`)"""
 
-# Text a reader cannot read whole (issue 26: "v_pro", "(QL" on the models page): a box that hides what is wider than it
-# (overflow hidden or clip), and a word of up to 40 characters split across two lines. Longer tokens (paths, hashes,
-# URLs) may wrap anywhere; hyphens, slashes and commas are where a browser may break a word anyway.
+# Text a reader cannot read whole (issue 26: "v_pro", "(QL" on the models page, "Start annotating" on a phone):
+# - a box that hides what is wider than it (overflow hidden or clip);
+# - at a desktop width, any box that scrolls sideways (a `.table-scroll`, a `.table-wrap`, a `pre`): a desktop has
+#   the room, and a box that scrolls there hides its last columns;
+# - a word cut at the side of a box that clips or scrolls sideways, inside any such box: the reader sees "v_pro",
+#   or the "S" of a button. One allowance, on a phone only, for what scrolls by design: a box may scroll a table's
+#   columns or a chart out of view (issue 26: tables "scroll inside a labelled box on a phone"; the drift chart), and
+#   the header's links scroll in a strip, so the side of such a box may cut a cell's own text, a chart's label or a
+#   link of the strip; never prose (a paragraph, a list item, a heading, a notice, even inside a cell) and never a
+#   button;
+# - a button cut by, or hidden behind, the side of such a box, at any width;
+# - text wider than the block that holds it (a path that does not wrap sticks out of its cell or card);
+# - a word of up to 40 characters split across two lines. Longer tokens (paths, hashes, URLs) may wrap anywhere;
+#   hyphens, slashes and commas are where a browser may break a word anyway.
 CLIPPED = """(desktop) => {
   const name = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
     + (typeof el.className === 'string' && el.className.trim() ? '.' + el.className.trim().split(/\\s+/).join('.') : '')
-    + (el.dataset.testid ? `[data-testid=${el.dataset.testid}]` : '');
+    + (el.dataset && el.dataset.testid ? `[data-testid=${el.dataset.testid}]` : '');
   const visible = el => el.checkVisibility({visibilityProperty: true, checkVisibilityCSS: true});
+  const styles = new Map();
+  const style = el => { if (!styles.has(el)) styles.set(el, getComputedStyle(el)); return styles.get(el); };
+  // The boxes that clip what they hold sideways, innermost first, up to <body>.
+  const clippers = el => {
+    const found = [];
+    for (let p = el; p && p !== document.body; p = p.parentElement) {
+      if (style(p).overflowX !== 'visible') found.push(p);
+    }
+    return found;
+  };
+  // What a box shows sideways: its padding box, scrollbars left out.
+  const shown = box => {
+    const rect = box.getBoundingClientRect();
+    const left = rect.left + box.clientLeft;
+    return {left, right: left + box.clientWidth};
+  };
   const found = [];
   for (const el of document.body.getElementsByTagName('*')) {
     if (!visible(el) || ['CANVAS', 'svg', 'SELECT', 'INPUT', 'TEXTAREA', 'OPTION'].includes(el.tagName)) continue;
-    const style = getComputedStyle(el);
+    const overflow = style(el).overflowX;
     // A 1 px box is text for screen readers only (visually hidden on purpose), not text cut off.
-    const hides = ['hidden', 'clip'].includes(style.overflowX) && el.clientWidth > 1;
+    const hides = ['hidden', 'clip'].includes(overflow) && el.clientWidth > 1;
     if (hides && el.scrollWidth > el.clientWidth + 1 && (el.innerText || '').trim()) {
       found.push(`clipped: ${name(el)} shows ${el.clientWidth} of ${el.scrollWidth} px: ${el.innerText.trim().slice(0, 60)}`);
     }
     // A desktop has the room for a table: one that scrolls sideways there hides its last columns.
-    if (desktop && el.classList.contains('table-scroll') && el.scrollWidth > el.clientWidth + 1) {
+    if (desktop && ['auto', 'scroll'].includes(overflow) && el.scrollWidth > el.clientWidth + 1) {
       found.push(`scrolls sideways at desktop width: ${name(el)} is ${el.scrollWidth} px in ${el.clientWidth} px`);
+    }
+    // A button cut by, or hidden behind, the side of a box that clips or scrolls: the reader cannot press what
+    // they cannot see.
+    if (el.matches('button, .button, input[type=submit]')) {
+      const rect = el.getBoundingClientRect();
+      for (const box of clippers(el.parentElement)) {
+        const {left, right} = shown(box);
+        if (rect.width > 0 && (rect.right > right + 1 || rect.left < left - 1)) {
+          found.push(`button cut off by the side of ${name(box)}: ${(el.innerText || el.value || '').trim().slice(0, 40)}`);
+          break;
+        }
+      }
     }
   }
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   const range = document.createRange();
+  const block = el => {
+    for (let p = el; p && p !== document.body; p = p.parentElement) {
+      if (!['inline', 'contents'].includes(style(p).display)) return p;
+    }
+    return document.body;
+  };
+  const rects = (node, start, end) => {
+    range.setStart(node, start);
+    range.setEnd(node, end);
+    return [...range.getClientRects()].filter(r => r.width > 0);
+  };
   while (walker.nextNode()) {
     const node = walker.currentNode;
     const parent = node.parentElement;
-    if (!parent || !node.data.trim() || !visible(parent) || parent.closest('textarea, pre, script, style, option')) continue;
+    if (!parent || !node.data.trim() || !visible(parent) || parent.closest('textarea, script, style, option')) continue;
+    const boxes = clippers(parent);
+    // Inside a 1 px box: text for screen readers only (visually hidden on purpose), not text cut off.
+    const heard = boxes.some(box => box.clientWidth <= 1);
+    const holder = block(parent);
+    const holderScrolls = ['auto', 'scroll'].includes(style(holder).overflowX);
+    const prose = holder.matches('p, li, h1, h2, h3, h4, h5, h6, dt, dd, figcaption, .notice, [role=alert]')
+      || parent.closest('button, .button');
+    const scrollsByDesign = box => !desktop && ['auto', 'scroll'].includes(style(box).overflowX) && !prose
+      && (parent.closest('th, td') && box.contains(parent.closest('table'))
+          || parent.closest('svg') && box.contains(parent.closest('svg'))
+          || box.matches('header nav') && parent.closest('a'));
+    const holderRight = holder.getBoundingClientRect().right;
     const tokens = /\\S+/g;
     for (let token; (token = tokens.exec(node.data));) {
-      if (token[0].length > 40) continue;
+      const whole = rects(node, token.index, token.index + token[0].length);
+      const word = token[0].slice(0, 60);
+      // Cut by the side of a box: part of the word shows, the rest is clipped or scrolled away.
+      cut: for (const box of heard ? [] : boxes) {
+        if (scrollsByDesign(box)) continue;
+        const {left, right} = shown(box);
+        for (const r of whole) {
+          if ((r.left < right - 1 && r.right > right + 1) || (r.left < left - 1 && r.right > left + 1)) {
+            found.push(`word cut off by the side of ${name(box)}: "${word}" in ${name(parent)}`);
+            break cut;
+          }
+        }
+      }
+      // Wider than the block that holds it (unless that block scrolls sideways, judged above).
+      if (!heard && !holderScrolls && whole.some(r => r.right > holderRight + 1)) {
+        found.push(`text wider than its box: "${word}" sticks out of ${name(holder)}`);
+      }
+      if (token[0].length > 40 || parent.closest('pre')) continue;
       const pieces = /[^\\-\\/,]{2,}/g;
       for (let match; (match = pieces.exec(token[0]));) {
-        range.setStart(node, token.index + match.index);
-        range.setEnd(node, token.index + match.index + match[0].length);
-        const lines = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.bottom)));
+        const lines = new Set(rects(node, token.index + match.index, token.index + match.index + match[0].length)
+          .map(r => Math.round(r.bottom)));
         if (lines.size > 1) found.push(`word split across lines: "${match[0]}" in ${name(parent)}`);
       }
     }
   }
-  return found;
+  return [...new Set(found)];
+}"""
+
+# Columns of a table whose cells lie past the side of the box around it (issue 26: on a phone the dashboard's runs
+# table showed Run, Status, Method and Data, the rest behind a sideways scroll): the columns' names.
+COLUMNS_OUT_OF_VIEW = """(selector) => {
+  const table = document.querySelector(selector);
+  const box = table.parentElement;
+  const edge = box.getBoundingClientRect().left + box.clientLeft + box.clientWidth;
+  const heads = [...table.querySelectorAll('thead th')].map(th => th.textContent.trim());
+  const hidden = new Set();
+  for (const cell of table.querySelectorAll('tbody td')) {
+    if (cell.getBoundingClientRect().right > edge + 1) {
+      hidden.add(cell.dataset.label || heads[cell.cellIndex] || `column ${cell.cellIndex + 1}`);
+    }
+  }
+  return [...hidden];
 }"""
 
 
@@ -176,6 +274,15 @@ def _check(screen: Screen, name: str) -> None:
     assert not problems, "\n".join(problems)
 
 
+def _check_runs_table(screen: Screen, name: str) -> None:
+    """The common checks, and every column of the runs table in view: a phone shows each run as a card."""
+    problems = _problems(screen, name)
+    hidden = screen.page.evaluate(COLUMNS_OUT_OF_VIEW, "[data-testid=runs-table]")
+    if hidden:
+        problems.append(f"{name} at {screen.width} px: the runs table hides {', '.join(hidden)} behind a sideways scroll")
+    assert not problems, "\n".join(problems)
+
+
 # ---------------------------------------------------------------- the demo world
 
 
@@ -227,6 +334,8 @@ HELDOUT_OUTPUTS[LONG_PROMPT_ID] = (
     "The GPU ran out of memory: a batch of 4096 × 32000 logits does not fit in 41 MiB. Lower the batch size.",
 )
 LONG_VAR = "/srv/preftune/var/ml-team-production-cluster-eu-west-1"
+# Where a worker saves an adapter: a run's uuid (32 hex digits, no hyphen to break at) and its attempt.
+ADAPTER_PATH = "/srv/preftune/var/artifacts/runs/8f3c2a71d04be8e65c1f0a9d7b2e4c88/attempt-1/adapter"
 LONG_MODEL_PATH = (
     "/srv/preftune/var/models/huggingface/hub/models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/"
     "12fd25f77366fa6b3b4b768ec3050bf629380bac"
@@ -281,7 +390,7 @@ def _tuned_run(project: Project, admin) -> TuningRun:  # noqa: ANN001
               "135M model) and retry; the run resumes from its last checkpoint.",
     )
     tuned = ModelVersion.objects.create(name="helpful-dpo-r1", base_model_id=run.base_model_id,
-                                        adapter_path=f"{LONG_VAR}/runs/run-2/adapter-kept-at-step-21")
+                                        adapter_path=ADAPTER_PATH)
     TuningRun.objects.filter(pk=run.pk).update(
         name="helpful-dpo-r1", settings=RUN_SETTINGS, step=21, total_steps=21, train_rows=22, validation_rows=4,
         attempt=1, created_by=admin, model_version=tuned, started_at=now - timedelta(hours=1, minutes=6),
@@ -442,9 +551,11 @@ def _build_world() -> World:
 # ---------------------------------------------------------------- annotator screens
 
 
-def test_the_project_list(screen, server, world):
-    _log_in(screen, server, world.annotator.username)
-    _check(screen, "home")
+@pytest.mark.parametrize("role", ["annotator", "admin"])
+def test_the_project_list(screen, server, world, role):
+    # An admin's rows carry a Dashboard button beside Start annotating (issue 26: both were cut off on a phone).
+    _log_in(screen, server, getattr(world, role).username)
+    _check(screen, "home" if role == "annotator" else "home-admin")
 
 
 def test_the_compare_screen(screen, server, world):
@@ -484,7 +595,7 @@ def test_a_403_page(screen, server, world):
 def test_the_project_dashboard(screen, server, world):
     _log_in(screen, server, world.admin.username)
     _visit(screen, server, f"/projects/{world.compare.pk}/dashboard/", ready="[data-testid=runs-table]")
-    _check(screen, "dashboard")
+    _check_runs_table(screen, "dashboard")
 
 
 # Admin screens whose only check is the common one: they fit, with no console error.
@@ -511,7 +622,7 @@ def test_the_runs_list(screen, server, world):
     _visit(screen, server, f"/projects/{world.compare.pk}/runs/")
     # the failed and tuned DPO runs, the reward model, and the runs with long names
     assert screen.page.locator("[data-testid=runs-table] tbody tr").count() == 3 + len(MORE_RUNS)
-    _check(screen, "runs")
+    _check_runs_table(screen, "runs")
 
 
 def test_the_run_page(screen, server, world):
