@@ -73,7 +73,14 @@ def _training_child(run: TuningRun) -> int:
         pids = _trainer_pids(run.output_dir)
         return pids[0] if pids else None
 
-    return wait_for(started, timeout=180, interval=0.1, what="the training child to take a step")
+    try:
+        return wait_for(started, timeout=180, interval=0.1, what="the training child to take a step")
+    except AssertionError as timed_out:
+        run.refresh_from_db()
+        raise AssertionError(
+            f"{timed_out}: the run is {run.status} at step {run.step} of {run.total_steps} on {run.worker!r}, "
+            f"error {run.error[-300:]!r}"
+        ) from None
 
 
 def test_cancel_from_the_run_page_stops_at_the_next_step_and_frees_the_worker(client, admin, tiny_base):
