@@ -9,6 +9,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.trainer.conftest import make_dpo_rows
 from training.trainer.checkpoints import checkpoint_complete, latest_checkpoint
 from training.trainer.child import RunSpec
@@ -214,6 +216,27 @@ def test_a_yield_sent_while_the_child_starts_hands_the_run_back_instead_of_killi
 
     assert ended.yielded, ended.error
     assert "SIGUSR1" not in ended.error
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["yield", "stop"])
+def test_a_yield_or_stop_that_lands_as_the_child_exits_leaves_its_result_standing(tiny_model_dir, tmp_path, signum):
+    """The worker repeats its yield (or stop) until the child is gone. Python gives its handled signals their
+    default action back as the interpreter shuts down, and that action kills: one landing then turned a finished
+    run into "killed by SIGUSR1" at step 120 of 120. Here the signal is sent every few milliseconds from the
+    first step until the child has exited, so it lands in that window too."""
+    child = TrainerProcess.start(_spec(tmp_path, tiny_model_dir, max_steps=200, save_steps=100))
+    events = []
+    while not events and child.popen.poll() is None:
+        events += child.events()
+        time.sleep(0.01)
+    while child.popen.poll() is None:
+        child.signal_group(signum)
+        time.sleep(0.002)
+    events += child.events()
+
+    assert child.popen.returncode == 0, child.failure_reason()
+    result = [event for event in events if event["type"] == "result"]
+    assert len(result) == 1 and result[0]["cancelled"] and result[0]["steps"] < 200
 
 
 def test_the_child_environment_drops_the_web_apps_settings_and_secrets():

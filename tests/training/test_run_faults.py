@@ -83,6 +83,21 @@ def _training_child(run: TuningRun) -> int:
         ) from None
 
 
+def _held_at_a_checkpoint(run: TuningRun, child: int) -> str:
+    """Stop the trainer and let it go on 50 ms at a time until its attempt has a complete checkpoint; the newest.
+
+    The tiny run ends seconds after its first checkpoint: a test that waited for one and then acted could find,
+    on a busy machine, a run already finished (no lock held, no child left to kill)."""
+    os.kill(child, signal.SIGSTOP)
+    deadline = time.monotonic() + 180
+    while not (checkpoint := _checkpoint(run)):
+        assert time.monotonic() < deadline, "no complete checkpoint after 180 s"
+        os.kill(child, signal.SIGCONT)
+        time.sleep(0.05)
+        os.kill(child, signal.SIGSTOP)
+    return checkpoint
+
+
 def test_cancel_from_the_run_page_stops_at_the_next_step_and_frees_the_worker(client, admin, tiny_base):
     project = voted_compare_project(8, name="Cancel me")
     run = _launch(project, tiny_base, admin)
@@ -128,10 +143,7 @@ def test_a_worker_killed_mid_run_leaves_the_run_failed_and_a_retry_resumes(clien
     run = _launch(project, tiny_base, admin, max_steps=MID_RUN_STEPS)
 
     with celery_worker("doomed") as worker:
-        wait_for(
-            lambda: TuningRun.objects.filter(pk=run.pk, step__gte=3).exists() and _checkpoint(run),
-            timeout=180, interval=0.1, what="a checkpoint",
-        )
+        _held_at_a_checkpoint(run, _training_child(run))
         kill_worker(worker)
     assert _status(run.pk) == "running", "nothing has noticed yet: the worker died without a word"
 
@@ -224,12 +236,9 @@ def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_newest_complete_o
     run = _launch(project, tiny_base, admin, max_steps=MID_RUN_STEPS)
 
     with celery_worker("checkpoints"):
-        wait_for(
-            lambda: TuningRun.objects.filter(pk=run.pk, step__gte=5).exists() and _checkpoint(run),
-            timeout=180, interval=0.1, what="a complete checkpoint",
-        )
-        run.refresh_from_db()
-        os.kill(_trainer_pids(run.output_dir)[0], signal.SIGKILL)
+        child = _training_child(run)
+        _held_at_a_checkpoint(run, child)
+        os.kill(child, signal.SIGKILL)
         wait_for(lambda: _status(run.pk) == "failed", timeout=30, what="the run to fail")
         complete = _checkpoint(run)
         # What a kill part-way through writing the next checkpoint leaves: the adapter card and nothing else.
@@ -264,9 +273,8 @@ def test_a_frozen_worker_that_wakes_after_its_run_moved_on_trains_and_writes_not
     run = _launch(project, tiny_base, admin, max_steps=MID_RUN_STEPS)
     with celery_worker("frozen") as frozen:
         old_child = _training_child(run)
-        wait_for(lambda: _checkpoint(run), timeout=120, interval=0.1, what="a checkpoint")
+        _held_at_a_checkpoint(run, old_child)
         os.killpg(frozen.pid, signal.SIGSTOP)
-        os.kill(old_child, signal.SIGSTOP)
         try:
             at_freeze = TuningRun.objects.get(pk=run.pk)
             old_dir, old_steps, old_checkpoints = (
@@ -360,14 +368,27 @@ def test_a_snapshot_changed_after_launch_is_refused_before_training(client, admi
     assert run.step == 0 and run.model_version is None
 
 
+def _pending(pid: int, signum: int) -> bool:
+    """Whether a signal sent to the process waits for it to be delivered (a stopped process holds them)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return bool(int(fields["ShdPnd"], 16) & (1 << (signum - 1)))
+
+
 def test_a_worker_shut_down_mid_run_hands_the_run_back_to_resume_elsewhere(admin, tiny_base):
     project = voted_compare_project(8, name="Hand it back")
     run = _launch(project, tiny_base, admin, max_steps=2 * MID_RUN_STEPS, save_steps=1000)
 
     with celery_worker("leaving") as worker:
-        _training_child(run)
+        child = _training_child(run)
+        # Held mid-step while the worker is told to stop, so a busy machine cannot let the tiny run reach its end
+        # before the yield: it goes on once the worker's yield waits for it.
+        os.kill(child, signal.SIGSTOP)
         os.kill(worker.pid, signal.SIGTERM)  # a warm shutdown: systemd stop, a deploy, `celery control shutdown`
         asked_at = time.monotonic()
+        try:
+            wait_for(lambda: _pending(child, signal.SIGUSR1), timeout=60, interval=0.05, what="the worker's yield")
+        finally:
+            os.kill(child, signal.SIGCONT)
         worker.wait(timeout=90)
         shutdown_took = time.monotonic() - asked_at
 

@@ -220,7 +220,17 @@ def _refuse(exc: Exception, spec: RunSpec) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    finally:
+        # Python gives its handled signals their default action back as the interpreter shuts down, and for
+        # these two that action kills: a yield or stop the worker sends as the child exits would turn a run whose
+        # result is written into "killed by SIGUSR1". Ignored (process-wide, unlike a thread's mask) they cannot.
+        for signum in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def _main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m training.trainer RUN_SPEC.json", file=sys.stderr)
         return 2
