@@ -105,6 +105,24 @@ def stop_worker(process: subprocess.Popen) -> None:
         pass
 
 
+def trainer_pids(output_dir: str | Path) -> list[int]:
+    """Processes running `python -m training.trainer <output_dir>/…/run-spec.json` (a run folder: any attempt), but not
+    one a trainer forked: between its fork and its exec a helper shows the trainer's command line too, and a test
+    that stopped or killed that one instead of the trainer waited for nothing (seen in the busy suite)."""
+    folder = str(Path(output_dir)).encode() + b"/"
+    parents = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+                state, parent = (proc / "stat").read_text().split(") ", 1)[1].split()[:2]
+            except (OSError, IndexError, ValueError):
+                continue
+            if any(arg.startswith(folder) and arg.endswith(b"/run-spec.json") for arg in cmdline) and state != "Z":
+                parents[int(proc.name)] = int(parent)
+    return sorted(pid for pid, parent in parents.items() if parent not in parents)
+
+
 def wait_for(predicate, *, timeout: float, interval: float = 0.5, what: str = "condition"):  # noqa: ANN001, ANN201
     """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

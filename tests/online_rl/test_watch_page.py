@@ -68,3 +68,31 @@ def test_the_runs_list_shows_an_rl_runs_own_verdict(admin_client):
     run = _watched_run(hacked=True)
     html = admin_client.get(f"/projects/{run.project_id}/runs/", HTTP_HX_REQUEST="true").content.decode()
     assert 'data-testid="run-verdict-kind"' in html and "Reward hacking suspected" in html
+
+
+def test_a_resumed_attempt_carries_the_live_watch_on_from_its_checkpoint_and_an_older_attempt_writes_nothing():
+    from training.services.execution import _record_progress
+    from training.trainer.progress import ProgressEvent
+
+    run = make_run(ProjectFactory(name="RL resumed"), status="running", method="grpo")
+    base = watch_point(0, PROMPTS, SHORT, [False] * 3, [0.0, 0.1, -0.1])
+    before = watch_point(10, PROMPTS, SHORT, [False] * 3, [0.4, 0.5, 0.3])
+    after_checkpoint = watch_point(20, PROMPTS, SHORT, [False] * 3, [0.6, 0.6, 0.6])
+    # Attempt 1 evaluated steps 10 and 20, then was handed back with its newest checkpoint at step 15
+    TuningRun.objects.filter(pk=run.pk).update(attempt=2, outcome={"watch": {
+        "base": base.to_dict(), "points": [before.to_dict(), after_checkpoint.to_dict()]}})
+    restored = {"base": base.to_dict(), "points": [before.to_dict()]}
+
+    _record_progress(run.pk, 1, ProgressEvent(step=15, total_steps=60, kind="watch", metrics={},
+                                              details={"watch_restored": {"base": base.to_dict(), "points": []}}))
+    run.refresh_from_db()
+    assert [p["step"] for p in run.outcome["watch"]["points"]] == [10, 20], "a superseded attempt changes nothing"
+
+    _record_progress(run.pk, 2, ProgressEvent(step=15, total_steps=60, kind="watch", metrics={},
+                                              details={"watch_restored": restored}))
+    run.refresh_from_db()
+    assert run.outcome["watch"] == restored and (run.step, run.total_steps) == (15, 60)
+    _record_progress(run.pk, 2, ProgressEvent(step=20, total_steps=60, kind="eval", metrics={"eval_reward": 0.7},
+                                              details={"watch_point": after_checkpoint.to_dict(), "reference": False}))
+    run.refresh_from_db()
+    assert [p["step"] for p in run.outcome["watch"]["points"]] == [10, 20] and run.outcome["watch"]["base"] == base.to_dict()

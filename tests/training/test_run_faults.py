@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from tests.factories import ProjectFactory, make_run
 from tests.training.conftest import LONG_RUN, voted_compare_project
-from tests.worker_process import celery_worker, kill_worker, purge_queues, wait_for
+from tests.worker_process import celery_worker, kill_worker, purge_queues, trainer_pids, wait_for
 from training import services
 from training.models import TuningRun
 from training.trainer.checkpoints import latest_checkpoint
@@ -49,28 +49,12 @@ def _checkpoint(run: TuningRun) -> str | None:
     return latest_checkpoint(run.attempt_dir()) if run.attempt else None
 
 
-def _trainer_pids(output_dir: str) -> list[int]:
-    """Processes running `python -m training.trainer <output_dir>/attempt-N/run-spec.json`, any attempt."""
-    folder = str(Path(output_dir)).encode() + b"/"
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-                state = (proc / "stat").read_text().split(") ", 1)[1][0]
-            except (OSError, IndexError):
-                continue
-            if any(arg.startswith(folder) and arg.endswith(b"/run-spec.json") for arg in cmdline) and state != "Z":
-                pids.append(int(proc.name))
-    return pids
-
-
 def _training_child(run: TuningRun) -> int:
     def started() -> int | None:
         run.refresh_from_db()
         if run.step < 2 or not run.output_dir:
             return None
-        pids = _trainer_pids(run.output_dir)
+        pids = trainer_pids(run.output_dir)
         return pids[0] if pids else None
 
     try:
@@ -111,7 +95,7 @@ def test_cancel_from_the_run_page_stops_at_the_next_step_and_frees_the_worker(cl
 
     run.refresh_from_db()
     assert response.status_code == 302
-    assert _trainer_pids(run.output_dir) == [], "the cancelled run's training process is gone"
+    assert trainer_pids(run.output_dir) == [], "the cancelled run's training process is gone"
     assert run.step < LONG_RUN["max_steps"] and run.model_version is None
     assert run.error == "Cancelled by an admin."
     assert "Cancelled" in client.get(f"/runs/{run.pk}/").content.decode()
@@ -344,7 +328,7 @@ def test_the_reaper_failing_a_run_stops_its_training_child(admin, tiny_base):
     with celery_worker("reaped"):
         child = _training_child(run)
         reaped = services.runs_reap_stale(worker_name=TuningRun.objects.get(pk=run.pk).worker)
-        wait_for(lambda: not _trainer_pids(run.output_dir), timeout=30, what="the child to be stopped")
+        wait_for(lambda: not trainer_pids(run.output_dir), timeout=30, what="the child to be stopped")
 
     run.refresh_from_db()
     assert reaped == [run.pk] and child
@@ -398,7 +382,7 @@ def test_a_worker_shut_down_mid_run_hands_the_run_back_to_resume_elsewhere(admin
     handed_back_at = run.step
     checkpoint = _checkpoint(run)
     assert checkpoint and checkpoint.endswith(f"checkpoint-{handed_back_at}"), "saved where it stopped"
-    assert _trainer_pids(run.output_dir) == []
+    assert trainer_pids(run.output_dir) == []
 
     with celery_worker("arriving"):
         wait_for(lambda: _status(run.pk) in ("succeeded", "failed"), timeout=240, what="the run to resume and finish")

@@ -20,7 +20,7 @@ from django.utils import timezone
 from tests.factories import make_run
 from tests.faults.conftest import free_port
 from tests.training.conftest import LONG_RUN, voted_compare_project
-from tests.worker_process import celery_worker, database_url_for_workers, purge_queues, wait_for
+from tests.worker_process import celery_worker, database_url_for_workers, purge_queues, trainer_pids, wait_for
 from training import services
 from training.models import GenerationJob, TuningRun
 
@@ -72,12 +72,8 @@ def _web_process(tmp_path: Path) -> Iterator[subprocess.Popen]:
 def _trainer_pid(run: TuningRun) -> int:
     def started() -> int | None:
         row = TuningRun.objects.get(pk=run.pk)
-        spec = str(row.attempt_dir() / "run-spec.json").encode() if row.attempt and row.step >= 2 else None
-        for proc in Path("/proc").iterdir() if spec else []:
-            with contextlib.suppress(OSError):
-                if proc.name.isdigit() and spec in (proc / "cmdline").read_bytes().split(b"\0"):
-                    return int(proc.name)
-        return None
+        pids = trainer_pids(row.attempt_dir()) if row.attempt and row.step >= 2 else []
+        return pids[0] if pids else None
 
     return wait_for(started, timeout=180, interval=0.2, what="the trainer to take two steps")
 

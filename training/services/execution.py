@@ -72,7 +72,7 @@ def _record_progress(run_id: int, attempt: int, event: ProgressEvent) -> None:
     values = {k: float(v) for k, v in event.metrics.items() if isinstance(v, int | float)}
     if event.kind in ("train", "eval") and values:
         RunMetric.objects.update_or_create(run_id=run_id, split=event.kind, step=event.step, defaults={"values": values})
-    if event.details and "watch_point" in event.details:
+    if event.details and ("watch_point" in event.details or "watch_restored" in event.details):
         _record_watch_point(run_id, attempt, event.details)
 
 
@@ -84,6 +84,9 @@ def _record_watch_point(run_id: int, attempt: int, details: dict[str, Any]) -> N
         if run is None:
             return
         watch = dict((run.outcome or {}).get("watch") or {})
+        if "watch_restored" in details:
+            _ours(run_id, attempt).update(outcome={**(run.outcome or {}), "watch": details["watch_restored"]})
+            return
         point = details["watch_point"]
         if details.get("reference"):
             watch = {"base": point, "points": []}

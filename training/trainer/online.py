@@ -11,7 +11,9 @@ evaluations with the watch's flags in mind, not simply the one with the highest 
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +43,9 @@ Messages = list[dict[str, str]]
 # degeneration, few enough that an evaluation costs about one training step.
 WATCH_PROMPTS = 16
 SNAPSHOTS_DIRNAME = "watch"
+# The watch so far (reference, evaluations, where each one's adapter snapshot lies), beside the snapshots: a run
+# resumed from a checkpoint takes back the evaluations up to it instead of starting its watch over.
+WATCH_STATE_FILENAME = "watch.json"
 
 
 class RewardModelScorer:
@@ -85,6 +90,7 @@ class _RewardWatch(TrainerCallback):
         self.stopped = stopped
         self.base: WatchPoint | None = None
         self.points: list[WatchPoint] = []
+        self.snapshot_dirs: dict[int, str] = {}
 
     def evaluate(self, model: Any, step: int, total_steps: int, *, reference: bool = False) -> WatchPoint:  # noqa: ANN401
         was_training = model.training
@@ -103,8 +109,11 @@ class _RewardWatch(TrainerCallback):
         if reference:
             self.base = point
         else:
-            self.points.append(point)
-            model.save_pretrained(str(self.snapshots / f"step-{step}"))
+            snapshot = self.snapshots / f"step-{step}"
+            model.save_pretrained(str(snapshot))
+            self.points = [p for p in self.points if p.step != step] + [point]
+            self.snapshot_dirs[step] = str(snapshot)
+        self._write_state()
         if self.progress is not None:
             self.progress(ProgressEvent(
                 step=step, total_steps=total_steps, kind="eval",
@@ -112,6 +121,46 @@ class _RewardWatch(TrainerCallback):
                 details={"watch_point": point.to_dict(), "reference": reference},
             ))
         return point
+
+    def _write_state(self) -> None:
+        # Each evaluation comes before its step's checkpoint (on_step_end runs before the save), so the state
+        # written here holds every evaluation up to any checkpoint a resume can start from. Replaced whole, so a
+        # kill mid-write leaves the previous state, not half of one.
+        self.snapshots.mkdir(parents=True, exist_ok=True)
+        state = {
+            "base": self.base.to_dict() if self.base else None,
+            "points": [p.to_dict() for p in self.points],
+            "snapshots": {str(step): path for step, path in self.snapshot_dirs.items()},
+        }
+        partial = self.snapshots / f".{WATCH_STATE_FILENAME}.partial"
+        partial.write_text(json.dumps(state), encoding="utf-8")
+        os.replace(partial, self.snapshots / WATCH_STATE_FILENAME)
+
+    def restore(self, checkpoint: str, total_steps: int) -> bool:
+        """Take back the watch of the attempt that wrote `checkpoint` (`<attempt>/checkpoints/checkpoint-N`): its
+        reference and its evaluations up to step N, whose snapshots stay in that attempt's folder. False (and the
+        watch starts over) when that attempt left no state, as an attempt from before the state was kept."""
+        at_step = int(Path(checkpoint).name.rsplit("-", 1)[-1])
+        try:
+            state = json.loads((Path(checkpoint).parent.parent / SNAPSHOTS_DIRNAME / WATCH_STATE_FILENAME).read_text())
+        except (OSError, ValueError):
+            return False
+        if not state.get("base"):
+            return False
+        snapshots = {int(step): path for step, path in state.get("snapshots", {}).items()}
+        points = [WatchPoint.from_dict(p) for p in state.get("points", []) if p["step"] <= at_step]
+        self.base = WatchPoint.from_dict(state["base"])
+        self.points = [p for p in points if p.step in snapshots and Path(snapshots[p.step]).is_dir()]
+        self.snapshot_dirs = {p.step: snapshots[p.step] for p in self.points}
+        self._write_state()
+        if self.progress is not None:
+            # The run page's live watch becomes this one: an evaluation the earlier attempt made after its last
+            # checkpoint is made again, or not at all if this attempt stops first.
+            self.progress(ProgressEvent(
+                step=at_step, total_steps=total_steps, kind="watch", metrics={},
+                details={"watch_restored": {"base": self.base.to_dict(), "points": [p.to_dict() for p in self.points]}},
+            ))
+        return True
 
     def _answers(self, model: Any) -> list[Any]:  # noqa: ANN401
         # Greedy, so two evaluations differ only by what training changed.
@@ -205,8 +254,10 @@ def train_online(
         model_path, settings, device, out, train_rows, [row["prompt"] for row in validation_rows[:WATCH_PROMPTS]],
         callback, progress,
     )
-    if resume_from_checkpoint is not None and checkpoint_is_final(resume_from_checkpoint):
-        trainer._run_epoch = lambda **_: None  # noqa: SLF001 - see core.train
+    if resume_from_checkpoint is not None:
+        watch.restore(resume_from_checkpoint, settings.max_steps)
+        if checkpoint_is_final(resume_from_checkpoint):
+            trainer._run_epoch = lambda **_: None  # noqa: SLF001 - see core.train
     guard_checkpoints(trainer, before_save)
     output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     state = trainer.state
@@ -219,7 +270,8 @@ def train_online(
         return TrainResult(adapter_dir=None, eval_metrics={}, duration_s=time.monotonic() - started, cancelled=True,
                            paused=callback.paused, **common)
     if not watch.points or watch.points[-1].step != state.global_step:
-        # Resumed at the last checkpoint (the evaluations of the earlier attempt are not in this process).
+        # Resumed at the last checkpoint after its evaluation was lost (a kill between the two), or stopped
+        # between evaluations: the kept adapter is chosen among evaluated ones, so evaluate where it ended.
         watch.evaluate(trainer.model, int(state.global_step), int(state.max_steps))
     kept = _save_kept(trainer, watch, out, model_path, settings, device)
     outcome = _outcome(watch, kept, callback, steps=int(state.global_step), train_rows=len(train_rows),
@@ -274,7 +326,7 @@ def _save_kept(
     kept = choose_kept(watch.base, watch.points)
     adapter_dir = out / ADAPTER_DIRNAME
     if trainer.is_world_process_zero():
-        shutil.copytree(out / SNAPSHOTS_DIRNAME / f"step-{kept.step}", adapter_dir, dirs_exist_ok=True)
+        shutil.copytree(watch.snapshot_dirs[kept.step], adapter_dir, dirs_exist_ok=True)
         if settings.init_adapter:
             chain_adapters(model_path, settings.init_adapter, str(adapter_dir), out=str(adapter_dir), dtype=device.dtype)
         trainer.processing_class.save_pretrained(str(adapter_dir))
