@@ -118,3 +118,22 @@ def test_the_filters_work_in_templates():
         "5e-5|81%|q_proj, v_proj|no limit (the epochs decide)|about 6 min|5 min 38 s|"
         "desirable weight=balanced from the data;precompute ref log probs=no;"
     )
+
+
+def test_a_path_wraps_between_folders_and_stays_escaped():
+    from training.templatetags.paths import path_breaks
+
+    assert path_breaks("/var/runs/8f3c2a71/attempt-1/adapter") == "/<wbr>var/<wbr>runs/<wbr>8f3c2a71/<wbr>attempt-1/<wbr>adapter"
+    assert path_breaks('/m/<img src=x onerror="a()">') == "/<wbr>m/<wbr>&lt;img src=x onerror=&quot;a()&quot;&gt;"
+    assert path_breaks(None) == ""
+
+
+@pytest.mark.django_db
+def test_the_models_page_breaks_a_models_path_after_its_slashes(client):
+    from tests.factories import PASSWORD, AdminFactory
+    from training.models import BaseModel
+
+    BaseModel.objects.create(name="Deep", path="/srv/models/<i>team/smollm2")
+    assert client.login(username=AdminFactory().username, password=PASSWORD)
+    page = client.get("/models/").content.decode()
+    assert "/<wbr>srv/<wbr>models/<wbr>&lt;i&gt;team/<wbr>smollm2" in page and "<i>team" not in page
