@@ -27,9 +27,10 @@ pytestmark = [
     pytest.mark.timeout(480),
 ]
 
-# A run a fault test catches part-way. The tests hold its trainer (SIGSTOP) once it has taken two steps, so the
-# length only has to outlast the test's poll for those two steps: on the tiny model a CPU step takes about 0.15 s.
-MID_RUN_STEPS = 24
+# A run a fault test catches part-way. The tests hold its trainer (SIGSTOP) once the run's row says it has taken two
+# steps; in the busy suite that row lags the trainer by seconds (24-step runs were over before it said 2), so the
+# run leaves room: on the tiny model a CPU step takes about 0.15 s.
+MID_RUN_STEPS = 60
 
 
 def _launch(project, base, admin, **settings) -> TuningRun:
