@@ -52,8 +52,10 @@ def _checkpoint(run: TuningRun) -> str | None:
 
 def _training_child(run: TuningRun) -> int:
     def started() -> int | None:
+        # The trainer's own events, not the run's row: in the busy suite the row lags the trainer by tens of steps
+        # (the worker writes each event to the database), and a tiny run was over before its row said step 2.
         run.refresh_from_db()
-        if run.step < 2 or not run.output_dir:
+        if not run.output_dir or not run.attempt or max(_events_steps(run.attempt_dir()), default=0) < 2:
             return None
         pids = trainer_pids(run.output_dir)
         return pids[0] if pids else None
