@@ -107,8 +107,8 @@ def stop_worker(process: subprocess.Popen) -> None:
 
 def trainer_pids(output_dir: str | Path) -> list[int]:
     """Processes running `python -m training.trainer <output_dir>/…/run-spec.json` (a run folder: any attempt), but not
-    one a trainer forked: between its fork and its exec a helper shows the trainer's command line too, and a test
-    that stopped or killed that one instead of the trainer waited for nothing (seen in the busy suite)."""
+    one a trainer forked: between its fork and its exec a helper shows the trainer's command line too. (Suspected,
+    not shown, in a busy-suite failure whose real cause was the run row lagging the trainer.)"""
     folder = str(Path(output_dir)).encode() + b"/"
     parents = {}
     for proc in Path("/proc").iterdir():
