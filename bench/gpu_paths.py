@@ -91,7 +91,7 @@ def bench_child(model: str, steps: int, out: Path) -> dict:
     )
     seen: list[int] = []
     started = time.perf_counter()
-    ended = run_supervised(spec, on_progress=lambda e: seen.append(e["step"]), should_cancel=lambda: False,
+    ended = run_supervised(spec, on_progress=lambda events: seen.extend(e["step"] for e in events), should_cancel=lambda: False,
                            still_ours=lambda: True, cuda=True)
     return {
         "mode": "child process (python -m training.trainer)",

@@ -117,7 +117,7 @@ def run_child(model_path: str, rows: list[dict], settings, out: str) -> tuple[fl
         model_path=model_path, rows_path=str(rows_path), rows_hash=rows_hash(rows), settings=settings.to_dict(),
         output_dir=out, events_path=str(Path(out) / "events.jsonl"),
     )
-    ended = run_supervised(spec, on_progress=lambda event: None, should_cancel=lambda: False, still_ours=lambda: True)
+    ended = run_supervised(spec, on_progress=lambda events: None, should_cancel=lambda: False, still_ours=lambda: True)
     if ended.result is None:
         raise RuntimeError(ended.error)
     return ended.result["train_metrics"]["train_steps_per_second"], time.monotonic() - started

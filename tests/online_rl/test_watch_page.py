@@ -72,7 +72,7 @@ def test_the_runs_list_shows_an_rl_runs_own_verdict(admin_client):
 
 def test_a_resumed_attempt_carries_the_live_watch_on_from_its_checkpoint_and_an_older_attempt_writes_nothing():
     from training.services.execution import _record_progress
-    from training.trainer.progress import ProgressEvent
+    from training.trainer.events import ProgressEvent
 
     run = make_run(ProjectFactory(name="RL resumed"), status="running", method="grpo")
     base = watch_point(0, PROMPTS, SHORT, [False] * 3, [0.0, 0.1, -0.1])
@@ -83,16 +83,16 @@ def test_a_resumed_attempt_carries_the_live_watch_on_from_its_checkpoint_and_an_
         "base": base.to_dict(), "points": [before.to_dict(), after_checkpoint.to_dict()]}})
     restored = {"base": base.to_dict(), "points": [before.to_dict()]}
 
-    _record_progress(run.pk, 1, ProgressEvent(step=15, total_steps=60, kind="watch", metrics={},
-                                              details={"watch_restored": {"base": base.to_dict(), "points": []}}))
+    _record_progress(run.pk, 1, [ProgressEvent(step=15, total_steps=60, kind="watch", metrics={},
+                                              details={"watch_restored": {"base": base.to_dict(), "points": []}})])
     run.refresh_from_db()
     assert [p["step"] for p in run.outcome["watch"]["points"]] == [10, 20], "a superseded attempt changes nothing"
 
-    _record_progress(run.pk, 2, ProgressEvent(step=15, total_steps=60, kind="watch", metrics={},
-                                              details={"watch_restored": restored}))
+    _record_progress(run.pk, 2, [ProgressEvent(step=15, total_steps=60, kind="watch", metrics={},
+                                              details={"watch_restored": restored})])
     run.refresh_from_db()
     assert run.outcome["watch"] == restored and (run.step, run.total_steps) == (15, 60)
-    _record_progress(run.pk, 2, ProgressEvent(step=20, total_steps=60, kind="eval", metrics={"eval_reward": 0.7},
-                                              details={"watch_point": after_checkpoint.to_dict(), "reference": False}))
+    _record_progress(run.pk, 2, [ProgressEvent(step=20, total_steps=60, kind="eval", metrics={"eval_reward": 0.7},
+                                              details={"watch_point": after_checkpoint.to_dict(), "reference": False})])
     run.refresh_from_db()
     assert [p["step"] for p in run.outcome["watch"]["points"]] == [10, 20] and run.outcome["watch"]["base"] == base.to_dict()

@@ -61,7 +61,7 @@ def test_events_written_just_before_the_child_exits_are_all_forwarded(tiny_model
     progress = []
 
     ended = run_supervised(
-        _spec(tmp_path, tiny_model_dir, validation_fraction=0.0), on_progress=progress.append,
+        _spec(tmp_path, tiny_model_dir, validation_fraction=0.0), on_progress=progress.extend,
         should_cancel=_never, still_ours=_always,
     )
 
@@ -76,10 +76,10 @@ def test_the_child_trains_and_reports_progress_and_its_result(tiny_model_dir, tm
     monkeypatch.setenv("DJANGO_SECRET_KEY", "not-for-the-child")
     monkeypatch.setenv("CELERY_BROKER_URL", "redis://:secret@redis:6379/0")
 
-    def report(event):
+    def report(events):
         if "environ" not in child:  # read while the child runs: what it was started with
             child["environ"] = Path(f"/proc/{child['pid']}/environ").read_bytes().split(b"\0")
-        progress.append(event)
+        progress.extend(events)
 
     ended = run_supervised(
         _spec(tmp_path, tiny_model_dir), on_progress=report, should_cancel=_never, still_ours=_always,
@@ -105,7 +105,7 @@ def test_rows_that_no_longer_match_the_snapshot_hash_are_refused(tiny_model_dir,
 
     ended = run_supervised(
         _spec(tmp_path, tiny_model_dir, rows=rows, recorded_hash=recorded),
-        on_progress=lambda e: None, should_cancel=_never, still_ours=_always,
+        on_progress=lambda events: None, should_cancel=_never, still_ours=_always,
     )
 
     assert ended.result is None and ended.returncode == 3
@@ -117,7 +117,7 @@ def test_rows_that_no_longer_match_the_snapshot_hash_are_refused(tiny_model_dir,
 def test_a_child_killed_by_the_os_fails_with_the_signal_and_its_last_output(tiny_model_dir, tmp_path):
     child = {}
 
-    def kill_at_first_step(event):
+    def kill_at_first_step(events):
         if "pid" in child:
             os.kill(child.pop("pid"), signal.SIGKILL)
             child["killed_at"] = time.monotonic()
@@ -142,7 +142,7 @@ def test_cancel_asks_the_child_to_stop_after_its_step(tiny_model_dir, tmp_path):
 
     ended = run_supervised(
         _spec(tmp_path, tiny_model_dir, max_steps=200),
-        on_progress=lambda e: steps.append(e["step"]) if e["kind"] == "train" else None,
+        on_progress=lambda events: steps.extend(e["step"] for e in events if e["kind"] == "train"),
         should_cancel=lambda: len(steps) >= 2,
         still_ours=_always,
     )
@@ -156,7 +156,7 @@ def test_a_run_that_is_no_longer_ours_has_its_child_stopped(tiny_model_dir, tmp_
 
     ended = run_supervised(
         _spec(tmp_path, tiny_model_dir, max_steps=200),
-        on_progress=lambda e: steps.append(e["step"]),
+        on_progress=lambda events: steps.extend(e["step"] for e in events),
         should_cancel=_never,
         still_ours=lambda: len(steps) < 2,
     )
@@ -194,7 +194,7 @@ def test_a_yield_saves_a_checkpoint_at_the_current_step_then_stops(tiny_model_di
 
     ended = run_supervised(
         _spec(tmp_path, tiny_model_dir, max_steps=200, save_steps=100),
-        on_progress=lambda e: steps.append(e["step"]) if e["kind"] == "train" else None,
+        on_progress=lambda events: steps.extend(e["step"] for e in events if e["kind"] == "train"),
         should_cancel=_never, still_ours=_always,
         should_yield=lambda: len(steps) >= 3,
     )
@@ -211,7 +211,7 @@ def test_a_yield_sent_while_the_child_starts_hands_the_run_back_instead_of_killi
     imported torch and installed its handler: the signal must wait for the handler, not kill the child."""
     ended = run_supervised(
         _spec(tmp_path, tiny_model_dir, max_steps=200, save_steps=100),
-        on_progress=lambda e: None, should_cancel=_never, still_ours=_always, should_yield=_always,
+        on_progress=lambda events: None, should_cancel=_never, still_ours=_always, should_yield=_always,
     )
 
     assert ended.yielded, ended.error

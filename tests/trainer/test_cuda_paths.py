@@ -93,7 +93,7 @@ def test_two_gpus_shard_the_model_with_fsdp_and_train_an_adapter(tiny_model, tmp
     )
 
     # accelerate launch --use_fsdp, as a GPU worker starts it.
-    ended = run_supervised(spec, on_progress=lambda e: None, should_cancel=lambda: False, still_ours=lambda: True,
+    ended = run_supervised(spec, on_progress=lambda events: None, should_cancel=lambda: False, still_ours=lambda: True,
                            cuda=True)
 
     assert ended.result is not None, ended.error

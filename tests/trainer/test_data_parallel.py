@@ -47,7 +47,7 @@ def _run(model_dir: Path, out: Path, **settings) -> tuple[ChildOutcome, dict[int
     losses: dict[int, float] = {}
     ended = run_supervised(
         spec,
-        on_progress=lambda e: losses.update({e["step"]: e["metrics"]["loss"]}) if e["kind"] == "train" else None,
+        on_progress=lambda events: losses.update((e["step"], e["metrics"]["loss"]) for e in events if e["kind"] == "train"),
         should_cancel=lambda: False, still_ours=lambda: True,
     )
     return ended, losses

@@ -27,9 +27,8 @@ pytestmark = [
     pytest.mark.timeout(480),
 ]
 
-# A run a fault test catches part-way. The tests hold its trainer (SIGSTOP) once the run's row says it has taken two
-# steps; in the busy suite that row lags the trainer by seconds (24-step runs were over before it said 2), so the
-# run leaves room: on the tiny model a CPU step takes about 0.15 s.
+# A run a fault test catches part-way: the tests hold its trainer (SIGSTOP) once its events say it has taken two
+# steps, and on the tiny model a CPU step takes about 0.15 s, so the run leaves room for a busy machine.
 MID_RUN_STEPS = 60
 
 
@@ -52,8 +51,7 @@ def _checkpoint(run: TuningRun) -> str | None:
 
 def _training_child(run: TuningRun) -> int:
     def started() -> int | None:
-        # The trainer's own events, not the run's row: in the busy suite the row lags the trainer by tens of steps
-        # (the worker writes each event to the database), and a tiny run was over before its row said step 2.
+        # The trainer's own events, not the run's row, which the worker writes a moment later.
         run.refresh_from_db()
         if not run.output_dir or not run.attempt or max(_events_steps(run.attempt_dir()), default=0) < 2:
             return None
@@ -367,7 +365,10 @@ def test_a_worker_shut_down_mid_run_hands_the_run_back_to_resume_elsewhere(admin
         shutdown_took = time.monotonic() - asked_at
 
     run.refresh_from_db()
-    assert (run.status, run.error, run.worker) == ("queued", "", ""), f"at step {run.step} of {run.total_steps}"
+    assert (run.status, run.error, run.worker) == ("queued", "", ""), (
+        f"attempt {run.attempt} at step {run.step} of {run.total_steps}, resumed from {run.resumed_from!r}, "
+        f"shutdown took {shutdown_took:.1f} s"
+    )
     assert shutdown_took < 60, f"the shutdown waited {shutdown_took:.0f} s"
     handed_back_at = run.step
     checkpoint = _checkpoint(run)

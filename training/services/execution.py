@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -21,8 +22,8 @@ from training.services.launch import new_output_dir
 from training.services.queueing import run_enqueue_on_commit
 
 if TYPE_CHECKING:
+    from training.trainer.events import ProgressEvent
     from training.trainer.process import ChildOutcome
-    from training.trainer.progress import ProgressEvent
 
 logger = logging.getLogger(__name__)
 Status = TuningRun.Status
@@ -63,17 +64,44 @@ def _ours(run_id: int, attempt: int) -> QuerySet[TuningRun]:
     return TuningRun.objects.filter(pk=run_id, status=Status.RUNNING, attempt=attempt)
 
 
-def _record_progress(run_id: int, attempt: int, event: ProgressEvent) -> None:
+def _record_progress(run_id: int, attempt: int, events: list[ProgressEvent]) -> None:
+    """The events the trainer wrote since the last read: the run's step from the newest, every metric, any watch
+    points. A handful of statements whatever the number of events, none waiting for the disk: the worker reads
+    the next events and looks for a cancel or a shutdown only once these are written."""
     # The row first: a superseded attempt's events (a frozen worker that woke up) write nothing. Not in one
-    # transaction with the metric: a worker frozen between the two would hold the row's lock, and the watchdog's
+    # transaction with the metrics: a worker frozen between the two would hold the row's lock, and the watchdog's
     # update of that very row would wait on it for as long as the worker stays frozen.
-    if not _ours(run_id, attempt).update(step=event.step, total_steps=event.total_steps, heartbeat_at=timezone.now()):
+    newest = events[-1]
+    with _without_waiting_for_the_disk():
+        ours = _ours(run_id, attempt).update(step=newest.step, total_steps=newest.total_steps, heartbeat_at=timezone.now())
+    if not ours:
         return
-    values = {k: float(v) for k, v in event.metrics.items() if isinstance(v, int | float)}
-    if event.kind in ("train", "eval") and values:
-        RunMetric.objects.update_or_create(run_id=run_id, split=event.kind, step=event.step, defaults={"values": values})
-    if event.details and ("watch_point" in event.details or "watch_restored" in event.details):
-        _record_watch_point(run_id, attempt, event.details)
+    metrics: dict[tuple[str, int], dict[str, float]] = {}
+    for event in events:
+        values = {k: float(v) for k, v in event.metrics.items() if isinstance(v, int | float)}
+        if event.kind in ("train", "eval") and values:
+            metrics[(event.kind, event.step)] = values
+    if metrics:
+        with _without_waiting_for_the_disk():
+            RunMetric.objects.bulk_create(
+                [RunMetric(run_id=run_id, split=split, step=step, values=values) for (split, step), values in metrics.items()],
+                update_conflicts=True, unique_fields=["run", "split", "step"], update_fields=["values"],
+            )
+    for event in events:
+        if event.details and ("watch_point" in event.details or "watch_restored" in event.details):
+            _record_watch_point(run_id, attempt, event.details)
+
+
+@contextmanager
+def _without_waiting_for_the_disk() -> Iterator[None]:
+    """A transaction whose commit does not wait for PostgreSQL to flush it to disk. For progress only: a database
+    crash can lose the last fraction of a second of it, which the next events write again, while a commit that
+    waits for fsync stalled the worker for seconds on a busy disk (a cancel or a shutdown noticed that late)."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        yield
 
 
 def _record_watch_point(run_id: int, attempt: int, details: dict[str, Any]) -> None:
@@ -133,7 +161,7 @@ def run_execute(*, run_id: int, worker_stopping: Callable[[], bool] | None = Non
         with Heartbeat(TuningRun, run_id, Status.RUNNING, attempt=attempt):
             ended = run_supervised(
                 spec,
-                on_progress=lambda event: _record_progress(run_id, attempt, _progress_event(event)),
+                on_progress=lambda events: _record_progress(run_id, attempt, [_progress_event(e) for e in events]),
                 should_cancel=lambda: _cancel_requested(run_id),
                 still_ours=lambda: _ours(run_id, attempt).exists(),
                 cuda=num_processes > 1 and _cuda_available(),
@@ -220,7 +248,7 @@ def _hand_back(run_id: int, attempt: int) -> None:
 
 
 def _progress_event(event: dict[str, Any]) -> ProgressEvent:
-    from training.trainer.progress import ProgressEvent
+    from training.trainer.events import ProgressEvent
 
     return ProgressEvent(
         step=event["step"], total_steps=event["total_steps"], metrics=event.get("metrics") or {},

@@ -28,11 +28,11 @@ if TYPE_CHECKING:
     from .checkpoints import latest_checkpoint
     from .core import TrainResult, train
     from .device import DeviceSettings, choose_device
+    from .events import ProgressEvent
     from .generation import adapter_disabled, generate, load_for_generation, sequence_logprob
-    from .progress import ProgressEvent
 
 _LAZY = {
-    "ProgressEvent": "progress",
+    "ProgressEvent": "events",
     "TrainResult": "core",
     "latest_checkpoint": "checkpoints",
     "train": "core",

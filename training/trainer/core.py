@@ -24,9 +24,9 @@ from .checkpoints import ADAPTER_DIRNAME, CHECKPOINTS_DIRNAME, checkpoint_is_fin
 from .config import SettingsError, TrainSettings
 from .cpu_head import plain_lm_head_on_cpu
 from .device import DeviceSettings, choose_device
+from .events import ProgressEvent
 from .model_loading import _load_base_model, _lora_config, _merged, chain_adapters
 from .progress import (
-    ProgressEvent,
     _KtoValidation,
     _ProgressCallback,
     _tokens_seen,

@@ -30,9 +30,10 @@ from .config import SettingsError, TrainSettings
 from .core import TrainResult
 from .cpu_head import plain_lm_head_on_cpu
 from .device import DeviceSettings, choose_device
+from .events import ProgressEvent
 from .generation import adapter_disabled, generate_outputs
 from .model_loading import _load_base_model, _lora_config, _merged, chain_adapters
-from .progress import ProgressEvent, _ProgressCallback, _tokens_seen, final_train_metrics
+from .progress import _ProgressCallback, _tokens_seen, final_train_metrics
 from .reward import load_reward_model, score_conversations
 from .rl_watch import KeptChoice, WatchPoint, choose_kept, watch_point, watch_warnings
 from .rows import split_rows, validate_rows

@@ -211,7 +211,7 @@ def _log_tail(path: Path) -> list[str]:
 def run_supervised(
     spec: RunSpec,
     *,
-    on_progress: Callable[[dict[str, Any]], None],
+    on_progress: Callable[[list[dict[str, Any]]], None],
     should_cancel: Callable[[], bool],
     still_ours: Callable[[], bool],
     cuda: bool = False,
@@ -220,7 +220,8 @@ def run_supervised(
     poll_seconds: float = 0.2,
     check_seconds: float = 1.0,
 ) -> ChildOutcome:
-    """Run the trainer child to its end, forwarding progress events.
+    """Run the trainer child to its end, forwarding its progress events: `on_progress` gets those of each read
+    together, in order, so a caller can record many in one write (a busy trainer writes dozens between reads).
 
     Every `check_seconds`: `should_cancel()` asks the child to stop after its step (it then reports a cancelled
     result); `still_ours()` False (the run was failed by the reaper, say) stops it and returns `stopped=True`.
@@ -241,13 +242,16 @@ def run_supervised(
             exited = child.popen.poll() is not None
             # Read after looking at the exit, so the events of a child that exited meanwhile are all read: a fast
             # run's last steps were written between the read and the look and dropped (issue 24's e2e test).
+            progress: list[dict[str, Any]] = []
             for event in child.events():
                 if event.get("type") == "progress":
-                    on_progress(event)
+                    progress.append(event)
                 elif event.get("type") == "result":
                     result = event
                 elif event.get("type") == "refused":
                     refused = str(event.get("reason") or "")
+            if progress:
+                on_progress(progress)
             if exited:
                 break
             now = time.monotonic()

@@ -1,6 +1,6 @@
-"""What a run reports while it trains, and how it scores each evaluation to pick the checkpoint it keeps.
+"""How a run reports while it trains, and how it scores each evaluation to pick the checkpoint it keeps.
 
-`ProgressEvent` is one log line; `_ProgressCallback` forwards the trainer's logs as events, scores validation
+`_ProgressCallback` forwards the trainer's logs as events (`events.ProgressEvent`), scores validation
 (KTO's ranking through `_KtoValidation`) and turns should_stop/should_pause into a clean stop. Preference tuning
 (`core`) and online RL (`online`) both train with it.
 """
@@ -9,35 +9,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
 
 from .config import TrainSettings
+from .events import ProgressEvent
 from .json_numbers import is_number
 from .settings_choices import LOSS_SELECTED_METHODS, REWARD_METHOD
-
-
-@dataclass
-class ProgressEvent:
-    """One log line from the trainer.
-
-    kind: "train" (a training step's metrics: loss, rewards/chosen, rewards/rejected,
-    rewards/margins, rewards/accuracies, logps/chosen, logps/rejected, kl for KTO, grad_norm,
-    learning_rate, num_tokens, ...), "eval" (the same with an "eval_" prefix, computed on the
-    validation split), or "summary" (train_runtime, train_loss, ... once at the end).
-    """
-
-    step: int
-    total_steps: int
-    metrics: dict[str, float]
-    kind: str = "train"
-    epoch: float | None = None
-    # What an online RL run's watch found at an evaluation (its answers, with text), beside the figures.
-    details: dict[str, Any] | None = None
-
 
 # The validation score that picks the kept checkpoint: the share of validation examples ranked correctly. For
 # DPO a tie keeps the earlier checkpoint (see dpo_selection_score); for KTO the larger mean reward gap between

@@ -11,11 +11,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from labeling.statistics import Z_95, wilson_interval
+
+if TYPE_CHECKING:
+    import torch
 
 Messages = list[dict[str, str]]
 
@@ -29,6 +30,7 @@ COLLAPSED_SPREAD_SHARE = 0.5
 
 def load_reward_model(adapter_dir: str, base_path: str, *, device: str = "cpu") -> tuple[torch.nn.Module, Any]:
     """The base model with a score head and the trained adapter, in eval mode, with its tokenizer."""
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -59,6 +61,8 @@ def score_conversations(
     max_length: int = 1024,
 ) -> list[float]:
     """One score per conversation (prompt messages followed by the assistant's answer), in order."""
+    import torch  # here, not at the top: the web and worker processes import this module for its statistics
+
     device = next(model.parameters()).device
     scores: list[float] = []
     was_training = model.training
