@@ -7,7 +7,8 @@ judged by three simulated annotators by the fewer-words rule, made by scripts/ma
 spends its time on what it checks, training and the held-out answers, not on writing candidates again. It trains on
 the decided pairs whose chosen answer is short enough to fit the token limit whole (its end is what teaches to stop).
 Earlier this test wrote its own candidates (12 prompts × 4 at 64 tokens): about 110 s alone, 245 s in the busy suite,
-a third of it generating them."""
+a third of it generating them. It trains 8 steps of 2 of the 32 pairs: steps of 4 pairs took 93 s of its 120 s alone (one
+thread); of 2, 62 s, and the held-out answers went from 73.1 to 61.3 words."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def test_a_length_preference_makes_held_out_answers_shorter(bundled_model_dir, t
     # When a DPO adapter trains on them for a few steps
     result = train(
         model_path=str(bundled_model_dir), rows=rows, output_dir=str(tmp_path),
-        settings=TrainSettings(max_steps=8, learning_rate=1e-3, per_device_batch_size=4, validation_fraction=0.0,
+        settings=TrainSettings(max_steps=8, learning_rate=1e-3, per_device_batch_size=2, validation_fraction=0.0,
                                max_length=128, lora=LoraSettings(r=8, alpha=16)),
     )
 
