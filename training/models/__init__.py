@@ -4,7 +4,8 @@
 - ``runs``: tuning runs, their frozen datasets and metrics, and the workers that take them;
 - ``review``: generation jobs, reward-model scores and blind battles;
 - ``exports``: a model version's zip exports;
-- ``playground``: questions asked of several versions side by side, and their answers.
+- ``playground``: questions asked of several versions side by side, and their answers;
+- ``jobs``: what every job a worker takes records of its life (worker, heartbeat, times, error, the statuses).
 """
 from __future__ import annotations
 

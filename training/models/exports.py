@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from django.db import models
 
+from training.models.jobs import WorkerJob
 from training.models.versions import ModelVersion
 
 
-class VersionExport(models.Model):
+class VersionExport(WorkerJob):
     """One export of a model version as a zip, built by a gpu worker (never in a web request): its adapter as
     trained, or the adapter merged into the base weights as a standalone safetensors model. Every export of one
     version and kind builds the same file (``training.exports.version_export_zip_path``); at most one is queued or
@@ -33,23 +34,11 @@ class VersionExport(models.Model):
     bytes_done = models.BigIntegerField(default=0, help_text="Bytes written into the zip so far.")
     bytes_total = models.BigIntegerField(default=0, help_text="Bytes the zip will hold (0 before the zip stage).")
     bytes_per_second = models.FloatField(null=True, blank=True, help_text="The zip stage's rate so far, on the worker's clock.")
-    worker = models.CharField(max_length=200, blank=True)
-    error = models.TextField(blank=True)
     created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(
-        null=True, blank=True, help_text="Touched while the export runs; a stale one means its worker is gone."
-    )
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-id"]
+    class Meta(WorkerJob.Meta):
         constraints = [
-            models.CheckConstraint(
-                condition=models.Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]),
-                name="versionexport_status_valid",
-            ),
+            *WorkerJob.Meta.constraints,
             models.CheckConstraint(condition=models.Q(kind__in=["adapter", "merged"]), name="versionexport_kind_valid"),
             # Two builds of one zip at once would only race each other: a second request finds the first.
             models.UniqueConstraint(

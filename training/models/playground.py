@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from django.db import models
 
+from training.models.jobs import WorkerJob
 from training.models.versions import ModelVersion
 
 
-class PlaygroundRequest(models.Model):
+class PlaygroundRequest(WorkerJob):
     """One question asked on a project's playground: a prompt, the versions to answer it side by side, and the
     sampling settings; a gpu worker writes the answers into PlaygroundAnswer rows as they are generated."""
 
@@ -25,25 +26,10 @@ class PlaygroundRequest(models.Model):
     settings = models.JSONField(help_text="GenerationSettings as a dict (one sample).")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     engine = models.CharField(max_length=64, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    error = models.TextField(blank=True)
     kept_prompt = models.ForeignKey(
         "labeling.Prompt", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="The project prompt this question became (Keep this prompt, or Send to battle).",
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-id"]
-        constraints = [
-            models.CheckConstraint(
-                condition=models.Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]),
-                name="playgroundrequest_status_valid",
-            ),
-        ]
 
     def __str__(self) -> str:
         return f"Playground question {self.pk}: {self.prompt_text[:60]}"

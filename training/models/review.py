@@ -5,11 +5,12 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from training.models.jobs import WorkerJob
 from training.models.runs import TuningRun
 from training.models.versions import ModelVersion
 
 
-class GenerationJob(models.Model):
+class GenerationJob(WorkerJob):
     """Completions for a set of prompts from one or more model versions, made by a gpu worker.
 
     ``candidates`` jobs turn each prompt's new completions into labeling pair tasks; ``review`` jobs make
@@ -72,23 +73,11 @@ class GenerationJob(models.Model):
         help_text="Review jobs: did the tuned model move? Identical share and per-token KL of tuned vs base.",
     )
     notes = models.JSONField(default=list, blank=True, help_text="What the job left out and why, for the jobs table.")
-    worker = models.CharField(max_length=200, blank=True)
-    error = models.TextField(blank=True)
     created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(
-        null=True, blank=True, help_text="Touched while the job runs; a stale one means its worker is gone."
-    )
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-id"]
+    class Meta(WorkerJob.Meta):
         constraints = [
-            models.CheckConstraint(
-                condition=models.Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]),
-                name="generationjob_status_valid",
-            ),
+            *WorkerJob.Meta.constraints,
             models.CheckConstraint(
                 condition=models.Q(purpose__in=["candidates", "review", "scores"]), name="generationjob_purpose_valid"
             ),

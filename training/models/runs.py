@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import models
 
+from training.models.jobs import WorkerJob
 from training.models.versions import BaseModel, ModelVersion
 
 
@@ -38,7 +39,7 @@ class DatasetSnapshot(models.Model):
         return f"{self.method} snapshot of {self.row_count} rows ({self.rows_hash[:12]})"
 
 
-class TuningRun(models.Model):
+class TuningRun(WorkerJob):
     class Method(models.TextChoices):
         DPO = "dpo", "DPO (pairs)"
         KTO = "kto", "KTO (thumbs)"
@@ -72,8 +73,6 @@ class TuningRun(models.Model):
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     attempt = models.PositiveSmallIntegerField(default=0)
-    worker = models.CharField(max_length=200, blank=True, help_text="hostname:pid of the worker training it.")
-    error = models.TextField(blank=True)
     output_dir = models.CharField(max_length=500, blank=True)
     resumed_from = models.CharField(max_length=500, blank=True, help_text="The checkpoint the last attempt resumed from.")
     outcome = models.JSONField(
@@ -93,22 +92,14 @@ class TuningRun(models.Model):
         help_text="An online RL run's reward model: the reward-model run whose scores it was trained to raise.",
     )
     created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     resent_at = models.DateTimeField(
         null=True, blank=True, help_text="When the watchdog last sent the run's message again (the broker had lost it)."
     )
 
-    class Meta:
-        ordering = ["-id"]
+    class Meta(WorkerJob.Meta):
         indexes = [models.Index(fields=["status", "heartbeat_at"], name="tuningrun_status_idx")]
         constraints = [
-            models.CheckConstraint(
-                condition=models.Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]),
-                name="tuningrun_status_valid",
-            ),
+            *WorkerJob.Meta.constraints,
             models.CheckConstraint(
                 condition=models.Q(method__in=["dpo", "kto", "simpo", "cpo", "orpo", "sft", "reward", "grpo", "rloo"]),
                 name="tuningrun_method_valid",
