@@ -171,3 +171,14 @@ def test_a_run_can_be_renamed_in_the_admin_but_nothing_else(admin_client):
     run.refresh_from_db()
     assert (run.name, run.status, run.step) == ("Renamed", "failed", 0)
 
+
+
+def test_a_change_list_prints_dates_short_enough_for_its_column(admin_client):
+    project = ProjectFactory(name="Dates")
+    prompt = _prompt(project, 1, "When?")
+    Prompt.objects.filter(pk=prompt.pk).update(created_at="2026-12-07T04:51:00Z")
+
+    html = admin_client.get("/admin/labeling/prompt/").content.decode()
+
+    # Non-breaking hyphens: a narrow column breaks it at the space only, date over time.
+    assert "<td class=\"field-created_at nowrap\">2026\u201112\u201107 04:51</td>" in html, re.findall(r"field-created_at[^<]*<", html)

@@ -138,6 +138,7 @@ LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 LANGUAGE_CODE = "en-us"
+FORMAT_MODULE_PATH = ["webapp.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
