@@ -108,7 +108,7 @@ def stop_worker(process: subprocess.Popen) -> None:
 def trainer_pids(output_dir: str | Path) -> list[int]:
     """Processes running `python -m training.trainer <output_dir>/…/run-spec.json` (a run folder: any attempt), but not
     one a trainer forked: between its fork and its exec a helper shows the trainer's command line too. (Suspected,
-    not shown, in a busy-suite failure whose real cause was the run row lagging the trainer.)"""
+    not shown, in a busy-suite failure whose real cause was the worker importing transformers at the first event.)"""
     folder = str(Path(output_dir)).encode() + b"/"
     parents = {}
     for proc in Path("/proc").iterdir():

@@ -20,9 +20,9 @@ from training.models import ModelVersion, RunMetric, TuningRun, Worker
 from training.review.rewards import reward_scoring_job_create
 from training.services.launch import new_output_dir
 from training.services.queueing import run_enqueue_on_commit
+from training.trainer.events import ProgressEvent
 
 if TYPE_CHECKING:
-    from training.trainer.events import ProgressEvent
     from training.trainer.process import ChildOutcome
 
 logger = logging.getLogger(__name__)
@@ -248,8 +248,6 @@ def _hand_back(run_id: int, attempt: int) -> None:
 
 
 def _progress_event(event: dict[str, Any]) -> ProgressEvent:
-    from training.trainer.events import ProgressEvent
-
     return ProgressEvent(
         step=event["step"], total_steps=event["total_steps"], metrics=event.get("metrics") or {},
         kind=event.get("kind", "train"), epoch=event.get("epoch"), details=event.get("details"),

@@ -208,7 +208,7 @@ def _log_tail(path: Path) -> list[str]:
     return [line for line in run.splitlines() if line.strip()][-LOG_TAIL_LINES:]
 
 
-def _sorted_events(
+def _split_events(
     events: list[dict[str, Any]], result: dict[str, Any] | None, refused: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str]:
     """A read's progress events, and the result or refusal among them (else those known before)."""
@@ -257,7 +257,7 @@ def run_supervised(
             exited = child.popen.poll() is not None
             # Read after looking at the exit, so the events of a child that exited meanwhile are all read: a fast
             # run's last steps were written between the read and the look and dropped (issue 24's e2e test).
-            progress, result, refused = _sorted_events(child.events(), result, refused)
+            progress, result, refused = _split_events(child.events(), result, refused)
             if progress:
                 on_progress(progress)
             if exited:
